@@ -1,0 +1,112 @@
+"""`run.py` commands: serve (default), migrate, create-user, token."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import trio
+from sqlalchemy.orm import Session
+
+from .config import ROLES, Settings, SettingsError, load_settings
+from .errors import ApiError
+from .identity.passwords import hash_password_sync
+from .identity.tokens import TokenCodec, TokenError
+from .logs import configure_logging
+from .server import run_server
+from .storage.database import create_database_engine
+from .storage.migrate import upgrade
+from .storage.users import create_user, find_user
+from .wire import user_to_wire
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="roomcast: a realtime chat server on Trio.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve REST, /ws and the web client (the default)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind; 0 picks a free one (default 8000)")
+
+    commands.add_parser("migrate", help="bring the database schema up to date")
+
+    create = commands.add_parser("create-user", help="create a user and print it as JSON")
+    create.add_argument("username")
+    create.add_argument("--password", help="omit for a user who signs in only with minted tokens")
+    create.add_argument("--role", default="member", choices=ROLES)
+    create.add_argument("--tenant", help="tenant (default: the server's default tenant)")
+    create.add_argument("--display-name")
+
+    token = commands.add_parser("token", help="print an access token for a user")
+    token.add_argument("username")
+    token.add_argument("--tenant", help="tenant (default: the server's default tenant)")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default: token_ttl_s)")
+
+    commands.add_parser("test", help="run the whole test suite (extra arguments go to pytest)")
+    return parser
+
+
+def _migrate(settings: Settings) -> None:
+    upgrade(create_database_engine(settings.resolved_database_url))
+
+
+def _create_user(settings: Settings, args: argparse.Namespace) -> None:
+    engine = create_database_engine(settings.resolved_database_url)
+    upgrade(engine)
+
+
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        user = create_user(
+            session,
+            tenant=args.tenant or settings.default_tenant,
+            username=args.username,
+            role=args.role,
+            display_name=args.display_name,
+            password_hash=hash_password_sync(args.password) if args.password else None,
+        )
+    print(json.dumps(user_to_wire(user), ensure_ascii=False))
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> None:
+    engine = create_database_engine(settings.resolved_database_url)
+    upgrade(engine)
+
+
+    with Session(engine) as session:
+        user = find_user(session, args.tenant or settings.default_tenant, args.username)
+    if user is None:
+        raise SystemExit(f"run.py token: no user {args.username!r}")
+    print(TokenCodec.from_settings(settings).mint(user.id, args.ttl))
+
+
+def main(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")  # `run.py --port 0` means `run.py serve --port 0`
+    args = _parser().parse_args(argv)
+    command = args.command
+    flags = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+    try:
+        settings = load_settings(flags)
+    except SettingsError as exc:
+        print(f"run.py: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if command == "serve":
+            configure_logging(settings.log_format, settings.log_level)
+            trio.run(run_server, settings, lambda line: print(line, flush=True))
+        elif command == "migrate":
+            _migrate(settings)
+            print("database schema is up to date")
+        elif command == "create-user":
+            _create_user(settings, args)
+        elif command == "token":
+            _token(settings, args)
+    except (ApiError, TokenError) as exc:
+        print(f"run.py {command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,197 @@
+"""One settings object, read from flags > environment > TOML file > defaults.
+
+Every setting has a field below. In the environment it is `ROOMCAST_<NAME>`
+(upper case); lists and tables are given there as JSON. The TOML file named by
+`ROOMCAST_CONFIG` uses the field names as keys. An unknown key or a bad value
+stops start-up with a message naming it and where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROLES = ("admin", "service", "member", "teacher", "tutor", "student", "parent", "bot")
+
+# Caller role -> roles it may open a direct chat with (PROTOCOL §2).
+_OPEN_TO_ALL = ["admin", "teacher", "tutor", "member", "bot"]
+_EVERYONE = ["admin", "member", "teacher", "tutor", "student", "parent", "bot"]
+DEFAULT_CONTACT_POLICY: dict[str, list[str]] = {
+    "admin": _EVERYONE,
+    "teacher": _EVERYONE,
+    "tutor": _EVERYONE,
+    "member": _OPEN_TO_ALL,
+    "student": _OPEN_TO_ALL,
+    "parent": _OPEN_TO_ALL,
+    "bot": _OPEN_TO_ALL,
+    "service": [],
+}
+
+# Environment variables with the prefix that are not settings.
+_NON_SETTING_ENV = {"ROOMCAST_CONFIG", "ROOMCAST_NO_BOOTSTRAP"}
+_NON_SETTING_ENV_PREFIXES = ("ROOMCAST_TEST_",)
+
+
+class WebhookTarget(BaseModel):
+    """One outgoing webhook endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    secret: str
+    events: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class Settings(BaseModel):
+    """Every knob roomcast has, with its default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    database_pool_size: int = Field(10, ge=1, le=200)
+    redis_url: str | None = None
+    redis_stream_maxlen: int = Field(10_000, ge=100)
+    redis_key_prefix: str = "roomcast:"
+    redis_max_connections: int = Field(8, ge=2, le=64)
+    redis_timeout_s: float = Field(10.0, gt=0)
+    redis_connect_timeout_s: float = Field(5.0, gt=0)
+    memory_stream_maxlen: int = Field(1000, ge=16)
+
+    # The actor runtime (DESIGN.md §2, §5, §7).
+    stream_read_block_s: float = Field(5.0, gt=0)
+    stream_read_count: int = Field(256, ge=1)
+    stream_retry_base_s: float = Field(0.1, gt=0)
+    stream_retry_max_s: float = Field(5.0, gt=0)
+    outbox_batch_size: int = Field(500, ge=1)
+    outbox_sweep_s: float = Field(5.0, gt=0)
+    room_mailbox_size: int = Field(256, ge=4)
+    room_replay_buffer: int = Field(1024, ge=0)
+    supervisor_intensity: int = Field(5, ge=0)
+    supervisor_period_s: float = Field(10.0, gt=0)
+    restart_backoff_s: float = Field(0.1, ge=0)
+    restart_backoff_max_s: float = Field(5.0, ge=0)
+
+    jwt_secret: str | None = None
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_public_key_file: Path | None = None
+    jwt_private_key_file: Path | None = None
+    token_ttl_s: int = Field(86_400, ge=60)
+
+    default_tenant: str = "default"
+    contact_policy: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CONTACT_POLICY))
+
+    max_request_bytes: int = Field(1 << 20, ge=1024)
+    max_body_chars: int = Field(4000, ge=1)
+    attachment_max_bytes: int = Field(10 << 20, ge=1)
+    attachment_types: list[str] = Field(
+        default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"]
+    )
+
+    send_rate_per_s: float = Field(10.0, gt=0)
+    send_burst: int = Field(30, ge=1)
+    typing_rate_per_s: float = Field(2.0, gt=0)
+    typing_burst: int = Field(5, ge=1)
+
+    ws_max_frame_bytes: int = Field(64 << 10, ge=1024)
+    ws_outbound_queue: int = Field(1024, ge=8)
+    heartbeat_s: float = Field(25.0, gt=0)
+    # How long a closing session may take to finish its current frame before the socket is cut.
+    ws_close_timeout_s: float = Field(5.0, gt=0)
+    room_idle_s: float = Field(60.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    webhooks: list[WebhookTarget] = Field(default_factory=list)
+
+    @field_validator("contact_policy")
+    @classmethod
+    def _known_roles(cls, policy: dict[str, list[str]]) -> dict[str, list[str]]:
+        for caller, targets in policy.items():
+            for role in (caller, *targets):
+                if role not in ROLES:
+                    raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        return policy
+
+    @model_validator(mode="after")
+    def _rs256_needs_a_key(self) -> Settings:
+        if self.jwt_algorithm == "RS256" and self.jwt_public_key_file is None:
+            raise ValueError("jwt_algorithm RS256 needs jwt_public_key_file")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in data_dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'roomcast.db'}"
+
+
+class SettingsError(Exception):
+    """A setting is unknown or has a bad value; the message names it."""
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    values: dict[str, tuple[Any, str]] = {}
+    for name, raw in environ.items():
+        if not name.startswith("ROOMCAST_") or name in _NON_SETTING_ENV:
+            continue
+        if name.startswith(_NON_SETTING_ENV_PREFIXES):
+            continue
+        key = name.removeprefix("ROOMCAST_").lower()
+        if key not in Settings.model_fields:
+            raise SettingsError(f"unknown setting {name} in the environment")
+        annotation = str(Settings.model_fields[key].annotation)
+        value: Any = raw
+        if annotation.startswith(("list", "dict")):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"{name}: expected JSON ({exc.msg})") from None
+        values[key] = (value, f"environment variable {name}")
+    return values
+
+
+def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    values: dict[str, tuple[Any, str]] = {}
+    for key, value in data.items():
+        if key not in Settings.model_fields:
+            raise SettingsError(f"unknown setting {key!r} in config file {path}")
+        values[key] = (value, f"config file {path}")
+    return values
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge defaults < TOML file < environment < flags into one validated Settings."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, tuple[Any, str]] = {}
+    if config_path := environ.get("ROOMCAST_CONFIG"):
+        merged.update(_file_values(Path(config_path)))
+    merged.update(_env_values(environ))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            merged[key] = (value, f"flag --{key.replace('_', '-')}")
+    try:
+        return Settings.model_validate({key: value for key, (value, _) in merged.items()})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = str(error["loc"][0]) if error["loc"] else ""
+            source = merged.get(key, (None, "settings"))[1]
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            problems.append(f"{where} (from {source}): {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

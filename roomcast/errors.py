@@ -1,0 +1,68 @@
+"""Errors that reach clients: an HTTP status, a PROTOCOL error code, a human message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """Raised anywhere below the transport; REST and /ws turn it into their error shape."""
+
+    status = 400
+    code = "validation_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 details: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.status = status or self.status
+        self.details = details
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "validation_error"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class TooLarge(ApiError):
+    status, code = 413, "too_large"
+
+
+class UnsupportedType(ApiError):
+    status, code = 415, "unsupported_type"
+
+
+class RateLimited(ApiError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, retry_after_s: float, message: str = "too many requests; slow down") -> None:
+        seconds = max(1, int(retry_after_s + 0.999))
+        super().__init__(message, details={"retry_after": retry_after_s}, headers={"Retry-After": str(seconds)})
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"

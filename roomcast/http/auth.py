@@ -1,0 +1,56 @@
+"""Request authentication: every /api route needs a bearer token unless marked public."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from quart import Blueprint, current_app, g, request
+
+from ..errors import Forbidden
+from ..identity.authenticate import bearer_token, user_for_token
+from ..storage.models import User
+from .context import current_node
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_PUBLIC_ATTR = "_roomcast_public"
+
+
+def public(view: F) -> F:
+    """Mark a view as reachable without a token (login)."""
+    setattr(view, _PUBLIC_ATTR, True)
+    return view
+
+
+def require_authentication(blueprint: Blueprint) -> None:
+    """Authenticate every request to `blueprint` before its view runs."""
+
+    @blueprint.before_request
+    async def _authenticate() -> None:
+        view = current_app.view_functions.get(request.endpoint or "")
+        if view is not None and getattr(view, _PUBLIC_ATTR, False):
+            return
+        node = current_node()
+        g.user = await user_for_token(node.database, node.tokens, bearer_token(request.headers.get("Authorization")))
+
+
+def current_user() -> User:
+    """The authenticated caller of this request."""
+    return g.user
+
+
+def require_roles(*roles: str) -> Callable[[F], F]:
+    """Allow a view only to callers with one of `roles` (403 otherwise)."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            if current_user().role not in roles:
+                raise Forbidden(f"only {' or '.join(roles)} users may do this")
+            return await view(*args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,72 @@
+"""Request and response models shared by the REST blueprints (and their OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..config import ROLES
+
+Role = Literal["admin", "service", "member", "teacher", "tutor", "student", "parent", "bot"]
+assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
+
+# Usernames are identifiers: no spaces or control characters, at most 64 characters.
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
+Tenant = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class RequestModel(BaseModel):
+    """A JSON request body: types are checked strictly; unknown fields are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    tenant: str
+    online: bool
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class LoginIn(RequestModel):
+    username: Username
+    password: str = Field(min_length=1, max_length=1024)
+    tenant: Tenant | None = None  # extension: defaults to the server's default tenant
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+
+
+class CreateUserIn(RequestModel):
+    username: Username
+    password: str | None = Field(None, min_length=8, max_length=1024)
+    display_name: DisplayName | None = None
+    role: Role = "member"
+    tenant: Tenant | None = None
+
+
+class ContactsQuery(BaseModel):
+    limit: int = Field(100, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=32)

@@ -1,0 +1,1 @@
+"""Who is calling: password hashes, JWTs, and who may contact whom."""

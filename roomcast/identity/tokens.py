@@ -1,0 +1,85 @@
+"""JWT access tokens: HS256 with the server's secret, or RS256 with configured keys."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+
+from ..config import Settings
+
+
+class TokenError(Exception):
+    """The token is unusable; `code` is `unauthorized` or `token_expired`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Claims:
+    user_id: int
+    issued_at: datetime | None
+
+
+class TokenCodec:
+    """Mints and checks access tokens."""
+
+    def __init__(self, algorithm: str, verify_key: str | bytes, signing_key: str | bytes | None, ttl_s: int) -> None:
+        self.algorithm = algorithm
+        self._verify_key = verify_key
+        self._signing_key = signing_key
+        self.ttl_s = ttl_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenCodec:
+        if settings.jwt_algorithm == "RS256":
+            assert settings.jwt_public_key_file is not None  # checked by Settings
+            public = settings.jwt_public_key_file.read_bytes()
+            private = settings.jwt_private_key_file.read_bytes() if settings.jwt_private_key_file else None
+            return cls("RS256", public, private, settings.token_ttl_s)
+        secret = settings.jwt_secret or _stored_secret(settings.data_dir)
+        return cls("HS256", secret, secret, settings.token_ttl_s)
+
+    def mint(self, user_id: int, ttl_s: int | None = None) -> str:
+        if self._signing_key is None:
+            raise TokenError("unauthorized", "this server verifies tokens but has no key to sign them")
+        now = datetime.now(UTC)
+        claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(seconds=ttl_s or self.ttl_s)}
+        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
+
+    def decode(self, token: str) -> Claims:
+        try:
+            claims = jwt.decode(
+                token, self._verify_key, algorithms=[self.algorithm], options={"require": ["exp", "sub"]}
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token_expired", "the token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError("unauthorized", f"invalid token: {exc}") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.isdigit():
+            raise TokenError("unauthorized", "invalid token: sub must be a user id")
+        issued = claims.get("iat")
+        issued_at = datetime.fromtimestamp(issued, UTC) if isinstance(issued, int | float) else None
+        return Claims(int(subject), issued_at)
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """The embedded default's secret: made once, kept beside the database, shared by the CLI."""
+    path = data_dir / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as handle:
+            handle.write(secret)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    return secret

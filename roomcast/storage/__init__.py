@@ -1,0 +1,1 @@
+"""What holds data: the SQL database (models, queries, migrations) and the room streams."""

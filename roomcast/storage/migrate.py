@@ -1,0 +1,39 @@
+"""Bring a database's schema up to date with Alembic, from code (`run.py migrate`, `serve`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Several nodes may start at once; on PostgreSQL they take turns migrating.
+_MIGRATION_LOCK_KEY = 0x726F6F6D  # "room"
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply every migration up to `revision` (blocking: call it from a worker thread)."""
+    config = alembic_config(engine)
+    # On SQLite, BEGIN IMMEDIATE holds the write lock for the whole upgrade.
+    with engine.execution_options(sqlite_immediate=True).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def revise(engine: Engine, message: str) -> None:
+    """Autogenerate a new revision from the models (a developer's tool)."""
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.revision(config, message=message, autogenerate=True)

@@ -1,0 +1,143 @@
+"""SQLAlchemy models: everything roomcast keeps durably."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+
+from ..timestamps import utcnow
+
+# Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BigInteger ids on PostgreSQL, but INTEGER on SQLite so that it stays the rowid alias.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant", "username"), Index(None, "tenant", "role"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Tokens issued before this moment are refused (logout everywhere, disable).
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+    __table_args__ = (
+        UniqueConstraint("tenant", "external_ref"),
+        UniqueConstraint("tenant", "direct_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    topic: Mapped[str] = mapped_column(String(1000), default="")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    external_ref: Mapped[str | None] = mapped_column(String(255))
+    # "<low user id>:<high user id>" for direct rooms, so a pair has at most one.
+    direct_key: Mapped[str | None] = mapped_column(String(64))
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_message_id: Mapped[int | None] = mapped_column(Id)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (Index(None, "user_id"),)
+
+    room_id: Mapped[int] = mapped_column(Id, ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    room_role: Mapped[str] = mapped_column(String(16), default="member")
+    last_read_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    joined_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("room_id", "seq"),
+        UniqueConstraint("room_id", "sender_id", "client_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    room_id: Mapped[int] = mapped_column(Id, ForeignKey("rooms.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    sender_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    body: Mapped[str] = mapped_column(Text)
+    # Indexed so that deleting messages (a room's, by cascade) need not scan for their replies.
+    reply_to_id: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    edited_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    room_id: Mapped[int] = mapped_column(Id, ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
+    uploader_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # Loaded only when the bytes are asked for, never with the metadata.
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class OutboxEvent(Base):
+    """Every stored room event, keyed by (room, seq): the outbox and the replay log.
+
+    Written in the transaction that commits the event; `published_at` stays empty
+    until the outbox relay has put it on the room's stream (DESIGN.md §1).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "room_id", "seq"),)
+
+    room_id: Mapped[int] = mapped_column(Id, ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)  # the event as JSON, exactly as delivered
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""roomcast's command line: serve (default), migrate, create-user, token, test.
+
+On a fresh clone this script needs nothing but Python 3.11+: the first run
+creates `.venv/`, installs the project's dependencies into it, and re-executes
+itself there. Set ROOMCAST_NO_BOOTSTRAP=1 to run in the current interpreter
+(containers and already-prepared environments do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+
+
+def _venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _extras_for(argv: list[str]) -> str:
+    # The test suite needs the dev tools and the PostgreSQL driver; serving
+    # needs the driver only when pointed at PostgreSQL, but it is small.
+    return "dev,postgres" if argv[:1] == ["test"] else "postgres"
+
+
+def _bootstrap(argv: list[str]) -> None:
+    """Make sure .venv holds the dependencies, then continue inside it."""
+    if os.environ.get("ROOMCAST_NO_BOOTSTRAP"):
+        return
+    extras = _extras_for(argv)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    marker = VENV / f".installed-{extras.replace(',', '-')}-{digest}"
+    # An install with more extras (test's dev,postgres) serves a command needing fewer.
+    installed = any(
+        set(extras.split(",")) <= set(found.name.split("-")[1:-1])
+        for found in VENV.glob(f".installed-*-{digest}")
+    )
+    inside = Path(sys.prefix).resolve() == VENV.resolve()
+    if inside and installed:
+        return
+    if not _venv_python().exists():
+        print("roomcast: creating .venv (first run)", file=sys.stderr)
+        venv.create(VENV, with_pip=True)
+    if not installed:
+        print(f"roomcast: installing dependencies [{extras}] into .venv", file=sys.stderr)
+        subprocess.run(
+            [str(_venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-e", f"{ROOT}[{extras}]"],
+            check=True,
+        )
+        for stale in VENV.glob(f".installed-{extras.replace(',', '-')}-*"):
+            stale.unlink()
+        marker.touch()
+    os.execv(str(_venv_python()), [str(_venv_python()), str(Path(__file__).resolve()), *argv])
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    _bootstrap(argv)
+    if argv[:1] == ["test"]:
+        import pytest
+
+        os.chdir(ROOT)
+        return int(pytest.main(argv[1:]))
+    from roomcast.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

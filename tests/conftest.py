@@ -1,0 +1,250 @@
+"""Shared fixtures: settings, a node on SQLite or PostgreSQL, the app, users with tokens, live servers.
+
+PostgreSQL and Redis are real servers. Where one is missing the tests that need it
+skip, unless ROOMCAST_TEST_REQUIRE_SERVICES=1 (set by .ci/run): then they fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from roomcast.config import Settings, load_settings
+from roomcast.http.app import create_app
+from roomcast.http.context import RoomcastApp
+from roomcast.identity.passwords import hash_password
+from roomcast.node import Node, open_node
+from roomcast.server import serve_node
+from roomcast.storage.database import create_database_engine
+from roomcast.storage.migrate import upgrade
+from roomcast.storage.models import Base
+from roomcast.storage.users import create_user
+from tests.helpers import JWT_SECRET, POSTGRES_URL, REDIS_URL
+
+REQUIRE_SERVICES = os.environ.get("ROOMCAST_TEST_REQUIRE_SERVICES") == "1"
+
+
+def service_missing(what: str, reason: str) -> None:
+    """Skip for a developer without the service; fail in CI, where it must be there."""
+    message = f"{what} is not reachable ({reason})"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + "; CI requires it", pytrace=False)
+    pytest.skip(message)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    engine = create_database_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url() -> Iterator[str]:
+    """A migrated schema of its own in the test database, dropped at the end of the session."""
+    try:
+        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # psycopg missing, server down, no such database...
+        service_missing("PostgreSQL", repr(exc))
+    schema = f"rc_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url_text = url.render_as_string(hide_password=False)
+    engine = create_database_engine(url_text)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url_text
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _truncate_all(url: str) -> None:
+    engine = create_engine(url)
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """Runs a test once on SQLite and once on PostgreSQL."""
+    return request.param
+
+
+@pytest.fixture
+def database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if db_backend == "postgresql":
+        url = request.getfixturevalue("postgres_schema_url")
+        _truncate_all(url)
+        return url
+    path = tmp_path / "roomcast.db"
+    shutil.copy(request.getfixturevalue("sqlite_template"), path)
+    return f"sqlite:///{path}"
+
+
+# --------------------------------------------------------------------------- redis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server's URL, once it has answered PING."""
+    parts = urlsplit(REDIS_URL)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            if not sock.recv(64).startswith(b"+PONG"):
+                raise ConnectionError("no PONG")
+    except OSError as exc:
+        service_missing("Redis", repr(exc))
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_key_prefix() -> str:
+    """Keys of one test never meet another test's, even across parallel runs."""
+    return f"rc-test:{os.getpid()}:{secrets.token_hex(4)}:"
+
+
+# --------------------------------------------------------------------------- node and app
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    flags: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "database_url": database_url,
+        "jwt_secret": JWT_SECRET,
+        "port": 0,
+        "log_format": "text",
+        "shutdown_grace_s": 2,
+    }
+    flags.update(overrides)
+    return load_settings(flags, environ={})
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module (or parametrize) to change the node's settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
+    return make_settings(tmp_path, database_url, **settings_overrides)
+
+
+class EventLoopQueryGuard:
+    """Records SQL statements run on the Trio event-loop thread (they must run in workers)."""
+
+    def __init__(self) -> None:
+        self.offences: list[str] = []
+        self.statements = 0
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements += 1
+        if trio.lowlevel.in_trio_run():
+            self.offences.append(statement)
+            raise AssertionError(f"SQL ran on the Trio event-loop thread: {statement}")
+
+
+@pytest.fixture
+def query_guard() -> EventLoopQueryGuard:
+    """Watches every statement of the test's node; any on the event-loop thread fails the test."""
+    return EventLoopQueryGuard()
+
+
+@pytest.fixture
+async def node(settings: Settings, query_guard: EventLoopQueryGuard) -> AsyncIterator[Node]:
+    async with open_node(settings, migrate=False) as opened:
+        event.listen(opened.database.engine, "before_cursor_execute", query_guard)
+        yield opened
+        assert not query_guard.offences, f"SQL on the event-loop thread: {query_guard.offences}"
+
+
+@pytest.fixture
+def app(node: Node) -> RoomcastApp:
+    return create_app(node)
+
+
+@pytest.fixture
+def client(app: RoomcastApp) -> Any:
+    return app.test_client()
+
+
+# --------------------------------------------------------------------------- users
+
+
+@dataclass
+class ApiUser:
+    id: int
+    username: str
+    role: str
+    tenant: str
+    token: str
+    password: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+
+
+_usernames = itertools.count(1)
+
+
+class UserFactory:
+    """Creates users straight in the database and mints their tokens."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def create(self, role: str = "member", *, tenant: str = "default", username: str | None = None,
+                     password: str | None = None, display_name: str | None = None) -> ApiUser:
+        username = username or f"{role}{next(_usernames)}"
+        password_hash = await hash_password(password) if password else None
+        user = await self.node.database.write(
+            lambda session: create_user(session, tenant=tenant, username=username, role=role,
+                                        display_name=display_name, password_hash=password_hash)
+        )
+        return ApiUser(user.id, username, role, tenant, self.node.tokens.mint(user.id), password)
+
+
+@pytest.fixture
+def users(node: Node) -> UserFactory:
+    return UserFactory(node)
+
+
+# --------------------------------------------------------------------------- live server
+
+
+@pytest.fixture
+async def live_server(node: Node, nursery: trio.Nursery) -> AsyncIterator[str]:
+    """The node served by Hypercorn on a free port over real sockets; yields its base URL."""
+    shutdown = trio.Event()
+    url = await nursery.start(lambda task_status: serve_node(node, shutdown=shutdown, task_status=task_status))
+    yield url
+    shutdown.set()

@@ -1,0 +1,60 @@
+"""The Database gateway: work runs in worker threads, one transaction per call, bounded by the pool."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+from sqlalchemy import func, select, text
+
+from roomcast.errors import Conflict
+from roomcast.node import Node
+from roomcast.storage.models import User
+from roomcast.storage.users import create_user
+
+
+async def test_work_runs_off_the_event_loop_thread(node: Node) -> None:
+    loop_thread = threading.get_ident()
+    seen = await node.database.read(lambda session: (threading.get_ident(), trio.lowlevel.in_trio_run()))
+    assert seen[0] != loop_thread
+    assert seen[1] is False
+
+
+async def test_limiter_is_sized_to_the_pool(node: Node) -> None:
+    assert node.database.limiter.total_tokens == node.settings.database_pool_size + 5
+
+
+async def test_a_failed_transaction_leaves_nothing(node: Node) -> None:
+    def create_then_fail(session):  # type: ignore[no-untyped-def]
+        create_user(session, tenant="default", username="ghost", role="member")
+        session.flush()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await node.database.write(create_then_fail)
+    assert await node.database.read(lambda s: s.scalar(select(func.count()).select_from(User))) == 0
+
+
+async def test_concurrent_writers_all_commit(node: Node) -> None:
+    """Many writers at once: SQLite waits for its write lock instead of failing with 'locked'."""
+
+    async def add(n: int) -> None:
+        await node.database.write(lambda s: create_user(s, tenant="default", username=f"u{n}", role="member"))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(40):
+            nursery.start_soon(add, n)
+    assert await node.database.read(lambda s: s.scalar(select(func.count()).select_from(User))) == 40
+
+
+async def test_duplicate_username_in_a_tenant_conflicts(node: Node) -> None:
+    await node.database.write(lambda s: create_user(s, tenant="a", username="same", role="member"))
+    await node.database.write(lambda s: create_user(s, tenant="b", username="same", role="member"))
+    with pytest.raises(Conflict):
+        await node.database.write(lambda s: create_user(s, tenant="a", username="same", role="member"))
+
+
+async def test_ping(node: Node) -> None:
+    await node.database.ping()
+    assert await node.database.read(lambda s: s.execute(text("SELECT 1")).scalar()) == 1

@@ -1,0 +1,83 @@
+"""Settings: flags > environment > TOML file > defaults; unknown keys and bad values stop start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from roomcast.config import DEFAULT_CONTACT_POLICY, SettingsError, load_settings
+
+
+def test_defaults_need_nothing() -> None:
+    settings = load_settings(environ={})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.resolved_database_url == "sqlite:///var/roomcast.db"
+    assert settings.redis_url is None
+    assert settings.max_body_chars == 4000
+    assert settings.contact_policy == DEFAULT_CONTACT_POLICY
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    config = tmp_path / "roomcast.toml"
+    config.write_text('port = 7000\nhost = "0.0.0.0"\nmax_body_chars = 100\n')
+    environ = {"ROOMCAST_CONFIG": str(config), "ROOMCAST_PORT": "7001", "ROOMCAST_MAX_BODY_CHARS": "200"}
+    settings = load_settings({"port": 7002}, environ=environ)
+    assert settings.port == 7002  # flag
+    assert settings.max_body_chars == 200  # environment over file
+    assert settings.host == "0.0.0.0"  # file over default
+
+
+def test_a_flag_left_unset_does_not_override() -> None:
+    assert load_settings({"port": None}, environ={"ROOMCAST_PORT": "9000"}).port == 9000
+
+
+def test_unknown_environment_setting_is_named() -> None:
+    with pytest.raises(SettingsError, match="ROOMCAST_PROT"):
+        load_settings(environ={"ROOMCAST_PROT": "1"})
+
+
+def test_harness_variables_are_not_settings() -> None:
+    load_settings(environ={"ROOMCAST_NO_BOOTSTRAP": "1", "ROOMCAST_TEST_REDIS_URL": "redis://x"})
+
+
+def test_unknown_file_key_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("colour = 'blue'\n")
+    with pytest.raises(SettingsError, match=r"unknown setting 'colour' in config file"):
+        load_settings(environ={"ROOMCAST_CONFIG": str(config)})
+
+
+def test_bad_value_names_key_and_source(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"port \(from environment variable ROOMCAST_PORT\)"):
+        load_settings(environ={"ROOMCAST_PORT": "eighty"})
+    with pytest.raises(SettingsError, match=r"port \(from flag --port\)"):
+        load_settings({"port": 70000}, environ={})
+
+
+def test_broken_or_missing_file_is_reported(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = \n")
+    with pytest.raises(SettingsError, match="config file"):
+        load_settings(environ={"ROOMCAST_CONFIG": str(broken)})
+    with pytest.raises(SettingsError, match="config file"):
+        load_settings(environ={"ROOMCAST_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def test_tables_from_environment_are_json() -> None:
+    settings = load_settings(environ={"ROOMCAST_CONTACT_POLICY": '{"student": ["teacher"]}'})
+    assert settings.contact_policy == {"student": ["teacher"]}
+    with pytest.raises(SettingsError, match="ROOMCAST_CONTACT_POLICY: expected JSON"):
+        load_settings(environ={"ROOMCAST_CONTACT_POLICY": "{student"})
+
+
+def test_contact_policy_roles_are_checked(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[contact_policy]\nstudent = ["wizard"]\n')
+    with pytest.raises(SettingsError, match="unknown role 'wizard'"):
+        load_settings(environ={"ROOMCAST_CONFIG": str(config)})
+
+
+def test_rs256_needs_a_public_key() -> None:
+    with pytest.raises(SettingsError, match="jwt_public_key_file"):
+        load_settings(environ={"ROOMCAST_JWT_ALGORITHM": "RS256"})
