@@ -1,0 +1,220 @@
+"""Messages: send, edit, delete, history and read pointers (PROTOCOL §4), for REST and /ws alike.
+
+Every stored event (message, edit, deletion) runs one transaction that locks the
+room, takes its next seq and writes the outbox row (DESIGN.md §1); the caller is
+answered only after that commit, and the outbox relay is woken right after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import BadRequest, Forbidden, NotFound
+from ..logs import log_event
+from ..node import Node
+from ..storage.attachments import attachments_of, unlinked_uploads
+from ..storage.events import append_event, take_next_seq
+from ..storage.messages import (
+    find_by_client_id,
+    get_room_message,
+    history_page,
+    latest_visible_message_id,
+    message_with_sender,
+)
+from ..storage.models import Message, Room, User
+from ..storage.rooms import advance_read_pointer
+from ..storage.streams import StreamUnavailable
+from ..timestamps import utcnow
+from ..wire import message_deleted_event, message_edited_event, message_event, message_to_wire, sender_to_wire
+from .access import open_room
+from .text import check_attachment_ids, check_body, check_client_id
+
+log = logging.getLogger("roomcast.messaging")
+
+HISTORY_MAX_LIMIT = 200
+
+
+def _message_view(session: Session, message: Message, sender: User) -> dict[str, Any]:
+    return message_to_wire(message, sender, attachments_of(session, [message.id]).get(message.id, ()))
+
+
+def _require_active(room: Room) -> None:
+    if not room.is_active:
+        raise BadRequest("the room is inactive", code="room_inactive")
+
+
+def _require_not_deleted(message: Message, what: str = "the message") -> None:
+    if message.deleted_at is not None:
+        raise BadRequest(f"{what} has been deleted", code="message_deleted")
+
+
+async def send_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
+                       client_id: str | None = None,
+                       attachments: Sequence[int] = ()) -> tuple[dict[str, Any], bool]:
+    """Store a message from `sender`; returns it and True, once committed.
+
+    With a `client_id` the sender already used in this room, nothing is stored and
+    the original message comes back with False. Over the sender's rate → RateLimited.
+    """
+    node.send_limiter.check(sender.id)
+    check_client_id(client_id)
+    attachment_ids = check_attachment_ids(list(attachments))
+    check_body(body, node.settings.max_body_chars, has_attachments=bool(attachment_ids))
+
+    def work(session: Session) -> tuple[dict[str, Any], bool]:
+        access = open_room(session, sender, room_id, lock=True)
+        access.require_member()
+        room = access.room
+        if client_id is not None and (original := find_by_client_id(session, room.id, sender.id, client_id)):
+            return _message_view(session, original, sender), False
+        _require_active(room)
+        if reply_to is not None:
+            target = get_room_message(session, room.id, reply_to)
+            if target is None:
+                raise BadRequest("reply_to must be a message of this room", details={"field": "reply_to"})
+            _require_not_deleted(target, "the message replied to")
+        uploads = unlinked_uploads(session, room.id, sender.id, attachment_ids)
+        if len(uploads) != len(attachment_ids):
+            unknown = sorted(set(attachment_ids) - {upload.id for upload in uploads})
+            raise BadRequest("attachments must be your own uploads to this room, not yet sent",
+                             details={"field": "attachments", "ids": unknown})
+
+        def store() -> dict[str, Any]:
+            now = utcnow()
+            seq = take_next_seq(session, room.id, last_activity_at=now)
+            message = Message(room_id=room.id, seq=seq, sender_id=sender.id, body=body, reply_to_id=reply_to,
+                              client_id=client_id, created_at=now)
+            session.add(message)
+            session.flush()
+            room.last_message_id = message.id
+            for upload in uploads:
+                upload.message_id = message.id
+            view = message_to_wire(message, sender, uploads)
+            append_event(session, message_event(room.id, seq, view))
+            session.flush()
+            return view
+
+        if client_id is None:
+            return store(), True
+        # The room lock already orders sends, so two with one client_id cannot both get
+        # here; the unique constraint has the final word all the same, and the savepoint
+        # undoes the seq this attempt took.
+        try:
+            with session.begin_nested():
+                return store(), True
+        except IntegrityError:
+            original = find_by_client_id(session, room.id, sender.id, client_id)
+            if original is None:
+                raise
+            return _message_view(session, original, sender), False
+
+    message, created = await node.database.write(work)
+    if created:
+        node.notify_committed(room_id)
+    return message, created
+
+
+async def edit_message(node: Node, editor: User, room_id: int, message_id: int, body: str) -> dict[str, Any]:
+    """Replace the body of the editor's own message; stores a `message_edited` event if it changed."""
+
+    def work(session: Session) -> tuple[dict[str, Any], bool]:
+        access = open_room(session, editor, room_id, lock=True)
+        access.require_member()
+        found = message_with_sender(session, room_id, message_id)
+        if found is None:
+            raise NotFound("no such message")
+        message, sender = found
+        if message.sender_id != editor.id:
+            raise Forbidden("only the sender may edit a message")
+        _require_not_deleted(message)
+        _require_active(access.room)
+        attachments = attachments_of(session, [message.id]).get(message.id, [])
+        check_body(body, node.settings.max_body_chars, has_attachments=bool(attachments))
+        if body == message.body:
+            return message_to_wire(message, sender, attachments), False
+        message.body = body
+        message.edited_at = utcnow()
+        seq = take_next_seq(session, room_id)
+        view = message_to_wire(message, sender, attachments)
+        append_event(session, message_edited_event(room_id, seq, view))
+        return view, True
+
+    view, changed = await node.database.write(work)
+    if changed:
+        node.notify_committed(room_id)
+    return view
+
+
+async def delete_message(node: Node, caller: User, room_id: int, message_id: int) -> None:
+    """Soft-delete a message (its sender, the room's owners and moderators, admins).
+
+    Deleting a deleted message changes nothing and succeeds, so retries are safe.
+    """
+
+    def work(session: Session) -> bool:
+        access = open_room(session, caller, room_id, lock=True)
+        message = get_room_message(session, room_id, message_id)
+        if message is None:
+            raise NotFound("no such message")
+        if message.sender_id != caller.id and not access.can_manage:
+            raise Forbidden("only the sender, the room's owners and moderators, or an admin may delete it")
+        if message.deleted_at is not None:
+            return False
+        message.deleted_at = utcnow()
+        seq = take_next_seq(session, room_id)
+        room = access.room
+        if room.last_message_id == message.id:
+            room.last_message_id = latest_visible_message_id(session, room_id)
+        append_event(session, message_deleted_event(room_id, seq, message.id))
+        return True
+
+    if await node.database.write(work):
+        node.notify_committed(room_id)
+
+
+async def list_messages(node: Node, caller: User, room_id: int, *, limit: int = 50, before: int | None = None,
+                        after: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """A page of the room's visible messages, oldest first, and whether there are more beyond it."""
+    if before is not None and after is not None:
+        raise BadRequest("give either before or after, not both", details={"fields": ["before", "after"]})
+    if not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise BadRequest(f"limit must be 1 to {HISTORY_MAX_LIMIT}", details={"field": "limit"})
+
+    def work(session: Session) -> tuple[list[dict[str, Any]], bool]:
+        open_room(session, caller, room_id)
+        rows, has_more = history_page(session, room_id, limit=limit, before=before, after=after)
+        attachments = attachments_of(session, [message.id for message, _ in rows])
+        return [message_to_wire(m, sender, attachments.get(m.id, ())) for m, sender in rows], has_more
+
+    return await node.database.read(work)
+
+
+async def mark_read(node: Node, reader: User, room_id: int, seq: int) -> int:
+    """Move the reader's read pointer up to `seq` (clamped to the room's last seq, never backwards).
+
+    Returns the pointer as it now stands. When it moved, the room's subscribers get a
+    `read` event (live only: the pointer itself is what is stored).
+    """
+    if seq < 0:
+        raise BadRequest("seq must not be negative", details={"field": "seq"})
+
+    def work(session: Session) -> tuple[int, bool]:
+        access = open_room(session, reader, room_id)
+        previous = access.require_member().last_read_seq
+        target = min(seq, access.room.last_seq)
+        advance_read_pointer(session, room_id, reader.id, target)
+        return max(previous, target), target > previous
+
+    pointer, moved = await node.database.write(work)
+    if moved:
+        event = {"type": "read", "room": room_id, "user": sender_to_wire(reader), "seq": pointer}
+        try:
+            await node.rooms.publish_transient(room_id, event)
+        except StreamUnavailable as exc:  # the pointer is stored; only the live notice is lost
+            log_event(log, "read.announce_failed", logging.WARNING, room=room_id, error=str(exc))
+    return pointer

@@ -1,0 +1,38 @@
+"""Stored room events: the room's next seq and the outbox row, in the committing transaction.
+
+DESIGN.md §1: an event exists once its transaction commits. The seq comes from
+`UPDATE rooms SET last_seq = last_seq + 1 ... RETURNING`, which holds the room's
+row lock on PostgreSQL (SQLite's writer lock is already held by Database.write)
+until commit, so seqs of one room are strictly increasing with no gaps.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from .models import OutboxEvent, Room
+
+
+def take_next_seq(session: Session, room_id: int, **also_set: Any) -> int:
+    """Increment the room's last_seq (setting `also_set` columns too) and return the new value."""
+    statement = (
+        update(Room)
+        .where(Room.id == room_id)
+        .values(last_seq=Room.last_seq + 1, **also_set)
+        .returning(Room.last_seq)
+    )
+    return session.execute(statement).scalar_one()
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    """The event as compact JSON, raw UTF-8 (what subscribers receive byte for byte)."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+def append_event(session: Session, event: dict[str, Any]) -> None:
+    """Queue the outbox row of `event` (which carries its `room` and `seq`) in this transaction."""
+    session.add(OutboxEvent(room_id=event["room"], seq=event["seq"], type=event["type"], payload=encode_event(event)))

@@ -1,0 +1,61 @@
+"""Message queries. Each takes a Session and runs inside Database.read/write."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Message, User
+
+
+def message_with_sender(session: Session, room_id: int, message_id: int) -> tuple[Message, User] | None:
+    """The message with that id if it belongs to `room_id`, with its sender."""
+    row = session.execute(
+        select(Message, User).join(User, User.id == Message.sender_id)
+        .where(Message.id == message_id, Message.room_id == room_id)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def find_by_client_id(session: Session, room_id: int, sender_id: int, client_id: str) -> Message | None:
+    return session.scalars(
+        select(Message).where(Message.room_id == room_id, Message.sender_id == sender_id,
+                              Message.client_id == client_id)
+    ).first()
+
+
+def get_room_message(session: Session, room_id: int, message_id: int) -> Message | None:
+    return session.scalars(select(Message).where(Message.id == message_id, Message.room_id == room_id)).first()
+
+
+def latest_visible_message_id(session: Session, room_id: int) -> int | None:
+    """The newest message of the room that is not deleted, if any."""
+    return session.scalars(
+        select(Message.id).where(Message.room_id == room_id, Message.deleted_at.is_(None))
+        .order_by(Message.seq.desc()).limit(1)
+    ).first()
+
+
+def history_page(session: Session, room_id: int, *, limit: int, before: int | None = None,
+                 after: int | None = None) -> tuple[list[tuple[Message, User]], bool]:
+    """Up to `limit` visible messages, oldest first, with their senders, and whether there are more.
+
+    With `after`: the oldest messages with seq > after ("more" = newer ones exist).
+    Otherwise the newest messages, below `before` if given ("more" = older ones exist).
+    """
+    query = (
+        select(Message, User).join(User, User.id == Message.sender_id)
+        .where(Message.room_id == room_id, Message.deleted_at.is_(None))
+    )
+    if after is not None:
+        query = query.where(Message.seq > after).order_by(Message.seq.asc())
+    else:
+        if before is not None:
+            query = query.where(Message.seq < before)
+        query = query.order_by(Message.seq.desc())
+    rows = [(message, sender) for message, sender in session.execute(query.limit(limit + 1))]
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    return rows, has_more

@@ -1,0 +1,174 @@
+"""Room and membership queries. Each takes a Session and runs inside Database.read/write."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from .models import Membership, Message, Room, User
+
+
+@dataclass
+class RoomRow:
+    """A room as one caller sees it: its last visible message and the caller's unread count."""
+
+    room: Room
+    last_message: Message | None
+    last_sender: User | None
+    unread_count: int
+
+
+def direct_key(user_a: int, user_b: int) -> str:
+    """The key that makes a pair of users have at most one direct room."""
+    low, high = sorted((user_a, user_b))
+    return f"{low}:{high}"
+
+
+def load_room(session: Session, tenant: str, room_id: int, user_id: int, *,
+              lock: bool = False) -> tuple[Room | None, Membership | None]:
+    """The room (if it is in `tenant`) and `user_id`'s membership of it.
+
+    With `lock`, the room row stays locked until commit (FOR NO KEY UPDATE on
+    PostgreSQL; SQLite's writer lock covers it), so everything that takes the
+    room's next seq, or changes who is in it, runs one at a time per room.
+    """
+    query = (
+        select(Room, Membership)
+        .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == user_id))
+        .where(Room.id == room_id, Room.tenant == tenant)
+    )
+    if lock:
+        query = query.with_for_update(of=Room, key_share=True)
+    row = session.execute(query).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def find_room_by_ref(session: Session, tenant: str, external_ref: str, *, lock: bool = False) -> Room | None:
+    query = select(Room).where(Room.tenant == tenant, Room.external_ref == external_ref)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    return session.scalars(query).first()
+
+
+def find_direct_room(session: Session, tenant: str, key: str) -> Room | None:
+    return session.scalars(select(Room).where(Room.tenant == tenant, Room.direct_key == key)).first()
+
+
+def insert_room(session: Session, room: Room, members: Mapping[int, str]) -> Room | None:
+    """Insert `room` with `members` (user id -> room role).
+
+    Returns None, with nothing written, when another transaction took the room's
+    direct_key or external_ref first: the caller then reads the winner's room.
+    """
+    try:
+        with session.begin_nested():
+            session.add(room)
+            session.flush()
+            session.add_all(Membership(room_id=room.id, user_id=uid, room_role=role) for uid, role in members.items())
+            session.flush()
+    except IntegrityError:
+        return None
+    return room
+
+
+def delete_room(session: Session, room_id: int) -> None:
+    """Delete the room; its memberships, messages and outbox rows go with it (ON DELETE CASCADE)."""
+    session.execute(delete(Room).where(Room.id == room_id))
+
+
+def tenant_users(session: Session, tenant: str, user_ids: Collection[int]) -> dict[int, User]:
+    """The active users of `tenant` among `user_ids`, by id (missing ids are absent or elsewhere)."""
+    if not user_ids:
+        return {}
+    query = select(User).where(User.tenant == tenant, User.id.in_(sorted(user_ids)), User.is_active.is_(True))
+    return {user.id: user for user in session.scalars(query)}
+
+
+def room_memberships(session: Session, room_id: int) -> dict[int, Membership]:
+    return {m.user_id: m for m in session.scalars(select(Membership).where(Membership.room_id == room_id))}
+
+
+def add_membership(session: Session, room_id: int, user_id: int, room_role: str) -> None:
+    session.add(Membership(room_id=room_id, user_id=user_id, room_role=room_role))
+    session.flush()
+
+
+def remove_memberships(session: Session, room_id: int, user_ids: Collection[int]) -> None:
+    if user_ids:
+        session.execute(delete(Membership).where(Membership.room_id == room_id,
+                                                 Membership.user_id.in_(sorted(user_ids))))
+
+
+def members_of(session: Session, room_ids: Sequence[int]) -> dict[int, list[tuple[User, str]]]:
+    """Each room's members with their room roles, for all `room_ids` in one query."""
+    members: dict[int, list[tuple[User, str]]] = defaultdict(list)
+    if not room_ids:
+        return members
+    query = (
+        select(Membership.room_id, Membership.room_role, User)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.room_id.in_(sorted(set(room_ids))))
+        .order_by(Membership.room_id, User.id)
+    )
+    for room_id, room_role, user in session.execute(query):
+        members[room_id].append((user, room_role))
+    return members
+
+
+def _room_rows_query(user_id: int, tenant: str, *, members_only: bool) -> Select:
+    """Rooms with their last message, its sender and `user_id`'s unread count, in one statement."""
+    last = aliased(Message, name="last_message")
+    sender = aliased(User, name="last_sender")
+    # Someone who is not a member has nothing unread.
+    read_up_to = func.coalesce(Membership.last_read_seq, Room.last_seq)
+    unread = (
+        select(func.count())
+        .select_from(Message)
+        .where(Message.room_id == Room.id, Message.seq > read_up_to,
+               Message.sender_id != user_id, Message.deleted_at.is_(None))
+        .correlate(Room, Membership)
+        .scalar_subquery()
+    )
+    membership = and_(Membership.room_id == Room.id, Membership.user_id == user_id)
+    query = select(Room, last, sender, unread)
+    query = query.join(Membership, membership) if members_only else query.outerjoin(Membership, membership)
+    return (
+        query.outerjoin(last, last.id == Room.last_message_id)
+        .outerjoin(sender, sender.id == last.sender_id)
+        .where(Room.tenant == tenant)
+    )
+
+
+def room_row(session: Session, tenant: str, user_id: int, room_id: int) -> RoomRow | None:
+    """One room as `user_id` sees it (member or not)."""
+    query = _room_rows_query(user_id, tenant, members_only=False).where(Room.id == room_id)
+    # Fresh from the database, even when this transaction has just changed the room.
+    row = session.execute(query.execution_options(populate_existing=True)).first()
+    return RoomRow(*row) if row else None
+
+
+def user_room_rows(session: Session, tenant: str, user_id: int, *, limit: int,
+                   after: tuple[datetime, int] | None = None) -> list[RoomRow]:
+    """The rooms `user_id` is a member of, most recent activity first, after the keyset `after`."""
+    query = _room_rows_query(user_id, tenant, members_only=True)
+    if after is not None:
+        activity, room_id = after
+        query = query.where(or_(Room.last_activity_at < activity,
+                                and_(Room.last_activity_at == activity, Room.id < room_id)))
+    query = query.order_by(Room.last_activity_at.desc(), Room.id.desc()).limit(limit)
+    return [RoomRow(*row) for row in session.execute(query)]
+
+
+def advance_read_pointer(session: Session, room_id: int, user_id: int, seq: int) -> None:
+    """Move the member's read pointer up to `seq`; never backwards."""
+    session.execute(
+        update(Membership)
+        .where(Membership.room_id == room_id, Membership.user_id == user_id, Membership.last_read_seq < seq)
+        .values(last_read_seq=seq)
+    )

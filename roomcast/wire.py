@@ -1,0 +1,96 @@
+"""The JSON shapes of PROTOCOL.md, built from the storage models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .storage.models import Attachment, Message, Room, User
+from .timestamps import to_wire
+
+
+def user_to_wire(user: User, online: bool = False) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+        "tenant": user.tenant,
+        "online": online,
+    }
+
+
+def sender_to_wire(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "display_name": user.display_name}
+
+
+def member_to_wire(user: User, room_role: str) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+        "room_role": room_role,
+    }
+
+
+def attachment_to_wire(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": attachment.id,
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "url": f"/api/attachments/{attachment.id}",
+    }
+
+
+def message_to_wire(message: Message, sender: User, attachments: Iterable[Attachment] = ()) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "room_id": message.room_id,
+        "seq": message.seq,
+        "sender": sender_to_wire(sender),
+        "body": message.body,
+        "reply_to": message.reply_to_id,
+        "attachments": [attachment_to_wire(a) for a in attachments],
+        "client_id": message.client_id,
+        "created_at": to_wire(message.created_at),
+        "edited_at": to_wire(message.edited_at),
+    }
+
+
+def room_to_wire(room: Room, members: Sequence[dict[str, Any]], last_message: dict[str, Any] | None,
+                 unread_count: int) -> dict[str, Any]:
+    return {
+        "id": room.id,
+        "kind": room.kind,
+        "name": room.name,
+        "topic": room.topic,
+        "is_active": room.is_active,
+        "external_ref": room.external_ref,
+        "members": list(members),
+        "last_seq": room.last_seq,
+        "last_message": last_message,
+        "unread_count": unread_count,
+        "created_at": to_wire(room.created_at),
+        "updated_at": to_wire(room.updated_at),
+    }
+
+
+# Stored room events, exactly as PROTOCOL §5 delivers them over /ws (and as the outbox keeps them).
+
+
+def message_event(room_id: int, seq: int, message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message", "room": room_id, "seq": seq, "message": message}
+
+
+def message_edited_event(room_id: int, seq: int, message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message_edited", "room": room_id, "seq": seq, "message": message}
+
+
+def message_deleted_event(room_id: int, seq: int, message_id: int) -> dict[str, Any]:
+    return {"type": "message_deleted", "room": room_id, "seq": seq, "message_id": message_id}
+
+
+def room_updated_event(room_id: int, seq: int, changes: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "room_updated", "room": room_id, "seq": seq, "changes": changes}
