@@ -1,0 +1,106 @@
+"""The outbox relay: puts committed events on their room streams (DESIGN.md §1).
+
+The send path commits the event and its outbox row in one transaction and calls
+`notify(room_id)`. The relay reads that room's unpublished rows in seq order,
+appends them to the room's stream and marks them published. If the stream backend
+is down it keeps the rooms pending and retries with backoff. If the process dies
+between commit and publish, the rows stay unpublished and the next run's sweep
+publishes them: nothing committed is lost. Publishing twice (after a crash between
+the append and the marking) is harmless: room actors drop a seq they have already
+delivered.
+
+Besides the rooms it is told about, the relay sweeps every unpublished row at
+start and every `sweep_s`: rows older than `sweep_s` that another process left
+behind (it died, or its stream backend was down) get published too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from datetime import timedelta
+from typing import Any
+
+import trio
+
+from ..logs import log_event
+from ..storage.database import Database
+from ..storage.outbox import mark_published, unpublished
+from ..storage.streams import Append, StreamBackend, StreamUnavailable
+from ..timestamps import utcnow
+from .actor import ActorContext
+from .backoff import Backoff
+
+log = logging.getLogger("roomcast.actors.outbox_relay")
+
+
+class OutboxRelay:
+    """Publishes committed, unpublished outbox rows to the room streams, in seq order."""
+
+    def __init__(self, database: Database, backend: StreamBackend, *, batch_size: int = 500,
+                 sweep_s: float = 5.0, backoff: Backoff | None = None) -> None:
+        self.database = database
+        self.backend = backend
+        self.batch_size = batch_size
+        self.sweep_s = sweep_s
+        self.backoff = backoff or Backoff(base=0.1, cap=5.0)
+        self.published = 0
+        self.failures = 0
+        self._pending: set[int] = set()
+        self._wake = trio.Event()
+
+    def notify(self, room_id: int) -> None:
+        """`room_id` has newly committed outbox rows; never blocks."""
+        self._pending.add(room_id)
+        self._wake.set()
+
+    async def run(self, ctx: ActorContext) -> None:
+        sweep_all = True  # every run starts by publishing whatever any earlier one left behind
+        next_sweep = trio.current_time()
+        while True:
+            ok = True
+            if sweep_all or trio.current_time() >= next_sweep:
+                cutoff = None if sweep_all else utcnow() - timedelta(seconds=self.sweep_s)
+                ok = await self._publish(room_ids=None, created_before=cutoff)
+                if ok:
+                    sweep_all = False
+                    next_sweep = trio.current_time() + self.sweep_s
+            if ok and self._pending:
+                rooms, self._pending = self._pending, set()
+                ok = await self._publish(room_ids=rooms)
+                if not ok:
+                    self._pending |= rooms
+            if not ok:
+                await trio.sleep(self.backoff.delay(self.failures))
+                continue
+            if self._pending:
+                continue
+            with trio.move_on_at(next_sweep):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def _publish(self, *, room_ids: Collection[int] | None, created_before: Any = None) -> bool:
+        """Publish batches until none is left; False if the stream backend is down."""
+        while True:
+            rows = await self.database.read(
+                lambda session: unpublished(session, room_ids=room_ids, created_before=created_before,
+                                            limit=self.batch_size))
+            if not rows:
+                return True
+            try:
+                await self.backend.append([Append(row.room_id, row.payload.encode(), row.seq) for row in rows])
+            except StreamUnavailable as exc:
+                self.failures += 1
+                log_event(log, "outbox.stream_unavailable", logging.WARNING if self.failures == 1 else logging.DEBUG,
+                          error=str(exc), attempt=self.failures, waiting=len(rows))
+                return False
+            if self.failures:
+                log_event(log, "outbox.stream_recovered", attempts=self.failures)
+                self.failures = 0
+            await self.database.write(mark_published, [(row.room_id, row.seq) for row in rows], utcnow())
+            self.published += len(rows)
+            if len(rows) < self.batch_size:
+                return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"published": self.published, "pending_rooms": len(self._pending), "failures": self.failures}

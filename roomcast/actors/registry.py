@@ -1,0 +1,112 @@
+"""The room registry, `node.rooms`: room actors on demand, and the API the WebSocket layer uses.
+
+A room actor starts on its room's first subscriber or first event and stops
+itself after `room_idle_s` with no subscriber and no event. Room actors are the
+children of the `rooms` supervisor.
+
+How a WebSocket session (issue 5) uses it::
+
+    last_seq = await node.rooms.subscribe(room_id, session, since=since,
+                                          on_attached=lambda last: session.push(subscribed_frame(last)))
+    ...
+    node.rooms.unsubscribe(room_id, session)          # in a finally: never blocks
+    await node.rooms.publish_transient(room_id, {"type": "typing", ...})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..storage.database import Database
+from ..storage.streams import Append, StreamBackend
+from .room import RoomActor, RoomUnavailable, Subscribe, Subscriber
+from .stream_reader import StreamReader
+from .supervisor import Supervisor
+
+__all__ = ["RoomHub", "RoomUnavailable", "Subscriber"]
+
+_SUBSCRIBE_ATTEMPTS = 3
+
+
+class RoomHub:
+    """Starts, finds and forgets room actors; subscribes sessions to rooms."""
+
+    def __init__(self, *, database: Database, backend: StreamBackend, reader: StreamReader,
+                 supervisor: Supervisor, idle_s: float, replay_buffer: int, mailbox_size: int) -> None:
+        self.database = database
+        self.backend = backend
+        self.reader = reader
+        self.supervisor = supervisor
+        self.idle_s = idle_s
+        self.replay_buffer = replay_buffer
+        self.mailbox_size = mailbox_size
+        self._rooms: dict[int, RoomActor] = {}
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, room_id: int) -> RoomActor | None:
+        """The room's live actor, if it has one."""
+        return self._rooms.get(room_id)
+
+    def touch(self, room_id: int) -> RoomActor:
+        """Make sure `room_id` has a running actor (an event for it exists); never blocks."""
+        room = self._rooms.get(room_id)
+        if room is None or room.actor.terminated.is_set():
+            room = RoomActor(room_id, database=self.database, reader=self.reader, idle_s=self.idle_s,
+                             replay_buffer=self.replay_buffer, mailbox_size=self.mailbox_size,
+                             on_idle=self._forget)
+            self._rooms[room_id] = room
+            self.supervisor.add(room.actor)
+        return room
+
+    async def subscribe(self, room_id: int, subscriber: Subscriber, since: int | None = None,
+                        on_attached: Callable[[int], None] | None = None) -> int:
+        """Deliver `room_id`'s events to `subscriber` until unsubscribed or it overflows.
+
+        Returns the room's last seq at the moment of attaching. `on_attached(last_seq)`
+        runs at that moment, before any event reaches the subscriber: push the
+        `subscribed` reply from there and it precedes every event. With `since`, the
+        subscriber first gets every stored event with seq > since, in order, then the
+        live ones, with no gap and no duplicate across the switch. Subscribing the same
+        subscriber again replaces its earlier subscription to the room.
+
+        The caller checks membership first; this does not. An exception from
+        `on_attached` propagates here and nothing is subscribed. RoomUnavailable if the
+        room's actor cannot be reached (the node is shutting down).
+        """
+        for _ in range(_SUBSCRIBE_ATTEMPTS):
+            room = self.touch(room_id)
+            request = Subscribe(subscriber, since, on_attached)
+            try:
+                await room.actor.send(request)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                continue  # it stopped for idleness just now: the next attempt starts a new one
+            return await request.reply.wait(room.actor.terminated)
+        raise RoomUnavailable(f"room {room_id} has no actor to subscribe to")
+
+    def unsubscribe(self, room_id: int, subscriber: Subscriber) -> None:
+        """Stop delivering `room_id` to `subscriber`; immediate, never blocks (fine in `finally`)."""
+        room = self._rooms.get(room_id)
+        if room is not None:
+            room.remove(subscriber)
+
+    async def publish_transient(self, room_id: int, event: dict[str, Any]) -> None:
+        """Send a not-stored event (typing, presence, `event`) to the room's subscribers on every node.
+
+        It goes through the stream backend, carries no seq and is not replayed.
+        Raises StreamUnavailable when the backend is down (the event is dropped).
+        """
+        data = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        self.touch(room_id)
+        await self.backend.append([Append(room_id, data)])
+
+    def _forget(self, room: RoomActor) -> bool:
+        """Called by an idle room actor that is about to stop."""
+        if self._rooms.get(room.room_id) is room:
+            del self._rooms[room.room_id]
+        return True

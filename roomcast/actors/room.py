@@ -1,0 +1,353 @@
+"""The room actor: orders and heals one room's events and fans them out (DESIGN.md §2, §3).
+
+It consumes the room's stream from its last position (through the process's one
+StreamReader), delivers stored events in strict `seq` order, fetches any gap
+from the database, and hands each event's bytes -- encoded once, the same object
+for everyone -- to every subscriber without ever waiting for one.
+
+State that must survive a crash (subscribers, last seq delivered, stream
+position, recent events) lives on the RoomActor object, not in the task: a
+restarted run carries on from there, so subscribers neither lose nor get
+duplicate events.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Protocol
+
+import trio
+
+from ..logs import log_event
+from ..storage.database import Database
+from ..storage.outbox import events_after, room_last_seq
+from .actor import Actor, ActorContext, Restart
+from .stream_reader import Resync, StreamBatch, StreamReader
+
+log = logging.getLogger("roomcast.actors.room")
+
+# Rows per database round trip when healing a gap or replaying.
+_FETCH_CHUNK = 500
+
+
+class Subscriber(Protocol):
+    """What a room actor delivers to: typically one WebSocket session's outbound queue."""
+
+    def push(self, data: bytes) -> bool:
+        """Queue one encoded event without blocking; False when the queue is full.
+
+        `data` is shared by every subscriber of the room: keep it, do not change it.
+        """
+        ...
+
+    def overflowed(self, room_id: int) -> None:
+        """The room dropped this subscriber because `push` returned False (close with 1013)."""
+        ...
+
+
+class RoomUnavailable(Exception):
+    """The room's actor ended before it could take the subscription."""
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    subscriber: Subscriber
+    # Stored events with seq below this are not for this subscriber (it has them already).
+    next_seq: int
+    # False while it catches up on older events (replay); live events wait for the replay.
+    live: bool
+    active: bool = True
+
+
+class _Reply:
+    """The answer to one Subscribe message."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value = 0
+        self.error: BaseException | None = None
+
+    def set(self, value: int) -> None:
+        self.value = value
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+    async def wait(self, ended: trio.Event) -> int:
+        async with trio.open_nursery() as nursery:
+            async def watch_for_the_end() -> None:
+                await ended.wait()
+                self.fail(RoomUnavailable("the room actor ended"))
+
+            nursery.start_soon(watch_for_the_end)
+            await self.done.wait()
+            nursery.cancel_scope.cancel()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass(slots=True)
+class Subscribe:
+    subscriber: Subscriber
+    since: int | None
+    on_attached: Callable[[int], None] | None
+    reply: _Reply = field(default_factory=_Reply)
+
+
+class RoomActor:
+    """One room: its subscribers and positions (kept across restarts) and its behaviour, `run`."""
+
+    def __init__(self, room_id: int, *, database: Database, reader: StreamReader, idle_s: float,
+                 replay_buffer: int = 1024, mailbox_size: int = 256,
+                 on_idle: Callable[[RoomActor], bool] = lambda room: True) -> None:
+        self.room_id = room_id
+        self.database = database
+        self.reader = reader
+        self.idle_s = idle_s
+        self.on_idle = on_idle
+        self.actor = Actor(f"room:{room_id}", self.run, restart=Restart.TRANSIENT, mailbox_size=mailbox_size,
+                           describe_extra=self.describe)
+        self.subscriptions: dict[int, Subscription] = {}  # by id(subscriber)
+        self.last_seq: int | None = None  # the last stored event delivered; None until first loaded
+        self.position: str | None = None  # id of the last stream entry handled
+        # The newest delivered events, contiguous in seq: replays come from here when they can.
+        self.recent: deque[tuple[int, bytes]] = deque(maxlen=replay_buffer)
+        self.delivered = 0
+        self._epoch = 0
+        self._idle_scope: trio.CancelScope | None = None
+        self._replays: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ called by RoomHub
+
+    def remove(self, subscriber: Subscriber) -> None:
+        """Stop delivering to `subscriber` (immediately; safe from any task, never blocks)."""
+        subscription = self.subscriptions.pop(id(subscriber), None)
+        if subscription is not None:
+            subscription.active = False
+            self._maybe_idle()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "room": self.room_id,
+            "subscribers": len(self.subscriptions),
+            "replaying": sum(1 for s in self.subscriptions.values() if not s.live),
+            "last_seq": self.last_seq,
+            "stream_position": self.position,
+            "delivered": self.delivered,
+        }
+
+    # ------------------------------------------------------------------ the behaviour
+
+    async def run(self, ctx: ActorContext) -> str | None:
+        first_run = self.last_seq is None
+        if first_run:
+            self.last_seq = await self.database.read(room_last_seq, self.room_id)
+        self._epoch += 1
+        epoch = self._epoch
+        # From our last position; on a first run (None) the reader starts at the stream's
+        # end and sends Resync, which fetches anything committed in between.
+        self.reader.attach(self.room_id, self.actor, self.position, epoch)
+        try:
+            async with trio.open_nursery() as replays:
+                self._replays = replays
+                for subscription in self.subscriptions.values():
+                    if not subscription.live:
+                        replays.start_soon(self._replay, subscription)
+                if not first_run:
+                    # The run before may have died holding a Resync; whatever it was, catch up.
+                    await self._fill_from_database()
+                reason = await self._serve(ctx)
+                replays.cancel_scope.cancel()
+                return reason
+        finally:
+            self._replays = None
+            self.reader.detach(self.room_id, epoch)
+
+    async def _serve(self, ctx: ActorContext) -> str:
+        mailbox = ctx.mailbox
+        while True:
+            deadline = trio.current_time() + self.idle_s if not self.subscriptions else math.inf
+            with trio.CancelScope(deadline=deadline) as waiting:
+                self._idle_scope = waiting
+                message = await mailbox.receive()
+            self._idle_scope = None
+            if waiting.cancelled_caught:
+                # Idle: no subscriber and nothing received for idle_s. Leave the hub and refuse
+                # mail in this same step, so a new subscriber gets a new actor, never a dying one.
+                if not self.subscriptions and self.actor.backlog == 0 and self.on_idle(self):
+                    self.actor.close_mailbox()
+                    return "idle"
+                continue
+            await self._handle(message)
+
+    async def _handle(self, message: object) -> None:
+        if isinstance(message, StreamBatch):
+            if message.epoch != self._epoch:
+                return  # read for an earlier run; this run's attachment re-reads it
+            for entry in message.entries:
+                if entry.seq is None:
+                    self._fan_out(entry.data)
+                else:
+                    await self._stored(entry.seq, entry.data)
+                self.position = entry.id
+        elif isinstance(message, Resync):
+            await self._fill_from_database()
+        elif isinstance(message, Subscribe):
+            self._subscribe(message)
+        else:
+            log_event(log, "room.unknown_message", logging.WARNING, room=self.room_id, type=type(message).__name__)
+
+    # ------------------------------------------------------------------ stored events, in order
+
+    async def _stored(self, seq: int, data: bytes) -> None:
+        assert self.last_seq is not None
+        if seq <= self.last_seq:
+            return  # already delivered (a republished or re-read entry)
+        if seq > self.last_seq + 1:
+            await self._fill_from_database(upto=seq - 1)
+        self._deliver(seq, data)
+
+    async def _fill_from_database(self, upto: int | None = None) -> None:
+        """Deliver stored events after last_seq (up to `upto`) from the outbox table."""
+        assert self.last_seq is not None
+        while upto is None or self.last_seq < upto:
+            rows = await self.database.read(events_after, self.room_id, self.last_seq, upto, _FETCH_CHUNK)
+            for row in rows:
+                if row.seq > self.last_seq:
+                    if row.seq != self.last_seq + 1:
+                        self._skip_to(row.seq - 1)
+                    self._deliver(row.seq, row.payload.encode())
+            if len(rows) < _FETCH_CHUNK:
+                break
+        if upto is not None and self.last_seq < upto:
+            self._skip_to(upto)
+
+    def _skip_to(self, seq: int) -> None:
+        """The database lacks events up to `seq` (never expected): go on without them, loudly."""
+        assert self.last_seq is not None
+        log_event(log, "room.gap_unfilled", logging.ERROR, room=self.room_id, missing_from=self.last_seq + 1,
+                  missing_to=seq)
+        self.last_seq = seq
+        self.recent.clear()  # keep it contiguous
+
+    def _deliver(self, seq: int, data: bytes) -> None:
+        self.last_seq = seq
+        self.recent.append((seq, data))
+        self.delivered += 1
+        overflowed: list[Subscription] | None = None
+        for subscription in self.subscriptions.values():
+            if subscription.live and subscription.next_seq <= seq and not self._push(subscription, data):
+                if overflowed is None:
+                    overflowed = []
+                overflowed.append(subscription)
+        if overflowed:  # removed after the loop: the dict must not change while iterated
+            for subscription in overflowed:
+                self._overflow(subscription)
+
+    # ------------------------------------------------------------------ transient events
+
+    def _fan_out(self, data: bytes) -> None:
+        overflowed = [s for s in self.subscriptions.values() if not self._push(s, data)]
+        for subscription in overflowed:
+            self._overflow(subscription)
+
+    # ------------------------------------------------------------------ subscribers
+
+    def _push(self, subscription: Subscription, data: bytes) -> bool:
+        try:
+            return subscription.subscriber.push(data)
+        except Exception as exc:  # a broken subscriber must not break the room
+            log_event(log, "room.subscriber_failed", logging.WARNING, room=self.room_id,
+                      error_type=type(exc).__name__, error=str(exc))
+            return False
+
+    def _overflow(self, subscription: Subscription) -> None:
+        if self.subscriptions.get(id(subscription.subscriber)) is not subscription:
+            return
+        del self.subscriptions[id(subscription.subscriber)]
+        subscription.active = False
+        log_event(log, "room.subscriber_overflowed", room=self.room_id)
+        try:
+            subscription.subscriber.overflowed(self.room_id)
+        except Exception as exc:
+            log_event(log, "room.subscriber_failed", logging.WARNING, room=self.room_id,
+                      error_type=type(exc).__name__, error=str(exc))
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self.subscriptions and self._idle_scope is not None:
+            self._idle_scope.deadline = trio.current_time() + self.idle_s
+
+    def _subscribe(self, request: Subscribe) -> None:
+        assert self.last_seq is not None
+        last = self.last_seq
+        previous = self.subscriptions.pop(id(request.subscriber), None)
+        if previous is not None:
+            previous.active = False
+        if request.since is None or request.since >= last:
+            subscription = Subscription(request.subscriber, next_seq=max(last, request.since or 0) + 1, live=True)
+        else:
+            subscription = Subscription(request.subscriber, next_seq=max(request.since, 0) + 1, live=False)
+        if request.on_attached is not None:
+            try:
+                request.on_attached(last)  # before any event for it: the caller's "subscribed" goes first
+            except Exception as exc:
+                request.reply.fail(exc)
+                self._maybe_idle()
+                return
+        self.subscriptions[id(request.subscriber)] = subscription
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = math.inf
+        request.reply.set(last)
+        if not subscription.live:
+            assert self._replays is not None
+            self._replays.start_soon(self._replay, subscription)
+
+    async def _replay(self, subscription: Subscription) -> None:
+        """Bring one subscriber from `next_seq` up to the room's last seq, then make it live.
+
+        From `recent` when it holds the range, else from the database. Live events go
+        on meanwhile; each pass re-reads last_seq, and the switch to live happens in
+        the same step as the last push, so there is no gap and no duplicate.
+        """
+        while subscription.active:
+            assert self.last_seq is not None
+            target = self.last_seq
+            if subscription.next_seq > target:
+                subscription.live = True
+                return
+            if self.recent and self.recent[0][0] <= subscription.next_seq:
+                start = subscription.next_seq - self.recent[0][0]
+                for _, data in islice(self.recent, start, None):
+                    if not self._push(subscription, data):
+                        self._overflow(subscription)
+                        return
+                subscription.next_seq = target + 1
+                continue
+            rows = await self.database.read(events_after, self.room_id, subscription.next_seq - 1, target,
+                                            _FETCH_CHUNK)
+            if not subscription.active:
+                return
+            if not rows:
+                # The database lacks them (never expected): resume where we still can.
+                resume = self.recent[0][0] if self.recent else target + 1
+                log_event(log, "room.replay_gap", logging.ERROR, room=self.room_id,
+                          missing_from=subscription.next_seq, missing_to=resume - 1)
+                subscription.next_seq = resume
+                continue
+            for row in rows:
+                if row.seq < subscription.next_seq:
+                    continue
+                if not self._push(subscription, row.payload.encode()):
+                    self._overflow(subscription)
+                    return
+                subscription.next_seq = row.seq + 1

@@ -1,0 +1,193 @@
+"""The stream reader: ONE task per process reads every active room's stream (DESIGN.md §7).
+
+Room actors attach with the stream position to read from; the reader keeps one
+blocking multi-room read going (one XREAD on Redis) and hands each room's
+entries to that room actor's mailbox. The number of Redis connections therefore
+does not grow with the number of rooms.
+
+A room whose mailbox is full is not waited for: its batch is held back and the
+room is left out of reads until the batch fits, so a busy room never stalls the
+others and nothing is skipped.
+
+When the backend fails, the reader retries with exponential backoff. Once it
+answers again the reader *resyncs*: it moves every room to the stream's current
+end and tells each room actor to fetch from the database what it may have
+missed (entries published while the reader was away may be gone, e.g. after a
+Redis restart). Committed events are in the database, so none is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..logs import log_event
+from ..storage.streams import StreamBackend, StreamEntry, StreamUnavailable
+from .actor import Actor, ActorContext
+from .backoff import Backoff
+
+log = logging.getLogger("roomcast.actors.stream_reader")
+
+# How soon a room held back for a full mailbox is looked at again.
+_HELD_BACK_RETRY_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBatch:
+    """Entries of one room's stream, in order, for the attachment `epoch` they were read for."""
+
+    epoch: int
+    entries: list[StreamEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Stream entries may have been missed: fetch from the database what is past your last seq."""
+
+
+@dataclass(slots=True)
+class _Feed:
+    actor: Actor
+    position: str | None  # None: not yet known; the reader takes the stream's end and sends Resync
+    epoch: int
+    # Messages that did not fit in the mailbox yet, in order (at most a batch and a Resync).
+    held_back: deque[StreamBatch | Resync] = field(default_factory=deque)
+
+
+class StreamReader:
+    """Multiplexes every attached room's stream into one blocking read."""
+
+    def __init__(self, backend: StreamBackend, *, block_s: float = 5.0, count: int = 256,
+                 backoff: Backoff | None = None) -> None:
+        self.backend = backend
+        self.block_s = block_s
+        self.count = count
+        self.backoff = backoff or Backoff(base=0.1, cap=5.0)
+        self.failures = 0
+        self.reads = 0
+        self._feeds: dict[int, _Feed] = {}
+        self._reading = False
+        self._interrupt_sent = False
+        self._needs_resync = False
+
+    @property
+    def rooms(self) -> int:
+        return len(self._feeds)
+
+    def attach(self, room_id: int, actor: Actor, position: str | None, epoch: int) -> None:
+        """Read `room_id` from after `position` into `actor`'s mailbox (replacing any earlier attachment).
+
+        With `position` None the reader starts at the stream's current end and then
+        sends the actor a Resync, so that it fetches from the database whatever was
+        committed before that point and is newer than what it has.
+        """
+        self._feeds[room_id] = _Feed(actor, position, epoch)
+        self._wake()
+
+    def detach(self, room_id: int, epoch: int) -> None:
+        """Stop reading for that attachment (a newer one for the room is left alone)."""
+        feed = self._feeds.get(room_id)
+        if feed is not None and feed.epoch == epoch:
+            del self._feeds[room_id]
+
+    def position(self, room_id: int) -> str | None:
+        """How far the reader has read `room_id`'s stream (None when not attached)."""
+        feed = self._feeds.get(room_id)
+        return feed.position if feed else None
+
+    def _wake(self) -> None:
+        # Only a read already under way needs interrupting: the next one sees the new feed.
+        if self._reading and not self._interrupt_sent:
+            self._interrupt_sent = True
+            self.backend.interrupt()
+
+    async def run(self, ctx: ActorContext) -> None:
+        # A previous run may have died between a read and the hand-over: check the database.
+        self._needs_resync = bool(self._feeds)
+        while True:
+            everything = self._needs_resync
+            unplaced = list(self._feeds) if everything else [r for r, f in self._feeds.items() if f.position is None]
+            if unplaced:
+                ok, _ = await self._attempt(self._resync, unplaced)
+                if not ok:
+                    continue
+                if everything:
+                    self._needs_resync = False
+                    log_event(log, "stream.resynced", backend=self.backend.name, rooms=len(unplaced))
+            for room_id, feed in list(self._feeds.items()):
+                if feed.held_back:
+                    self._hand_over(room_id, feed)
+            positions = {room_id: feed.position for room_id, feed in self._feeds.items()
+                         if feed.position is not None and not feed.held_back}
+            epochs = {room_id: self._feeds[room_id].epoch for room_id in positions}
+            held_back = any(feed.held_back for feed in self._feeds.values())
+            timeout = min(self.block_s, _HELD_BACK_RETRY_S) if held_back else self.block_s
+            self._reading, self._interrupt_sent = True, False
+            try:
+                ok, batches = await self._attempt(self.backend.read, positions, count=self.count, timeout=timeout)
+            finally:
+                self._reading = False
+            if not ok:
+                continue
+            self.reads += 1
+            for room_id, entries in batches.items():
+                feed = self._feeds.get(room_id)
+                if feed is None or feed.epoch != epochs.get(room_id) or not entries:
+                    continue  # detached or re-attached while the read was under way
+                feed.position = entries[-1].id
+                feed.held_back.append(StreamBatch(feed.epoch, entries))
+                self._hand_over(room_id, feed)
+
+    async def _attempt(self, operation: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """Run a backend operation; on StreamUnavailable log it, back off and return (False, None)."""
+        try:
+            result = await operation(*args, **kwargs)
+        except StreamUnavailable as exc:
+            self.failures += 1
+            self._needs_resync = True
+            delay = self.backoff.delay(self.failures)
+            log_event(log, "stream.unavailable", logging.WARNING if self.failures == 1 else logging.DEBUG,
+                      backend=self.backend.name, error=str(exc), attempt=self.failures, retry_in_s=round(delay, 3))
+            await trio.sleep(delay)
+            return False, None
+        if self.failures:
+            log_event(log, "stream.reconnected", backend=self.backend.name, attempts=self.failures)
+            self.failures = 0
+        return True, result
+
+    async def _resync(self, room_ids: list[int]) -> None:
+        """Move these rooms to their stream's end, then have their actors check the database.
+
+        Whatever was published before that end was committed before the actor's
+        database fetch, which follows; whatever comes after it is read from the stream.
+        """
+        feeds = {room_id: self._feeds[room_id] for room_id in room_ids}
+        newest = await self.backend.last_ids(room_ids)
+        for room_id, before in feeds.items():
+            feed = self._feeds.get(room_id)
+            if feed is not before or room_id not in newest:
+                continue  # re-attached meanwhile: its own position counts
+            feed.position = newest[room_id]
+            # Behind any held-back batch: the database fetch must come after it.
+            feed.held_back.append(Resync())
+            self._hand_over(room_id, feed)
+
+    def _hand_over(self, room_id: int, feed: _Feed) -> None:
+        """Move the feed's held-back messages into its actor's mailbox, as far as they fit."""
+        while feed.held_back:
+            try:
+                feed.actor.tell(feed.held_back[0])
+            except trio.WouldBlock:
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.detach(room_id, feed.epoch)  # that actor has ended; a successor attaches anew
+                return
+            feed.held_back.popleft()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend.name, "rooms": self.rooms, "reads": self.reads,
+                "connected": self.failures == 0}

@@ -1,0 +1,76 @@
+"""The node's supervision tree, built from the settings (DESIGN.md §5).
+
+    roomcast                 root supervisor; if it gives up, open_node raises
+    ├── stream_reader        the one multiplexed read of every active room's stream
+    ├── outbox_relay         committed outbox rows → room streams
+    └── rooms                supervisor of the room actors (started on demand)
+        ├── room:1
+        └── room:…
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ..config import Settings
+from ..storage.database import Database
+from ..storage.outbox import room_last_seqs
+from ..storage.streams import StreamBackend
+from .actor import Actor
+from .backoff import Backoff
+from .outbox_relay import OutboxRelay
+from .registry import RoomHub
+from .stream_reader import StreamReader
+from .supervisor import Supervisor
+
+
+class ActorSystem:
+    """The stream reader, the outbox relay and the room actors, under one root supervisor."""
+
+    def __init__(self, settings: Settings, database: Database, backend: StreamBackend) -> None:
+        def supervisor(name: str) -> Supervisor:
+            return Supervisor(name, intensity=settings.supervisor_intensity, period=settings.supervisor_period_s,
+                              backoff=Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s))
+
+        retry = Backoff(settings.stream_retry_base_s, settings.stream_retry_max_s)
+        self.database = database
+        self.backend = backend
+        self.root = supervisor("roomcast")
+        self.reader = StreamReader(backend, block_s=settings.stream_read_block_s, count=settings.stream_read_count,
+                                   backoff=retry)
+        self.relay = OutboxRelay(database, backend, batch_size=settings.outbox_batch_size,
+                                 sweep_s=settings.outbox_sweep_s, backoff=retry)
+        self.rooms = RoomHub(database=database, backend=backend, reader=self.reader, supervisor=supervisor("rooms"),
+                             idle_s=settings.room_idle_s, replay_buffer=settings.room_replay_buffer,
+                             mailbox_size=settings.room_mailbox_size)
+        self.root.add(Actor("stream_reader", self.reader.run, describe_extra=self.reader.describe))
+        self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))
+        self.root.add(self.rooms.supervisor)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the tree until cancelled; raises if the root supervisor gives up."""
+        await self.root.serve(task_status=task_status)
+
+    def notify_committed(self, room_id: int) -> None:
+        self.relay.notify(room_id)
+        self.rooms.touch(room_id)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The live tree for /api/admin/actors, with each room's lag behind the database."""
+        tree = self.root.actor.describe()
+        rooms = [node for node in _walk(tree) if "room" in node]
+        committed = await self.database.read(room_last_seqs, [node["room"] for node in rooms])
+        for node in rooms:
+            last = committed.get(node["room"], 0)
+            node["committed_seq"] = last
+            node["lag"] = max(0, last - node["last_seq"]) if node["last_seq"] is not None else None
+        return tree
+
+
+def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [node]
+    for child in node.get("children", []):
+        found.extend(_walk(child))
+    return found

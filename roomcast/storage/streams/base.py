@@ -1,0 +1,73 @@
+"""The one small interface every room-stream backend implements (DESIGN.md §2, §7).
+
+A room stream is an append-only log per room: each entry has an id assigned by
+the backend (opaque, increasing within a room), an optional `seq` (stored events
+have one, transient ones such as typing do not) and `data`, the event exactly as
+delivered to clients, already encoded as JSON bytes. Streams are capped; the
+database keeps the full history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# Before every entry: reading from here returns the whole retained stream.
+STREAM_START = "0-0"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One entry of a room stream."""
+
+    id: str
+    seq: int | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """An entry to append: to `room_id`'s stream, stored (`seq`) or transient (`seq` None)."""
+
+    room_id: int
+    data: bytes
+    seq: int | None = None
+
+
+class StreamUnavailable(Exception):
+    """The backend cannot be reached; the caller retries later (nothing was lost)."""
+
+
+class StreamBackend(Protocol):
+    """Per-room append-only logs with ids, bounded length and a multiplexed blocking read."""
+
+    name: str
+
+    async def append(self, items: Sequence[Append]) -> list[str]:
+        """Append `items` in order (per room, entries keep this order); return their ids."""
+        ...
+
+    async def last_ids(self, room_ids: Sequence[int]) -> dict[int, str]:
+        """The id of each room's newest entry (STREAM_START for an empty stream).
+
+        Reading from that id returns only what is appended afterwards.
+        """
+        ...
+
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
+        """Entries after each room's position, at most `count` per room, oldest first.
+
+        Blocks until at least one room has entries, `timeout` seconds pass, or
+        `interrupt()` is called; the last two return an empty dict. A position
+        older than what the stream retains reads from its oldest entry.
+        """
+        ...
+
+    def interrupt(self) -> None:
+        """Make a blocked (or the next) `read` return early; never blocks."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StreamUnavailable when the backend cannot be reached."""
+        ...

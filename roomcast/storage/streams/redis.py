@@ -1,0 +1,194 @@
+"""Room streams on Redis Streams through coredis (its async client runs natively on Trio).
+
+Keys: `<prefix>room:<id>` per room, capped with `XADD ... MAXLEN ~`. A stored
+entry has fields `s` (seq) and `d` (data); a transient one only `d`.
+
+One blocking `XREAD` covers every room the process reads (DESIGN.md §7). To add a
+room to a read already blocked in Redis, `interrupt()` appends to this process's
+own wake stream, `<prefix>wake:<node id>`, which every read includes: unlike
+CLIENT UNBLOCK it cannot be lost when it races the start of the read.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import coredis
+import coredis.exceptions
+import trio
+from coredis import PureToken
+
+from ...logs import log_event
+from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
+
+log = logging.getLogger("roomcast.streams")
+
+# What means "Redis is not reachable right now" (as opposed to a bug or a bad command).
+_UNREACHABLE = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
+_WAKE_TTL_MS = 24 * 3600 * 1000
+
+
+class RedisStreamBackend:
+    """Room streams in Redis; several processes sharing one Redis serve the same rooms."""
+
+    name = "redis"
+
+    def __init__(self, client: coredis.Redis[bytes], *, prefix: str, maxlen: int, node_id: str,
+                 max_block_s: float = 5.0) -> None:
+        self.client = client
+        # A blocked XREAD must return before the client's own request timeout fires.
+        self.max_block_s = max_block_s
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self._room_prefix = f"{prefix}room:"
+        self._room_prefix_bytes = self._room_prefix.encode()
+        self.wake_key = f"{prefix}wake:{node_id}"
+        self._wake_position = STREAM_START
+        wake_send, self._wake_receive = trio.open_memory_channel[None](1)
+        self._wake_send = wake_send
+
+    def key(self, room_id: int) -> str:
+        return f"{self._room_prefix}{room_id}"
+
+    def _room_of(self, key: bytes) -> int:
+        return int(key[len(self._room_prefix_bytes):])
+
+    async def append(self, items: Sequence[Append]) -> list[str]:
+        if not items:
+            return []
+        with _unreachable_as_unavailable(self):
+            # One pipeline, one connection: entries reach Redis in the order given.
+            async with self.client.pipeline(transaction=False) as pipe:
+                requests = [
+                    pipe.xadd(self.key(item.room_id), _fields(item), trim_strategy=PureToken.MAXLEN,
+                              trim_operator=PureToken.APPROXIMATELY, threshold=self.maxlen)
+                    for item in items
+                ]
+            return [_text(await request) for request in requests]
+
+    async def last_ids(self, room_ids: Sequence[int]) -> dict[int, str]:
+        if not room_ids:
+            return {}
+        with _unreachable_as_unavailable(self):
+            async with self.client.pipeline(transaction=False) as pipe:
+                requests = [pipe.xrevrange(self.key(room_id), count=1) for room_id in room_ids]
+            result = {}
+            for room_id, request in zip(room_ids, requests, strict=True):
+                newest = await request
+                result[room_id] = _text(newest[0].identifier) if newest else STREAM_START
+            return result
+
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
+        streams: dict[str, str] = {self.key(room_id): position for room_id, position in positions.items()}
+        streams[self.wake_key] = self._wake_position
+        block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
+        with _unreachable_as_unavailable(self):
+            reply = await self.client.xread(streams, count=count, block=block_ms)
+        found: dict[int, list[StreamEntry]] = {}
+        for key, entries in (reply or {}).items():
+            if not entries:
+                continue
+            if not key.startswith(self._room_prefix_bytes):
+                self._wake_position = _text(entries[-1].identifier)
+                continue
+            found[self._room_of(key)] = [_entry(raw) for raw in entries]
+        return found
+
+    def interrupt(self) -> None:
+        try:
+            self._wake_send.send_nowait(None)
+        except trio.WouldBlock:
+            pass  # a wake-up is already on its way
+
+    async def run_waker(self) -> None:
+        """Turn interrupt() calls into appends to the wake stream (runs beside the backend)."""
+        async for _ in self._wake_receive:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(self.wake_key, {"w": "1"}, trim_strategy=PureToken.MAXLEN, threshold=1)
+                    pipe.pexpire(self.wake_key, _WAKE_TTL_MS)
+            except _UNREACHABLE:
+                pass  # the reader's read fails too and it retries with backoff
+
+    async def ping(self) -> None:
+        with _unreachable_as_unavailable(self):
+            await self.client.ping()
+
+    async def forget_wake_stream(self) -> None:
+        with _unreachable_as_unavailable(self):
+            await self.client.delete([self.wake_key])
+
+    def reset_connections(self) -> None:
+        """Drop every pooled connection, e.g. after a timeout left one in doubt."""
+        self.client.connection_pool.disconnect()
+
+
+class _unreachable_as_unavailable:
+    """Translate "cannot reach Redis" into StreamUnavailable; a timeout also drops the connections."""
+
+    def __init__(self, backend: RedisStreamBackend) -> None:
+        self.backend = backend
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, _UNREACHABLE):
+            return False
+        if isinstance(exc, TimeoutError):
+            self.backend.reset_connections()
+        raise StreamUnavailable(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+def _fields(item: Append) -> dict[str, bytes | str]:
+    if item.seq is None:
+        return {"d": item.data}
+    return {"s": str(item.seq), "d": item.data}
+
+
+def _entry(raw: Any) -> StreamEntry:
+    fields = raw.field_values
+    seq = fields.get(b"s")
+    return StreamEntry(_text(raw.identifier), int(seq) if seq is not None else None, fields.get(b"d", b""))
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        raise StreamUnavailable("redis returned no id")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@asynccontextmanager
+async def open_redis_backend(url: str, *, prefix: str, maxlen: int, max_connections: int,
+                             timeout_s: float, connect_timeout_s: float) -> AsyncIterator[RedisStreamBackend]:
+    """A connection pool of at most `max_connections` to `url`, and the wake-stream task.
+
+    Connections are named `<prefix>node:<id>` (CLIENT LIST shows them). Redis may be
+    down at start-up: nothing connects until the first command.
+    """
+    node_id = secrets.token_hex(6)
+    client = coredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        max_connections=max_connections,
+        client_name=f"{prefix}node:{node_id}",
+        stream_timeout=timeout_s,
+        connect_timeout=connect_timeout_s,
+    )
+    backend = RedisStreamBackend(client, prefix=prefix, maxlen=maxlen, node_id=node_id, max_block_s=timeout_s / 2)
+    async with client, trio.open_nursery() as nursery:
+        nursery.start_soon(backend.run_waker)
+        try:
+            yield backend
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                try:
+                    await backend.forget_wake_stream()
+                except StreamUnavailable as exc:
+                    log_event(log, "streams.cleanup_failed", logging.WARNING, error=str(exc))

@@ -1,0 +1,66 @@
+"""A stream backend that can be switched off, to test outages without a real server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from roomcast import node as node_module
+from roomcast.config import Settings
+from roomcast.node import Node, open_node
+from roomcast.storage.streams import Append, MemoryStreamBackend, StreamEntry, StreamUnavailable
+
+
+class SwitchableBackend:
+    """The in-process backend, with `down` making every operation fail as if unreachable."""
+
+    name = "switchable"
+
+    def __init__(self, inner: MemoryStreamBackend) -> None:
+        self.inner = inner
+        self.down = False
+        self.failed_calls = 0
+
+    def _check(self) -> None:
+        if self.down:
+            self.failed_calls += 1
+            raise StreamUnavailable("switched off")
+
+    async def append(self, items: Sequence[Append]) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return await self.inner.append(items)
+
+    async def last_ids(self, room_ids: Sequence[int]) -> dict[int, str]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return await self.inner.last_ids(room_ids)
+
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return await self.inner.read(positions, count=count, timeout=timeout)
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
+
+    async def ping(self) -> None:
+        self._check()
+        await self.inner.ping()
+
+
+@asynccontextmanager
+async def open_node_with(backend: object, settings: Settings,
+                         monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:
+    """open_node, but on the given stream backend."""
+    @asynccontextmanager
+    async def given_backend(_: Settings) -> AsyncIterator[object]:
+        yield backend
+
+    with monkeypatch.context() as patch:
+        patch.setattr(node_module, "open_stream_backend", given_backend)
+        async with open_node(settings, migrate=False) as node:
+            yield node

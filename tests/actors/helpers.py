@@ -1,0 +1,118 @@
+"""Writing outbox rows as the send path does, and subscribers that record what they get."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import trio
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from roomcast.node import Node
+from roomcast.storage.models import OutboxEvent, Room
+from roomcast.timestamps import utcnow
+
+
+async def create_rooms(node: Node, count: int = 1) -> list[int]:
+    def work(session: Session) -> list[int]:
+        rooms = [Room(tenant="default", kind="group", name=f"room {i}") for i in range(count)]
+        session.add_all(rooms)
+        session.flush()
+        return [room.id for room in rooms]
+
+    return await node.database.write(work)
+
+
+def _commit(session: Session, room_id: int, count: int, published: bool) -> list[int]:
+    room = session.get(Room, room_id, with_for_update=True)
+    assert room is not None
+    seqs = []
+    for _ in range(count):
+        room.last_seq += 1
+        seq = room.last_seq
+        payload = {"type": "message", "room": room_id, "seq": seq, "message": {"body": f"hello {seq}"}}
+        session.add(OutboxEvent(room_id=room_id, seq=seq, type="message", payload=json.dumps(payload),
+                                published_at=utcnow() if published else None))
+        seqs.append(seq)
+    session.flush()
+    return seqs
+
+
+async def commit_events(node: Node, room_id: int, count: int = 1, *, notify: bool = True,
+                        published: bool = False) -> list[int]:
+    """Commit `count` events to the room in one transaction, as the REST send path does.
+
+    `published=True` writes them as if already on the stream (the relay leaves them alone).
+    """
+    seqs = await node.database.write(_commit, room_id, count, published)
+    if notify:
+        node.notify_committed(room_id)
+    return seqs
+
+
+async def commit_to_rooms(node: Node, room_ids: list[int], per_room: int = 1) -> None:
+    """One transaction that commits `per_room` events to each room, then notifies."""
+    def work(session: Session) -> None:
+        for room_id in room_ids:
+            _commit(session, room_id, per_room, False)
+
+    await node.database.write(work)
+    for room_id in room_ids:
+        node.notify_committed(room_id)
+
+
+async def unpublished_count(node: Node) -> int:
+    def work(session: Session) -> int:
+        return session.query(OutboxEvent).filter(OutboxEvent.published_at.is_(None)).count()
+
+    return await node.database.read(work)
+
+
+async def mark_all_published(node: Node) -> None:
+    await node.database.write(lambda s: s.execute(update(OutboxEvent).values(published_at=utcnow())))
+
+
+class Recorder:
+    """A subscriber with a bounded queue that records what it receives."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self.items: list[bytes] = []
+        self.overflows: list[int] = []
+        self._changed = trio.Event()
+
+    def push(self, data: bytes) -> bool:
+        if len(self.items) >= self.limit:
+            return False
+        self.items.append(data)
+        self._changed.set()
+        return True
+
+    def overflowed(self, room_id: int) -> None:
+        self.overflows.append(room_id)
+        self._changed.set()
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(item) for item in self.items]
+
+    @property
+    def seqs(self) -> list[int]:
+        return [event["seq"] for event in self.events if "seq" in event]
+
+    async def wait_for(self, count: int, *, hang_after_s: float = 60) -> None:
+        """Until `count` items arrived.
+
+        On MockClock, virtual time leaps whenever every task waits, also while a
+        database worker thread runs, so a virtual timeout says nothing about a hang.
+        `hang_after_s` is real time, a guard against a stuck test only.
+        """
+        give_up_at = time.monotonic() + hang_after_s
+        while len(self.items) < count:
+            if time.monotonic() > give_up_at:
+                raise trio.TooSlowError(f"{len(self.items)} of {count} items after {hang_after_s}s")
+            self._changed = trio.Event()
+            with trio.move_on_after(60):
+                await self._changed.wait()

@@ -1,0 +1,278 @@
+"""Room actors on the in-process stream (DESIGN.md §2, §3): order, gaps, replay, fan-out, idleness, crashes.
+
+On MockClock: the clock jumps whenever every task waits (database worker threads
+included), so timeouts below are in virtual seconds and generous.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from roomcast.actors import room as room_module
+from roomcast.actors.room import RoomActor
+from roomcast.node import Node
+from roomcast.storage.streams import Append
+
+from .helpers import Recorder, commit_events, create_rooms
+from .lifecycle import Lifecycle
+
+
+@pytest.fixture
+def lifecycle(caplog: pytest.LogCaptureFixture) -> Lifecycle:
+    return Lifecycle(caplog)
+
+
+async def test_events_reach_every_subscriber_in_order_as_the_same_bytes(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    alice, bob = Recorder(), Recorder()
+    assert await node.rooms.subscribe(room, alice) == 0
+    assert await node.rooms.subscribe(room, bob) == 0
+    for size in (1, 5, 3, 11):
+        await commit_events(node, room, size)
+    await alice.wait_for(20)
+    await bob.wait_for(20)
+    assert alice.seqs == bob.seqs == list(range(1, 21))
+    # Encoded once: every subscriber holds the very same bytes object.
+    assert all(a is b for a, b in zip(alice.items, bob.items, strict=True))
+    assert alice.events[0] == {"type": "message", "room": room, "seq": 1, "message": {"body": "hello 1"}}
+
+
+async def test_on_attached_runs_before_any_event_and_gets_the_last_seq(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    await commit_events(node, room, 4)
+    subscriber = Recorder()
+    attached: list[int] = []
+
+    def on_attached(last_seq: int) -> None:
+        attached.append(last_seq)
+        subscriber.push(json.dumps({"type": "subscribed", "last_seq": last_seq}).encode())
+
+    # The room actor may not have caught up yet; whatever last_seq it reports, `since`
+    # semantics hold: first the reply, then every stored event after `since`.
+    last = await node.rooms.subscribe(room, subscriber, since=1, on_attached=on_attached)
+    assert attached == [last]
+    await commit_events(node, room, 2)
+    await subscriber.wait_for(1 + 5)
+    assert subscriber.events[0] == {"type": "subscribed", "last_seq": last}
+    assert subscriber.seqs == [2, 3, 4, 5, 6]
+
+
+async def test_an_exception_from_on_attached_subscribes_nothing(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+
+    def refuse(last_seq: int) -> None:
+        raise LookupError("no")
+
+    with pytest.raises(LookupError):
+        await node.rooms.subscribe(room, subscriber, on_attached=refuse)
+    await commit_events(node, room, 3)
+    other = Recorder()
+    await node.rooms.subscribe(room, other, since=0)
+    await other.wait_for(3)
+    assert subscriber.items == []
+
+
+@pytest.mark.parametrize("settings_overrides", [{"room_replay_buffer": 0}, {"room_replay_buffer": 1024}],
+                         ids=["from-database", "from-recent"])
+async def test_since_replays_then_goes_live_with_no_gap_and_no_duplicate(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    watcher = Recorder()
+    await node.rooms.subscribe(room, watcher)
+    await commit_events(node, room, 40)
+    await watcher.wait_for(40)
+
+    late = Recorder()
+    async with trio.open_nursery() as nursery:
+        async def keep_sending() -> None:
+            for _ in range(10):
+                await commit_events(node, room, 3)
+                await trio.sleep(0.01)
+
+        nursery.start_soon(keep_sending)
+        await node.rooms.subscribe(room, late, since=7)
+    await late.wait_for(70 - 7)
+    await trio.sleep(1)
+    assert late.seqs == list(range(8, 71))
+
+
+async def test_since_ahead_of_the_room_skips_what_the_subscriber_already_has(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+    last = await node.rooms.subscribe(room, subscriber, since=3)
+    assert last == 0
+    await commit_events(node, room, 5)
+    await subscriber.wait_for(2)
+    await trio.sleep(1)
+    assert subscriber.seqs == [4, 5]
+
+
+async def test_a_gap_in_the_stream_is_filled_from_the_database(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+    await node.rooms.subscribe(room, subscriber)
+    # Seqs 1-3 are committed but, as if their publication was lost, never reach the stream.
+    await commit_events(node, room, 3, notify=False, published=True)
+    [seq] = await commit_events(node, room, 1, notify=False, published=True)
+    payload = json.dumps({"type": "message", "room": room, "seq": seq}).encode()
+    await node.streams.append([Append(room, payload, seq)])
+    await subscriber.wait_for(4)
+    assert subscriber.seqs == [1, 2, 3, 4]
+    assert subscriber.items[3] == payload
+
+
+async def test_duplicates_on_the_stream_are_delivered_once(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+    await node.rooms.subscribe(room, subscriber)
+    await commit_events(node, room, 2, published=True, notify=False)
+    payloads = [json.dumps({"type": "message", "room": room, "seq": s}).encode() for s in (1, 2)]
+    await node.streams.append([Append(room, payloads[0], 1), Append(room, payloads[1], 2),
+                               Append(room, payloads[0], 1), Append(room, payloads[1], 2)])
+    await subscriber.wait_for(2)
+    await trio.sleep(1)
+    assert subscriber.seqs == [1, 2]
+
+
+async def test_an_overflowing_subscriber_is_dropped_and_told_while_others_get_everything(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    slow, fast = Recorder(limit=5), Recorder()
+    await node.rooms.subscribe(room, slow)
+    await node.rooms.subscribe(room, fast)
+    await commit_events(node, room, 12)
+    await fast.wait_for(12)
+    assert slow.overflows == [room]
+    assert slow.seqs == [1, 2, 3, 4, 5]
+    slow.limit = 100  # room for more now, but it is no longer subscribed
+    await commit_events(node, room, 1)
+    await fast.wait_for(13)
+    assert len(slow.items) == 5 and fast.seqs == list(range(1, 14))
+
+
+async def test_unsubscribe_stops_delivery_at_once(autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    leaving, staying = Recorder(), Recorder()
+    await node.rooms.subscribe(room, leaving)
+    await node.rooms.subscribe(room, staying)
+    await commit_events(node, room, 2)
+    await leaving.wait_for(2)
+    node.rooms.unsubscribe(room, leaving)
+    await commit_events(node, room, 2)
+    await staying.wait_for(4)
+    assert leaving.seqs == [1, 2]
+
+
+async def test_transient_events_reach_subscribers_without_a_seq_and_are_not_stored(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+    await node.rooms.subscribe(room, subscriber)
+    await commit_events(node, room, 1)
+    await subscriber.wait_for(1)
+    await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 7, "state": True})
+    await commit_events(node, room, 1)
+    await subscriber.wait_for(3)
+    assert subscriber.events[1] == {"type": "typing", "room": room, "user": 7, "state": True}
+    assert subscriber.seqs == [1, 2]
+    later = Recorder()
+    await node.rooms.subscribe(room, later, since=0)
+    await later.wait_for(2)
+    await trio.sleep(1)
+    assert [e["type"] for e in later.events] == ["message", "message"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"room_idle_s": 30}])
+async def test_an_idle_room_actor_stops_itself_and_the_next_subscriber_starts_a_new_one(
+        autojump_clock: trio.testing.MockClock, node: Node, lifecycle: Lifecycle) -> None:
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+    await node.rooms.subscribe(room, subscriber)
+    await commit_events(node, room, 1)
+    await subscriber.wait_for(1)
+    first = node.rooms.get(room)
+    assert first is not None
+    path = first.actor.path
+    await trio.sleep(100)
+    assert node.rooms.get(room) is first  # a subscriber keeps it alive however long
+
+    node.rooms.unsubscribe(room, subscriber)
+    await trio.sleep(29)
+    assert node.rooms.get(room) is first and not first.actor.terminated.is_set()
+    await trio.sleep(2)
+    assert first.actor.terminated.is_set() and node.rooms.get(room) is None
+    stopped = lifecycle.lines("actor.stopped", path=path)
+    assert stopped[-1]["reason"] == "idle" and stopped[-1]["uptime_s"] >= 130
+
+    again = Recorder()
+    assert await node.rooms.subscribe(room, again, since=0) == 1
+    await again.wait_for(1)
+    assert node.rooms.get(room) is not first
+
+
+@pytest.mark.parametrize("where", ["handling", "gap-fill"])
+async def test_a_room_actor_that_crashes_and_restarts_neither_loses_nor_duplicates(
+        autojump_clock: trio.testing.MockClock, node: Node, lifecycle: Lifecycle,
+        monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    [room] = await create_rooms(node)
+    crashes = {"left": 2}
+
+    if where == "handling":
+        original = RoomActor._stored
+
+        async def flaky_stored(self: RoomActor, seq: int, data: bytes) -> None:
+            # Crash on the first new event read from the stream past seq 6, then past seq 18.
+            threshold = 6 if crashes["left"] == 2 else 18
+            if crashes["left"] and self.last_seq is not None and seq > self.last_seq >= threshold:
+                crashes["left"] -= 1
+                raise RuntimeError(f"injected crash at seq {seq}")
+            await original(self, seq, data)
+
+        monkeypatch.setattr(RoomActor, "_stored", flaky_stored)
+    else:
+        original_fetch = room_module.events_after
+
+        def flaky_fetch(session: Any, *args: Any) -> Any:
+            if crashes["left"]:
+                crashes["left"] -= 1
+                raise ConnectionError("injected database hiccup")
+            return original_fetch(session, *args)
+
+        monkeypatch.setattr(room_module, "events_after", flaky_fetch)
+
+    alice, bob = Recorder(), Recorder()
+    await node.rooms.subscribe(room, alice)
+    await node.rooms.subscribe(room, bob, since=0)
+    expected = 0
+    for _ in range(6):
+        if where == "gap-fill":
+            # Lose one publication: the next one makes the actor fetch the gap from the database.
+            await commit_events(node, room, 1, notify=False, published=True)
+            expected += 1
+        await commit_events(node, room, 5)
+        expected += 5
+        await alice.wait_for(expected)  # one batch at a time, so each goes through the stream
+        assert alice.seqs == list(range(1, expected + 1))
+    total = expected
+    await commit_events(node, room, 1)
+    await alice.wait_for(total + 1)
+    await bob.wait_for(total + 1)
+    await trio.sleep(5)
+    assert alice.seqs == bob.seqs == list(range(1, total + 2))
+    assert crashes["left"] == 0
+    path = f"roomcast/rooms/room:{room}"
+    crashed = lifecycle.lines("actor.crashed", path=path)
+    assert len(crashed) == 2 and crashed[0]["restart_in_s"] is not None
+    assert lifecycle.lines("actor.restarting", path=path)
