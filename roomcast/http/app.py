@@ -1,0 +1,72 @@
+"""The Quart-Trio app factory: REST blueprints, OpenAPI docs, error envelopes."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from quart import Response
+from quart_schema import HttpSecurityScheme, Info, QuartSchema
+from quart_trio.wrappers.request import TrioRequest
+
+from .. import __version__
+from ..errors import BadRequest
+from ..node import Node
+from .context import RoomcastApp
+from .errors import install_error_handlers
+from .openapi import RoomcastOpenAPIProvider
+from .routes import admin, auth, docs, health, messages, rooms, users
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class RoomcastRequest(TrioRequest):
+    """Turns unreadable JSON bodies into PROTOCOL's 400 instead of a crash."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force, silent, cache)
+        except UnicodeDecodeError:
+            raise BadRequest("malformed JSON body: not UTF-8", code="malformed_json") from None
+
+    def on_json_loading_failed(self, error: Exception) -> NoReturn:
+        raise BadRequest(f"malformed JSON body: {error}", code="malformed_json")
+
+
+def create_app(node: Node) -> RoomcastApp:
+    """Build the app that serves `node` over REST."""
+    app = RoomcastApp("roomcast")
+    app.node = node
+    app.request_class = RoomcastRequest
+    app.config["MAX_CONTENT_LENGTH"] = node.settings.max_request_bytes
+
+    QuartSchema(
+        app,
+        info=Info(title="roomcast", version=__version__),
+        security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
+        security=[{"bearer": []}],
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,  # its page loads from a CDN; routes/docs.py serves one that works offline
+        openapi_provider_class=RoomcastOpenAPIProvider,
+    )
+    # After QuartSchema, which installs its own JSON provider: keep field order and raw UTF-8.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    install_error_handlers(app)
+
+    for module in (health, auth, users, rooms, messages, admin, docs):
+        app.register_blueprint(module.blueprint)
+
+    @app.after_request
+    async def _security_headers(response: Response) -> Response:
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return app
+
+

@@ -1,0 +1,177 @@
+"""One port for everything: `/ws` upgrades go to roomcast's WebSocket code, the rest to Hypercorn.
+
+Quart's (and ASGI's) websocket layer costs a message object, a framing pass and a
+socket write per event per subscriber (DESIGN.md decision 10). So the front door
+reads each new connection's request head; a `GET /ws` upgrade is handed, socket
+and all, to roomcast's WebSocket session, which writes pre-framed bytes shared by
+every subscriber. Any other connection goes to Hypercorn's own HTTP handling,
+with the bytes already read replayed first, so REST and the web client are
+served exactly as Hypercorn would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+
+log = logging.getLogger("roomcast.http")
+
+_MAX_HEAD_BYTES = 16 << 10
+_HEAD_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    """The head of a `GET /ws` upgrade, as read by the front door."""
+
+    head: bytes  # every byte read so far (the handshake, maybe the start of the first frame)
+    target: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query)
+
+
+WebSocketHandler = Callable[[trio.SocketStream, UpgradeRequest, trio.Event], Awaitable[None]]
+
+
+class ReplayStream(trio.abc.HalfCloseableStream):
+    """A socket stream that first gives back bytes already read from it."""
+
+    def __init__(self, stream: trio.SocketStream, already_read: bytes) -> None:
+        self.transport_stream = stream
+        self._pending = already_read
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self.transport_stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        return await self.transport_stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.transport_stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.transport_stream.aclose()
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
+    """(method, target, headers) of an HTTP/1.1 request head, or None if it is not one."""
+    try:
+        text = head.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        request_line, *header_lines = text.split("\r\n")
+        method, target, version = request_line.split(" ")
+    except ValueError:
+        return None
+    if not version.startswith("HTTP/1."):
+        return None
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, sep, value = line.partition(":")
+        if not sep:
+            return None
+        key = name.strip().lower()
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return method, target, headers
+
+
+def is_websocket_upgrade(method: str, target: str, headers: dict[str, str], path: str) -> bool:
+    return (
+        method == "GET"
+        and urlsplit(target).path == path
+        and "websocket" in headers.get("upgrade", "").lower()
+        and "upgrade" in headers.get("connection", "").lower()
+    )
+
+
+async def _read_head(stream: trio.SocketStream) -> bytes:
+    """Read until the end of the request head (or the size cap, or the peer's EOF)."""
+    head = b""
+    with trio.move_on_after(_HEAD_TIMEOUT_S):
+        while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD_BYTES:
+            chunk = await stream.receive_some(_MAX_HEAD_BYTES)
+            if not chunk:
+                break
+            head += chunk
+    return head
+
+
+class FrontDoor:
+    """Accepts connections on the node's port and routes each to WebSocket or HTTP handling."""
+
+    def __init__(self, app: object, config: HypercornConfig, websocket_handler: WebSocketHandler,
+                 websocket_path: str = "/ws") -> None:
+        self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self.config = config
+        self.websocket_handler = websocket_handler
+        self.websocket_path = websocket_path
+        self.context = WorkerContext(None)
+        self.lifespan_state: dict = {}
+        self.draining = trio.Event()  # set at shutdown: sessions close with 1012
+
+    async def serve(self, host: str, port: int, *, shutdown_trigger: Callable[[], Awaitable[None]],
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until `shutdown_trigger` returns, then drain for up to the graceful timeout."""
+        lifespan = Lifespan(self.app, self.config, self.lifespan_state)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            sockname = listeners[0].socket.getsockname()
+            shown_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as acceptor:
+                    acceptor.start_soon(partial(trio.serve_listeners, self._handle, listeners, handler_nursery=connections))
+                    task_status.started(f"http://{shown_host}:{sockname[1]}")
+                    await shutdown_trigger()
+                    acceptor.cancel_scope.cancel()
+                # Stop accepting, tell every connection to wind down, give them the grace period.
+                self.draining.set()
+                await self.context.terminated.set()
+                connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        # serve_listeners lets a handler's exception end the server: nothing may escape here.
+        try:
+            head = await _read_head(stream)
+            if not head:
+                await stream.aclose()
+                return
+            parsed = _parse_head(head)
+            if parsed is not None and is_websocket_upgrade(*parsed, path=self.websocket_path):
+                _, target, headers = parsed
+                await self.websocket_handler(stream, UpgradeRequest(head, target, headers), self.draining)
+                return
+            await TCPServer(self.app, self.config, self.context, ConnectionState(self.lifespan_state.copy()),
+                            ReplayStream(stream, head))  # type: ignore[arg-type]
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away
+        except Exception:
+            log.exception("connection handler crashed")
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()

@@ -1,0 +1,1 @@
+"""The /ws endpoint: WebSocket connections below Quart, one session per connection."""

@@ -1,0 +1,198 @@
+"""A server-side WebSocket on a raw Trio stream.
+
+wsproto does the handshake and parses what the client sends (masked frames,
+fragments, control frames); what the server sends is written as pre-built frames
+(`frames.py`), so one encoded event can go to many sockets without re-framing.
+"""
+
+from __future__ import annotations
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from ..front_door import UpgradeRequest
+from . import frames
+
+_RECEIVE_BYTES = 16 << 10
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closed (by the peer, by us, or the socket broke)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"closed with {code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket:
+    """One accepted WebSocket: receive text messages, send frames, close with a code."""
+
+    def __init__(self, stream: trio.abc.Stream, max_message_bytes: int) -> None:
+        self.stream = stream
+        self.max_message_bytes = max_message_bytes
+        self._protocol = WSConnection(ConnectionType.SERVER)
+        self._send_lock = trio.StrictFIFOLock()
+        self._fragments: list[str] = []
+        self._fragment_bytes = 0
+        self.closed: ConnectionClosed | None = None
+        # True once a write was interrupted or failed: the byte stream is no longer framed.
+        self._torn = False
+        self.last_heard = trio.current_time()
+
+    async def accept(self, request: UpgradeRequest) -> None:
+        """Complete the opening handshake from the request head the front door read."""
+        self._protocol.receive_data(request.head)
+        for event in self._protocol.events():
+            if isinstance(event, Request):
+                await self._write(self._protocol.send(AcceptConnection()))
+                return
+            break
+        await self._write(self._protocol.send(RejectConnection(status_code=400)))
+        raise ConnectionClosed(1002, "bad handshake")
+
+    async def receive(self) -> str:
+        """The next complete text message; raises ConnectionClosed when the socket is done."""
+        while True:
+            for event in self._protocol.events():
+                message = await self._handle(event)
+                if message is not None:
+                    return message
+            if self.closed is not None:
+                raise self.closed
+            try:
+                data = await self.stream.receive_some(_RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.closed = self.closed or ConnectionClosed(1006, "connection lost")
+                raise self.closed
+            self.last_heard = trio.current_time()
+            try:
+                self._protocol.receive_data(data)
+            except RemoteProtocolError as exc:
+                await self.close(1002, f"protocol error: {exc}")
+                raise self.closed from None  # type: ignore[misc]
+
+    async def _handle(self, event: object) -> str | None:
+        if isinstance(event, TextMessage | BytesMessage):
+            size = len(event.data)
+            self._fragment_bytes += size
+            if self._fragment_bytes > self.max_message_bytes:
+                await self.close(1009, "message too big")
+                raise self.closed  # type: ignore[misc]
+            if isinstance(event, BytesMessage):
+                try:
+                    self._fragments.append(bytes(event.data).decode())
+                except UnicodeDecodeError:
+                    self._fragments.append("\ufffd")  # reported as bad JSON by the session
+            else:
+                self._fragments.append(event.data)
+            if event.message_finished:
+                message = "".join(self._fragments)
+                self._fragments.clear()
+                self._fragment_bytes = 0
+                return message
+        elif isinstance(event, Ping):
+            await self.send_frame(frames.pong_frame(event.payload))
+        elif isinstance(event, CloseConnection):
+            if self.closed is None:
+                self.closed = ConnectionClosed(event.code, event.reason or "")
+                async with self._send_lock:
+                    await self._write_quietly(frames.close_frame(1000))
+        return None
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Write one or more pre-built frames; raises ConnectionClosed if the socket is gone."""
+        async with self._send_lock:
+            await self._write(frame)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame (once) and mark the socket closed; never raises."""
+        if self.closed is not None:
+            return
+        self.closed = ConnectionClosed(code, reason)
+        if code in (1005, 1006) or self._torn:  # 1005/1006 describe a close, never travel in one
+            return
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            async with self._send_lock:
+                await self._write_quietly(frames.close_frame(code, reason))
+
+    async def linger(self, timeout_s: float = 2.0) -> None:
+        """After our close frame, read (and drop) until the client closes too, briefly.
+
+        Closing the socket while the client is still sending makes the kernel reset
+        the connection, and the client would never read our close code.
+        """
+        if self._torn:
+            return
+        with trio.move_on_after(timeout_s):
+            while True:
+                try:
+                    data = await self.stream.receive_some(_RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return
+                try:
+                    self._protocol.receive_data(data)
+                    if any(isinstance(event, CloseConnection) for event in self._protocol.events()):
+                        return
+                except (RemoteProtocolError, LocalProtocolError):
+                    return
+
+    async def _write(self, data: bytes) -> None:
+        if self._torn:
+            raise self.closed or ConnectionClosed(1006, "connection lost")
+        try:
+            await self._send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
+            self._torn = True
+            self.closed = self.closed or ConnectionClosed(1006, "connection lost")
+            raise self.closed from None
+
+    async def _write_quietly(self, data: bytes) -> None:
+        if self._torn:
+            return
+        try:
+            await self._send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            self._torn = True
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write all of `data`; a cancellation marks the socket torn only if part of it went out.
+
+        A session cancelled while its writer waits to send has written nothing of the frame,
+        so it can still close cleanly; `SocketStream.send_all` cannot tell the two cases apart.
+        """
+        if not isinstance(self.stream, trio.SocketStream):
+            try:
+                await self.stream.send_all(data)
+            except trio.Cancelled:
+                self._torn = True
+                raise
+            return
+        sock = self.stream.socket
+        view = memoryview(data)
+        sent = 0
+        try:
+            while sent < len(view):
+                # trio's socket.send checks for cancellation before sending, never after.
+                sent += await sock.send(view[sent:])
+        except trio.Cancelled:
+            if sent:
+                self._torn = True
+            raise
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc

@@ -1,0 +1,47 @@
+"""Server-to-client WebSocket frames, built once as bytes (RFC 6455 §5.2).
+
+Server frames are never masked, so the same bytes can go to every subscriber.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_FIN_TEXT = 0x81
+_FIN_CLOSE = 0x88
+_FIN_PING = 0x89
+_FIN_PONG = 0x8A
+
+
+def _header(first_byte: int, length: int) -> bytes:
+    if length < 126:
+        return bytes((first_byte, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", first_byte, 126, length)
+    return struct.pack("!BBQ", first_byte, 127, length)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final text frame carrying `payload` (UTF-8 JSON lines)."""
+    return _header(_FIN_TEXT, len(payload)) + payload
+
+
+def batch_frame(payloads: list[bytes]) -> bytes:
+    """One text frame holding several events, newline-separated (PROTOCOL §5)."""
+    if len(payloads) == 1:
+        return text_frame(payloads[0])
+    size = sum(map(len, payloads)) + len(payloads) - 1
+    return b"".join((_header(_FIN_TEXT, size), b"\n".join(payloads)))
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    payload = struct.pack("!H", code) + reason.encode()[:120]
+    return _header(_FIN_CLOSE, len(payload)) + payload
+
+
+def ping_frame(payload: bytes = b"") -> bytes:
+    return _header(_FIN_PING, len(payload)) + payload
+
+
+def pong_frame(payload: bytes = b"") -> bytes:
+    return _header(_FIN_PONG, len(payload)) + payload

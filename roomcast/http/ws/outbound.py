@@ -1,0 +1,75 @@
+"""A session's bounded outbound queue: room actors push encoded events, one writer drains it."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+
+class Overflowed(Exception):
+    """The client fell too far behind; its session must close with 1013."""
+
+
+class Stopped(Exception):
+    """The session is closing for another reason (the server drains); stop writing."""
+
+
+class OutboundQueue:
+    """Pre-encoded JSON events waiting for the socket, at most `limit` of them.
+
+    `push` never blocks (room actors call it for every subscriber); `take_all`
+    hands the writer everything pending at once so it goes out as one frame.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[bytes] = deque()
+        self._ready = trio.Event()
+        self.overflow = trio.Event()
+        self._stopped = False
+
+    def push(self, payload: bytes) -> bool:
+        """Queue one event; False (and the overflowed flag) when the queue is full."""
+        if self.overflow.is_set():
+            return False
+        if len(self._items) >= self.limit:
+            self.overflow.set()
+            self._ready.set()
+            return False
+        self._items.append(payload)
+        self._ready.set()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def stop(self) -> None:
+        """Make the writer's next `take_all` raise Stopped (it finishes its current frame first)."""
+        self._stopped = True
+        self._ready.set()
+
+    async def take_all(self, max_bytes: int) -> list[bytes]:
+        """Wait for events, then return as many as fit in `max_bytes` (at least one).
+
+        Raises Overflowed or Stopped instead once the session must close: between
+        frames, so the close frame never lands inside a half-written one.
+        """
+        while not self._items:
+            self._raise_if_closing()
+            await self._ready.wait()
+            self._ready = trio.Event()
+        self._raise_if_closing()
+        batch = [self._items.popleft()]
+        size = len(batch[0])
+        while self._items and size + len(self._items[0]) < max_bytes:
+            item = self._items.popleft()
+            size += len(item) + 1
+            batch.append(item)
+        return batch
+
+    def _raise_if_closing(self) -> None:
+        if self.overflow.is_set():
+            raise Overflowed
+        if self._stopped:
+            raise Stopped

@@ -1,0 +1,269 @@
+"""One WebSocket session: a reader, a writer and a heartbeat in one nursery.
+
+The session is cancelled as a unit when the client goes away, the server drains,
+or the client falls behind; on the way out it detaches from every room it was
+subscribed to, so nothing it started outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ...errors import ApiError, RateLimited
+from ...logs import log_event
+from ...node import Node
+from ...services.announcements import user_channel
+from ...storage.models import User
+from ...storage.streams import StreamUnavailable
+from ...storage.users import user_badges
+from ...timestamps import to_wire, utcnow
+from ...wire import sender_to_wire, user_to_wire
+from . import frames
+from .connection import ConnectionClosed, WebSocket
+from .outbound import OutboundQueue, Overflowed, Stopped
+
+log = logging.getLogger("roomcast.ws")
+
+# Close codes of PROTOCOL §5.
+POLICY_VIOLATION = 1008
+SERVER_ERROR = 1011
+SERVICE_RESTART = 1012
+TRY_AGAIN_LATER = 1013
+
+_MAX_BATCH_BYTES = 1 << 20
+_DETACH_TIMEOUT_S = 5.0
+# More bad frames than this within one window closes the connection with 1008.
+_ABUSE_LIMIT = 30
+_ABUSE_WINDOW_S = 10.0
+
+Handler = Callable[["Session", dict[str, Any]], Awaitable[None]]
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """An event as compact UTF-8 JSON, the form every subscriber receives."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class ClientError(ApiError):
+    """A bad frame: answered with an `error` event, the connection stays open."""
+
+
+class Session:
+    """What one connected client has: its user, socket, outbound queue and subscriptions.
+
+    The session is itself the room actors' subscriber (`push`, `overflowed`): it
+    filters the few events that concern it before they reach the queue.
+    """
+
+    def __init__(self, node: Node, socket: WebSocket, user: User, handlers: dict[str, Handler]) -> None:
+        self.node = node
+        self.handlers = handlers
+        self.socket = socket
+        self.user = user
+        self.id = secrets.token_hex(8)
+        self.outbound = OutboundQueue(node.settings.ws_outbound_queue)
+        self.subscriptions: set[int] = set()
+        self._own_typing = b'"user":{"id":%d,' % user.id
+        self._abuse: list[float] = []
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ the room actors' side
+
+    def push(self, data: bytes) -> bool:
+        """Take one encoded room event (shared bytes) without blocking; False when full."""
+        if data.startswith(b'{"type":"typing"') and self._own_typing in data:
+            return True  # typing goes to the *other* subscribers
+        if data.startswith(b'{"type":"room_removed"'):
+            self._forget_room(json.loads(data)["room"])
+        return self.outbound.push(data)
+
+    def overflowed(self, room_id: int) -> None:
+        """A room dropped us for falling behind: the whole session closes with 1013."""
+        self.outbound.overflow.set()
+
+    def _forget_room(self, room_id: int) -> None:
+        # Removed from the room: stop its events at once, announce the leave in the background.
+        if room_id in self.subscriptions:
+            self.node.rooms.unsubscribe(room_id, self)
+            if self._nursery is not None:
+                self._nursery.start_soon(self.leave_room, room_id)
+
+    # ------------------------------------------------------------------ the client's side
+
+    def reply(self, event: dict[str, Any]) -> None:
+        """Queue an event for this client (a direct reply, not a room event)."""
+        self.outbound.push(encode(event))
+
+    async def join_room(self, room_id: int, since: int | None, on_attached: Callable[[int], None]) -> None:
+        """Follow a room (membership already checked) and announce our presence in it."""
+        await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
+        if room_id not in self.subscriptions:
+            self.subscriptions.add(room_id)
+            online = await self.node.presence.join(room_id, self.user.id, self.id)
+            await self._announce(room_id, "joined", online)
+
+    async def leave_room(self, room_id: int) -> None:
+        """Stop following a room and announce the leave; a no-op for rooms not followed."""
+        self.node.rooms.unsubscribe(room_id, self)
+        if room_id in self.subscriptions:
+            self.subscriptions.discard(room_id)
+            online = await self.node.presence.leave(room_id, self.user.id, self.id)
+            await self._announce(room_id, "left", online)
+
+    async def _announce(self, room_id: int, status: str, online: list[int]) -> None:
+        badges = await self.node.database.read(user_badges, self.user.tenant, online)
+        event = {"type": "presence", "room": room_id, "user": sender_to_wire(self.user), "status": status,
+                 "online": badges}
+        try:
+            await self.node.rooms.publish_transient(room_id, event)
+        except StreamUnavailable as exc:  # presence is best effort; the subscription stands
+            log_event(log, "presence.announce_failed", logging.WARNING, room=room_id, error=str(exc))
+
+    async def run(self, draining: trio.Event) -> int:
+        """Serve the client until it leaves or must go; returns the close code used."""
+        self.reply({
+            "type": "welcome",
+            "user": user_to_wire(self.user, online=True),
+            "session_id": self.id,
+            "server_time": to_wire(utcnow()),
+            "heartbeat_s": self.node.settings.heartbeat_s,
+        })
+        close_code = 1000
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.node.presence.connect(self.user.id, self.id)
+                await self.node.rooms.subscribe(user_channel(self.user.id), self)
+                nursery.start_soon(self._write_forever)
+                nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._watch, draining)
+                await self._read_forever()
+                nursery.cancel_scope.cancel()
+        except* Overflowed:
+            close_code = TRY_AGAIN_LATER
+        except* (_Draining, Stopped):
+            close_code = SERVICE_RESTART
+        except* _Abusive:
+            close_code = POLICY_VIOLATION
+        except* ConnectionClosed:
+            close_code = self.socket.closed.code if self.socket.closed else 1006
+        except* Exception as group:
+            log.error("session crashed", exc_info=group)
+            close_code = SERVER_ERROR
+        finally:
+            self._nursery = None
+            await self._detach()
+        await self.socket.close(close_code, _REASONS.get(close_code, ""))
+        return close_code
+
+    async def _detach(self) -> None:
+        """Leave every room and go offline; bounded, so a dead Redis cannot hold a socket open."""
+        self.node.rooms.unsubscribe(user_channel(self.user.id), self)
+        for room_id in self.subscriptions:
+            self.node.rooms.unsubscribe(room_id, self)
+        with trio.move_on_after(_DETACH_TIMEOUT_S, shield=True):
+            try:
+                for room_id in list(self.subscriptions):
+                    await self.leave_room(room_id)
+                await self.node.presence.disconnect(self.user.id, self.id)
+            except Exception as exc:  # the sockets are gone either way; presence entries expire
+                log_event(log, "session.detach_failed", logging.WARNING, session=self.id, error=repr(exc))
+
+    async def _read_forever(self) -> None:
+        while True:
+            text = await self.socket.receive()
+            ref: str | None = None
+            try:
+                frame = _parse(text)
+                ref = frame.get("ref") if isinstance(frame.get("ref"), str) else None
+                handler = self.handlers.get(frame["type"])
+                if handler is None:
+                    raise ClientError(f"unknown frame type {frame['type']!r}", code="unknown_type")
+                await handler(self, frame)
+            except RateLimited as exc:
+                self._count_abuse()
+                self._error(ref, exc.code, exc.message, retry_after=exc.retry_after_s)
+            except ClientError as exc:
+                self._count_abuse()
+                self._error(ref, exc.code, exc.message)
+            except ApiError as exc:
+                self._error(ref, exc.code, exc.message)
+
+    def _error(self, ref: str | None, code: str, message: str, **extra: Any) -> None:
+        event: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
+        if ref is not None:
+            event["ref"] = ref
+        self.reply(event)
+
+    def _count_abuse(self) -> None:
+        now = trio.current_time()
+        self._abuse = [t for t in self._abuse if now - t < _ABUSE_WINDOW_S] + [now]
+        if len(self._abuse) > _ABUSE_LIMIT:
+            raise _Abusive
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = await self.outbound.take_all(_MAX_BATCH_BYTES)
+            await self.socket.send_frame(frames.batch_frame(batch))
+
+    async def _heartbeat(self) -> None:
+        interval = self.node.settings.heartbeat_s
+        while True:
+            await trio.sleep(interval)
+            if trio.current_time() - self.socket.last_heard > 2 * interval:
+                raise ConnectionClosed(1006, "heartbeat timeout")
+            await self.socket.send_frame(frames.ping_frame())
+
+    async def _watch(self, draining: trio.Event) -> None:
+        """On drain or overflow, let the writer stop at a frame boundary; force it after a grace."""
+        reason: type[Exception] = _Draining
+        async with trio.open_nursery() as watchers:
+
+            async def on(event: trio.Event, why: type[Exception]) -> None:
+                nonlocal reason
+                await event.wait()
+                reason = why
+                watchers.cancel_scope.cancel()
+
+            watchers.start_soon(on, draining, _Draining)
+            watchers.start_soon(on, self.outbound.overflow, Overflowed)
+        self.outbound.stop()
+        # The writer raises at its next frame boundary, ending the session with a clean close.
+        # A client that reads nothing never lets it get there: then the socket is cut.
+        await trio.sleep(self.node.settings.ws_close_timeout_s)
+        raise reason
+
+
+class _Draining(Exception):
+    pass
+
+
+class _Abusive(Exception):
+    pass
+
+
+_REASONS = {
+    SERVICE_RESTART: "server restarting; reconnect with since",
+    TRY_AGAIN_LATER: "too slow to keep up; reconnect with since",
+    POLICY_VIOLATION: "repeated protocol abuse",
+}
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        frame = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ClientError(f"malformed JSON: {exc.msg}", code="malformed_json") from None
+    if not isinstance(frame, dict):
+        raise ClientError("a frame must be a JSON object")
+    if not isinstance(frame.get("type"), str):
+        raise ClientError("a frame needs a string field 'type'")
+    if "ref" in frame and not isinstance(frame["ref"], str):
+        raise ClientError("'ref' must be a string")
+    return frame

@@ -1,0 +1,95 @@
+"""One roomcast server process: its settings and the services every request uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from .actors.registry import RoomHub
+from .actors.system import ActorSystem
+from .config import Settings
+from .identity.contact_policy import ContactPolicy
+from .identity.tokens import TokenCodec
+from .presence import MemoryPresence, Presence, RedisPresence
+from .ratelimit import RateLimiter
+from .storage.database import Database
+from .storage.migrate import upgrade
+from .storage.streams import StreamBackend, open_stream_backend
+
+if TYPE_CHECKING:
+    from .services.announcements import Announcer
+
+
+@dataclass
+class Node:
+    """What the HTTP and WebSocket layers reach for; built once per process by open_node."""
+
+    settings: Settings
+    database: Database
+    tokens: TokenCodec
+    contact_policy: ContactPolicy
+    streams: StreamBackend
+    actors: ActorSystem
+    presence: Presence
+    send_limiter: RateLimiter
+    typing_limiter: RateLimiter
+    announcer: Announcer = field(init=False)
+
+    @property
+    def rooms(self) -> RoomHub:
+        """Room actors: subscribe / unsubscribe / publish_transient (see RoomHub)."""
+        return self.actors.rooms
+
+    def readiness_probes(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """What /readyz checks: each probe raises when its dependency is unreachable."""
+        return {"database": self.database.ping, "streams": self.streams.ping}
+
+    def notify_committed(self, room_id: int) -> None:
+        """Called right after a transaction that wrote outbox rows for `room_id` commits.
+
+        Never blocks: it wakes the outbox relay, which publishes the rows to the
+        room's stream (DESIGN.md §1), and makes sure the room has an actor.
+        """
+        self.actors.notify_committed(room_id)
+
+
+@asynccontextmanager
+async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Node]:
+    """Connect to the database (migrating it first, unless told not to) and the stream
+    backend, run the supervision tree, and yield the node; leaving stops the tree."""
+    database = Database.from_url(settings.resolved_database_url, settings.database_pool_size)
+    try:
+        if migrate:
+            await trio.to_thread.run_sync(upgrade, database.engine)
+        async with open_stream_backend(settings) as streams, trio.open_nursery() as nursery:
+            actors = ActorSystem(settings, database, streams)
+            await nursery.start(lambda task_status: actors.run(task_status=task_status))
+            presence: Presence = (
+                RedisPresence(streams.client, settings.redis_key_prefix)  # type: ignore[attr-defined]
+                if settings.redis_url else MemoryPresence()
+            )
+            nursery.start_soon(presence.run)
+            node = Node(
+                settings=settings,
+                database=database,
+                tokens=TokenCodec.from_settings(settings),
+                contact_policy=ContactPolicy(settings.contact_policy),
+                streams=streams,
+                actors=actors,
+                presence=presence,
+                send_limiter=RateLimiter(settings.send_rate_per_s, settings.send_burst),
+                typing_limiter=RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
+            )
+            from .services.announcements import Announcer  # services build on the node
+
+            node.announcer = Announcer(node)
+            actors.root.add(node.announcer.actor)
+            yield node
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await database.aclose()

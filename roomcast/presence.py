@@ -1,0 +1,164 @@
+"""Who is online: per room (subscribed sessions) and per user (connected sessions), across nodes.
+
+In-process by default. With Redis, every entry is a member of a sorted set scored
+by its expiry; each node refreshes its own sessions' entries, so a node that dies
+takes its users offline within `ttl_s` without anyone cleaning up after it.
+Presence *events* (`joined`/`left`) travel through the stream backend like any
+transient room event; this module only answers "who is online now".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import trio
+from coredis import PureToken
+
+from .logs import log_event
+
+log = logging.getLogger("roomcast.presence")
+
+_REFRESH_FRACTION = 3  # refresh entries three times per ttl
+
+
+class Presence(Protocol):
+    async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        """Mark the session subscribed to the room; the room's online user ids after it."""
+        ...
+
+    async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        """Undo join; the room's online user ids after it."""
+        ...
+
+    async def online_in(self, room_id: int) -> list[int]:
+        ...
+
+    async def connect(self, user_id: int, session_id: str) -> None:
+        ...
+
+    async def disconnect(self, user_id: int, session_id: str) -> None:
+        ...
+
+    async def online_users(self, user_ids: Iterable[int]) -> set[int]:
+        """Which of these users have a connected session anywhere."""
+        ...
+
+    async def run(self) -> None:
+        """Background upkeep until cancelled (refreshing entries, for Redis)."""
+        ...
+
+
+class MemoryPresence:
+    """One process's view, which with in-process streams is the whole truth."""
+
+    def __init__(self) -> None:
+        self._rooms: defaultdict[int, Counter[int]] = defaultdict(Counter)
+        self._users: Counter[int] = Counter()
+
+    async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        self._rooms[room_id][user_id] += 1
+        return await self.online_in(room_id)
+
+    async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        room = self._rooms.get(room_id)
+        if room is not None:
+            room[user_id] -= 1
+            if room[user_id] <= 0:
+                del room[user_id]
+            if not room:
+                del self._rooms[room_id]
+        return await self.online_in(room_id)
+
+    async def online_in(self, room_id: int) -> list[int]:
+        return sorted(self._rooms.get(room_id, ()))
+
+    async def connect(self, user_id: int, session_id: str) -> None:
+        self._users[user_id] += 1
+
+    async def disconnect(self, user_id: int, session_id: str) -> None:
+        self._users[user_id] -= 1
+        if self._users[user_id] <= 0:
+            del self._users[user_id]
+
+    async def online_users(self, user_ids: Iterable[int]) -> set[int]:
+        return {user_id for user_id in user_ids if self._users.get(user_id)}
+
+    async def run(self) -> None:
+        await trio.sleep_forever()
+
+
+class RedisPresence:
+    """Presence in Redis sorted sets shared by every node (scores are expiry times)."""
+
+    def __init__(self, client: Any, prefix: str, ttl_s: float = 60.0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        # What this node has registered, re-scored periodically: key -> members.
+        self._local: defaultdict[str, set[str]] = defaultdict(set)
+
+    def _room_key(self, room_id: int) -> str:
+        return f"{self.prefix}presence:room:{room_id}"
+
+    def _user_key(self, user_id: int) -> str:
+        return f"{self.prefix}presence:user:{user_id}"
+
+    async def _add(self, key: str, member: str) -> None:
+        self._local[key].add(member)
+        await self.client.zadd(key, {member: time.time() + self.ttl_s})
+        await self.client.expire(key, int(self.ttl_s * 2))
+
+    async def _remove(self, key: str, member: str) -> None:
+        members = self._local.get(key)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._local[key]
+        await self.client.zrem(key, [member])
+
+    async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        await self._add(self._room_key(room_id), f"{user_id}:{session_id}")
+        return await self.online_in(room_id)
+
+    async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        await self._remove(self._room_key(room_id), f"{user_id}:{session_id}")
+        return await self.online_in(room_id)
+
+    async def online_in(self, room_id: int) -> list[int]:
+        members = await self.client.zrange(self._room_key(room_id), time.time(), "+inf", sortby=PureToken.BYSCORE)
+        return sorted({int(member.split(b":", 1)[0]) for member in members})
+
+    async def connect(self, user_id: int, session_id: str) -> None:
+        await self._add(self._user_key(user_id), session_id)
+
+    async def disconnect(self, user_id: int, session_id: str) -> None:
+        await self._remove(self._user_key(user_id), session_id)
+
+    async def online_users(self, user_ids: Iterable[int]) -> set[int]:
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return set()
+        now = time.time()
+        async with self.client.pipeline(transaction=False) as pipe:
+            counts = [pipe.zcount(self._user_key(user_id), now, "+inf") for user_id in ids]
+        return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.ttl_s / _REFRESH_FRACTION)
+            try:
+                await self._refresh()
+            except Exception as exc:  # Redis away: entries age out; the next round re-adds them
+                log_event(log, "presence.refresh_failed", logging.WARNING, error=repr(exc))
+
+    async def _refresh(self) -> None:
+        expiry = time.time() + self.ttl_s
+        for key, members in list(self._local.items()):
+            if members:
+                await self.client.zadd(key, dict.fromkeys(members, expiry))
+                await self.client.expire(key, int(self.ttl_s * 2))
+            await self.client.zremrangebyscore(key, "-inf", time.time())

@@ -1,0 +1,53 @@
+"""Token buckets on Trio's clock: bursts, refill, retry hints, bounded memory."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from roomcast.errors import RateLimited
+from roomcast.ratelimit import RateLimiter
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_burst_then_refusal_then_refill(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(rate_per_s=2, burst=3)
+    for _ in range(3):
+        limiter.check("alice")
+    with pytest.raises(RateLimited) as caught:
+        limiter.check("alice")
+    assert caught.value.retry_after_s == pytest.approx(0.5)
+    assert caught.value.headers["Retry-After"] == "1"
+    await trio.sleep(0.5)
+    limiter.check("alice")
+    with pytest.raises(RateLimited):
+        limiter.check("alice")
+
+
+async def test_users_have_their_own_buckets(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(rate_per_s=1, burst=1)
+    limiter.check("alice")
+    limiter.check("bob")
+    with pytest.raises(RateLimited):
+        limiter.check("alice")
+
+
+async def test_refill_stops_at_the_burst(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(rate_per_s=10, burst=2)
+    await trio.sleep(3600)
+    limiter.check("alice")
+    limiter.check("alice")
+    with pytest.raises(RateLimited):
+        limiter.check("alice")
+
+
+async def test_memory_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(rate_per_s=1, burst=1, max_keys=10)
+    for user in range(100):
+        limiter.check(user)
+    assert len(limiter._buckets) == 10

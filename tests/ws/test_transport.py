@@ -1,0 +1,145 @@
+"""/ws transport over real sockets: handshake, auth, welcome, ping, error frames, close codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests.helpers import JWT_SECRET
+
+
+def ws_url(base: str, token: str | None = None) -> str:
+    url = base.replace("http://", "ws://") + "/ws"
+    return f"{url}?token={token}" if token is not None else url
+
+
+async def next_events(ws: Any) -> list[dict]:
+    """One server frame, split into its newline-separated events."""
+    frame = await ws.get_message()
+    return [json.loads(line) for line in frame.split("\n")]
+
+
+async def next_event(ws: Any) -> dict:
+    events = await next_events(ws)
+    assert len(events) == 1, events
+    return events[0]
+
+
+async def closed_with(ws: Any) -> int:
+    with pytest.raises(ConnectionClosed) as caught:
+        with trio.fail_after(5):
+            while True:
+                await ws.get_message()
+    return caught.value.reason.code
+
+
+async def test_welcome_then_ping_pong(live_server: str, users: Any) -> None:
+    alice = await users.create("member", username="alice")
+    async with open_websocket_url(ws_url(live_server, alice.token)) as ws:
+        welcome = await next_event(ws)
+        assert welcome["type"] == "welcome"
+        assert welcome["user"]["id"] == alice.id and welcome["user"]["online"] is True
+        assert welcome["session_id"] and welcome["heartbeat_s"] > 0
+        assert welcome["server_time"].endswith("Z")
+        await ws.send_message(json.dumps({"type": "ping", "ref": "r1"}))
+        assert await next_event(ws) == {"type": "pong", "ref": "r1"}
+        await ws.send_message(json.dumps({"type": "ping"}))
+        assert await next_event(ws) == {"type": "pong"}
+
+
+async def test_token_in_authorization_header(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    async with open_websocket_url(ws_url(live_server), extra_headers=[("Authorization", f"Bearer {alice.token}")]) as ws:
+        assert (await next_event(ws))["type"] == "welcome"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, "garbage",
+     jwt.encode({"sub": "1", "exp": datetime.now(UTC) - timedelta(minutes=1)}, JWT_SECRET),
+     jwt.encode({"sub": "1", "exp": datetime.now(UTC) + timedelta(hours=1)}, "not-the-secret" * 3)],
+    ids=["missing", "garbage", "expired", "forged"],
+)
+async def test_bad_token_is_accepted_then_closed_1008(live_server: str, users: Any, token: str | None) -> None:
+    await users.create("member")
+    async with open_websocket_url(ws_url(live_server, token)) as ws:
+        assert await closed_with(ws) == 1008
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [("{not json", "malformed_json"), ("[1, 2]", "validation_error"), ('{"no": "type"}', "validation_error"),
+     ('{"type": 5}', "validation_error"), ('{"type": "dance", "ref": "x"}', "unknown_type"),
+     ('{"type": "ping", "ref": 7}', "validation_error")],
+    ids=["bad-json", "array", "no-type", "int-type", "unknown", "int-ref"],
+)
+async def test_bad_frames_get_an_error_and_the_connection_stays(live_server: str, users: Any, frame: str,
+                                                               code: str) -> None:
+    alice = await users.create("member")
+    async with open_websocket_url(ws_url(live_server, alice.token)) as ws:
+        await next_event(ws)
+        await ws.send_message(frame)
+        error = await next_event(ws)
+        assert error["type"] == "error" and error["code"] == code and error["message"]
+        if code == "unknown_type":
+            assert error["ref"] == "x"
+        await ws.send_message('{"type": "ping", "ref": "still-there"}')
+        assert await next_event(ws) == {"type": "pong", "ref": "still-there"}
+
+
+async def test_oversized_frame_closes_1009(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    async with open_websocket_url(ws_url(live_server, alice.token), max_message_size=1 << 20) as ws:
+        await next_event(ws)
+        await ws.send_message(json.dumps({"type": "ping", "pad": "x" * (64 << 10)}))
+        assert await closed_with(ws) == 1009
+
+
+async def test_repeated_abuse_closes_1008(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    async with open_websocket_url(ws_url(live_server, alice.token)) as ws:
+        await next_event(ws)
+        for _ in range(40):
+            try:
+                await ws.send_message("{nope")
+            except ConnectionClosed:  # the server's close may overtake our last frames
+                break
+        assert await closed_with(ws) == 1008
+
+
+async def test_websocket_ping_gets_pong(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    async with open_websocket_url(ws_url(live_server, alice.token)) as ws:
+        await next_event(ws)
+        with trio.fail_after(5):
+            await ws.ping(b"are you there")
+
+
+async def test_http_and_websocket_share_the_port(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    async with httpx.AsyncClient(base_url=live_server) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        me = await http.get("/api/me", headers=alice.headers)  # keep-alive: a second request, same connection
+        assert me.json()["id"] == alice.id
+        plain_get = await http.get("/ws")  # not an upgrade: ordinary HTTP answers it
+        assert plain_get.status_code == 404
+
+
+async def test_clients_get_1012_when_the_server_stops(node: Any, users: Any) -> None:
+    from roomcast.server import serve_node
+
+    alice = await users.create("member")
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(lambda task_status: serve_node(node, shutdown=shutdown, task_status=task_status))
+        async with open_websocket_url(ws_url(url, alice.token)) as ws:
+            await next_event(ws)
+            shutdown.set()
+            assert await closed_with(ws) == 1012
