@@ -106,6 +106,9 @@ class Settings(BaseModel):
     heartbeat_s: float = Field(25.0, gt=0)
     # How long a closing session may take to finish its current frame before the socket is cut.
     ws_close_timeout_s: float = Field(5.0, gt=0)
+    # Presence events list at most this many online users (plus the full count): a join in a
+    # room of n subscribers otherwise costs O(n) bytes to each of n sockets.
+    presence_online_limit: int = Field(50, ge=1, le=10_000)
     room_idle_s: float = Field(60.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
 

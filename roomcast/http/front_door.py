@@ -31,6 +31,31 @@ _MAX_HEAD_BYTES = 16 << 10
 _HEAD_TIMEOUT_S = 10.0
 
 
+class Draining:
+    """Set once at shutdown. WebSocket sessions listen with a callback rather than a task
+    each waiting on an event: a task per idle connection is memory the server can keep."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._listeners: set[Callable[[], None]] = set()
+
+    def set(self) -> None:
+        self.is_set = True
+        for listener in list(self._listeners):
+            listener()
+        self._listeners.clear()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when draining starts (at once if it already has)."""
+        if self.is_set:
+            listener()
+        else:
+            self._listeners.add(listener)
+
+    def forget(self, listener: Callable[[], None]) -> None:
+        self._listeners.discard(listener)
+
+
 @dataclass(frozen=True)
 class UpgradeRequest:
     """The head of a `GET /ws` upgrade, as read by the front door."""
@@ -44,7 +69,7 @@ class UpgradeRequest:
         return parse_qs(urlsplit(self.target).query)
 
 
-WebSocketHandler = Callable[[trio.SocketStream, UpgradeRequest, trio.Event], Awaitable[None]]
+WebSocketHandler = Callable[[trio.SocketStream, UpgradeRequest, Draining], Awaitable[None]]
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
@@ -129,7 +154,7 @@ class FrontDoor:
         self.websocket_path = websocket_path
         self.context = WorkerContext(None)
         self.lifespan_state: dict = {}
-        self.draining = trio.Event()  # set at shutdown: sessions close with 1012
+        self.draining = Draining()  # set at shutdown: sessions close with 1012
 
     async def serve(self, host: str, port: int, *, shutdown_trigger: Callable[[], Awaitable[None]],
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:

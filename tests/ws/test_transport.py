@@ -143,3 +143,56 @@ async def test_clients_get_1012_when_the_server_stops(node: Any, users: Any) -> 
             await next_event(ws)
             shutdown.set()
             assert await closed_with(ws) == 1012
+
+
+async def raw_upgrade(base: str, token: str, *, version: str = "13", key: str = "dGhlIHNhbXBsZSBub25jZQ==",
+                      trailing: bytes = b"") -> tuple[bytes, trio.SocketStream]:
+    """Send an upgrade request by hand; returns the response head and the open stream."""
+    host, port = base.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        f"GET /ws?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n".encode() + trailing)
+    received = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in received:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received, stream
+
+
+async def test_handshake_accept_token_follows_rfc_6455(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    head, stream = await raw_upgrade(live_server, alice.token)
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head  # RFC 6455 §1.3's example
+
+
+async def test_handshake_with_a_bad_version_or_key_is_refused(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    head, stream = await raw_upgrade(live_server, alice.token, version="8")
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 426 ") and b"Sec-WebSocket-Version: 13" in head
+    for key in ("", "not base64!", "c2hvcnQ="):
+        head, stream = await raw_upgrade(live_server, alice.token, key=key)
+        async with stream:
+            assert head.startswith(b"HTTP/1.1 400 "), key
+
+
+async def test_a_frame_sent_right_behind_the_handshake_is_read(live_server: str, users: Any) -> None:
+    alice = await users.create("member")
+    payload = b'{"type":"ping","ref":"early"}'
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    frame = bytes((0x81, 0x80 | len(payload))) + mask + masked
+    head, stream = await raw_upgrade(live_server, alice.token, trailing=frame)
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 101 ")
+        received = head.partition(b"\r\n\r\n")[2]
+        with trio.fail_after(5):
+            while b'"pong"' not in received:
+                received += await stream.receive_some(4096)
+        assert b'{"type":"pong","ref":"early"}' in received

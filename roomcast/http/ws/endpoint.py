@@ -10,7 +10,7 @@ from ...errors import ApiError
 from ...identity.authenticate import bearer_token, user_for_token
 from ...logs import log_event
 from ...node import Node
-from ..front_door import UpgradeRequest
+from ..front_door import Draining, UpgradeRequest
 from .connection import ConnectionClosed, WebSocket
 from .handlers import HANDLERS
 from .session import POLICY_VIOLATION, Session
@@ -19,7 +19,7 @@ log = logging.getLogger("roomcast.ws")
 
 
 async def serve_websocket(node: Node, stream: trio.SocketStream, request: UpgradeRequest,
-                          draining: trio.Event) -> None:
+                          draining: Draining) -> None:
     """The front door's /ws handler: handshake, authenticate, run the session."""
     socket = WebSocket(stream, node.settings.ws_max_frame_bytes)
     try:

@@ -26,20 +26,29 @@ class OutboundQueue:
         self.limit = limit
         self._items: deque[bytes] = deque()
         self._ready = trio.Event()
-        self.overflow = trio.Event()
+        self.overflowed = False
         self._stopped = False
+        # Set once the session must end (overflow or stop): its keep-alive task waits on it.
+        self.closing = trio.Event()
 
     def push(self, payload: bytes) -> bool:
         """Queue one event; False (and the overflowed flag) when the queue is full."""
-        if self.overflow.is_set():
+        if self.overflowed:
             return False
         if len(self._items) >= self.limit:
-            self.overflow.set()
+            self.overflowed = True
+            self.closing.set()
             self._ready.set()
             return False
         self._items.append(payload)
         self._ready.set()
         return True
+
+    def mark_overflowed(self) -> None:
+        """The client fell behind elsewhere (a room dropped it): end like a full queue."""
+        self.overflowed = True
+        self.closing.set()
+        self._ready.set()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -47,6 +56,7 @@ class OutboundQueue:
     def stop(self) -> None:
         """Make the writer's next `take_all` raise Stopped (it finishes its current frame first)."""
         self._stopped = True
+        self.closing.set()
         self._ready.set()
 
     async def take_all(self, max_bytes: int) -> list[bytes]:
@@ -69,7 +79,7 @@ class OutboundQueue:
         return batch
 
     def _raise_if_closing(self) -> None:
-        if self.overflow.is_set():
+        if self.overflowed:
             raise Overflowed
         if self._stopped:
             raise Stopped

@@ -1,4 +1,4 @@
-"""One WebSocket session: a reader, a writer and a heartbeat in one nursery.
+"""One WebSocket session: a reader, a writer and a keep-alive task in one nursery.
 
 The session is cancelled as a unit when the client goes away, the server drains,
 or the client falls behind; on the way out it detaches from every room it was
@@ -25,6 +25,7 @@ from ...storage.users import user_badges
 from ...timestamps import to_wire, utcnow
 from ...wire import sender_to_wire, user_to_wire
 from . import frames
+from ..front_door import Draining
 from .connection import ConnectionClosed, WebSocket
 from .outbound import OutboundQueue, Overflowed, Stopped
 
@@ -85,7 +86,7 @@ class Session:
 
     def overflowed(self, room_id: int) -> None:
         """A room dropped us for falling behind: the whole session closes with 1013."""
-        self.outbound.overflow.set()
+        self.outbound.mark_overflowed()
 
     def _forget_room(self, room_id: int) -> None:
         # Removed from the room: stop its events at once, announce the leave in the background.
@@ -117,15 +118,16 @@ class Session:
             await self._announce(room_id, "left", online)
 
     async def _announce(self, room_id: int, status: str, online: list[int]) -> None:
-        badges = await self.node.database.read(user_badges, self.user.tenant, online)
+        shown = sorted(online)[:self.node.settings.presence_online_limit]
+        badges = await self.node.database.read(user_badges, self.user.tenant, shown)
         event = {"type": "presence", "room": room_id, "user": sender_to_wire(self.user), "status": status,
-                 "online": badges}
+                 "online": badges, "online_count": len(online)}
         try:
             await self.node.rooms.publish_transient(room_id, event)
         except StreamUnavailable as exc:  # presence is best effort; the subscription stands
             log_event(log, "presence.announce_failed", logging.WARNING, room=room_id, error=str(exc))
 
-    async def run(self, draining: trio.Event) -> int:
+    async def run(self, draining: Draining) -> int:
         """Serve the client until it leaves or must go; returns the close code used."""
         self.reply({
             "type": "welcome",
@@ -141,13 +143,13 @@ class Session:
                 await self.node.presence.connect(self.user.id, self.id)
                 await self.node.rooms.subscribe(user_channel(self.user.id), self)
                 nursery.start_soon(self._write_forever)
-                nursery.start_soon(self._heartbeat)
-                nursery.start_soon(self._watch, draining)
+                nursery.start_soon(self._keep_alive)
+                draining.listen(self.outbound.stop)
                 await self._read_forever()
                 nursery.cancel_scope.cancel()
         except* Overflowed:
             close_code = TRY_AGAIN_LATER
-        except* (_Draining, Stopped):
+        except* Stopped:
             close_code = SERVICE_RESTART
         except* _Abusive:
             close_code = POLICY_VIOLATION
@@ -157,6 +159,7 @@ class Session:
             log.error("session crashed", exc_info=group)
             close_code = SERVER_ERROR
         finally:
+            draining.forget(self.outbound.stop)
             self._nursery = None
             await self._detach()
         await self.socket.close(close_code, _REASONS.get(close_code, ""))
@@ -212,36 +215,23 @@ class Session:
             batch = await self.outbound.take_all(_MAX_BATCH_BYTES)
             await self.socket.send_frame(frames.batch_frame(batch))
 
-    async def _heartbeat(self) -> None:
+    async def _keep_alive(self) -> None:
+        """Ping the client every heartbeat; once the session must close, bound how long it takes.
+
+        On drain or overflow the writer stops at its next frame boundary, ending the session
+        with a clean close. A client that reads nothing never lets it get there: after
+        `ws_close_timeout_s` the socket is cut.
+        """
         interval = self.node.settings.heartbeat_s
         while True:
-            await trio.sleep(interval)
+            with trio.move_on_after(interval):
+                await self.outbound.closing.wait()
+            if self.outbound.closing.is_set():
+                await trio.sleep(self.node.settings.ws_close_timeout_s)
+                raise Overflowed if self.outbound.overflowed else Stopped
             if trio.current_time() - self.socket.last_heard > 2 * interval:
                 raise ConnectionClosed(1006, "heartbeat timeout")
             await self.socket.send_frame(frames.ping_frame())
-
-    async def _watch(self, draining: trio.Event) -> None:
-        """On drain or overflow, let the writer stop at a frame boundary; force it after a grace."""
-        reason: type[Exception] = _Draining
-        async with trio.open_nursery() as watchers:
-
-            async def on(event: trio.Event, why: type[Exception]) -> None:
-                nonlocal reason
-                await event.wait()
-                reason = why
-                watchers.cancel_scope.cancel()
-
-            watchers.start_soon(on, draining, _Draining)
-            watchers.start_soon(on, self.outbound.overflow, Overflowed)
-        self.outbound.stop()
-        # The writer raises at its next frame boundary, ending the session with a clean close.
-        # A client that reads nothing never lets it get there: then the socket is cut.
-        await trio.sleep(self.node.settings.ws_close_timeout_s)
-        raise reason
-
-
-class _Draining(Exception):
-    pass
 
 
 class _Abusive(Exception):
