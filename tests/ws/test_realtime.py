@@ -279,7 +279,10 @@ async def test_since_beyond_the_stream_is_served_from_the_database(live_server: 
         reply = await ws.subscribe(room, since=0)
         events = await ws.collect("message", 60)
         assert [e["message"]["id"] for e in events] == [m["id"] for m in sent]
-        assert events[-1]["seq"] == reply["last_seq"]
+        # `last_seq` is where the room actor stood on attaching; the last sends may still
+        # have been on their way through the outbox then, and follow live.
+        assert reply["last_seq"] <= events[-1]["seq"]
+        assert seqs(events) == sorted(set(seqs(events)))
 
 
 async def test_no_task_or_subscription_outlives_a_session(live_server: str, client: Any, users: Any,

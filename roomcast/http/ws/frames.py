@@ -26,8 +26,26 @@ def text_frame(payload: bytes) -> bytes:
     return _header(_FIN_TEXT, len(payload)) + payload
 
 
+_last_payload: bytes = b""
+_last_frame: bytes = text_frame(b"")
+
+
+def shared_text_frame(payload: bytes) -> bytes:
+    """`text_frame(payload)`, built once for a run of calls with the same payload object.
+
+    A room actor hands one event's bytes to every subscriber in turn; remembering the
+    last frame turns a thousand header-plus-copy builds into one.
+    """
+    global _last_payload, _last_frame
+    if payload is not _last_payload:
+        _last_payload, _last_frame = payload, text_frame(payload)
+    return _last_frame
+
+
 def batch_frame(payloads: list[bytes]) -> bytes:
     """One text frame holding several events, newline-separated (PROTOCOL §5)."""
+    if not payloads:
+        return b""
     if len(payloads) == 1:
         return text_frame(payloads[0])
     size = sum(map(len, payloads)) + len(payloads) - 1

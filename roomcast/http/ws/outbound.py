@@ -28,6 +28,7 @@ class OutboundQueue:
         self._ready = trio.Event()
         self.overflowed = False
         self._stopped = False
+        self._flush_requested = False
         # Set once the session must end (overflow or stop): its keep-alive task waits on it.
         self.closing = trio.Event()
 
@@ -43,6 +44,11 @@ class OutboundQueue:
         self._items.append(payload)
         self._ready.set()
         return True
+
+    def request_flush(self) -> None:
+        """Wake the writer even with nothing queued (the socket holds a partly written frame)."""
+        self._flush_requested = True
+        self._ready.set()
 
     def mark_overflowed(self) -> None:
         """The client fell behind elsewhere (a room dropped it): end like a full queue."""
@@ -60,16 +66,19 @@ class OutboundQueue:
         self._ready.set()
 
     async def take_all(self, max_bytes: int) -> list[bytes]:
-        """Wait for events, then return as many as fit in `max_bytes` (at least one).
+        """Wait for events, then return as many as fit in `max_bytes` (none after `request_flush`).
 
         Raises Overflowed or Stopped instead once the session must close: between
         frames, so the close frame never lands inside a half-written one.
         """
-        while not self._items:
+        while not self._items and not self._flush_requested:
             self._raise_if_closing()
             await self._ready.wait()
             self._ready = trio.Event()
         self._raise_if_closing()
+        self._flush_requested = False
+        if not self._items:
+            return []
         batch = [self._items.popleft()]
         size = len(batch[0])
         while self._items and size + len(self._items[0]) < max_bytes:

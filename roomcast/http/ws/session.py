@@ -82,6 +82,16 @@ class Session:
             return True  # typing goes to the *other* subscribers
         if data.startswith(b'{"type":"room_removed"'):
             self._forget_room(json.loads(data)["room"])
+        return self._deliver(data)
+
+    def _deliver(self, data: bytes) -> bool:
+        # Straight to the socket when nothing is queued ahead of it; otherwise through the
+        # queue and the writer, which keeps the order and coalesces what piles up.
+        if not self.outbound and not self.outbound.closing.is_set():
+            if self.socket.try_write_now(frames.shared_text_frame(data)):
+                if self.socket.has_tail:
+                    self.outbound.request_flush()
+                return True
         return self.outbound.push(data)
 
     def overflowed(self, room_id: int) -> None:
@@ -98,8 +108,8 @@ class Session:
     # ------------------------------------------------------------------ the client's side
 
     def reply(self, event: dict[str, Any]) -> None:
-        """Queue an event for this client (a direct reply, not a room event)."""
-        self.outbound.push(encode(event))
+        """Send an event to this client (a direct reply, not a room event)."""
+        self._deliver(encode(event))
 
     async def join_room(self, room_id: int, since: int | None, on_attached: Callable[[int], None]) -> None:
         """Follow a room (membership already checked) and announce our presence in it."""
@@ -213,7 +223,7 @@ class Session:
     async def _write_forever(self) -> None:
         while True:
             batch = await self.outbound.take_all(_MAX_BATCH_BYTES)
-            await self.socket.send_frame(frames.batch_frame(batch))
+            await self.socket.send_frame(frames.batch_frame(batch))  # b"" just flushes a tail
 
     async def _keep_alive(self) -> None:
         """Ping the client every heartbeat; once the session must close, bound how long it takes.
