@@ -65,6 +65,8 @@ async function signIn(event) {
 async function enterChat() {
   store.me = await api.me();
   byId("me-name").textContent = nameOf(store.me);
+  byId("me-name").title = `Signed in as @${store.me.username}`;
+  byId("me-name").dataset.username = store.me.username;
   byId("signin").hidden = true;
   byId("chat").hidden = false;
   document.body.classList.remove("room-open");
