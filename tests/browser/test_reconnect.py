@@ -25,13 +25,14 @@ def test_after_a_server_restart_the_page_resumes_with_no_gap_and_no_duplicate(
     expect(bodies(page)).to_have_text(["before 1", "before 2"])
     banner = page.locator("#connection-banner")
 
-    # Keep the page off the network while the server restarts, so that what is sent meanwhile
-    # is certainly missed live and has to come back through `since`.
-    page.context.set_offline(True)
-    server.stop()
+    server.stop()  # graceful: the page gets 1012 and shows that it is reconnecting
     expect(banner).to_be_visible()
     expect(banner).to_have_text("Connection lost. Reconnecting…")
     artifact(page, "reconnecting")
+    # Then keep the page off the network until what is sent meanwhile has certainly been missed
+    # live and has to come back through `since`. (Going offline first could hide the 1012 from
+    # the page, which would then only notice the dead connection by its own heartbeat.)
+    page.context.set_offline(True)
 
     server.start()
     missed = [f"while away {n}" for n in range(1, 4)]
