@@ -9,12 +9,12 @@ export function initDialogs(roomCreated) {
   onRoom = roomCreated;
   byId("new-direct").addEventListener("click", openDirectDialog);
   byId("new-group").addEventListener("click", openGroupDialog);
+  // Enter in the name field submits too (Create is the form's only submit button); Escape cancels.
   byId("group-form").addEventListener("submit", (event) => {
-    if (event.submitter && event.submitter.value === "create") {
-      event.preventDefault();
-      createGroup();
-    }
+    event.preventDefault();
+    createGroup();
   });
+  byId("group-cancel").addEventListener("click", () => byId("group-dialog").close());
 }
 
 function contactLabel(user) {
