@@ -1,4 +1,4 @@
-"""The Quart-Trio app factory: REST blueprints, OpenAPI docs, error envelopes."""
+"""The Quart-Trio app factory: REST blueprints, OpenAPI docs, the web client, error envelopes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..node import Node
 from .context import RoomcastApp
 from .errors import install_error_handlers
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, auth, docs, health, messages, rooms, users
+from .routes import admin, auth, client, docs, health, messages, rooms, users
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -58,7 +58,7 @@ def create_app(node: Node) -> RoomcastApp:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
 
-    for module in (health, auth, users, rooms, messages, admin, docs):
+    for module in (health, auth, users, rooms, messages, admin, docs, client):
         app.register_blueprint(module.blueprint)
 
     @app.after_request

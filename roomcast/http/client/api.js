@@ -1,0 +1,92 @@
+// REST calls (PROTOCOL §1–4). The token lives in sessionStorage only: it is sent in the
+// Authorization header here, and in a URL nowhere but the /ws connection (socket.js).
+
+const TOKEN_KEY = "roomcast.token";
+
+/** An error envelope from the server, or a network failure (status 0). */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+let onUnauthorized = () => {};
+
+/** Called when any call answers 401: the token expired or was revoked. */
+export function setUnauthorizedHandler(handler) {
+  onUnauthorized = handler;
+}
+
+async function call(method, path, body) {
+  const headers = { Accept: "application/json" };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch (err) {
+    throw new ApiError(0, "network", "The server cannot be reached.");
+  }
+  if (response.status === 204) return null;
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (err) {
+    data = null;
+  }
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    if (response.status === 401 && path !== "/api/auth/login") onUnauthorized();
+    throw new ApiError(response.status, error.code || "http_error", error.message || `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+export const api = {
+  login: (username, password, tenant) =>
+    call("POST", "/api/auth/login", tenant ? { username, password, tenant } : { username, password }),
+  me: () => call("GET", "/api/me"),
+  rooms: (cursor) => call("GET", `/api/rooms?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`),
+  room: (id) => call("GET", `/api/rooms/${id}`),
+  createDirect: (userId) => call("POST", "/api/rooms", { kind: "direct", members: [userId] }),
+  createGroup: (name, members) => call("POST", "/api/rooms", { kind: "group", name, members }),
+  contacts: (cursor) => call("GET", `/api/contacts?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`),
+  presence: (roomId) => call("GET", `/api/rooms/${roomId}/presence`),
+  history: (roomId, before, limit = 50) =>
+    call("GET", `/api/rooms/${roomId}/messages?limit=${limit}${before ? `&before=${before}` : ""}`),
+  send: (roomId, body, clientId) => call("POST", `/api/rooms/${roomId}/messages`, { body, client_id: clientId }),
+  edit: (roomId, messageId, body) => call("PATCH", `/api/rooms/${roomId}/messages/${messageId}`, { body }),
+  remove: (roomId, messageId) => call("DELETE", `/api/rooms/${roomId}/messages/${messageId}`),
+  read: (roomId, seq) => call("POST", `/api/rooms/${roomId}/read`, { seq }),
+};
+
+/** Every item of a paged list endpoint (PROTOCOL §1: items + next_cursor). */
+export async function allPages(fetchPage, maxPages = 20) {
+  const items = [];
+  let cursor = null;
+  for (let page = 0; page < maxPages; page += 1) {
+    const data = await fetchPage(cursor);
+    items.push(...data.items);
+    cursor = data.next_cursor;
+    if (!cursor) break;
+  }
+  return items;
+}

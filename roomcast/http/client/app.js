@@ -1,0 +1,281 @@
+// The roomcast web client: sign in, then rooms and live chat over one /ws connection.
+
+import { allPages, api, getToken, setToken, setUnauthorizedHandler } from "./api.js";
+import {
+  applyRead, applyRoomEvent, applyTyping, closeConversation, currentRoomId, initConversation,
+  isSeeing, openConversation, renderHeader,
+} from "./conversation.js";
+import { initDialogs } from "./dialogs.js";
+import { byId, nameOf } from "./dom.js";
+import { initRoomList, renderRoomList } from "./rooms.js";
+import { ChatSocket } from "./socket.js";
+import { advanceSeq, store } from "./store.js";
+
+const socket = new ChatSocket({ onEvent, onStatus, onAuthFailed: () => signOut("Your session has ended. Please sign in again.") });
+const readSent = new Map();  // room id → seq last reported read
+
+// ------------------------------------------------------------------ sign in / out
+
+function showSignIn(message = "") {
+  byId("chat").hidden = true;
+  byId("signin").hidden = false;
+  byId("signin-error").textContent = message;
+  byId("signin-password").value = "";
+  byId("signin-username").focus();
+}
+
+function signOut(message = "") {
+  socket.stop();
+  setToken(null);
+  store.me = null;
+  store.rooms.clear();
+  store.lastSeq.clear();
+  store.online.clear();
+  store.readers.clear();
+  readSent.clear();
+  closeConversation();
+  store.openRoomId = null;
+  renderRoomList();
+  showSignIn(message);
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const username = byId("signin-username").value.trim();
+  const password = byId("signin-password").value;
+  const tenant = byId("signin-tenant").value.trim();
+  const error = byId("signin-error");
+  if (!username || !password) {
+    error.textContent = "Enter your username and password.";
+    return;
+  }
+  byId("signin-submit").disabled = true;
+  error.textContent = "";
+  try {
+    const { access_token: token } = await api.login(username, password, tenant || undefined);
+    setToken(token);
+    await enterChat();
+  } catch (err) {
+    error.textContent = err.status === 401 ? "Wrong username or password." : err.message;
+  } finally {
+    byId("signin-submit").disabled = false;
+  }
+}
+
+async function enterChat() {
+  store.me = await api.me();
+  byId("me-name").textContent = nameOf(store.me);
+  byId("me-name").title = `Signed in as @${store.me.username}`;
+  byId("me-name").dataset.username = store.me.username;
+  byId("signin").hidden = true;
+  byId("chat").hidden = false;
+  document.body.classList.remove("room-open");
+  socket.start();
+}
+
+// ------------------------------------------------------------------ connection
+
+function onStatus(status) {
+  const banner = byId("connection-banner");
+  banner.classList.toggle("warn", status === "reconnecting");
+  if (status === "open") {
+    banner.hidden = true;
+    banner.textContent = "";
+  } else if (status === "connecting") {
+    banner.hidden = false;
+    banner.textContent = "Connecting…";
+  } else if (status === "reconnecting") {
+    banner.hidden = false;
+    banner.textContent = "Connection lost. Reconnecting…";
+  }
+  document.body.dataset.connection = status;
+}
+
+function subscribe(roomId) {
+  // `since` = the last seq we saw: the server replays what we missed, then goes live.
+  socket.send({ type: "subscribe", room: roomId, since: store.lastSeq.get(roomId) ?? 0 });
+}
+
+function addRoom(room) {
+  const known = store.rooms.get(room.id);
+  if (known) {
+    // Keep our live-maintained unread count and last message; take everything else.
+    store.rooms.set(room.id, { ...room, unread_count: known.unread_count, last_message: known.last_message ?? room.last_message });
+    return false;
+  }
+  store.rooms.set(room.id, room);
+  if (!store.lastSeq.has(room.id)) store.lastSeq.set(room.id, room.last_seq || 0);
+  return true;
+}
+
+/** After every welcome: refresh the room list, then (re)subscribe to every room with since. */
+async function resync() {
+  let rooms;
+  try {
+    rooms = await allPages((cursor) => api.rooms(cursor));
+  } catch (err) {
+    return;  // a 401 signs out; otherwise the socket's next welcome tries again
+  }
+  const ids = new Set(rooms.map((r) => r.id));
+  for (const id of [...store.rooms.keys()]) if (!ids.has(id)) forgetRoom(id);
+  for (const room of rooms) addRoom(room);
+  renderRoomList();
+  renderHeader();
+  for (const room of rooms) subscribe(room.id);
+}
+
+function forgetRoom(roomId) {
+  store.rooms.delete(roomId);
+  store.lastSeq.delete(roomId);
+  store.online.delete(roomId);
+  store.readers.delete(roomId);
+  if (store.openRoomId === roomId) {
+    store.openRoomId = null;
+    closeConversation();
+    document.body.classList.remove("room-open");
+  }
+}
+
+function onEvent(event) {
+  switch (event.type) {
+    case "welcome":
+      store.me = event.user;
+      resync();
+      break;
+    case "message":
+    case "message_edited":
+    case "message_deleted":
+    case "room_updated":
+      if (store.rooms.has(event.room) && advanceSeq(event.room, event.seq)) onStoredEvent(event);
+      break;
+    case "typing":
+      applyTyping(event);
+      break;
+    case "read":
+      onRead(event);
+      break;
+    case "presence":
+      store.online.set(event.room, event.online || []);
+      renderRoomList();
+      if (event.room === currentRoomId()) renderHeader();
+      break;
+    case "room_added":
+      if (addRoom(event.room)) {
+        renderRoomList();
+        subscribe(event.room.id);
+      }
+      break;
+    case "room_removed":
+      forgetRoom(event.room);
+      renderRoomList();
+      break;
+    case "error":
+      if (event.code === "not_a_member") resync();
+      break;
+    default:
+      break;  // subscribed, unsubscribed, pong, ack, event, broadcast: nothing to show
+  }
+}
+
+function onStoredEvent(event) {
+  const room = store.rooms.get(event.room);
+  if (event.type === "message") {
+    room.last_message = event.message;
+    room.last_seq = event.seq;
+    const fromOther = !store.me || event.message.sender.id !== store.me.id;
+    if (fromOther && !isSeeing(event.room)) room.unread_count = (room.unread_count || 0) + 1;
+  } else if (event.type === "message_edited") {
+    if (room.last_message && room.last_message.id === event.message.id) room.last_message = event.message;
+  } else if (event.type === "message_deleted") {
+    if (room.last_message && room.last_message.id === event.message_id) refreshRoom(event.room);
+  } else if (event.type === "room_updated") {
+    Object.assign(room, event.changes || {});
+  }
+  applyRoomEvent(event);
+  renderRoomList();
+}
+
+async function refreshRoom(roomId) {
+  // The last message went away; the server knows which one is last now.
+  try {
+    const fresh = await api.room(roomId);
+    const room = store.rooms.get(roomId);
+    if (room) {
+      room.last_message = fresh.last_message;
+      renderRoomList();
+    }
+  } catch (err) { /* the list shows the old preview until the next resync */ }
+}
+
+function onRead(event) {
+  if (store.me && event.user.id === store.me.id) {
+    // Read on another of our devices: that clears the badge here too.
+    const room = store.rooms.get(event.room);
+    if (room && event.seq >= (room.last_seq || 0)) {
+      room.unread_count = 0;
+      renderRoomList();
+    }
+    return;
+  }
+  if (!store.readers.has(event.room)) store.readers.set(event.room, new Map());
+  store.readers.get(event.room).set(event.user.id, { user: event.user, seq: event.seq });
+  applyRead(event);
+}
+
+/** The user has seen the open room up to its last seq: clear the badge, tell the server. */
+function markRead(roomId) {
+  const room = store.rooms.get(roomId);
+  if (!room) return;
+  const seq = store.lastSeq.get(roomId) ?? 0;
+  if (room.unread_count) {
+    room.unread_count = 0;
+    renderRoomList();
+  }
+  if (seq <= (readSent.get(roomId) ?? 0)) return;
+  readSent.set(roomId, seq);
+  if (!socket.send({ type: "read", room: roomId, seq })) {
+    api.read(roomId, seq).catch(() => readSent.delete(roomId));
+  }
+}
+
+// ------------------------------------------------------------------ rooms
+
+function openRoom(roomId) {
+  store.openRoomId = roomId;
+  document.body.classList.add("room-open");
+  renderRoomList();
+  openConversation(roomId).then(() => {
+    if (store.openRoomId === roomId) byId("composer-input").focus();
+  });
+}
+
+function roomCreated(room) {
+  if (addRoom(room)) subscribe(room.id);
+  renderRoomList();
+  openRoom(room.id);
+}
+
+// ------------------------------------------------------------------ start
+
+function start() {
+  setUnauthorizedHandler(() => signOut("Your session has ended. Please sign in again."));
+  byId("signin-form").addEventListener("submit", signIn);
+  byId("signout").addEventListener("click", () => signOut());
+  byId("back").addEventListener("click", () => {
+    document.body.classList.remove("room-open");
+    const item = document.querySelector(`#room-list li[data-room-id="${store.openRoomId}"] button`);
+    if (item) item.focus();
+  });
+  initRoomList(openRoom);
+  initConversation({ sendFrame: (frame) => socket.send(frame), onRead: markRead });
+  initDialogs(roomCreated);
+  if (getToken()) {
+    enterChat().catch((err) => {
+      if (err.status !== 401) showSignIn(`Could not reach the server: ${err.message}`);
+    });
+  } else {
+    showSignIn();
+  }
+}
+
+start();

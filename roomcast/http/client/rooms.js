@@ -1,0 +1,75 @@
+// The room list: name, last message, time, unread badge and an online dot for direct chats.
+
+import { byId, el, nameOf, shortTime } from "./dom.js";
+import { activityOf, roomName, store } from "./store.js";
+
+const items = new Map();  // room id → <li>
+let onOpen = () => {};
+
+export function initRoomList(openRoom) {
+  onOpen = openRoom;
+}
+
+function isOtherOnline(room) {
+  if (room.kind !== "direct" || !store.me) return false;
+  const online = store.online.get(room.id) || [];
+  return online.some((u) => u.id !== store.me.id);
+}
+
+function preview(room) {
+  const last = room.last_message;
+  if (!last) return room.kind === "direct" ? "New conversation" : "No messages yet";
+  const who = store.me && last.sender.id === store.me.id ? "You" : nameOf(last.sender);
+  return `${who}: ${last.body || "(attachment)"}`;
+}
+
+function renderItem(room) {
+  const unread = room.unread_count || 0;
+  const open = store.openRoomId === room.id;
+  const name = roomName(room);
+  const button = el("button", {
+    type: "button",
+    className: "room-item",
+    attrs: {
+      "aria-label": `${name}${unread ? `, ${unread} unread` : ""}`,
+      ...(open ? { "aria-current": "true" } : {}),
+    },
+    onclick: () => onOpen(room.id),
+  },
+  el("span", { className: "room-line" },
+    el("span", { className: `dot${isOtherOnline(room) ? " on" : ""}`, attrs: { "aria-hidden": "true" } }),
+    el("span", { className: "room-name" }, name),
+    el("span", { className: "room-time" }, shortTime(room.last_message && room.last_message.created_at))),
+  el("span", { className: "room-line" },
+    el("span", { className: "room-preview" }, preview(room)),
+    unread ? el("span", { className: "badge", attrs: { "aria-hidden": "true" } }, unread > 99 ? "99+" : String(unread)) : null));
+  let li = items.get(room.id);
+  if (!li) {
+    li = el("li", { dataset: { roomId: String(room.id) } });
+    items.set(room.id, li);
+  }
+  const hadFocus = li.contains(document.activeElement);
+  li.replaceChildren(button);
+  if (hadFocus) button.focus();
+  return li;
+}
+
+/** Redraw the list in activity order, keeping focus where it was. */
+export function renderRoomList() {
+  const list = byId("room-list");
+  const rooms = [...store.rooms.values()].sort((a, b) => activityOf(b).localeCompare(activityOf(a)) || b.id - a.id);
+  for (const [id, li] of items) {
+    if (!store.rooms.has(id)) {
+      li.remove();
+      items.delete(id);
+    }
+  }
+  const wanted = rooms.map(renderItem);
+  const current = [...list.children];
+  if (wanted.length !== current.length || wanted.some((li, i) => li !== current[i])) {
+    const focused = document.activeElement;
+    list.replaceChildren(...wanted);
+    if (focused && list.contains(focused) && document.activeElement !== focused) focused.focus();
+  }
+  byId("room-list-empty").hidden = rooms.length > 0;
+}
