@@ -12,7 +12,7 @@ from hypercorn.config import Config as HypercornConfig
 from .config import Settings
 from .http.app import create_app
 from .http.front_door import FrontDoor
-from .http.ws.endpoint import serve_websocket
+from .http.ws.endpoint import WebSocketEndpoint
 from .logs import log_event
 from .node import Node, open_node
 
@@ -34,10 +34,13 @@ async def serve_node(node: Node, *, shutdown: trio.Event,
 
     Reports the bound URL through task_status; at shutdown WebSocket clients get 1012.
     """
-    front_door = FrontDoor(create_app(node), hypercorn_config(node.settings),
-                           lambda stream, request, draining: serve_websocket(node, stream, request, draining))
-    await front_door.serve(node.settings.host, node.settings.port, shutdown_trigger=shutdown.wait,
-                           task_status=task_status)
+    websockets = WebSocketEndpoint(node)
+    front_door = FrontDoor(create_app(node), hypercorn_config(node.settings), websockets.serve)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(websockets.heartbeats)
+        await front_door.serve(node.settings.host, node.settings.port, shutdown_trigger=shutdown.wait,
+                               task_status=task_status)
+        nursery.cancel_scope.cancel()
 
 
 async def _set_on_signal(shutdown: trio.Event) -> None:

@@ -56,7 +56,7 @@ class Draining:
         self._listeners.discard(listener)
 
 
-@dataclass(frozen=True)
+@dataclass
 class UpgradeRequest:
     """The head of a `GET /ws` upgrade, as read by the front door."""
 
@@ -67,6 +67,10 @@ class UpgradeRequest:
     @property
     def query(self) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self.target).query)
+
+    def release(self) -> None:
+        """Drop the head once the handshake is done: a long-lived connection keeps this object."""
+        self.head, self.target, self.headers = b"", "", {}
 
 
 WebSocketHandler = Callable[[trio.SocketStream, UpgradeRequest, Draining], Awaitable[None]]
@@ -188,8 +192,9 @@ class FrontDoor:
                 return
             parsed = _parse_head(head)
             if parsed is not None and is_websocket_upgrade(*parsed, path=self.websocket_path):
-                _, target, headers = parsed
-                await self.websocket_handler(stream, UpgradeRequest(head, target, headers), self.draining)
+                request = UpgradeRequest(head, parsed[1], parsed[2])
+                del head, parsed  # this frame lives as long as the WebSocket does
+                await self.websocket_handler(stream, request, self.draining)
                 return
             await TCPServer(self.app, self.config, self.context, ConnectionState(self.lifespan_state.copy()),
                             ReplayStream(stream, head))  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The front door's /ws handler: handshake, authenticate, run a session."""
+"""The node's /ws endpoint: handshake, authenticate, run a session; one heartbeat for them all."""
 
 from __future__ import annotations
 
@@ -18,25 +18,44 @@ from .session import POLICY_VIOLATION, Session
 log = logging.getLogger("roomcast.ws")
 
 
-async def serve_websocket(node: Node, stream: trio.SocketStream, request: UpgradeRequest,
-                          draining: Draining) -> None:
-    """The front door's /ws handler: handshake, authenticate, run the session."""
-    socket = WebSocket(stream, node.settings.ws_max_frame_bytes)
-    try:
-        await socket.accept(request)
-    except ConnectionClosed:
-        return
-    token = (request.query.get("token") or [None])[0] or bearer_token(request.headers.get("authorization"))
-    try:
-        user = await user_for_token(node.database, node.tokens, token)
-    except ApiError as exc:
-        # PROTOCOL §5: accept, then close with 1008.
-        await socket.close(POLICY_VIOLATION, exc.code)
-        await socket.linger()
-        return
-    session = Session(node, socket, user, HANDLERS)
-    log_event(log, "ws.connected", session=session.id, user=user.id)
-    code = await session.run(draining)
-    await socket.linger()
-    log_event(log, "ws.disconnected", session=session.id, user=user.id, code=code)
+class WebSocketEndpoint:
+    """Serves the connections the front door upgrades, and pings them all from one task."""
 
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.sessions: set[Session] = set()
+
+    async def serve(self, stream: trio.SocketStream, request: UpgradeRequest, draining: Draining) -> None:
+        """The front door's /ws handler: handshake, authenticate, run the session."""
+        socket = WebSocket(stream, self.node.settings.ws_max_frame_bytes)
+        try:
+            await socket.accept(request)
+        except ConnectionClosed:
+            return
+        token = (request.query.get("token") or [None])[0] or bearer_token(request.headers.get("authorization"))
+        request.release()  # the session may last for hours; its request head is not needed
+        try:
+            user = await user_for_token(self.node.database, self.node.tokens, token)
+        except ApiError as exc:
+            # PROTOCOL §5: accept, then close with 1008.
+            await socket.close(POLICY_VIOLATION, exc.code)
+            await socket.linger()
+            return
+        session = Session(self.node, socket, user, HANDLERS)
+        log_event(log, "ws.connected", session=session.id, user=user.id)
+        self.sessions.add(session)
+        try:
+            code = await session.run(draining)
+        finally:
+            self.sessions.discard(session)
+        await socket.linger()
+        log_event(log, "ws.disconnected", session=session.id, user=user.id, code=code)
+
+    async def heartbeats(self) -> None:
+        """Every `heartbeat_s`, ping each session (and drop those whose client went quiet)."""
+        interval = self.node.settings.heartbeat_s
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for session in list(self.sessions):
+                session.heartbeat(now, interval)

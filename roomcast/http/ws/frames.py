@@ -61,5 +61,8 @@ def ping_frame(payload: bytes = b"") -> bytes:
     return _header(_FIN_PING, len(payload)) + payload
 
 
+PING = ping_frame()
+
+
 def pong_frame(payload: bytes = b"") -> bytes:
     return _header(_FIN_PONG, len(payload)) + payload

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -22,48 +22,58 @@ class OutboundQueue:
     hands the writer everything pending at once so it goes out as one frame.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_closing: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
-        self._items: deque[bytes] = deque()
+        # A list, not a deque: an idle session's empty queue then costs 56 bytes, not 600.
+        self._items: list[bytes] = []
         self._ready = trio.Event()
         self.overflowed = False
         self._stopped = False
         self._flush_requested = False
-        # Set once the session must end (overflow or stop): its keep-alive task waits on it.
-        self.closing = trio.Event()
+        self.ping_requested = False
+        self._on_closing = on_closing
+
+    @property
+    def is_closing(self) -> bool:
+        """Overflowed or stopped: the writer ends at its next frame boundary."""
+        return self.overflowed or self._stopped
 
     def push(self, payload: bytes) -> bool:
         """Queue one event; False (and the overflowed flag) when the queue is full."""
         if self.overflowed:
             return False
         if len(self._items) >= self.limit:
-            self.overflowed = True
-            self.closing.set()
-            self._ready.set()
+            self.mark_overflowed()
             return False
         self._items.append(payload)
         self._ready.set()
         return True
 
-    def request_flush(self) -> None:
-        """Wake the writer even with nothing queued (the socket holds a partly written frame)."""
+    def request_flush(self, *, ping: bool = False) -> None:
+        """Wake the writer even with nothing queued: the socket holds a partly written
+        frame, or (with `ping`) a heartbeat is due."""
         self._flush_requested = True
+        self.ping_requested = self.ping_requested or ping
         self._ready.set()
 
     def mark_overflowed(self) -> None:
-        """The client fell behind elsewhere (a room dropped it): end like a full queue."""
+        """The client fell behind (here, or a room dropped it): the session closes with 1013."""
+        self._begin_closing()
         self.overflowed = True
-        self.closing.set()
-        self._ready.set()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     def stop(self) -> None:
         """Make the writer's next `take_all` raise Stopped (it finishes its current frame first)."""
+        self._begin_closing()
         self._stopped = True
-        self.closing.set()
+
+    def _begin_closing(self) -> None:
+        first = not self.is_closing
         self._ready.set()
+        if first:
+            self._on_closing()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     async def take_all(self, max_bytes: int) -> list[bytes]:
         """Wait for events, then return as many as fit in `max_bytes` (none after `request_flush`).
@@ -77,14 +87,18 @@ class OutboundQueue:
             self._ready = trio.Event()
         self._raise_if_closing()
         self._flush_requested = False
-        if not self._items:
-            return []
-        batch = [self._items.popleft()]
-        size = len(batch[0])
-        while self._items and size + len(self._items[0]) < max_bytes:
-            item = self._items.popleft()
+        items = self._items
+        size = count = 0
+        for item in items:
+            if count and size + len(item) >= max_bytes:
+                break
             size += len(item) + 1
-            batch.append(item)
+            count += 1
+        if count == len(items):
+            self._items = []
+            return items
+        batch = items[:count]
+        del items[:count]
         return batch
 
     def _raise_if_closing(self) -> None:

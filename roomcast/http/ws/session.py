@@ -1,4 +1,4 @@
-"""One WebSocket session: a reader, a writer and a keep-alive task in one nursery.
+"""One WebSocket session: a reader and a writer in one nursery.
 
 The session is cancelled as a unit when the client goes away, the server drains,
 or the client falls behind; on the way out it detaches from every room it was
@@ -68,7 +68,7 @@ class Session:
         self.socket = socket
         self.user = user
         self.id = secrets.token_hex(8)
-        self.outbound = OutboundQueue(node.settings.ws_outbound_queue)
+        self.outbound = OutboundQueue(node.settings.ws_outbound_queue, on_closing=self._closing_started)
         self.subscriptions: set[int] = set()
         self._own_typing = b'"user":{"id":%d,' % user.id
         self._abuse: list[float] = []
@@ -87,7 +87,7 @@ class Session:
     def _deliver(self, data: bytes) -> bool:
         # Straight to the socket when nothing is queued ahead of it; otherwise through the
         # queue and the writer, which keeps the order and coalesces what piles up.
-        if not self.outbound and not self.outbound.closing.is_set():
+        if not self.outbound and not self.outbound.is_closing:
             if self.socket.try_write_now(frames.shared_text_frame(data)):
                 if self.socket.has_tail:
                     self.outbound.request_flush()
@@ -153,7 +153,6 @@ class Session:
                 await self.node.presence.connect(self.user.id, self.id)
                 await self.node.rooms.subscribe(user_channel(self.user.id), self)
                 nursery.start_soon(self._write_forever)
-                nursery.start_soon(self._keep_alive)
                 draining.listen(self.outbound.stop)
                 await self._read_forever()
                 nursery.cancel_scope.cancel()
@@ -223,25 +222,41 @@ class Session:
     async def _write_forever(self) -> None:
         while True:
             batch = await self.outbound.take_all(_MAX_BATCH_BYTES)
-            await self.socket.send_frame(frames.batch_frame(batch))  # b"" just flushes a tail
+            frame = frames.batch_frame(batch)  # b"" just flushes a tail
+            if self.outbound.ping_requested:
+                self.outbound.ping_requested = False
+                frame = frames.PING + frame
+            await self.socket.send_frame(frame)
 
-    async def _keep_alive(self) -> None:
-        """Ping the client every heartbeat; once the session must close, bound how long it takes.
+    def heartbeat(self, now: float, interval: float) -> None:
+        """Called every `interval` by the gateway: ping the client, or drop it if it went quiet.
 
-        On drain or overflow the writer stops at its next frame boundary, ending the session
-        with a clean close. A client that reads nothing never lets it get there: after
-        `ws_close_timeout_s` the socket is cut.
+        One task pings every session of the node; a task per session would cost memory
+        on every idle connection.
         """
-        interval = self.node.settings.heartbeat_s
-        while True:
-            with trio.move_on_after(interval):
-                await self.outbound.closing.wait()
-            if self.outbound.closing.is_set():
-                await trio.sleep(self.node.settings.ws_close_timeout_s)
-                raise Overflowed if self.outbound.overflowed else Stopped
-            if trio.current_time() - self.socket.last_heard > 2 * interval:
-                raise ConnectionClosed(1006, "heartbeat timeout")
-            await self.socket.send_frame(frames.ping_frame())
+        if now - self.socket.last_heard > 2 * interval:
+            self._end(ConnectionClosed(1006, "heartbeat timeout"))
+        elif not self.socket.try_write_now(frames.PING):
+            self.outbound.request_flush(ping=True)
+
+    def _closing_started(self) -> None:
+        # On drain or overflow the writer stops at its next frame boundary, ending the session
+        # with a clean close. A client that reads nothing never lets it get there: after
+        # `ws_close_timeout_s` the socket is cut.
+        if self._nursery is not None:
+            self._nursery.start_soon(self._cut_after_grace)
+
+    async def _cut_after_grace(self) -> None:
+        await trio.sleep(self.node.settings.ws_close_timeout_s)
+        raise Overflowed if self.outbound.overflowed else Stopped
+
+    def _end(self, reason: Exception) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(_raise, reason)
+
+
+async def _raise(reason: Exception) -> None:
+    raise reason
 
 
 class _Abusive(Exception):
