@@ -7,7 +7,11 @@ relay, room actors under their supervisors), makes `--rooms` group rooms with
 senders commit `--events` messages through the real send path
 (`services.messaging.send_message`: one transaction for the message and its
 outbox row, then the relay is woken). Every subscriber timestamps each event as
-the room actor pushes it.
+the room actor pushes it. With `--batch K` (K > 1) each producer instead commits
+K messages to one room per transaction through the storage layer (seq, message,
+outbox row, as send_message stores them, without its checks): fewer commits per
+event, to see what the relay, stream and room actors carry when commits are not
+the limit.
 
 Figures, per scenario:
   events/s        stored events delivered to subscribers / (first send .. last push)
@@ -23,6 +27,7 @@ talks only to the servers named.
     python bench/pipeline.py                                  # memory and redis, 1 and 1000 rooms
     python bench/pipeline.py --backend memory --rooms 1000 --events 20000 --repeat 3
     python bench/pipeline.py --events 50 --rooms 2            # smoke check, a few seconds
+    python bench/pipeline.py --batch 20                       # 20 messages per transaction
 """
 
 from __future__ import annotations
@@ -58,10 +63,12 @@ from roomcast.config import load_settings  # noqa: E402
 from roomcast.logs import configure_logging  # noqa: E402
 from roomcast.node import Node, open_node  # noqa: E402
 from roomcast.services.messaging import send_message  # noqa: E402
-from roomcast.storage.models import Room, User  # noqa: E402
+from roomcast.storage.events import append_event, take_next_seq  # noqa: E402
+from roomcast.storage.models import Message, Room, User  # noqa: E402
 from roomcast.storage.rooms import insert_room  # noqa: E402
 from roomcast.storage.users import create_user  # noqa: E402
 from roomcast.timestamps import utcnow  # noqa: E402
+from roomcast.wire import message_event, message_to_wire  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # The head of every stored event as the room actor delivers it (wire.message_event, compact JSON).
@@ -116,6 +123,7 @@ class Result:
     rooms: int
     subscribers_per_room: int
     producers: int
+    batch: int
     events: int
     delivered: int
     seconds: float
@@ -182,10 +190,27 @@ async def make_users_and_rooms(node: Node, producers: int, rooms: int) -> tuple[
     return await node.database.write(work)
 
 
-async def run_scenario(node: Node, backend: str, rooms: int, subscribers: int, producers: int, events: int,
-                       time_limit: float) -> Result:
+def store_messages(session: Session, room_id: int, sender: User, bodies: list[str]) -> list[int]:
+    """Messages and their outbox rows in one transaction, stored as send_message stores one."""
+    seqs = []
+    for body in bodies:
+        now = utcnow()
+        seq = take_next_seq(session, room_id, last_activity_at=now)
+        message = Message(room_id=room_id, seq=seq, sender_id=sender.id, body=body, created_at=now)
+        session.add(message)
+        session.flush()
+        append_event(session, message_event(room_id, seq, message_to_wire(message, sender)))
+        seqs.append(seq)
+    session.flush()
+    return seqs
+
+
+async def run_scenario(node: Node, backend: str, rooms: int, subscribers: int, producers: int, batch: int,
+                       events: int, time_limit: float) -> Result:
     users, room_ids = await make_users_and_rooms(node, producers, rooms)
-    per_room = [events // rooms + (1 if index < events % rooms else 0) for index in range(rooms)]
+    per_room = [0] * rooms
+    for n in range(events):
+        per_room[(n // batch) % rooms] += 1
     warm_up = producers  # one send per producer before measuring, into the first rooms
     warm_per_room = [warm_up // rooms + (1 if index < warm_up % rooms else 0) for index in range(rooms)]
     tally = Tally(expected=(warm_up + events) * subscribers)
@@ -222,9 +247,25 @@ async def run_scenario(node: Node, backend: str, rooms: int, subscribers: int, p
             committed[(room_id, message["seq"])] = done
             commit_times.append(done - started)
 
+    async def commit_batch(user: User, room_id: int, bodies: list[str]) -> None:
+        started = time.perf_counter()
+        seqs = await node.database.write(store_messages, room_id, user, bodies)
+        node.notify_committed(room_id)
+        done = time.perf_counter()
+        for seq in seqs:
+            committed[(room_id, seq)] = done
+        commit_times.append(done - started)
+
     async def producer(index: int) -> None:
-        for n in range(index, events, producers):
-            await send(users[index], room_ids[n % rooms], f"message {n} from producer {index} · привет 👋", True)
+        if batch == 1:
+            for n in range(index, events, producers):
+                await send(users[index], room_ids[n % rooms], f"message {n} from producer {index} · привет 👋", True)
+            return
+        # Batch b (of `batch` messages, the last maybe fewer) goes to room b % rooms.
+        for b in range(index, -(-events // batch), producers):
+            first = b * batch
+            bodies = [f"message {n} from producer {index} · привет 👋" for n in range(first, min(first + batch, events))]
+            await commit_batch(users[index], room_ids[b % rooms], bodies)
 
     async with trio.open_nursery() as nursery:
         for index in range(warm_up):
@@ -277,10 +318,11 @@ async def run_scenario(node: Node, backend: str, rooms: int, subscribers: int, p
     commit_times.sort()
     elapsed = last_push - started
     return Result(
-        backend=backend, rooms=rooms, subscribers_per_room=subscribers, producers=producers, events=events,
+        backend=backend, rooms=rooms, subscribers_per_room=subscribers, producers=producers, batch=batch,
+        events=events,
         delivered=delivered, seconds=round(elapsed, 3),
         events_per_s=round(delivered / subscribers / elapsed, 1) if elapsed > 0 else 0.0,
-        commits_per_s=round(len(commit_times) / (commits_done - started), 1),
+        commits_per_s=round(len(committed) / (commits_done - started), 1),
         commit_p50_ms=ms(percentile(commit_times, 0.50)), commit_p99_ms=ms(percentile(commit_times, 0.99)),
         c2e_p50_ms=ms(percentile(latencies, 0.50)), c2e_p99_ms=ms(percentile(latencies, 0.99)),
         c2e_max_ms=ms(latencies[-1]) if latencies else 0.0,
@@ -297,8 +339,8 @@ async def one_run(backend: str, rooms: int, args: argparse.Namespace) -> Result:
     data_dir = Path(tempfile.mkdtemp(prefix="roomcast-pipeline-"))
     try:
         async with node_for(backend, data_dir, args.postgres_url, args.redis_url) as node:
-            return await run_scenario(node, backend, rooms, args.subscribers, args.producers, args.events,
-                                      args.time_limit)
+            return await run_scenario(node, backend, rooms, args.subscribers, args.producers, args.batch,
+                                      args.events, args.time_limit)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -325,9 +367,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("memory", "redis", "all"), default="all")
     parser.add_argument("--rooms", default="1,1000", help="comma-separated room counts, one scenario each")
-    parser.add_argument("--events", type=int, default=10_000, help="messages committed per scenario")
+    parser.add_argument("--events", type=int, default=5_000, help="messages committed per scenario")
     parser.add_argument("--producers", type=int, default=8, help="concurrent senders (each a user)")
     parser.add_argument("--subscribers", type=int, default=1, help="in-process subscribers per room")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="messages per transaction: 1 is send_message; more commits K at a time (storage layer)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the table marks the best")
     parser.add_argument("--time-limit", type=float, default=120.0, help="give up on a run after this many seconds")
     parser.add_argument("--postgres-url", default=os.environ.get("ROOMCAST_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL))
@@ -339,9 +383,10 @@ def main() -> int:
     except ValueError:
         parser.error("--rooms takes comma-separated integers, e.g. 1,1000")
     if not (room_counts and all(1 <= r <= 10_000 for r in room_counts) and 1 <= args.producers <= 256
-            and 1 <= args.subscribers <= 1000 and 1 <= args.events <= 1_000_000 and 1 <= args.repeat <= 20):
+            and 1 <= args.subscribers <= 1000 and 1 <= args.events <= 1_000_000 and 1 <= args.repeat <= 20
+            and 1 <= args.batch <= 1000):
         parser.error("need 1 <= rooms <= 10000, 1 <= producers <= 256, 1 <= subscribers <= 1000, "
-                     "1 <= events <= 1000000, 1 <= repeat <= 20")
+                     "1 <= events <= 1000000, 1 <= repeat <= 20, 1 <= batch <= 1000")
     configure_logging("text", "warning")
     logging.getLogger("roomcast").setLevel(logging.WARNING)
     backends = ["memory", "redis"] if args.backend == "all" else [args.backend]
@@ -353,10 +398,9 @@ def main() -> int:
             for run in range(1, args.repeat + 1):
                 result = trio.run(one_run, backend, rooms, args)
                 runs.append({**asdict(result), "run": run})
-                if not args.json:
-                    print(f"  {backend} rooms={rooms} run {run}: {result.events_per_s:.0f} events/s, "
-                          f"c→e p50 {result.c2e_p50_ms:.2f}ms p99 {result.c2e_p99_ms:.2f}ms"
-                          + (f"  PROBLEMS: {result.problems}" if result.problems else ""), file=sys.stderr)
+                print(f"  {backend} rooms={rooms} run {run}: {result.events_per_s:.0f} events/s, "
+                      f"c→e p50 {result.c2e_p50_ms:.2f}ms p99 {result.c2e_p99_ms:.2f}ms"
+                      + (f"  PROBLEMS: {result.problems}" if result.problems else ""), file=sys.stderr)
             best = max(runs, key=lambda row: row["events_per_s"])
             best["best"] = True
             if len(runs) > 1:
@@ -370,8 +414,8 @@ def main() -> int:
         print(json.dumps({"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
                           "cpus": os.cpu_count(), "results": rows}, indent=2, ensure_ascii=False))
         return 1 if failed else 0
-    print(f"pipeline: producers={args.producers} events={args.events} subscribers/room={args.subscribers} "
-          f"repeat={args.repeat}; {os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"pipeline: producers={args.producers} batch={args.batch} events={args.events} "
+          f"subscribers/room={args.subscribers} repeat={args.repeat}; {os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(table(rows))
     for row in rows:
         if row.get("spread_events_per_s"):
@@ -381,8 +425,8 @@ def main() -> int:
                   f"c→e p99 {p99_low:.2f}..{p99_high:.2f}ms over {args.repeat} runs")
     for row in failed:
         print(f"PROBLEMS in {row['backend']} rooms={row['rooms']} run {row['run']}: {row['problems']}")
-    print("events/s: events delivered / (first send .. last push); commit: send_message's transaction; "
-          "c→e: commit returned → subscriber push")
+    print("events/s: events delivered / (first send .. last push); commits/s: events committed / commit phase; "
+          "commit: one send_message (or --batch transaction); c→e: commit returned → subscriber push")
     return 1 if failed else 0
 
 
