@@ -410,12 +410,14 @@ def main() -> int:
             rows.extend(runs)
 
     failed = [row for row in rows if row["problems"]]
+    load = [round(x, 2) for x in os.getloadavg()]
     if args.json:
-        print(json.dumps({"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-                          "cpus": os.cpu_count(), "results": rows}, indent=2, ensure_ascii=False))
+        print(json.dumps({"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "cpus": os.cpu_count(),
+                          "load_average": load, "results": rows}, indent=2, ensure_ascii=False))
         return 1 if failed else 0
     print(f"pipeline: producers={args.producers} batch={args.batch} events={args.events} "
-          f"subscribers/room={args.subscribers} repeat={args.repeat}; {os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"subscribers/room={args.subscribers} repeat={args.repeat}; {os.cpu_count()} cores; "
+          f"load average {' '.join(map(str, load))}")
     print(table(rows))
     for row in rows:
         if row.get("spread_events_per_s"):
