@@ -30,6 +30,9 @@ log = logging.getLogger("roomcast.streams")
 # What means "Redis is not reachable right now" (as opposed to a bug or a bad command).
 _UNREACHABLE = (coredis.exceptions.ConnectionError, TimeoutError, OSError)
 _WAKE_TTL_MS = 24 * 3600 * 1000
+# Room keys formatted so far are kept (a read names every active room, each time); past this
+# many the cache starts over, so a node that has seen very many rooms does not hold them all.
+_KEY_CACHE_MAX = 100_000
 
 
 class RedisStreamBackend:
@@ -46,13 +49,20 @@ class RedisStreamBackend:
         self.maxlen = maxlen
         self._room_prefix = f"{prefix}room:"
         self._room_prefix_bytes = self._room_prefix.encode()
+        self._keys: dict[int, bytes] = {}
         self.wake_key = f"{prefix}wake:{node_id}"
         self._wake_position = STREAM_START
         wake_send, self._wake_receive = trio.open_memory_channel[None](1)
         self._wake_send = wake_send
 
-    def key(self, room_id: int) -> str:
-        return f"{self._room_prefix}{room_id}"
+    def key(self, room_id: int) -> bytes:
+        """The room's stream key, encoded once: every read names every active room again."""
+        key = self._keys.get(room_id)
+        if key is None:
+            if len(self._keys) >= _KEY_CACHE_MAX:
+                self._keys.clear()
+            key = self._keys[room_id] = f"{self._room_prefix}{room_id}".encode()
+        return key
 
     def _room_of(self, key: bytes) -> int:
         return int(key[len(self._room_prefix_bytes):])
@@ -83,7 +93,8 @@ class RedisStreamBackend:
             return result
 
     async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
-        streams: dict[str, str] = {self.key(room_id): position for room_id, position in positions.items()}
+        key = self.key
+        streams: dict[bytes | str, str] = {key(room_id): position for room_id, position in positions.items()}
         streams[self.wake_key] = self._wake_position
         block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
         with _unreachable_as_unavailable(self):
