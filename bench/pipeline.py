@@ -39,7 +39,6 @@ import os
 import re
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time

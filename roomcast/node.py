@@ -21,7 +21,7 @@ from .storage.migrate import upgrade
 from .storage.streams import StreamBackend, open_stream_backend
 
 if TYPE_CHECKING:
-    from .services.announcements import Announcer
+    from .services.announcements import Announcer, UserNotices
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Node:
     send_limiter: RateLimiter
     typing_limiter: RateLimiter
     announcer: Announcer = field(init=False)
+    notices: UserNotices = field(init=False)  # room_added / room_removed for this node's sessions
 
     @property
     def rooms(self) -> RoomHub:
@@ -84,9 +85,10 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
                 send_limiter=RateLimiter(settings.send_rate_per_s, settings.send_burst),
                 typing_limiter=RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
             )
-            from .services.announcements import Announcer  # services build on the node
+            from .services.announcements import Announcer, UserNotices  # services build on the node
 
             node.announcer = Announcer(node)
+            node.notices = UserNotices(actors.rooms)
             actors.root.add(node.announcer.actor)
             yield node
             nursery.cancel_scope.cancel()

@@ -3,12 +3,13 @@
 Services note membership changes on the database session while they make them
 (`note_membership`); `write_and_announce` runs such work and, once it has
 committed, hands the changes to the announcer actor, which publishes
-`room_added` (with the room as that user sees it) and `room_removed` on each
-user's own channel of the room hub.
+`room_added` (with the room as that user sees it) and `room_removed` on the
+notices channel of the room hub, which every node follows for its sessions.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ..storage.streams import StreamUnavailable
 from ..storage.users import get_user
 
 if TYPE_CHECKING:
+    from ..actors.registry import RoomHub, Subscriber
     from ..node import Node
 
 log = logging.getLogger("roomcast.announcements")
@@ -57,13 +59,55 @@ async def write_and_announce(node: Node, work: Callable[[Session], T]) -> T:
     return result
 
 
-def user_channel(user_id: int) -> int:
-    """The hub channel that carries one user's own notices (room_added, room_removed).
+NOTICES_CHANNEL = 0  # room ids start at 1
 
-    Rooms have positive ids; a user's channel is the negated user id, so it rides
-    the same room actors and stream backend (and so crosses nodes) with no seq.
+
+class UserNotices:
+    """This node's end of the notices channel: each notice goes to its user's sessions here.
+
+    Notices for every user travel on one hub channel, which each node follows once,
+    rather than on a channel (and a room actor, and a stream) per connected user: a
+    notice names its user, and there are few of them (membership changes).
     """
-    return -user_id
+
+    def __init__(self, rooms: RoomHub) -> None:
+        self.rooms = rooms
+        self._sessions: dict[int, set[Subscriber]] = {}
+        self._following = False
+        self._follow_lock = trio.Lock()
+
+    async def add(self, user_id: int, session: Subscriber) -> None:
+        """Deliver `user_id`'s notices to `session` (a WebSocket session) from now on."""
+        self._sessions.setdefault(user_id, set()).add(session)
+        if not self._following:
+            async with self._follow_lock:
+                if not self._following:
+                    await self.rooms.subscribe(NOTICES_CHANNEL, self)
+                    self._following = True
+
+    def remove(self, user_id: int, session: Subscriber) -> None:
+        sessions = self._sessions.get(user_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._sessions[user_id]
+
+    def sessions_of(self, user_id: int) -> int:
+        return len(self._sessions.get(user_id, ()))
+
+    def push(self, data: bytes) -> bool:
+        """The hub's delivery of one notice: hand its event to the user's sessions on this node."""
+        notice = json.loads(data)
+        sessions = self._sessions.get(notice["to"])
+        if sessions:
+            event = json.dumps(notice["event"], ensure_ascii=False, separators=(",", ":")).encode()
+            for session in list(sessions):
+                session.push(event)  # a session that cannot take it closes itself (1013)
+        return True
+
+    def overflowed(self, room_id: int) -> None:
+        # `push` never refuses, so the hub should never drop us; if it did, re-follow on next add.
+        self._following = False
 
 
 class Announcer:
@@ -101,6 +145,6 @@ class Announcer:
             events += [(uid, {"type": "room_added", "room": view}) for uid, view in rooms.items()]
         for user_id, event in events:
             try:
-                await self.node.rooms.publish_transient(user_channel(user_id), event)
+                await self.node.rooms.publish_transient(NOTICES_CHANNEL, {"to": user_id, "event": event})
             except StreamUnavailable as exc:
                 log_event(log, "announcer.failed", logging.WARNING, user=user_id, error=str(exc))

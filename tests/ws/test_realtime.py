@@ -294,7 +294,7 @@ async def test_no_task_or_subscription_outlives_a_session(live_server: str, clie
         assert actor is not None and actor.describe()["subscribers"] == 1
     # The server notices the close on its own socket; wait for that, then check what is left.
     await eventually(lambda: actor.describe()["subscribers"] == 0)
-    await eventually(lambda: not node.rooms.get(-alice.id) or not node.rooms.get(-alice.id).describe()["subscribers"])
+    await eventually(lambda: node.notices.sessions_of(alice.id) == 0)
     await eventually(lambda: node.presence.online_users([alice.id]), until=set())
     assert await node.presence.online_in(room) == []
 

@@ -18,7 +18,6 @@ import trio
 from ...errors import ApiError, RateLimited
 from ...logs import log_event
 from ...node import Node
-from ...services.announcements import user_channel
 from ...storage.models import User
 from ...storage.streams import StreamUnavailable
 from ...storage.users import user_badges
@@ -151,7 +150,7 @@ class Session:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self.node.presence.connect(self.user.id, self.id)
-                await self.node.rooms.subscribe(user_channel(self.user.id), self)
+                await self.node.notices.add(self.user.id, self)
                 nursery.start_soon(self._write_forever)
                 draining.listen(self.outbound.stop)
                 await self._read_forever()
@@ -176,7 +175,7 @@ class Session:
 
     async def _detach(self) -> None:
         """Leave every room and go offline; bounded, so a dead Redis cannot hold a socket open."""
-        self.node.rooms.unsubscribe(user_channel(self.user.id), self)
+        self.node.notices.remove(self.user.id, self)
         for room_id in self.subscriptions:
             self.node.rooms.unsubscribe(room_id, self)
         with trio.move_on_after(_DETACH_TIMEOUT_S, shield=True):

@@ -1,0 +1,139 @@
+// roomcast fan-out load generator: many WebSocket subscribers, a few publishers, one process.
+// Run by bench/fanout.py with a JSON plan; prints one JSON result line on stdout.
+//
+// plan = {url, duration_s, warmup_s, mode: "flat" | "rate" | "idle", rate_per_s, window,
+//         rooms: [{id, publisher: token, subscribers: [token, ...]}]}
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import WebSocket from "ws";
+
+const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const log = (...args) => console.error("[loadgen]", ...args);
+
+let deliveries = 0;
+let measuring = false;
+const latencies = [];
+const closes = {};
+const LATENCY_SAMPLE_EVERY = plan.latency_sample_every ?? 1;
+let sampleCounter = 0;
+
+function connect(token, onEvent) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${plan.url}/ws?token=${token}`, { perMessageDeflate: false });
+    let welcomed = false;
+    ws.on("message", (data) => {
+      for (const line of data.toString().split("\n")) {
+        const event = JSON.parse(line);
+        if (!welcomed && event.type === "welcome") {
+          welcomed = true;
+          resolve(ws);
+        }
+        onEvent(event, ws);
+      }
+    });
+    ws.on("close", (code) => {
+      closes[code] = (closes[code] ?? 0) + 1;
+      if (!welcomed) reject(new Error(`closed ${code} before welcome`));
+    });
+    ws.on("error", (err) => { if (!welcomed) reject(err); });
+  });
+}
+
+function subscribe(ws, room) {
+  return new Promise((resolve) => {
+    const ref = `s${room}`;
+    ws.__pending = ws.__pending ?? new Map();
+    ws.__pending.set(ref, resolve);
+    ws.send(JSON.stringify({ type: "subscribe", room, ref }));
+  });
+}
+
+function onSubscriberEvent(event, ws) {
+  if (event.type === "subscribed" && ws.__pending?.has(event.ref)) {
+    ws.__pending.get(event.ref)();
+    ws.__pending.delete(event.ref);
+  } else if (event.type === "message" && measuring) {
+    deliveries += 1;
+    if (++sampleCounter % LATENCY_SAMPLE_EVERY === 0) {
+      latencies.push(performance.now() - Number(event.message.body));
+    }
+  }
+}
+
+async function inBatches(items, size, fn) {
+  const out = [];
+  for (let i = 0; i < items.length; i += size) {
+    out.push(...(await Promise.all(items.slice(i, i + size).map(fn))));
+  }
+  return out;
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function main() {
+  const subscriptions = plan.rooms.flatMap((room) => room.subscribers.map((token) => ({ room: room.id, token })));
+  log(`connecting ${subscriptions.length} subscribers`);
+  const sockets = await inBatches(subscriptions, 100, async ({ room, token }) => {
+    const ws = await connect(token, onSubscriberEvent);
+    if (plan.mode !== "idle") await subscribe(ws, room);
+    return ws;
+  });
+  log("all connected");
+
+  if (plan.mode === "idle") {
+    process.stdout.write(JSON.stringify({ ready: true, connections: sockets.length }) + "\n");
+    await new Promise((resolve) => process.stdin.on("close", resolve).resume());
+    process.exit(0);
+  }
+
+  let sent = 0, acked = 0, errors = 0;
+  const publishers = await Promise.all(plan.rooms.map(async (room) => {
+    const publisher = { room: room.id, inflight: 0 };
+    publisher.ws = await connect(room.publisher, (event) => {
+      if (event.type === "ack") { acked += 1; publisher.inflight -= 1; publisher.pump?.(); }
+      else if (event.type === "error") { errors += 1; publisher.inflight -= 1; publisher.pump?.(); }
+    });
+    return publisher;
+  }));
+  const send = (p) => {
+    p.inflight += 1; sent += 1;
+    p.ws.send(JSON.stringify({ type: "send", room: p.room, body: String(performance.now()) }));
+  };
+
+  let running = true;
+  if (plan.mode === "flat") {
+    for (const p of publishers) {
+      p.pump = () => { while (running && p.inflight < plan.window) send(p); };
+      p.pump();
+    }
+  } else {
+    const perPublisherInterval = 1000 / (plan.rate_per_s / publishers.length);
+    for (const p of publishers) p.timer = setInterval(() => running && send(p), perPublisherInterval);
+  }
+
+  await new Promise((r) => setTimeout(r, plan.warmup_s * 1000));
+  measuring = true;
+  const started = performance.now();
+  await new Promise((r) => setTimeout(r, plan.duration_s * 1000));
+  measuring = false;
+  const elapsed = (performance.now() - started) / 1000;
+  running = false;
+  for (const p of publishers) clearInterval(p.timer);
+
+  latencies.sort((a, b) => a - b);
+  const result = {
+    mode: plan.mode, rooms: plan.rooms.length, subscribers: subscriptions.length,
+    seconds: elapsed, deliveries, deliveries_per_s: deliveries / elapsed,
+    sent, acked, errors, closes,
+    latency_ms: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1) ?? null,
+                  samples: latencies.length },
+  };
+  process.stdout.write(JSON.stringify(result) + "\n");
+  for (const ws of [...sockets, ...publishers.map((p) => p.ws)]) ws.terminate();
+  process.exit(0);
+}
+
+main().catch((err) => { log(err.stack || String(err)); process.exit(1); });
