@@ -1,4 +1,4 @@
-"""One WebSocket session: a reader and a writer in one nursery.
+"""One WebSocket session: a reader, and a writer while anything waits, in one nursery.
 
 The session is cancelled as a unit when the client goes away, the server drains,
 or the client falls behind; on the way out it detaches from every room it was
@@ -72,6 +72,8 @@ class Session:
         self._own_typing = b'"user":{"id":%d,' % user.id
         self._abuse: list[float] = []
         self._nursery: trio.Nursery | None = None
+        self._writing = False
+        self._ping_due = False
 
     # ------------------------------------------------------------------ the room actors' side
 
@@ -85,13 +87,22 @@ class Session:
 
     def _deliver(self, data: bytes) -> bool:
         # Straight to the socket when nothing is queued ahead of it; otherwise through the
-        # queue and the writer, which keeps the order and coalesces what piles up.
+        # queue and a writer task, which keeps the order and coalesces what piles up.
         if not self.outbound and not self.outbound.is_closing:
             if self.socket.try_write_now(frames.shared_text_frame(data)):
                 if self.socket.has_tail:
-                    self.outbound.request_flush()
+                    self._start_writer()
                 return True
-        return self.outbound.push(data)
+        if not self.outbound.push(data):
+            return False
+        self._start_writer()
+        return True
+
+    def _start_writer(self) -> None:
+        # The writer exists only while something waits: an idle session has no task for it.
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._write_pending)
 
     def overflowed(self, room_id: int) -> None:
         """A room dropped us for falling behind: the whole session closes with 1013."""
@@ -151,7 +162,8 @@ class Session:
                 self._nursery = nursery
                 await self.node.presence.connect(self.user.id, self.id)
                 await self.node.notices.add(self.user.id, self)
-                nursery.start_soon(self._write_forever)
+                if self.outbound or self.socket.has_tail:
+                    self._start_writer()  # what could not be written before the nursery existed
                 draining.listen(self.outbound.stop)
                 await self._read_forever()
                 nursery.cancel_scope.cancel()
@@ -218,14 +230,19 @@ class Session:
         if len(self._abuse) > _ABUSE_LIMIT:
             raise _Abusive
 
-    async def _write_forever(self) -> None:
-        while True:
-            batch = await self.outbound.take_all(_MAX_BATCH_BYTES)
-            frame = frames.batch_frame(batch)  # b"" just flushes a tail
-            if self.outbound.ping_requested:
-                self.outbound.ping_requested = False
-                frame = frames.PING + frame
-            await self.socket.send_frame(frame)
+    async def _write_pending(self) -> None:
+        """Write what is queued (and a pending tail or ping), batch by batch, until none is left."""
+        try:
+            while True:
+                frame = frames.batch_frame(self.outbound.take(_MAX_BATCH_BYTES))
+                if self._ping_due:
+                    self._ping_due = False
+                    frame = frames.PING + frame
+                if not frame and not self.socket.has_tail:
+                    return
+                await self.socket.send_frame(frame)  # b"" just flushes a tail
+        finally:
+            self._writing = False
 
     def heartbeat(self, now: float, interval: float) -> None:
         """Called every `interval` by the gateway: ping the client, or drop it if it went quiet.
@@ -236,7 +253,8 @@ class Session:
         if now - self.socket.last_heard > 2 * interval:
             self._end(ConnectionClosed(1006, "heartbeat timeout"))
         elif not self.socket.try_write_now(frames.PING):
-            self.outbound.request_flush(ping=True)
+            self._ping_due = True
+            self._start_writer()
 
     def _closing_started(self) -> None:
         # On drain or overflow the writer stops at its next frame boundary, ending the session
@@ -244,6 +262,7 @@ class Session:
         # `ws_close_timeout_s` the socket is cut.
         if self._nursery is not None:
             self._nursery.start_soon(self._cut_after_grace)
+            self._start_writer()  # an idle session's writer starts only to stop at once
 
     async def _cut_after_grace(self) -> None:
         await trio.sleep(self.node.settings.ws_close_timeout_s)
