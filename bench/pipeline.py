@@ -111,6 +111,18 @@ class Probe:
             tally.all_in.set()
         return True
 
+    def push_many(self, data: list[bytes]) -> bool:
+        now = time.perf_counter()
+        if len(self.items) + len(data) > self.capacity:
+            return False
+        self.items.extend(data)
+        self.times.extend([now] * len(data))
+        tally = self.tally
+        tally.received += len(data)
+        if tally.received >= tally.expected:
+            tally.all_in.set()
+        return True
+
     def overflowed(self, room_id: int) -> None:
         self.tally.overflows += 1
         self.tally.all_in.set()  # it will never complete: stop waiting

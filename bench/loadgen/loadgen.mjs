@@ -6,16 +6,28 @@
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
+import { LeanSocket } from "./lean_socket.mjs";
 
 const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const log = (...args) => console.error("[loadgen]", ...args);
 
 let deliveries = 0;
+let frames = 0;  // subscriber frames while measuring: deliveries / frames is the coalescing
 let measuring = false;
 const latencies = [];
 const closes = {};
 const LATENCY_SAMPLE_EVERY = plan.latency_sample_every ?? 1;
 let sampleCounter = 0;
+let lastSubscriberFrameAt = 0;
+
+// Publishers use the `ws` package; subscribers, a thousand of them in this one process, use
+// LeanSocket, and a `message` line is counted (and its body, the send time, read for latency)
+// straight from the frame's bytes, without decoding or parsing it: the load generator must not
+// be the bottleneck. Every other line (welcome, subscribed) is parsed.
+const MESSAGE_PREFIX = Buffer.from('{"type":"message",');
+const BODY_KEY = Buffer.from('"body":"');
+const NEWLINE = 0x0a;
+const QUOTE = 0x22;
 
 function connect(token, onEvent) {
   return new Promise((resolve, reject) => {
@@ -39,25 +51,52 @@ function connect(token, onEvent) {
   });
 }
 
-function subscribe(ws, room) {
-  return new Promise((resolve) => {
-    const ref = `s${room}`;
-    ws.__pending = ws.__pending ?? new Map();
-    ws.__pending.set(ref, resolve);
-    ws.send(JSON.stringify({ type: "subscribe", room, ref }));
-  });
+function countMessages(payload) {
+  frames += 1;
+  for (let pos = 0; pos < payload.length;) {
+    let end = payload.indexOf(NEWLINE, pos);
+    if (end === -1) end = payload.length;
+    if (end - pos > MESSAGE_PREFIX.length
+        && payload.compare(MESSAGE_PREFIX, 0, MESSAGE_PREFIX.length, pos, pos + MESSAGE_PREFIX.length) === 0) {
+      deliveries += 1;
+      if (++sampleCounter % LATENCY_SAMPLE_EVERY === 0) {
+        const start = payload.indexOf(BODY_KEY, pos) + BODY_KEY.length;
+        const sent = Number(payload.toString("latin1", start, payload.indexOf(QUOTE, start)));
+        latencies.push(performance.now() - sent);
+      }
+    }
+    pos = end + 1;
+  }
 }
 
-function onSubscriberEvent(event, ws) {
-  if (event.type === "subscribed" && ws.__pending?.has(event.ref)) {
-    ws.__pending.get(event.ref)();
-    ws.__pending.delete(event.ref);
-  } else if (event.type === "message" && measuring) {
-    deliveries += 1;
-    if (++sampleCounter % LATENCY_SAMPLE_EVERY === 0) {
-      latencies.push(performance.now() - Number(event.message.body));
+/** A subscriber connection: welcome, then (unless idle) subscribed to `room`, then counting. */
+async function subscriber(token, room) {
+  let live = false;
+  const inbox = [];  // parsed events before going live (the welcome may come with the handshake)
+  let wake = null;
+  const lean = await LeanSocket.open(`${plan.url}/ws?token=${token}`, (payload) => {
+    lastSubscriberFrameAt = performance.now();
+    if (live) {
+      if (measuring) countMessages(payload);
+      return;
     }
+    for (const line of payload.toString().split("\n")) inbox.push(JSON.parse(line));
+    if (wake !== null) { const w = wake; wake = null; w(); }
+  }, (code) => { closes[code] = (closes[code] ?? 0) + 1; });
+  const next = async (type) => {
+    for (;;) {
+      const index = inbox.findIndex((event) => event.type === type);
+      if (index >= 0) return inbox.splice(index, 1)[0];
+      await new Promise((resolve) => { wake = resolve; });
+    }
+  };
+  await next("welcome");
+  if (room !== null) {
+    lean.sendText(JSON.stringify({ type: "subscribe", room, ref: `s${room}` }));
+    await next("subscribed");
+    live = true;
   }
+  return lean;
 }
 
 async function inBatches(items, size, fn) {
@@ -76,12 +115,16 @@ function percentile(sorted, p) {
 async function main() {
   const subscriptions = plan.rooms.flatMap((room) => room.subscribers.map((token) => ({ room: room.id, token })));
   log(`connecting ${subscriptions.length} subscribers`);
-  const sockets = await inBatches(subscriptions, 100, async ({ room, token }) => {
-    const ws = await connect(token, onSubscriberEvent);
-    if (plan.mode !== "idle") await subscribe(ws, room);
-    return ws;
-  });
+  const sockets = await inBatches(subscriptions, 100,
+    ({ room, token }) => subscriber(token, plan.mode === "idle" ? null : room));
   log("all connected");
+  // A thousand joins send a thousand presence events to up to a thousand subscribers each:
+  // let that settle (no subscriber frame for a second, at most a minute) before publishing.
+  for (const giveUp = performance.now() + 60_000; performance.now() < giveUp;) {
+    if (performance.now() - lastSubscriberFrameAt > 1000) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  log("quiet");
 
   if (plan.mode === "idle") {
     process.stdout.write(JSON.stringify({ ready: true, connections: sockets.length }) + "\n");
@@ -126,7 +169,8 @@ async function main() {
   latencies.sort((a, b) => a - b);
   const result = {
     mode: plan.mode, rooms: plan.rooms.length, subscribers: subscriptions.length,
-    seconds: elapsed, deliveries, deliveries_per_s: deliveries / elapsed,
+    seconds: elapsed, deliveries, deliveries_per_s: deliveries / elapsed, frames,
+    events_per_frame: frames ? deliveries / frames : null,
     sent, acked, errors, closes,
     latency_ms: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1) ?? null,
                   samples: latencies.length },

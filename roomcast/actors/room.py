@@ -3,7 +3,9 @@
 It consumes the room's stream from its last position (through the process's one
 StreamReader), delivers stored events in strict `seq` order, fetches any gap
 from the database, and hands each event's bytes -- encoded once, the same object
-for everyone -- to every subscriber without ever waiting for one.
+for everyone -- to every subscriber without ever waiting for one. The stored
+events of one stream batch go to each subscriber together (`push_many`), so a
+busy room costs a socket write per subscriber per batch, not per event.
 
 State that must survive a crash (subscribers, last seq delivered, stream
 position, recent events) lives on the RoomActor object, not in the task: a
@@ -42,6 +44,13 @@ class Subscriber(Protocol):
         """Queue one encoded event without blocking; False when the queue is full.
 
         `data` is shared by every subscriber of the room: keep it, do not change it.
+        """
+        ...
+
+    def push_many(self, data: list[bytes]) -> bool:
+        """Queue several stored events, in order, without blocking; False when they do not all fit.
+
+        The list is shared by every subscriber it is handed to in one fan-out: do not change it.
         """
         ...
 
@@ -121,6 +130,9 @@ class RoomActor:
         self.position: str | None = None  # id of the last stream entry handled
         # The newest delivered events, contiguous in seq: replays come from here when they can.
         self.recent: deque[tuple[int, bytes]] = deque(maxlen=replay_buffer)
+        # Stored events accepted (last_seq already past them) but not yet fanned out, contiguous in seq.
+        # Flushed before every await, so other tasks never see it non-empty.
+        self._unsent: list[tuple[int, bytes]] = []
         self.delivered = 0
         self._epoch = 0
         self._idle_scope: trio.CancelScope | None = None
@@ -187,7 +199,18 @@ class RoomActor:
                     self.actor.close_mailbox()
                     return "idle"
                 continue
-            await self._handle(message)
+            try:
+                await self._handle(message)
+                # Whatever else already waits joins this fan-out: under load, one socket write
+                # per subscriber carries many events. The mailbox is bounded, so this ends.
+                while True:
+                    try:
+                        message = mailbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    await self._handle(message)
+            finally:
+                self._flush()  # what was accepted goes out, even if a later entry crashed the run
 
     async def _handle(self, message: object) -> None:
         if isinstance(message, StreamBatch):
@@ -195,6 +218,7 @@ class RoomActor:
                 return  # read for an earlier run; this run's attachment re-reads it
             for entry in message.entries:
                 if entry.seq is None:
+                    self._flush()  # keep stored and transient events in stream order
                     self._fan_out(entry.data)
                 else:
                     await self._stored(entry.seq, entry.data)
@@ -214,18 +238,20 @@ class RoomActor:
             return  # already delivered (a republished or re-read entry)
         if seq > self.last_seq + 1:
             await self._fill_from_database(upto=seq - 1)
-        self._deliver(seq, data)
+        self._accept(seq, data)
 
     async def _fill_from_database(self, upto: int | None = None) -> None:
         """Deliver stored events after last_seq (up to `upto`) from the outbox table."""
         assert self.last_seq is not None
+        self._flush()
         while upto is None or self.last_seq < upto:
             rows = await self.database.read(events_after, self.room_id, self.last_seq, upto, _FETCH_CHUNK)
             for row in rows:
                 if row.seq > self.last_seq:
                     if row.seq != self.last_seq + 1:
                         self._skip_to(row.seq - 1)
-                    self._deliver(row.seq, row.payload.encode())
+                    self._accept(row.seq, row.payload.encode())
+            self._flush()
             if len(rows) < _FETCH_CHUNK:
                 break
         if upto is not None and self.last_seq < upto:
@@ -234,18 +260,39 @@ class RoomActor:
     def _skip_to(self, seq: int) -> None:
         """The database lacks events up to `seq` (never expected): go on without them, loudly."""
         assert self.last_seq is not None
+        self._flush()  # a run never spans a gap
         log_event(log, "room.gap_unfilled", logging.ERROR, room=self.room_id, missing_from=self.last_seq + 1,
                   missing_to=seq)
         self.last_seq = seq
         self.recent.clear()  # keep it contiguous
 
-    def _deliver(self, seq: int, data: bytes) -> None:
+    def _accept(self, seq: int, data: bytes) -> None:
+        """Take the next stored event (seq == last_seq + 1); `_flush` fans it out."""
         self.last_seq = seq
         self.recent.append((seq, data))
         self.delivered += 1
+        self._unsent.append((seq, data))
+
+    def _flush(self) -> None:
+        """Hand the accepted events to every live subscriber: one `push_many` each, one shared list."""
+        run = self._unsent
+        if not run:
+            return
+        self._unsent = []
+        first = run[0][0]
+        payloads = [data for _, data in run]
         overflowed: list[Subscription] | None = None
         for subscription in self.subscriptions.values():
-            if subscription.live and subscription.next_seq <= seq and not self._push(subscription, data):
+            if not subscription.live:
+                continue
+            skip = subscription.next_seq - first  # > 0 only for one that subscribed past the run's start
+            if skip <= 0:
+                ok = self._push_many(subscription, payloads)
+            elif skip < len(payloads):
+                ok = self._push_many(subscription, payloads[skip:])
+            else:
+                continue
+            if not ok:
                 if overflowed is None:
                     overflowed = []
                 overflowed.append(subscription)
@@ -266,9 +313,19 @@ class RoomActor:
         try:
             return subscription.subscriber.push(data)
         except Exception as exc:  # a broken subscriber must not break the room
-            log_event(log, "room.subscriber_failed", logging.WARNING, room=self.room_id,
-                      error_type=type(exc).__name__, error=str(exc))
+            self._subscriber_failed(exc)
             return False
+
+    def _push_many(self, subscription: Subscription, data: list[bytes]) -> bool:
+        try:
+            return subscription.subscriber.push_many(data)
+        except Exception as exc:
+            self._subscriber_failed(exc)
+            return False
+
+    def _subscriber_failed(self, exc: Exception) -> None:
+        log_event(log, "room.subscriber_failed", logging.WARNING, room=self.room_id,
+                  error_type=type(exc).__name__, error=str(exc))
 
     def _overflow(self, subscription: Subscription) -> None:
         if self.subscriptions.get(id(subscription.subscriber)) is not subscription:
@@ -279,8 +336,7 @@ class RoomActor:
         try:
             subscription.subscriber.overflowed(self.room_id)
         except Exception as exc:
-            log_event(log, "room.subscriber_failed", logging.WARNING, room=self.room_id,
-                      error_type=type(exc).__name__, error=str(exc))
+            self._subscriber_failed(exc)
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
@@ -327,10 +383,9 @@ class RoomActor:
                 return
             if self.recent and self.recent[0][0] <= subscription.next_seq:
                 start = subscription.next_seq - self.recent[0][0]
-                for _, data in islice(self.recent, start, None):
-                    if not self._push(subscription, data):
-                        self._overflow(subscription)
-                        return
+                if not self._push_many(subscription, [data for _, data in islice(self.recent, start, None)]):
+                    self._overflow(subscription)
+                    return
                 subscription.next_seq = target + 1
                 continue
             rows = await self.database.read(events_after, self.room_id, subscription.next_seq - 1, target,
@@ -344,10 +399,9 @@ class RoomActor:
                           missing_from=subscription.next_seq, missing_to=resume - 1)
                 subscription.next_seq = resume
                 continue
-            for row in rows:
-                if row.seq < subscription.next_seq:
-                    continue
-                if not self._push(subscription, row.payload.encode()):
+            fresh = [row for row in rows if row.seq >= subscription.next_seq]
+            if fresh:
+                if not self._push_many(subscription, [row.payload.encode() for row in fresh]):
                     self._overflow(subscription)
                     return
-                subscription.next_seq = row.seq + 1
+                subscription.next_seq = fresh[-1].seq + 1

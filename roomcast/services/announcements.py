@@ -105,6 +105,11 @@ class UserNotices:
                 session.push(event)  # a session that cannot take it closes itself (1013)
         return True
 
+    def push_many(self, data: list[bytes]) -> bool:
+        for item in data:
+            self.push(item)
+        return True
+
     def overflowed(self, room_id: int) -> None:
         # `push` never refuses, so the hub should never drop us; if it did, re-follow on next add.
         self._following = False

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import ApiError, BadRequest, Forbidden, NotFound
 from ..logs import log_event
 from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
@@ -53,6 +54,78 @@ def _require_not_deleted(message: Message, what: str = "the message") -> None:
         raise BadRequest(f"{what} has been deleted", code="message_deleted")
 
 
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message to send, its shape checked (`draft_message`) but not yet stored."""
+
+    room_id: int
+    body: str
+    reply_to: int | None = None
+    client_id: str | None = None
+    attachments: tuple[int, ...] = ()
+
+
+def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
+                  client_id: str | None = None, attachments: Sequence[int] = ()) -> Draft:
+    """Check what needs no database (the sender's rate, body, client_id, attachment ids)."""
+    node.send_limiter.check(sender.id)
+    check_client_id(client_id)
+    attachment_ids = check_attachment_ids(list(attachments))
+    check_body(body, node.settings.max_body_chars, has_attachments=bool(attachment_ids))
+    return Draft(room_id, body, reply_to, client_id, tuple(attachment_ids))
+
+
+def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], bool]:
+    """Store one draft in the open transaction: (the message, True), or (the original, False)
+    for a client_id the sender already used in the room."""
+    access = open_room(session, sender, draft.room_id, lock=True)
+    access.require_member()
+    room = access.room
+    client_id = draft.client_id
+    if client_id is not None and (original := find_by_client_id(session, room.id, sender.id, client_id)):
+        return _message_view(session, original, sender), False
+    _require_active(room)
+    if draft.reply_to is not None:
+        target = get_room_message(session, room.id, draft.reply_to)
+        if target is None:
+            raise BadRequest("reply_to must be a message of this room", details={"field": "reply_to"})
+        _require_not_deleted(target, "the message replied to")
+    uploads = unlinked_uploads(session, room.id, sender.id, list(draft.attachments))
+    if len(uploads) != len(draft.attachments):
+        unknown = sorted(set(draft.attachments) - {upload.id for upload in uploads})
+        raise BadRequest("attachments must be your own uploads to this room, not yet sent",
+                         details={"field": "attachments", "ids": unknown})
+
+    def store() -> dict[str, Any]:
+        now = utcnow()
+        seq = take_next_seq(session, room.id, last_activity_at=now)
+        message = Message(room_id=room.id, seq=seq, sender_id=sender.id, body=draft.body,
+                          reply_to_id=draft.reply_to, client_id=client_id, created_at=now)
+        session.add(message)
+        session.flush()
+        room.last_message_id = message.id
+        for upload in uploads:
+            upload.message_id = message.id
+        view = message_to_wire(message, sender, uploads)
+        append_event(session, message_event(room.id, seq, view))
+        session.flush()
+        return view
+
+    if client_id is None:
+        return store(), True
+    # The room lock already orders sends, so two with one client_id cannot both get
+    # here; the unique constraint has the final word all the same, and the savepoint
+    # undoes the seq this attempt took.
+    try:
+        with session.begin_nested():
+            return store(), True
+    except IntegrityError:
+        original = find_by_client_id(session, room.id, sender.id, client_id)
+        if original is None:
+            raise
+        return _message_view(session, original, sender), False
+
+
 async def send_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
                        client_id: str | None = None,
                        attachments: Sequence[int] = ()) -> tuple[dict[str, Any], bool]:
@@ -61,62 +134,49 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
     With a `client_id` the sender already used in this room, nothing is stored and
     the original message comes back with False. Over the sender's rate → RateLimited.
     """
-    node.send_limiter.check(sender.id)
-    check_client_id(client_id)
-    attachment_ids = check_attachment_ids(list(attachments))
-    check_body(body, node.settings.max_body_chars, has_attachments=bool(attachment_ids))
-
-    def work(session: Session) -> tuple[dict[str, Any], bool]:
-        access = open_room(session, sender, room_id, lock=True)
-        access.require_member()
-        room = access.room
-        if client_id is not None and (original := find_by_client_id(session, room.id, sender.id, client_id)):
-            return _message_view(session, original, sender), False
-        _require_active(room)
-        if reply_to is not None:
-            target = get_room_message(session, room.id, reply_to)
-            if target is None:
-                raise BadRequest("reply_to must be a message of this room", details={"field": "reply_to"})
-            _require_not_deleted(target, "the message replied to")
-        uploads = unlinked_uploads(session, room.id, sender.id, attachment_ids)
-        if len(uploads) != len(attachment_ids):
-            unknown = sorted(set(attachment_ids) - {upload.id for upload in uploads})
-            raise BadRequest("attachments must be your own uploads to this room, not yet sent",
-                             details={"field": "attachments", "ids": unknown})
-
-        def store() -> dict[str, Any]:
-            now = utcnow()
-            seq = take_next_seq(session, room.id, last_activity_at=now)
-            message = Message(room_id=room.id, seq=seq, sender_id=sender.id, body=body, reply_to_id=reply_to,
-                              client_id=client_id, created_at=now)
-            session.add(message)
-            session.flush()
-            room.last_message_id = message.id
-            for upload in uploads:
-                upload.message_id = message.id
-            view = message_to_wire(message, sender, uploads)
-            append_event(session, message_event(room.id, seq, view))
-            session.flush()
-            return view
-
-        if client_id is None:
-            return store(), True
-        # The room lock already orders sends, so two with one client_id cannot both get
-        # here; the unique constraint has the final word all the same, and the savepoint
-        # undoes the seq this attempt took.
-        try:
-            with session.begin_nested():
-                return store(), True
-        except IntegrityError:
-            original = find_by_client_id(session, room.id, sender.id, client_id)
-            if original is None:
-                raise
-            return _message_view(session, original, sender), False
-
-    message, created = await node.database.write(work)
+    draft = draft_message(node, sender, room_id, body, reply_to=reply_to, client_id=client_id,
+                          attachments=attachments)
+    message, created = await node.database.write(_store, sender, draft)
     if created:
         node.notify_committed(room_id)
     return message, created
+
+
+SendOutcome = tuple[dict[str, Any], bool] | ApiError
+
+
+async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list[SendOutcome]:
+    """Store drafts of one sender into ONE room, in order, in one transaction: one commit for all.
+
+    Each outcome is what `send_message` would have returned for that draft, or the
+    ApiError it would have raised; a refused draft (its own savepoint rolled back)
+    leaves the others be. A connection that sends faster than one commit at a time
+    gets its messages committed together instead of queueing a commit each. One room
+    per call means one room lock per transaction, so two such batches never deadlock.
+    """
+    room_id = drafts[0].room_id
+    if any(draft.room_id != room_id for draft in drafts):
+        raise ValueError("send_drafts takes the drafts of one room")
+
+    def work(session: Session) -> list[SendOutcome]:
+        if len(drafts) == 1:  # the common case, without a savepoint: a refusal undoes the transaction
+            return [_store(session, sender, drafts[0])]
+        outcomes: list[SendOutcome] = []
+        for draft in drafts:
+            try:
+                with session.begin_nested():
+                    outcomes.append(_store(session, sender, draft))
+            except ApiError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    try:
+        outcomes = await node.database.write(work)
+    except ApiError as exc:  # the transaction as a whole failed (the database is down, say)
+        return [exc] * len(drafts)
+    if any(not isinstance(outcome, ApiError) and outcome[1] for outcome in outcomes):
+        node.notify_committed(room_id)
+    return outcomes
 
 
 async def edit_message(node: Node, editor: User, room_id: int, message_id: int, body: str) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class Recorder:
         self.limit = limit
         self.items: list[bytes] = []
         self.overflows: list[int] = []
+        self.batches: list[list[bytes]] = []  # each list handed to push_many, as handed
         self._changed = trio.Event()
 
     def push(self, data: bytes) -> bool:
@@ -89,6 +90,13 @@ class Recorder:
         self.items.append(data)
         self._changed.set()
         return True
+
+    def push_many(self, data: list[bytes]) -> bool:
+        self.batches.append(data)
+        room = max(self.limit - len(self.items), 0)
+        self.items.extend(data[:room])
+        self._changed.set()
+        return len(data) <= room
 
     def overflowed(self, room_id: int) -> None:
         self.overflows.append(room_id)

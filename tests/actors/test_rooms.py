@@ -43,6 +43,20 @@ async def test_events_reach_every_subscriber_in_order_as_the_same_bytes(
     assert alice.events[0] == {"type": "message", "room": room, "seq": 1, "message": {"body": "hello 1"}}
 
 
+async def test_events_read_together_reach_each_subscriber_in_one_push_as_one_shared_list(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    alice, bob = Recorder(), Recorder()
+    await node.rooms.subscribe(room, alice)
+    await node.rooms.subscribe(room, bob)
+    await commit_events(node, room, 11)  # one commit: the relay publishes them in one append
+    await alice.wait_for(11)
+    await bob.wait_for(11)
+    assert len(alice.batches) == len(bob.batches) == 1
+    assert alice.batches[0] is bob.batches[0] and len(alice.batches[0]) == 11
+    assert alice.seqs == list(range(1, 12))
+
+
 async def test_on_attached_runs_before_any_event_and_gets_the_last_seq(
         autojump_clock: trio.testing.MockClock, node: Node) -> None:
     [room] = await create_rooms(node)

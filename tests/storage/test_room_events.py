@@ -129,3 +129,43 @@ async def test_replies_are_indexed_so_deleting_a_room_stays_linear(node: Any) ->
         return [index["column_names"] for index in inspect(session.connection()).get_indexes("messages")]
 
     assert ["reply_to_id"] in await node.database.read(indexed_columns)
+
+
+async def test_drafts_sent_together_commit_once_in_order_and_a_refused_one_leaves_the_rest(
+        client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = await users.create("member")
+    room = await make_group(client, owner)
+    earlier = await send(client, owner, room["id"], "earlier", client_id="seen")
+    user = await node.database.read(get_user, owner.id)
+    drafts = [messaging.draft_message(node, user, room["id"], "one"),
+              messaging.draft_message(node, user, room["id"], "replying to nothing", reply_to=987654),
+              messaging.draft_message(node, user, room["id"], "earlier", client_id="seen"),
+              messaging.draft_message(node, user, room["id"], "two", client_id="fresh")]
+    transactions = 0
+    real_write = node.database.write
+
+    async def counted_write(work: Any, *args: Any) -> Any:
+        nonlocal transactions
+        if work.__qualname__.startswith("send_drafts"):  # not the relay's writes, which go on meanwhile
+            transactions += 1
+        return await real_write(work, *args)
+
+    monkeypatch.setattr(node.database, "write", counted_write)
+    outcomes = await messaging.send_drafts(node, user, drafts)
+    monkeypatch.undo()
+    assert transactions == 1
+    first, refused, repeated, second = outcomes
+    assert isinstance(refused, messaging.ApiError) and refused.details == {"field": "reply_to"}
+    assert repeated == (earlier, False)
+    assert (first[0]["seq"], first[1]) == (2, True) and (second[0]["seq"], second[1]) == (3, True)
+    assert [e["seq"] for e in await outbox(node, room["id"])] == [1, 2, 3]  # the refused one took no seq
+    assert (await room_of(client, owner, room["id"]))["last_seq"] == 3
+
+
+async def test_drafts_of_several_rooms_are_refused(client: Any, users: Any, node: Any) -> None:
+    owner = await users.create("member")
+    first, second = await make_group(client, owner), await make_group(client, owner)
+    user = await node.database.read(get_user, owner.id)
+    with pytest.raises(ValueError):
+        await messaging.send_drafts(node, user, [messaging.draft_message(node, user, first["id"], "a"),
+                                                 messaging.draft_message(node, user, second["id"], "b")])

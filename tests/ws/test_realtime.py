@@ -116,6 +116,29 @@ async def test_send_follows_the_rest_rules(live_server: str, client: Any, users:
         assert (await ws.request({"type": "send", "room": room, "body": "hi"}))["code"] == "not_a_member"
 
 
+async def test_sends_fired_without_waiting_are_acked_in_order_each_after_its_commit(
+        live_server: str, client: Any, users: Any) -> None:
+    (alice, bob), room = await group_of(client, users)
+    other_room = await make_group(client, alice, [bob])
+    async with ws_connect(live_server, alice.token) as a, ws_connect(live_server, bob.token) as b:
+        await b.subscribe(room)
+        frames = [{"type": "send", "room": room, "body": f"m{n}", "ref": f"s{n}"} for n in range(80)]
+        frames[30] = {"type": "send", "room": room, "body": "to nothing", "reply_to": 987654, "ref": "s30"}
+        frames[50] = {"type": "send", "room": other_room["id"], "body": "elsewhere", "ref": "s50"}
+        for frame in frames:  # more than a connection may have pending: the reader waits, nothing is lost
+            await a.send(frame)
+        answers = [await a.until_ref(f"s{n}") for n in range(80)]
+        assert answers[30]["type"] == "error" and answers[30]["code"] == "validation_error"
+        acks = [answer for n, answer in enumerate(answers) if n not in (30, 50)]
+        assert all(answer["type"] == "ack" for answer in acks) and answers[50]["type"] == "ack"
+        assert [ack["message"]["body"] for ack in acks] == [f"m{n}" for n in range(80) if n not in (30, 50)]
+        assert seqs([ack["message"] for ack in acks]) == sorted(seqs([ack["message"] for ack in acks]))
+        stored = [m["body"] for m in (await history(client, bob, room, limit=200))["items"]]
+        assert stored == [f"m{n}" for n in range(80) if n not in (30, 50)]  # committed before the acks
+        delivered = await b.collect("message", 78)
+        assert [event["message"]["body"] for event in delivered] == stored
+
+
 # --------------------------------------------------------------------------- typing, read
 
 

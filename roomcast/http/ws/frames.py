@@ -42,6 +42,18 @@ def shared_text_frame(payload: bytes) -> bytes:
     return _last_frame
 
 
+_last_batch: list[bytes] = []
+_last_batch_frame: bytes = b""
+
+
+def shared_batch_frame(payloads: list[bytes]) -> bytes:
+    """`batch_frame(payloads)`, built once for a run of calls with the same list object."""
+    global _last_batch, _last_batch_frame
+    if payloads is not _last_batch:
+        _last_batch, _last_batch_frame = payloads, batch_frame(payloads)
+    return _last_batch_frame
+
+
 def batch_frame(payloads: list[bytes]) -> bytes:
     """One text frame holding several events, newline-separated (PROTOCOL §5)."""
     if not payloads:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...services.access import open_room
-from ...services.messaging import mark_read, send_message
+from ...services.messaging import draft_message, mark_read
 from ...storage.models import User
 from ...wire import sender_to_wire
 from .session import ClientError, Session
@@ -89,9 +89,9 @@ async def send(session: Session, frame: dict[str, Any]) -> None:
     ):
         raise ClientError("'attachments' must be a list of attachment ids", details={"field": "attachments"})
     assert room_id is not None
-    message, _created = await send_message(session.node, session.user, room_id, body, reply_to=reply_to,
-                                           client_id=client_id, attachments=attachments)
-    session.reply(_with_ref(frame, {"type": "ack", "message": message}))
+    draft = draft_message(session.node, session.user, room_id, body, reply_to=reply_to, client_id=client_id,
+                          attachments=attachments)
+    await session.submit_send(draft, frame.get("ref"))  # acked once committed; reading goes on meanwhile
 
 
 async def typing(session: Session, frame: dict[str, Any]) -> None:

@@ -46,6 +46,16 @@ class OutboundQueue:
         self._items.append(payload)
         return True
 
+    def extend(self, payloads: list[bytes]) -> bool:
+        """Queue several events, all or none; False (and the overflowed flag) when they do not fit."""
+        if self.overflowed:
+            return False
+        if len(self._items) + len(payloads) > self.limit:
+            self.mark_overflowed()
+            return False
+        self._items.extend(payloads)
+        return True
+
     def mark_overflowed(self) -> None:
         """The client fell behind (here, or a room dropped it): the session closes with 1013."""
         first = not self.is_closing

@@ -18,6 +18,7 @@ import trio
 from ...errors import ApiError, RateLimited
 from ...logs import log_event
 from ...node import Node
+from ...services.messaging import Draft
 from ...storage.models import User
 from ...storage.streams import StreamUnavailable
 from ...storage.users import user_badges
@@ -27,6 +28,7 @@ from . import frames
 from ..front_door import Draining
 from .connection import ConnectionClosed, WebSocket
 from .outbound import OutboundQueue, Overflowed, Stopped
+from .sends import SendPipeline
 
 log = logging.getLogger("roomcast.ws")
 
@@ -72,6 +74,7 @@ class Session:
         self._own_typing = b'"user":{"id":%d,' % user.id
         self._abuse: list[float] = []
         self._nursery: trio.Nursery | None = None
+        self._sends: SendPipeline | None = None  # made on the first send: most sessions mostly listen
         self._writing = False
         self._ping_due = False
 
@@ -85,17 +88,33 @@ class Session:
             self._forget_room(json.loads(data)["room"])
         return self._deliver(data)
 
-    def _deliver(self, data: bytes) -> bool:
+    def push_many(self, data: list[bytes]) -> bool:
+        """Take a run of stored room events (a list shared by every subscriber); False when full."""
         # Straight to the socket when nothing is queued ahead of it; otherwise through the
         # queue and a writer task, which keeps the order and coalesces what piles up.
-        if not self.outbound and not self.outbound.is_closing:
-            if self.socket.try_write_now(frames.shared_text_frame(data)):
-                if self.socket.has_tail:
-                    self._start_writer()
-                return True
+        if self._can_write_now() and self._write_now(frames.shared_batch_frame(data)):
+            return True
+        if not self.outbound.extend(data):
+            return False
+        self._start_writer()
+        return True
+
+    def _deliver(self, data: bytes) -> bool:
+        if self._can_write_now() and self._write_now(frames.shared_text_frame(data)):
+            return True
         if not self.outbound.push(data):
             return False
         self._start_writer()
+        return True
+
+    def _can_write_now(self) -> bool:
+        return not self.outbound and not self.outbound.is_closing
+
+    def _write_now(self, frame: bytes) -> bool:
+        if not self.socket.try_write_now(frame):
+            return False
+        if self.socket.has_tail:
+            self._start_writer()
         return True
 
     def _start_writer(self) -> None:
@@ -120,6 +139,24 @@ class Session:
     def reply(self, event: dict[str, Any]) -> None:
         """Send an event to this client (a direct reply, not a room event)."""
         self._deliver(encode(event))
+
+    def error(self, ref: str | None, code: str, message: str, **extra: Any) -> None:
+        """Answer a frame with an `error` event; the connection stays open."""
+        event: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
+        if ref is not None:
+            event["ref"] = ref
+        self.reply(event)
+
+    async def submit_send(self, draft: Draft, ref: str | None) -> None:
+        """Queue a checked send: committed in order with the others pending, then acked."""
+        if self._sends is None:
+            self._sends = SendPipeline(self)
+        await self._sends.submit(draft, ref)
+
+    def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run `task` inside the session (cancelled with it); a no-op once the session ended."""
+        if self._nursery is not None:
+            self._nursery.start_soon(task)
 
     async def join_room(self, room_id: int, since: int | None, on_attached: Callable[[int], None]) -> None:
         """Follow a room (membership already checked) and announce our presence in it."""
@@ -211,18 +248,12 @@ class Session:
                 await handler(self, frame)
             except RateLimited as exc:
                 self._count_abuse()
-                self._error(ref, exc.code, exc.message, retry_after=exc.retry_after_s)
+                self.error(ref, exc.code, exc.message, retry_after=exc.retry_after_s)
             except ClientError as exc:
                 self._count_abuse()
-                self._error(ref, exc.code, exc.message)
+                self.error(ref, exc.code, exc.message)
             except ApiError as exc:
-                self._error(ref, exc.code, exc.message)
-
-    def _error(self, ref: str | None, code: str, message: str, **extra: Any) -> None:
-        event: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
-        if ref is not None:
-            event["ref"] = ref
-        self.reply(event)
+                self.error(ref, exc.code, exc.message)
 
     def _count_abuse(self) -> None:
         now = trio.current_time()

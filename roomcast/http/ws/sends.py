@@ -1,0 +1,74 @@
+"""A session's sends in flight: committed in the order sent, many per transaction when they pile up.
+
+Answering each `send` frame only after its own commit would let one connection
+commit one message per round trip to the database. Instead the reader checks a
+send and queues it here, then goes on reading; one task (alive only while sends
+are pending) commits whatever has piled up for one room in one transaction
+(`send_drafts`) and answers each with its `ack` or `error`, in order. Still every
+`ack` follows the commit of its message (PROTOCOL §5).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ...errors import ApiError
+from ...services.messaging import Draft, send_drafts
+
+if TYPE_CHECKING:
+    from .session import Session
+
+# Sends one connection may have waiting; past it the reader waits (the client is pushed back).
+MAX_PENDING_SENDS = 64
+# Messages per transaction, at most.
+MAX_BATCH = 32
+
+
+class SendPipeline:
+    """The pending sends of one session."""
+
+    __slots__ = ("_session", "_pending", "_running", "_room_for_more")
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._pending: list[tuple[Draft, str | None]] = []  # (draft, the frame's ref)
+        self._running = False
+        self._room_for_more: trio.Event | None = None
+
+    async def submit(self, draft: Draft, ref: str | None) -> None:
+        """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
+        self._pending.append((draft, ref))
+        if not self._running:
+            self._running = True
+            self._session.start_soon(self._commit_pending)
+        if len(self._pending) >= MAX_PENDING_SENDS:
+            self._room_for_more = event = trio.Event()
+            await event.wait()
+
+    async def _commit_pending(self) -> None:
+        try:
+            while self._pending:
+                room_id = self._pending[0][0].room_id
+                count = 1
+                while (count < len(self._pending) and count < MAX_BATCH
+                       and self._pending[count][0].room_id == room_id):
+                    count += 1
+                batch, self._pending = self._pending[:count], self._pending[count:]
+                if self._room_for_more is not None:
+                    self._room_for_more.set()
+                    self._room_for_more = None
+                outcomes = await send_drafts(self._session.node, self._session.user, [draft for draft, _ in batch])
+                for (_, ref), outcome in zip(batch, outcomes, strict=True):
+                    self._answer(ref, outcome)
+        finally:
+            self._running = False
+
+    def _answer(self, ref: str | None, outcome: tuple[dict[str, Any], bool] | ApiError) -> None:
+        if isinstance(outcome, ApiError):
+            self._session.error(ref, outcome.code, outcome.message)
+            return
+        ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
+            "type": "ack", "ref": ref, "message": outcome[0]}
+        self._session.reply(ack)

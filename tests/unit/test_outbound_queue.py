@@ -1,0 +1,39 @@
+"""A session's bounded outbound queue: pushes, runs of events, overflow and batching."""
+
+from __future__ import annotations
+
+import pytest
+
+from roomcast.http.ws import frames
+from roomcast.http.ws.outbound import OutboundQueue, Overflowed, Stopped
+
+
+def test_a_run_of_events_is_queued_whole_or_overflows_the_queue() -> None:
+    closing = []
+    queue = OutboundQueue(4, on_closing=lambda: closing.append(True))
+    assert queue.push(b"1") and queue.extend([b"2", b"3"])
+    assert queue.take(1 << 20) == [b"1", b"2", b"3"]
+    assert queue.extend([b"4", b"5", b"6", b"7"]) and len(queue) == 4
+    assert not queue.extend([b"8"])  # one past the limit: the session must close with 1013
+    assert queue.overflowed and closing == [True]
+    assert not queue.push(b"9")
+    with pytest.raises(Overflowed):
+        queue.take(1 << 20)
+
+
+def test_take_hands_over_what_fits_in_one_frame_and_stop_ends_the_writer() -> None:
+    queue = OutboundQueue(10)
+    queue.extend([b"a" * 10, b"b" * 10, b"c" * 10])
+    assert queue.take(22) == [b"a" * 10, b"b" * 10]  # each event counts its newline
+    assert queue.take(1) == [b"c" * 10]  # at least one, however big
+    queue.stop()
+    with pytest.raises(Stopped):
+        queue.take(1 << 20)
+
+
+def test_a_shared_batch_frame_is_built_once_per_list() -> None:
+    run = [b'{"seq":1}', b'{"seq":2}']
+    frame = frames.shared_batch_frame(run)
+    assert frame == frames.batch_frame(run) == frames.text_frame(b'{"seq":1}\n{"seq":2}')
+    assert frames.shared_batch_frame(run) is frame
+    assert frames.shared_batch_frame(list(run)) is not frame  # another list: built anew
