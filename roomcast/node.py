@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ from .presence import MemoryPresence, Presence, RedisPresence
 from .ratelimit import RateLimiter
 from .storage.database import Database
 from .storage.migrate import upgrade
-from .storage.streams import StreamBackend, open_stream_backend
+from .storage.streams import Append, StreamBackend, open_stream_backend
 
 if TYPE_CHECKING:
     from .services.announcements import Announcer, UserNotices
@@ -49,13 +49,14 @@ class Node:
         """What /readyz checks: each probe raises when its dependency is unreachable."""
         return {"database": self.database.ping, "streams": self.streams.ping}
 
-    def notify_committed(self, room_id: int) -> None:
+    def notify_committed(self, room_id: int, events: Sequence[Append] = ()) -> None:
         """Called right after a transaction that wrote outbox rows for `room_id` commits.
 
         Never blocks: it wakes the outbox relay, which publishes the rows to the
-        room's stream (DESIGN.md §1), and makes sure the room has an actor.
+        room's stream (DESIGN.md §1), and makes sure the room has an actor. `events`:
+        the committed outbox rows, if the caller has them (they are then not read back).
         """
-        self.actors.notify_committed(room_id)
+        self.actors.notify_committed(room_id, events)
 
 
 @asynccontextmanager

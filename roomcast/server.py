@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -57,6 +58,10 @@ async def run_server(settings: Settings, on_listening: Callable[[str], None] = p
     async with open_node(settings) as node, trio.open_nursery() as nursery:
         nursery.start_soon(_set_on_signal, shutdown)
         url = await nursery.start(lambda task_status: serve_node(node, shutdown=shutdown, task_status=task_status))
+        # What start-up made lives as long as the process: frozen, the collector's full passes
+        # no longer walk it, which would stall every connection for milliseconds at a time.
+        gc.collect()
+        gc.freeze()
         log_event(log, "server.listening", url=url)
         on_listening(f"listening on {url}")
         await shutdown.wait()

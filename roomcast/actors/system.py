@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -17,7 +18,7 @@ import trio
 from ..config import Settings
 from ..storage.database import Database
 from ..storage.outbox import room_last_seqs
-from ..storage.streams import StreamBackend
+from ..storage.streams import Append, StreamBackend
 from .actor import Actor
 from .backoff import Backoff
 from .outbox_relay import OutboxRelay
@@ -53,8 +54,8 @@ class ActorSystem:
         """Run the tree until cancelled; raises if the root supervisor gives up."""
         await self.root.serve(task_status=task_status)
 
-    def notify_committed(self, room_id: int) -> None:
-        self.relay.notify(room_id)
+    def notify_committed(self, room_id: int, events: Sequence[Append] = ()) -> None:
+        self.relay.notify(room_id, events)
         self.rooms.touch(room_id)
 
     async def snapshot(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ..errors import ApiError, BadRequest, Forbidden, NotFound
 from ..logs import log_event
 from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
-from ..storage.events import append_event, take_next_seq
+from ..storage.events import append_event, encode_event, take_next_seq
 from ..storage.messages import (
     find_by_client_id,
     get_room_message,
@@ -29,7 +29,7 @@ from ..storage.messages import (
 )
 from ..storage.models import Message, Room, User
 from ..storage.rooms import advance_read_pointer
-from ..storage.streams import StreamUnavailable
+from ..storage.streams import Append, StreamUnavailable
 from ..timestamps import utcnow
 from ..wire import message_deleted_event, message_edited_event, message_event, message_to_wire, sender_to_wire
 from .access import open_room
@@ -138,8 +138,13 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
                           attachments=attachments)
     message, created = await node.database.write(_store, sender, draft)
     if created:
-        node.notify_committed(room_id)
+        node.notify_committed(room_id, [_as_stored(room_id, message)])
     return message, created
+
+
+def _as_stored(room_id: int, message: dict[str, Any]) -> Append:
+    """A new message's outbox row as committed: the same event, encoded the same way (append_event)."""
+    return Append(room_id, encode_event(message_event(room_id, message["seq"], message)).encode(), message["seq"])
 
 
 SendOutcome = tuple[dict[str, Any], bool] | ApiError
@@ -174,8 +179,10 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
         outcomes = await node.database.write(work)
     except ApiError as exc:  # the transaction as a whole failed (the database is down, say)
         return [exc] * len(drafts)
-    if any(not isinstance(outcome, ApiError) and outcome[1] for outcome in outcomes):
-        node.notify_committed(room_id)
+    stored = [_as_stored(room_id, outcome[0]) for outcome in outcomes
+              if not isinstance(outcome, ApiError) and outcome[1]]
+    if stored:
+        node.notify_committed(room_id, stored)
     return outcomes
 
 

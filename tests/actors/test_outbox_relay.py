@@ -6,9 +6,18 @@ import pytest
 import trio
 import trio.testing
 
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from roomcast.actors import outbox_relay
 from roomcast.config import Settings
 from roomcast.node import Node
+from roomcast.services.messaging import send_message
+from roomcast.storage.events import encode_event
+from roomcast.storage.models import Membership, User
 from roomcast.storage.streams import STREAM_START, MemoryStreamBackend
+from tests.chat_helpers import outbox
 
 from .faults import SwitchableBackend, open_node_with
 from .helpers import Recorder, commit_events, commit_to_rooms, create_rooms, unpublished_count
@@ -59,6 +68,7 @@ async def test_the_relay_and_the_reader_ride_out_a_stream_outage_and_lose_nothin
         await node.rooms.subscribe(room, subscriber)
         await commit_events(node, room, 3)
         await subscriber.wait_for(3)
+        await wait_until_published(node)  # delivered is not yet marked: the outage starts after both
 
         backend.down = True
         went_down = trio.current_time()
@@ -106,3 +116,36 @@ async def test_rows_committed_but_never_published_before_a_crash_are_published_o
         await second.rooms.subscribe(room, subscriber, since=0)
         await subscriber.wait_for(5)
         assert subscriber.seqs == [1, 2, 3, 4, 5]
+
+
+async def test_a_send_hands_its_committed_row_to_the_relay_which_publishes_it_unread(
+        autojump_clock: trio.testing.MockClock, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    [room] = await create_rooms(node)
+
+    def member(session: Session) -> User:
+        user = User(tenant="default", username="sender", display_name="Sender", role="member", is_active=True)
+        session.add(user)
+        session.flush()
+        session.add(Membership(room_id=room, user_id=user.id, room_role="member", last_read_seq=0))
+        return user
+
+    sender = await node.database.write(member)
+    await wait_until_published(node)
+    reads = 0
+    real_unpublished = outbox_relay.unpublished
+
+    def counted_unpublished(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        if kwargs.get("room_ids") is not None:  # a read-back of notified rooms, not the periodic sweep
+            reads += 1
+        return real_unpublished(*args, **kwargs)
+
+    monkeypatch.setattr(outbox_relay, "unpublished", counted_unpublished)
+    subscriber = Recorder()
+    await node.rooms.subscribe(room, subscriber)
+    message, _ = await send_message(node, sender, room, "straight through")
+    await subscriber.wait_for(1)
+    await wait_until_published(node)
+    assert reads == 0  # published from memory, not read back
+    [stored] = await outbox(node, room)
+    assert subscriber.items == [encode_event(stored).encode()] and subscriber.events[0]["message"] == message

@@ -65,7 +65,7 @@ async def test_send_commits_the_message_with_the_next_seq_and_an_outbox_row(clie
 async def test_notify_committed_is_called_after_each_stored_event(client: Any, users: Any, node: Any,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     woken: list[int] = []
-    monkeypatch.setattr(node, "notify_committed", woken.append)
+    monkeypatch.setattr(node, "notify_committed", lambda room_id, events=(): woken.append(room_id))
     room, owner, _ = await _room(client, users)
     message = await send(client, owner, room["id"])
     await send(client, owner, room["id"], "again", client_id="same")
