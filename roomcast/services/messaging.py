@@ -19,7 +19,7 @@ from ..errors import ApiError, BadRequest, Forbidden, NotFound
 from ..logs import log_event
 from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
-from ..storage.events import append_event, encode_event, take_next_seq
+from ..storage.events import append_event, take_next_seq
 from ..storage.messages import (
     find_by_client_id,
     get_room_message,
@@ -75,15 +75,15 @@ def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to
     return Draft(room_id, body, reply_to, client_id, tuple(attachment_ids))
 
 
-def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], bool]:
-    """Store one draft in the open transaction: (the message, True), or (the original, False)
-    for a client_id the sender already used in the room."""
+def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], Append | None]:
+    """Store one draft in the open transaction: (the message, its outbox row as the relay takes it),
+    or (the original, None) for a client_id the sender already used in the room."""
     access = open_room(session, sender, draft.room_id, lock=True)
     access.require_member()
     room = access.room
     client_id = draft.client_id
     if client_id is not None and (original := find_by_client_id(session, room.id, sender.id, client_id)):
-        return _message_view(session, original, sender), False
+        return _message_view(session, original, sender), None
     _require_active(room)
     if draft.reply_to is not None:
         target = get_room_message(session, room.id, draft.reply_to)
@@ -96,7 +96,7 @@ def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any]
         raise BadRequest("attachments must be your own uploads to this room, not yet sent",
                          details={"field": "attachments", "ids": unknown})
 
-    def store() -> dict[str, Any]:
+    def store() -> tuple[dict[str, Any], Append]:
         now = utcnow()
         seq = take_next_seq(session, room.id, last_activity_at=now)
         message = Message(room_id=room.id, seq=seq, sender_id=sender.id, body=draft.body,
@@ -107,23 +107,23 @@ def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any]
         for upload in uploads:
             upload.message_id = message.id
         view = message_to_wire(message, sender, uploads)
-        append_event(session, message_event(room.id, seq, view))
+        row = append_event(session, message_event(room.id, seq, view))
         session.flush()
-        return view
+        return view, Append(room.id, row.payload.encode(), seq)
 
     if client_id is None:
-        return store(), True
+        return store()
     # The room lock already orders sends, so two with one client_id cannot both get
     # here; the unique constraint has the final word all the same, and the savepoint
     # undoes the seq this attempt took.
     try:
         with session.begin_nested():
-            return store(), True
+            return store()
     except IntegrityError:
         original = find_by_client_id(session, room.id, sender.id, client_id)
         if original is None:
             raise
-        return _message_view(session, original, sender), False
+        return _message_view(session, original, sender), None
 
 
 async def send_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
@@ -136,15 +136,10 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
     """
     draft = draft_message(node, sender, room_id, body, reply_to=reply_to, client_id=client_id,
                           attachments=attachments)
-    message, created = await node.database.write(_store, sender, draft)
-    if created:
-        node.notify_committed(room_id, [_as_stored(room_id, message)])
-    return message, created
-
-
-def _as_stored(room_id: int, message: dict[str, Any]) -> Append:
-    """A new message's outbox row as committed: the same event, encoded the same way (append_event)."""
-    return Append(room_id, encode_event(message_event(room_id, message["seq"], message)).encode(), message["seq"])
+    message, row = await node.database.write(_store, sender, draft)
+    if row is not None:
+        node.notify_committed(room_id, [row])
+    return message, row is not None
 
 
 SendOutcome = tuple[dict[str, Any], bool] | ApiError
@@ -163,10 +158,10 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
     if any(draft.room_id != room_id for draft in drafts):
         raise ValueError("send_drafts takes the drafts of one room")
 
-    def work(session: Session) -> list[SendOutcome]:
+    def work(session: Session) -> list[tuple[dict[str, Any], Append | None] | ApiError]:
         if len(drafts) == 1:  # the common case, without a savepoint: a refusal undoes the transaction
             return [_store(session, sender, drafts[0])]
-        outcomes: list[SendOutcome] = []
+        outcomes: list[tuple[dict[str, Any], Append | None] | ApiError] = []
         for draft in drafts:
             try:
                 with session.begin_nested():
@@ -176,14 +171,13 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
         return outcomes
 
     try:
-        outcomes = await node.database.write(work)
+        stored = await node.database.write(work)
     except ApiError as exc:  # the transaction as a whole failed (the database is down, say)
         return [exc] * len(drafts)
-    stored = [_as_stored(room_id, outcome[0]) for outcome in outcomes
-              if not isinstance(outcome, ApiError) and outcome[1]]
-    if stored:
-        node.notify_committed(room_id, stored)
-    return outcomes
+    rows = [outcome[1] for outcome in stored if not isinstance(outcome, ApiError) and outcome[1] is not None]
+    if rows:
+        node.notify_committed(room_id, rows)
+    return [outcome if isinstance(outcome, ApiError) else (outcome[0], outcome[1] is not None) for outcome in stored]
 
 
 async def edit_message(node: Node, editor: User, room_id: int, message_id: int, body: str) -> dict[str, Any]:

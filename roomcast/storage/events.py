@@ -33,6 +33,8 @@ def encode_event(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-def append_event(session: Session, event: dict[str, Any]) -> None:
+def append_event(session: Session, event: dict[str, Any]) -> OutboxEvent:
     """Queue the outbox row of `event` (which carries its `room` and `seq`) in this transaction."""
-    session.add(OutboxEvent(room_id=event["room"], seq=event["seq"], type=event["type"], payload=encode_event(event)))
+    row = OutboxEvent(room_id=event["room"], seq=event["seq"], type=event["type"], payload=encode_event(event))
+    session.add(row)
+    return row
