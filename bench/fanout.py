@@ -51,7 +51,7 @@ SECRET = secrets.token_urlsafe(32)
 SCENARIOS = {
     "flat-1x1000": {"mode": "flat", "rooms": 1, "subscribers": 1000, "window": 32, "duration_s": 10, "warmup_s": 3},
     "flat-100x10": {"mode": "flat", "rooms": 100, "subscribers": 10, "window": 2, "duration_s": 10, "warmup_s": 3},
-    "rate-1x1000": {"mode": "rate", "rooms": 1, "subscribers": 1000, "rate_per_s": 20, "duration_s": 15,
+    "rate-1x1000": {"mode": "rate", "rooms": 1, "subscribers": 1000, "rate_per_s": 20, "duration_s": 60,
                     "warmup_s": 3},
     "idle-5000": {"mode": "idle", "rooms": 1, "subscribers": 5000},
 }

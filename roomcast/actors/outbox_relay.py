@@ -12,6 +12,12 @@ publishes them: nothing committed is lost. Publishing twice (after a crash betwe
 the append and the marking) is harmless: room actors drop a seq they have already
 delivered.
 
+Marking is lazy: rows published are marked together, `mark_delay_s` later (or
+sooner once a batch is due, and always before reading unpublished rows back), so
+the marking's write neither queues behind nor slows the fan-out of what it just
+published. A crash before the marking republishes those rows on restart, which
+room actors drop.
+
 Besides the rooms it is told about, the relay sweeps every unpublished row at
 start and every `sweep_s`: rows older than `sweep_s` that another process left
 behind (it died, or its stream backend was down) get published too.
@@ -20,6 +26,7 @@ behind (it died, or its stream backend was down) get published too.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
@@ -45,16 +52,19 @@ class OutboxRelay:
     """Publishes committed, unpublished outbox rows to the room streams, in seq order."""
 
     def __init__(self, database: Database, backend: StreamBackend, *, batch_size: int = 500,
-                 sweep_s: float = 5.0, backoff: Backoff | None = None) -> None:
+                 sweep_s: float = 5.0, mark_delay_s: float = 0.25, backoff: Backoff | None = None) -> None:
         self.database = database
         self.backend = backend
         self.batch_size = batch_size
         self.sweep_s = sweep_s
+        self.mark_delay_s = mark_delay_s
         self.backoff = backoff or Backoff(base=0.1, cap=5.0)
         self.published = 0
         self.failures = 0
         self._pending: set[int] = set()
         self._ready: list[Append] = []  # committed rows handed over by notify, in commit order
+        self._unmarked: list[tuple[int, int]] = []  # (room, seq) published, not yet marked in the database
+        self._mark_due = math.inf
         self._wake = trio.Event()
 
     def notify(self, room_id: int, events: Sequence[Append] = ()) -> None:
@@ -92,7 +102,9 @@ class OutboxRelay:
                 continue
             if self._pending or self._ready:
                 continue
-            with trio.move_on_at(next_sweep):
+            if trio.current_time() >= self._mark_due:
+                await self._mark()
+            with trio.move_on_at(min(next_sweep, self._mark_due)):
                 await self._wake.wait()
             self._wake = trio.Event()
 
@@ -102,9 +114,19 @@ class OutboxRelay:
         if not await self._append(events):
             self._pending.update(event.room_id for event in events)  # read back on the retry
             return False
-        await self.database.write(mark_published, [(event.room_id, event.seq) for event in events], utcnow())
         self.published += len(events)
+        self._unmarked.extend((event.room_id, event.seq) for event in events)
+        if len(self._unmarked) >= self.batch_size:
+            await self._mark()
+        elif self._mark_due == math.inf:
+            self._mark_due = trio.current_time() + self.mark_delay_s
         return True
+
+    async def _mark(self) -> None:
+        """Mark what was published since the last marking."""
+        rows, self._unmarked, self._mark_due = self._unmarked, [], math.inf
+        if rows:
+            await self.database.write(mark_published, rows, utcnow())
 
     async def _append(self, events: list[Append]) -> bool:
         try:
@@ -121,6 +143,7 @@ class OutboxRelay:
 
     async def _publish(self, *, room_ids: Collection[int] | None, created_before: Any = None) -> bool:
         """Publish batches until none is left; False if the stream backend is down."""
+        await self._mark()  # what is published but unmarked would otherwise be read back as unpublished
         while True:
             rows = await self.database.read(
                 lambda session: unpublished(session, room_ids=room_ids, created_before=created_before,
@@ -136,4 +159,4 @@ class OutboxRelay:
 
     def describe(self) -> dict[str, Any]:
         return {"published": self.published, "pending_rooms": len(self._pending), "ready": len(self._ready),
-                "failures": self.failures}
+                "unmarked": len(self._unmarked), "failures": self.failures}
