@@ -14,7 +14,22 @@ const log = (...args) => console.error("[loadgen]", ...args);
 let deliveries = 0;
 let frames = 0;  // subscriber frames while measuring: deliveries / frames is the coalescing
 let measuring = false;
-const latencies = [];
+// Latency samples in fixed-size chunks: a million samples pushed onto one array would make V8
+// copy it as it grows, pauses that would show up as server latency.
+const CHUNK = 1 << 16;
+const latencyChunks = [new Float64Array(CHUNK)];
+let latencyCount = 0;
+function recordLatency(ms) {
+  const offset = latencyCount % CHUNK;
+  if (offset === 0 && latencyCount > 0) latencyChunks.push(new Float64Array(CHUNK));
+  latencyChunks[latencyChunks.length - 1][offset] = ms;
+  latencyCount += 1;
+}
+function sortedLatencies() {
+  const all = new Float64Array(latencyCount);
+  latencyChunks.forEach((chunk, index) => all.set(chunk.subarray(0, Math.min(CHUNK, latencyCount - index * CHUNK)), index * CHUNK));
+  return all.sort();
+}
 const closes = {};
 const LATENCY_SAMPLE_EVERY = plan.latency_sample_every ?? 1;
 let sampleCounter = 0;
@@ -62,7 +77,7 @@ function countMessages(payload) {
       if (++sampleCounter % LATENCY_SAMPLE_EVERY === 0) {
         const start = payload.indexOf(BODY_KEY, pos) + BODY_KEY.length;
         const sent = Number(payload.toString("latin1", start, payload.indexOf(QUOTE, start)));
-        latencies.push(performance.now() - sent);
+        recordLatency(performance.now() - sent);
       }
     }
     pos = end + 1;
@@ -166,13 +181,13 @@ async function main() {
   running = false;
   for (const p of publishers) clearInterval(p.timer);
 
-  latencies.sort((a, b) => a - b);
+  const latencies = sortedLatencies();
   const result = {
     mode: plan.mode, rooms: plan.rooms.length, subscribers: subscriptions.length,
     seconds: elapsed, deliveries, deliveries_per_s: deliveries / elapsed, frames,
     events_per_frame: frames ? deliveries / frames : null,
     sent, acked, errors, closes,
-    latency_ms: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1) ?? null,
+    latency_ms: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.length ? latencies[latencies.length - 1] : null,
                   samples: latencies.length },
   };
   process.stdout.write(JSON.stringify(result) + "\n");
