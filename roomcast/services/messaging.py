@@ -24,15 +24,16 @@ from ..storage.messages import (
     find_by_client_id,
     get_room_message,
     history_page,
+    insert_message,
     latest_visible_message_id,
     message_with_sender,
 )
 from ..storage.models import Message, Room, User
-from ..storage.rooms import advance_read_pointer
+from ..storage.rooms import advance_read_pointer, lock_room_for_send, record_room_message
 from ..storage.streams import Append, StreamUnavailable
 from ..timestamps import utcnow
 from ..wire import message_deleted_event, message_edited_event, message_event, message_to_wire, sender_to_wire
-from .access import open_room
+from .access import not_a_member, open_room
 from .text import check_attachment_ids, check_body, check_client_id
 
 log = logging.getLogger("roomcast.messaging")
@@ -46,7 +47,11 @@ def _message_view(session: Session, message: Message, sender: User) -> dict[str,
 
 def _require_active(room: Room) -> None:
     if not room.is_active:
-        raise BadRequest("the room is inactive", code="room_inactive")
+        raise _room_inactive()
+
+
+def _room_inactive() -> BadRequest:
+    return BadRequest("the room is inactive", code="room_inactive")
 
 
 def _require_not_deleted(message: Message, what: str = "the message") -> None:
@@ -77,39 +82,46 @@ def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to
 
 def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], Append | None]:
     """Store one draft in the open transaction: (the message, its outbox row as the relay takes it),
-    or (the original, None) for a client_id the sender already used in the room."""
-    access = open_room(session, sender, draft.room_id, lock=True)
-    access.require_member()
-    room = access.room
+    or (the original, None) for a client_id the sender already used in the room.
+
+    The hot path of every send: four statements (lock the room, insert the message and
+    its outbox row, move the room on), no ORM unit of work unless attachments are linked.
+    """
+    target = lock_room_for_send(session, sender.tenant, draft.room_id, sender.id)
+    if target is None:
+        raise NotFound("no such room")
+    if not target.is_member:
+        raise not_a_member()
+    room_id = target.room_id
     client_id = draft.client_id
-    if client_id is not None and (original := find_by_client_id(session, room.id, sender.id, client_id)):
+    if client_id is not None and (original := find_by_client_id(session, room_id, sender.id, client_id)):
         return _message_view(session, original, sender), None
-    _require_active(room)
+    if not target.is_active:
+        raise _room_inactive()
     if draft.reply_to is not None:
-        target = get_room_message(session, room.id, draft.reply_to)
-        if target is None:
+        replied_to = get_room_message(session, room_id, draft.reply_to)
+        if replied_to is None:
             raise BadRequest("reply_to must be a message of this room", details={"field": "reply_to"})
-        _require_not_deleted(target, "the message replied to")
-    uploads = unlinked_uploads(session, room.id, sender.id, list(draft.attachments))
+        _require_not_deleted(replied_to, "the message replied to")
+    uploads = unlinked_uploads(session, room_id, sender.id, list(draft.attachments))
     if len(uploads) != len(draft.attachments):
         unknown = sorted(set(draft.attachments) - {upload.id for upload in uploads})
         raise BadRequest("attachments must be your own uploads to this room, not yet sent",
                          details={"field": "attachments", "ids": unknown})
 
     def store() -> tuple[dict[str, Any], Append]:
+        # The room's row lock (SQLite: the writer lock) is held, so last_seq + 1 is ours.
         now = utcnow()
-        seq = take_next_seq(session, room.id, last_activity_at=now)
-        message = Message(room_id=room.id, seq=seq, sender_id=sender.id, body=draft.body,
-                          reply_to_id=draft.reply_to, client_id=client_id, created_at=now)
-        session.add(message)
-        session.flush()
-        room.last_message_id = message.id
+        seq = target.last_seq + 1
+        message_id = insert_message(session, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
+                                    reply_to_id=draft.reply_to, client_id=client_id, created_at=now)
+        record_room_message(session, room_id, seq, message_id, now)
         for upload in uploads:
-            upload.message_id = message.id
+            upload.message_id = message_id
+        message = Message(id=message_id, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
+                          reply_to_id=draft.reply_to, client_id=client_id, created_at=now)  # never added
         view = message_to_wire(message, sender, uploads)
-        row = append_event(session, message_event(room.id, seq, view))
-        session.flush()
-        return view, Append(room.id, row.payload.encode(), seq)
+        return view, append_event(session, message_event(room_id, seq, view))
 
     if client_id is None:
         return store()
@@ -120,7 +132,7 @@ def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any]
         with session.begin_nested():
             return store()
     except IntegrityError:
-        original = find_by_client_id(session, room.id, sender.id, client_id)
+        original = find_by_client_id(session, room_id, sender.id, client_id)
         if original is None:
             raise
         return _message_view(session, original, sender), None

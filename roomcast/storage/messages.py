@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from .models import Message, User
@@ -15,6 +17,17 @@ def message_with_sender(session: Session, room_id: int, message_id: int) -> tupl
         .where(Message.id == message_id, Message.room_id == room_id)
     ).first()
     return (row[0], row[1]) if row else None
+
+
+def insert_message(session: Session, *, room_id: int, seq: int, sender_id: int, body: str,
+                   reply_to_id: int | None, client_id: str | None, created_at: datetime) -> int:
+    """Insert a new message row; returns its id."""
+    # A plain INSERT ... RETURNING: an ORM object would cost a unit-of-work flush on every send.
+    return session.execute(
+        insert(Message.__table__).returning(Message.__table__.c.id),
+        {"room_id": room_id, "seq": seq, "sender_id": sender_id, "body": body, "reply_to_id": reply_to_id,
+         "client_id": client_id, "created_at": created_at},
+    ).scalar_one()
 
 
 def find_by_client_id(session: Session, room_id: int, sender_id: int, client_id: str) -> Message | None:

@@ -49,6 +49,45 @@ def load_room(session: Session, tenant: str, room_id: int, user_id: int, *,
     return (row[0], row[1]) if row else (None, None)
 
 
+@dataclass(frozen=True, slots=True)
+class SendTarget:
+    """What sending a message needs of its room, read with the room's row locked."""
+
+    room_id: int
+    is_active: bool
+    last_seq: int
+    is_member: bool
+
+
+def lock_room_for_send(session: Session, tenant: str, room_id: int, user_id: int) -> SendTarget | None:
+    """The room (if it is in `tenant`), locked as by `load_room(lock=True)`, as a send needs it.
+
+    Columns, not ORM objects: a send reads the room once and writes it once, and loading
+    entities into the session costs more than the query.
+    """
+    row = session.execute(
+        select(Room.id, Room.is_active, Room.last_seq, Membership.user_id)
+        .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == user_id))
+        .where(Room.id == room_id, Room.tenant == tenant)
+        .with_for_update(of=Room, key_share=True)
+    ).first()
+    if row is None:
+        return None
+    return SendTarget(row[0], bool(row[1]), row[2], row[3] is not None)
+
+
+def record_room_message(session: Session, room_id: int, seq: int, message_id: int, at: datetime) -> None:
+    """The room's seq moves from `seq - 1` to `seq` with a new message: call with the room locked."""
+    result = session.execute(
+        update(Room.__table__)
+        .where(Room.__table__.c.id == room_id, Room.__table__.c.last_seq == seq - 1)
+        .values(last_seq=seq, last_message_id=message_id, last_activity_at=at)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        # The lock makes this impossible; a seq taken twice would break every subscriber's order.
+        raise RuntimeError(f"room {room_id} is no longer at seq {seq - 1}")
+
+
 def find_room_by_ref(session: Session, tenant: str, external_ref: str, *, lock: bool = False) -> Room | None:
     query = select(Room).where(Room.tenant == tenant, Room.external_ref == external_ref)
     if lock:

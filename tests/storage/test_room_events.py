@@ -11,8 +11,15 @@ from sqlalchemy import inspect, select
 from roomcast.services import messaging
 from roomcast.storage.events import append_event, encode_event, take_next_seq
 from roomcast.storage.models import Message, OutboxEvent, Room
-from roomcast.storage.rooms import direct_key, find_direct_room, insert_room
-from roomcast.storage.users import get_user
+from roomcast.storage.rooms import (
+    SendTarget,
+    direct_key,
+    find_direct_room,
+    insert_room,
+    lock_room_for_send,
+    record_room_message,
+)
+from roomcast.storage.users import create_user, get_user
 from roomcast.timestamps import utcnow
 from tests.chat_helpers import make_group, outbox, room_of, send
 
@@ -53,6 +60,39 @@ async def test_a_failed_transaction_takes_no_seq(node: Any) -> None:
     with pytest.raises(RuntimeError):
         await node.database.write(fail)
     assert await node.database.write(take_next_seq, room_id) == 1
+
+
+async def test_append_event_returns_the_row_as_the_relay_publishes_it(node: Any) -> None:
+    room_id = await node.database.write(lambda s: insert_room(s, _room(), {}).id)  # type: ignore[union-attr]
+    event = {"type": "room_updated", "room": room_id, "seq": 1, "changes": {"topic": "é"}}
+    appended = await node.database.write(append_event, event)
+    assert (appended.room_id, appended.seq, appended.data) == (room_id, 1, encode_event(event).encode())
+    assert (await outbox(node, room_id))[0]["changes"] == {"topic": "é"}
+
+
+async def test_a_message_moves_the_room_on_only_from_the_seq_before_it(node: Any) -> None:
+    room_id = await node.database.write(lambda s: insert_room(s, _room(), {}).id)  # type: ignore[union-attr]
+
+    def record(session: Any, seq: int) -> None:
+        record_room_message(session, room_id, seq, message_id=1, at=utcnow())
+
+    await node.database.write(record, 1)
+    with pytest.raises(RuntimeError, match="no longer at seq 2"):
+        await node.database.write(record, 3)  # seq 2 skipped: refused, not a gap
+    room = await node.database.read(lambda s: s.get(Room, room_id))
+    assert (room.last_seq, room.last_message_id) == (1, 1)
+
+
+async def test_the_send_lock_reads_membership_and_tenant(node: Any) -> None:
+    alice = await node.database.write(lambda s: create_user(s, tenant="default", username="alice", role="member"))
+    room_id = await node.database.write(lambda s: insert_room(s, _room(), {alice.id: "member"}).id)  # type: ignore[union-attr]
+
+    def lock(session: Any, tenant: str, user_id: int) -> SendTarget | None:
+        return lock_room_for_send(session, tenant, room_id, user_id)
+
+    assert await node.database.write(lock, "default", alice.id) == SendTarget(room_id, True, 0, True)
+    assert await node.database.write(lock, "default", alice.id + 1) == SendTarget(room_id, True, 0, False)
+    assert await node.database.write(lock, "other", alice.id) is None
 
 
 def test_events_are_compact_utf8_json() -> None:
