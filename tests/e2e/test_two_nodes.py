@@ -78,8 +78,10 @@ async def test_a_room_served_by_two_nodes_survives_one_dying(two_nodes: Any, use
 
     received: list[dict] = []
     half_way = trio.Event()
+    listening = trio.Event()
 
     async def send_through_b() -> None:
+        await listening.wait()  # a subscription without `since` starts at the room's present
         async with ws_connect(url_b, bob.token) as sender:
             for n in range(TOTAL):
                 await sender.request({"type": "send", "room": room, "body": f"m{n}"})
@@ -87,6 +89,7 @@ async def test_a_room_served_by_two_nodes_survives_one_dying(two_nodes: Any, use
     async def listen(url: str, since: int | None) -> None:
         async with ws_connect(url, alice.token) as ws:
             await ws.subscribe(room, since=since)
+            listening.set()
             while len(received) < TOTAL:
                 event = await ws.until("message", timeout=60)
                 received.append(event)
