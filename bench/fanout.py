@@ -150,8 +150,10 @@ def ensure_loadgen() -> None:
                        cwd=LOADGEN, check=True)
 
 
-def run_scenario(name: str, stack: str, profile: bool) -> dict:
+def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None = None) -> dict:
     spec = dict(SCENARIOS[name])
+    if duration_s is not None and "duration_s" in spec:
+        spec["duration_s"] = duration_s
     with tempfile.TemporaryDirectory(prefix="rc-fanout-") as tmp:
         workdir = Path(tmp)
         subscriber_users = spec["rooms"] * spec["subscribers"]  # one user per connection, as in life
@@ -164,7 +166,7 @@ def run_scenario(name: str, stack: str, profile: bool) -> dict:
                      for room_id, room_seats in zip(room_ids, seats, strict=True)]
             log_path = ARTIFACTS / f"{name}-{stack}-server.log"
             with server(stack, url, workdir, log_path) as (process, base):
-                plan = {"url": base.replace("http://", "ws://"), **spec, "rooms": rooms,
+                plan = {"url": base.replace("http://", "ws://"), **spec, "rooms": rooms, "server_pid": process.pid,
                         "latency_sample_every": 1 if spec["mode"] == "rate" else 50}
                 (workdir / "plan.json").write_text(json.dumps(plan))
                 before = rss_kib(process.pid)
@@ -218,6 +220,7 @@ def main() -> None:
     parser.add_argument("--stack", choices=["sqlite-memory", "postgresql-redis"], default="sqlite-memory")
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy in flat scenarios")
+    parser.add_argument("--duration", type=float, help="seconds to measure, instead of the scenario's own")
     args = parser.parse_args()
     if shutil.which("node") is None:
         raise SystemExit("the load generator needs Node.js (node) on PATH")
@@ -225,7 +228,7 @@ def main() -> None:
     ensure_loadgen()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name in SCENARIOS if args.scenario == "all" else [args.scenario]:
-        result = run_scenario(name, args.stack, args.profile)
+        result = run_scenario(name, args.stack, args.profile, args.duration)
         print(json.dumps(result), flush=True)
 
 

@@ -122,6 +122,14 @@ async function inBatches(items, size, fn) {
   return out;
 }
 
+/** The server's user + system CPU time so far, in ms (Linux /proc; NaN elsewhere). */
+function serverCpuMs() {
+  try {
+    const fields = readFileSync(`/proc/${plan.server_pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;  // utime, stime in clock ticks (100/s)
+  } catch { return NaN; }
+}
+
 function percentile(sorted, p) {
   if (!sorted.length) return null;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -175,9 +183,13 @@ async function main() {
   await new Promise((r) => setTimeout(r, plan.warmup_s * 1000));
   measuring = true;
   const started = performance.now();
+  const cpuBefore = process.cpuUsage();
+  const serverBefore = serverCpuMs();
   await new Promise((r) => setTimeout(r, plan.duration_s * 1000));
   measuring = false;
   const elapsed = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  const serverCpu = serverCpuMs() - serverBefore;
   running = false;
   for (const p of publishers) clearInterval(p.timer);
 
@@ -187,7 +199,9 @@ async function main() {
     seconds: elapsed, deliveries, deliveries_per_s: deliveries / elapsed, frames,
     events_per_frame: frames ? deliveries / frames : null,
     sent, acked, errors, closes,
-    latency_ms: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.length ? latencies[latencies.length - 1] : null,
+    loadgen_cpu_share: (cpu.user + cpu.system) / 1000 / (elapsed * 1000),
+    server_cpu_share: serverCpu / (elapsed * 1000),
+    latency_ms: { p1: percentile(latencies, 1), p10: percentile(latencies, 10), p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), max: latencies.length ? latencies[latencies.length - 1] : null,
                   samples: latencies.length },
   };
   process.stdout.write(JSON.stringify(result) + "\n");
