@@ -13,6 +13,7 @@ from ...node import Node
 from ..front_door import Draining, UpgradeRequest
 from .connection import ConnectionClosed, WebSocket
 from .handlers import HANDLERS
+from .heartbeat import Heartbeat
 from .session import POLICY_VIOLATION, Session
 
 log = logging.getLogger("roomcast.ws")
@@ -23,7 +24,7 @@ class WebSocketEndpoint:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.sessions: set[Session] = set()
+        self.heartbeat = Heartbeat(node.settings.heartbeat_s)
 
     async def serve(self, stream: trio.SocketStream, request: UpgradeRequest, draining: Draining) -> None:
         """The front door's /ws handler: handshake, authenticate, run the session."""
@@ -43,19 +44,14 @@ class WebSocketEndpoint:
             return
         session = Session(self.node, socket, user, HANDLERS)
         log_event(log, "ws.connected", session=session.id, user=user.id)
-        self.sessions.add(session)
+        self.heartbeat.add(session)
         try:
             code = await session.run(draining)
         finally:
-            self.sessions.discard(session)
+            self.heartbeat.discard(session)
         await socket.linger()
         log_event(log, "ws.disconnected", session=session.id, user=user.id, code=code)
 
     async def heartbeats(self) -> None:
-        """Every `heartbeat_s`, ping each session (and drop those whose client went quiet)."""
-        interval = self.node.settings.heartbeat_s
-        while True:
-            await trio.sleep(interval)
-            now = trio.current_time()
-            for session in list(self.sessions):
-                session.heartbeat(now, interval)
+        """Ping each session every `heartbeat_s` (and drop those whose client went quiet)."""
+        await self.heartbeat.run()

@@ -276,11 +276,7 @@ class Session:
             self._writing = False
 
     def heartbeat(self, now: float, interval: float) -> None:
-        """Called every `interval` by the gateway: ping the client, or drop it if it went quiet.
-
-        One task pings every session of the node; a task per session would cost memory
-        on every idle connection.
-        """
+        """Called every `interval` by the node's Heartbeat: ping the client, or drop it if it went quiet."""
         if now - self.socket.last_heard > 2 * interval:
             self._end(ConnectionClosed(1006, "heartbeat timeout"))
         elif not self.socket.try_write_now(frames.PING):

@@ -1,0 +1,56 @@
+"""One task pings every WebSocket session of the node, a slice of them at a time.
+
+Each session is pinged once per `interval`, and dropped once its client has been
+silent for two. Pinging all of them at the same moment would write (and then read
+the pongs of) every connection in one burst, which stalls whatever room fan-out
+falls in it; so the sessions are dealt into `slices` groups and one group is pinged
+every `interval / slices`. A task per session would instead cost memory on every
+idle connection.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+
+DEFAULT_SLICES = 25
+
+
+class Beating(Protocol):
+    def heartbeat(self, now: float, interval: float) -> None: ...
+
+
+class Heartbeat:
+    """The node's heartbeat: `add` a session when it starts, `discard` it when it ends."""
+
+    def __init__(self, interval: float, slices: int = DEFAULT_SLICES) -> None:
+        self.interval = interval
+        self._slices: list[set[Beating]] = [set() for _ in range(max(1, slices))]
+        self._slice_of: dict[Beating, set[Beating]] = {}
+
+    def __len__(self) -> int:
+        return len(self._slice_of)
+
+    def add(self, session: Beating) -> None:
+        # Into the smallest slice, so they stay even however sessions come and go.
+        group = min(self._slices, key=len)
+        group.add(session)
+        self._slice_of[session] = group
+
+    def discard(self, session: Beating) -> None:
+        group = self._slice_of.pop(session, None)
+        if group is not None:
+            group.discard(session)
+
+    async def run(self) -> None:
+        """Ping forever: one slice every `interval / slices`, each slice once per `interval`."""
+        step = self.interval / len(self._slices)
+        deadline = trio.current_time()
+        while True:
+            for group in self._slices:
+                deadline += step
+                await trio.sleep_until(deadline)
+                now = trio.current_time()
+                for session in list(group):
+                    session.heartbeat(now, self.interval)
