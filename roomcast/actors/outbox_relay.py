@@ -15,8 +15,10 @@ delivered.
 Marking is lazy: rows published are marked together, `mark_delay_s` later (or
 sooner once a batch is due, and always before reading unpublished rows back), so
 the marking's write neither queues behind nor slows the fan-out of what it just
-published. A crash before the marking republishes those rows on restart, which
-room actors drop.
+published, and a steady trickle of sends costs one marking a second, not one per
+send: each marking is a transaction in a worker thread that competes with the
+fan-out for the interpreter. A crash before the marking republishes those rows on
+restart, which room actors drop.
 
 Besides the rooms it is told about, the relay sweeps every unpublished row at
 start and every `sweep_s`: rows older than `sweep_s` that another process left
@@ -52,12 +54,13 @@ class OutboxRelay:
     """Publishes committed, unpublished outbox rows to the room streams, in seq order."""
 
     def __init__(self, database: Database, backend: StreamBackend, *, batch_size: int = 500,
-                 sweep_s: float = 5.0, mark_delay_s: float = 0.25, backoff: Backoff | None = None) -> None:
+                 sweep_s: float = 5.0, mark_delay_s: float = 1.0, backoff: Backoff | None = None) -> None:
         self.database = database
         self.backend = backend
         self.batch_size = batch_size
         self.sweep_s = sweep_s
-        self.mark_delay_s = mark_delay_s
+        # Well inside sweep_s: other nodes' sweeps take rows left unmarked that long for orphans.
+        self.mark_delay_s = min(mark_delay_s, sweep_s / 4)
         self.backoff = backoff or Backoff(base=0.1, cap=5.0)
         self.published = 0
         self.failures = 0
