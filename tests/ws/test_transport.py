@@ -114,6 +114,26 @@ async def test_repeated_abuse_closes_1008(live_server: str, users: Any) -> None:
         assert await closed_with(ws) == 1008
 
 
+async def test_a_fault_in_the_server_closes_that_session_1011_and_spares_the_others(
+        live_server: str, users: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from roomcast.http.ws.handlers import HANDLERS
+
+    async def broken(session: Any, frame: dict) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setitem(HANDLERS, "typing", broken)
+    alice, bob = await users.create("member"), await users.create("member")
+    async with open_websocket_url(ws_url(live_server, alice.token)) as victim, \
+            open_websocket_url(ws_url(live_server, bob.token)) as bystander:
+        await next_event(victim)
+        await next_event(bystander)
+        await victim.send_message(json.dumps({"type": "typing", "room": 1, "state": True}))
+        assert await closed_with(victim) == 1011
+        await bystander.send_message(json.dumps({"type": "ping", "ref": "still"}))
+        assert await next_event(bystander) == {"type": "pong", "ref": "still"}
+    assert "session crashed" in caplog.text and "a bug in a handler" in caplog.text
+
+
 async def test_websocket_ping_gets_pong(live_server: str, users: Any) -> None:
     alice = await users.create("member")
     async with open_websocket_url(ws_url(live_server, alice.token)) as ws:
