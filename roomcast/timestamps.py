@@ -17,4 +17,5 @@ def to_wire(moment: datetime | None) -> str | None:
         return None
     if moment.tzinfo is None:  # SQLite hands naive datetimes back; they were stored as UTC
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: this runs for every message on the wire, and strftime costs ten times more.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

@@ -18,7 +18,8 @@ from ..timestamps import utcnow
 from .models import OutboxEvent, Room
 from .streams.base import Append
 
-_OUTBOX = OutboxEvent.__table__
+# Built once and run on the session's Connection: it runs for every stored event.
+_INSERT_OUTBOX_ROW = insert(OutboxEvent.__table__)
 
 
 def take_next_seq(session: Session, room_id: int, **also_set: Any) -> int:
@@ -42,6 +43,7 @@ def append_event(session: Session, event: dict[str, Any]) -> Append:
     returns it as the outbox relay publishes it."""
     payload = encode_event(event)
     # A plain INSERT, not an ORM object: the unit of work costs more than the row on the send path.
-    session.execute(insert(_OUTBOX), {"room_id": event["room"], "seq": event["seq"], "type": event["type"],
-                                      "payload": payload, "created_at": utcnow()})
+    session.connection().execute(_INSERT_OUTBOX_ROW, {"room_id": event["room"], "seq": event["seq"],
+                                                       "type": event["type"], "payload": payload,
+                                                       "created_at": utcnow()})
     return Append(event["room"], payload.encode(), event["seq"])

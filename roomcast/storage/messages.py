@@ -19,12 +19,17 @@ def message_with_sender(session: Session, room_id: int, message_id: int) -> tupl
     return (row[0], row[1]) if row else None
 
 
+_MESSAGES = Message.__table__
+# Built once and run on the session's Connection: it runs on every send (see storage.rooms).
+_INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+
+
 def insert_message(session: Session, *, room_id: int, seq: int, sender_id: int, body: str,
                    reply_to_id: int | None, client_id: str | None, created_at: datetime) -> int:
     """Insert a new message row; returns its id."""
     # A plain INSERT ... RETURNING: an ORM object would cost a unit-of-work flush on every send.
-    return session.execute(
-        insert(Message.__table__).returning(Message.__table__.c.id),
+    return session.connection().execute(
+        _INSERT_MESSAGE,
         {"room_id": room_id, "seq": seq, "sender_id": sender_id, "body": body, "reply_to_id": reply_to_id,
          "client_id": client_id, "created_at": created_at},
     ).scalar_one()

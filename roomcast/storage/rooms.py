@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -59,18 +59,33 @@ class SendTarget:
     is_member: bool
 
 
+# The send path's two statements on `rooms`, built once: every send runs both, and building
+# and compiling a statement costs several times what SQLite takes to run it. They run on the
+# session's Connection (Core), not through the ORM's execute, for the same reason.
+_ROOMS = Room.__table__
+_MEMBERSHIPS = Membership.__table__
+_LOCK_FOR_SEND = (
+    select(_ROOMS.c.id, _ROOMS.c.is_active, _ROOMS.c.last_seq, _MEMBERSHIPS.c.user_id)
+    .select_from(_ROOMS.outerjoin(_MEMBERSHIPS, and_(_MEMBERSHIPS.c.room_id == _ROOMS.c.id,
+                                                     _MEMBERSHIPS.c.user_id == bindparam("user_id"))))
+    .where(_ROOMS.c.id == bindparam("room_id"), _ROOMS.c.tenant == bindparam("tenant"))
+    .with_for_update(of=_ROOMS, key_share=True)
+)
+_RECORD_MESSAGE = (
+    update(_ROOMS)
+    .where(_ROOMS.c.id == bindparam("room_id"), _ROOMS.c.last_seq == bindparam("previous_seq"))
+    .values(last_seq=bindparam("seq"), last_message_id=bindparam("message_id"), last_activity_at=bindparam("at"))
+)
+
+
 def lock_room_for_send(session: Session, tenant: str, room_id: int, user_id: int) -> SendTarget | None:
     """The room (if it is in `tenant`), locked as by `load_room(lock=True)`, as a send needs it.
 
     Columns, not ORM objects: a send reads the room once and writes it once, and loading
     entities into the session costs more than the query.
     """
-    row = session.execute(
-        select(Room.id, Room.is_active, Room.last_seq, Membership.user_id)
-        .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == user_id))
-        .where(Room.id == room_id, Room.tenant == tenant)
-        .with_for_update(of=Room, key_share=True)
-    ).first()
+    row = session.connection().execute(
+        _LOCK_FOR_SEND, {"room_id": room_id, "tenant": tenant, "user_id": user_id}).first()
     if row is None:
         return None
     return SendTarget(row[0], bool(row[1]), row[2], row[3] is not None)
@@ -78,12 +93,9 @@ def lock_room_for_send(session: Session, tenant: str, room_id: int, user_id: int
 
 def record_room_message(session: Session, room_id: int, seq: int, message_id: int, at: datetime) -> None:
     """The room's seq moves from `seq - 1` to `seq` with a new message: call with the room locked."""
-    result = session.execute(
-        update(Room.__table__)
-        .where(Room.__table__.c.id == room_id, Room.__table__.c.last_seq == seq - 1)
-        .values(last_seq=seq, last_message_id=message_id, last_activity_at=at)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    result = session.connection().execute(
+        _RECORD_MESSAGE, {"room_id": room_id, "previous_seq": seq - 1, "seq": seq, "message_id": message_id, "at": at})
+    if result.rowcount != 1:
         # The lock makes this impossible; a seq taken twice would break every subscriber's order.
         raise RuntimeError(f"room {room_id} is no longer at seq {seq - 1}")
 
