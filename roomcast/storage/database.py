@@ -72,6 +72,8 @@ class Database:
         # load some wait seconds, past busy_timeout even. Queueing them here, first come
         # first served, hands the lock straight on.
         self._sqlite_writers = trio.Lock()
+        # Made once: an engine with options is a new object per call, on every write.
+        self._writer_bind = engine.execution_options(sqlite_immediate=True) if self.is_sqlite else engine
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10) -> Database:
@@ -89,8 +91,7 @@ class Database:
             return await trio.to_thread.run_sync(self._transaction, work, args, True, limiter=self.limiter)
 
     def _transaction(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
-        bind = self.engine.execution_options(sqlite_immediate=True) if writes and self.is_sqlite else self.engine
-        with Session(bind, expire_on_commit=False) as session, session.begin():
+        with Session(self._writer_bind if writes else self.engine, expire_on_commit=False) as session, session.begin():
             return work(session, *args)
 
     async def ping(self) -> None:
