@@ -28,6 +28,7 @@ import trio
 from ..logs import log_event
 from ..storage.database import Database
 from ..storage.outbox import events_after, room_last_seq
+from ..storage.streams import StreamUnavailable
 from .actor import Actor, ActorContext, Restart
 from .stream_reader import Resync, StreamBatch, StreamReader
 
@@ -162,6 +163,12 @@ class RoomActor:
     async def run(self, ctx: ActorContext) -> str | None:
         first_run = self.last_seq is None
         if first_run:
+            # The stream's end first, then the room's last seq: an event published before
+            # that end was committed before the read that follows, so it is history, and one
+            # published after it is read from the stream. Transient events (presence, typing,
+            # reads) have no history to fetch: with the end known before any subscriber is
+            # answered, none of them can fall between a subscribe and the reader's first read.
+            self.position = await self._stream_end()
             self.last_seq = await self.database.read(room_last_seq, self.room_id)
         self._epoch += 1
         epoch = self._epoch
@@ -183,6 +190,13 @@ class RoomActor:
         finally:
             self._replays = None
             self.reader.detach(self.room_id, epoch)
+
+    async def _stream_end(self) -> str | None:
+        """The room stream's newest id; None if the backend is down (the reader then finds it)."""
+        try:
+            return (await self.reader.backend.last_ids([self.room_id]))[self.room_id]
+        except StreamUnavailable:
+            return None
 
     async def _serve(self, ctx: ActorContext) -> str:
         mailbox = ctx.mailbox

@@ -52,6 +52,24 @@ class SwitchableBackend:
         await self.inner.ping()
 
 
+class SlowWakeBackend(MemoryStreamBackend):
+    """The in-process backend, with interrupting a blocked read taking as long as `wake_delay_s`.
+
+    On Redis the interrupt is an append to a wake stream, answered by the blocked XREAD a
+    round trip later; here the delay is as long as a test needs to see what happens meanwhile.
+    """
+
+    def __init__(self, wake_delay_s: float) -> None:
+        super().__init__()
+        self.wake_delay_s = wake_delay_s
+
+    def interrupt(self) -> None:
+        async def later() -> None:
+            await trio.sleep(self.wake_delay_s)
+            MemoryStreamBackend.interrupt(self)
+        trio.lowlevel.spawn_system_task(later)
+
+
 @asynccontextmanager
 async def open_node_with(backend: object, settings: Settings,
                          monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:

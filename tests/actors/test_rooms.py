@@ -15,9 +15,11 @@ import trio.testing
 
 from roomcast.actors import room as room_module
 from roomcast.actors.room import RoomActor
+from roomcast.config import Settings
 from roomcast.node import Node
-from roomcast.storage.streams import Append
+from roomcast.storage.streams import STREAM_START, Append
 
+from .faults import SlowWakeBackend, open_node_with
 from .helpers import Recorder, commit_events, create_rooms
 from .lifecycle import Lifecycle
 
@@ -206,6 +208,25 @@ async def test_transient_events_reach_subscribers_without_a_seq_and_are_not_stor
     await later.wait_for(2)
     await trio.sleep(1)
     assert [e["type"] for e in later.events] == ["message", "message"]
+
+
+async def test_a_new_room_actor_knows_its_stream_position_before_it_answers_a_subscriber(
+        autojump_clock: trio.testing.MockClock, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A blocked read notices a new room only once interrupted, which on Redis takes a round
+    # trip: the actor must not leave the lookup of its stream's end to the reader meanwhile.
+    backend = SlowWakeBackend(wake_delay_s=2.0)
+    async with open_node_with(backend, settings, monkeypatch) as node:
+        [room] = await create_rooms(node)
+        await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 7, "state": True})
+        subscriber = Recorder()
+        await node.rooms.subscribe(room, subscriber)
+        # The end as it stood (not None, which the reader would look up only after the answer):
+        # the typing before the subscribe lies behind it, the one after it does not.
+        assert node.actors.reader.position(room) == (await backend.last_ids([room]))[room] != STREAM_START
+        await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 8, "state": True})
+        await subscriber.wait_for(1)
+        await trio.sleep(5)
+        assert [event["user"] for event in subscriber.events] == [8]
 
 
 @pytest.mark.parametrize("settings_overrides", [{"room_idle_s": 30}])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
+import pytest
 import trio
 
 from tests.chat_helpers import history, make_group, read_pointer, room_of, send
@@ -154,6 +155,22 @@ async def test_typing_reaches_the_others_only(live_server: str, client: Any, use
         assert not [e for e in a.pending if e["type"] == "typing"]
         bad = await a.request({"type": "typing", "room": room, "state": "yes"})
         assert bad["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"typing_burst": 100}])
+async def test_typing_right_after_the_first_subscribe_of_a_room_arrives(live_server: str, client: Any,
+                                                                      users: Any) -> None:
+    # Each subscribe starts its room's actor; bob's typing follows alice's `subscribed` at
+    # once. Transient events have no history to fetch: the actor must know its stream
+    # position before it answers. Several fresh rooms, so that a race would show.
+    alice, bob = await users.create("member"), await users.create("member")
+    rooms = [(await make_group(client, alice, [bob]))["id"] for _ in range(10)]
+    async with ws_connect(live_server, alice.token) as a, ws_connect(live_server, bob.token) as b:
+        for room in rooms:
+            await a.subscribe(room)
+            await b.send({"type": "typing", "room": room, "state": True})
+            typing = await a.until("typing", lambda e, room=room: e["room"] == room)
+            assert typing["user"]["id"] == bob.id
 
 
 async def test_read_is_stored_and_announced(live_server: str, client: Any, users: Any, node: Any) -> None:
