@@ -118,6 +118,7 @@ class StreamReader:
                 if everything:
                     self._needs_resync = False
                     log_event(log, "stream.resynced", backend=self.backend.name, rooms=len(unplaced))
+                continue  # a room attached while that ran was not interrupted for: look again
             for room_id, feed in list(self._feeds.items()):
                 if feed.held_back:
                     self._hand_over(room_id, feed)
