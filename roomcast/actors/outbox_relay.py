@@ -155,8 +155,8 @@ class OutboxRelay:
                 return True
             if not await self._append([Append(row.room_id, row.payload.encode(), row.seq) for row in rows]):
                 return False
+            self.published += len(rows)  # counted once on the stream, before the marking's await
             await self.database.write(mark_published, [(row.room_id, row.seq) for row in rows], utcnow())
-            self.published += len(rows)
             if len(rows) < self.batch_size:
                 return True
 
