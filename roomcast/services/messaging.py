@@ -86,6 +86,8 @@ def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any]
 
     The hot path of every send: four statements (lock the room, insert the message and
     its outbox row, move the room on), no ORM unit of work unless attachments are linked.
+    Every check comes before the first write, so a refusal (ApiError) leaves the
+    transaction as it found it: several drafts share one without a savepoint each.
     """
     target = lock_room_for_send(session, sender.tenant, draft.room_id, sender.id)
     if target is None:
@@ -161,7 +163,7 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
     """Store drafts of one sender into ONE room, in order, in one transaction: one commit for all.
 
     Each outcome is what `send_message` would have returned for that draft, or the
-    ApiError it would have raised; a refused draft (its own savepoint rolled back)
+    ApiError it would have raised; a refused draft (refused before it wrote anything)
     leaves the others be. A connection that sends faster than one commit at a time
     gets its messages committed together instead of queueing a commit each. One room
     per call means one room lock per transaction, so two such batches never deadlock.
@@ -171,14 +173,13 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
         raise ValueError("send_drafts takes the drafts of one room")
 
     def work(session: Session) -> list[tuple[dict[str, Any], Append | None] | ApiError]:
-        if len(drafts) == 1:  # the common case, without a savepoint: a refusal undoes the transaction
+        if len(drafts) == 1:  # a refusal undoes the transaction, which held nothing else
             return [_store(session, sender, drafts[0])]
         outcomes: list[tuple[dict[str, Any], Append | None] | ApiError] = []
         for draft in drafts:
             try:
-                with session.begin_nested():
-                    outcomes.append(_store(session, sender, draft))
-            except ApiError as exc:
+                outcomes.append(_store(session, sender, draft))
+            except ApiError as exc:  # refused before writing anything: the others stand
                 outcomes.append(exc)
         return outcomes
 
