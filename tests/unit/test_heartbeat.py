@@ -12,6 +12,7 @@ from roomcast.http.ws.heartbeat import Heartbeat
 class Beat:
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.heartbeat_slice = 0
 
     def heartbeat(self, now: float, interval: float) -> None:
         self.times.append(now)

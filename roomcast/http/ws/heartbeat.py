@@ -18,6 +18,8 @@ DEFAULT_SLICES = 25
 
 
 class Beating(Protocol):
+    heartbeat_slice: int  # which slice the Heartbeat dealt it into (kept on the session: no map per connection)
+
     def heartbeat(self, now: float, interval: float) -> None: ...
 
 
@@ -27,21 +29,18 @@ class Heartbeat:
     def __init__(self, interval: float, slices: int = DEFAULT_SLICES) -> None:
         self.interval = interval
         self._slices: list[set[Beating]] = [set() for _ in range(max(1, slices))]
-        self._slice_of: dict[Beating, set[Beating]] = {}
 
     def __len__(self) -> int:
-        return len(self._slice_of)
+        return sum(map(len, self._slices))
 
     def add(self, session: Beating) -> None:
         # Into the smallest slice, so they stay even however sessions come and go.
-        group = min(self._slices, key=len)
-        group.add(session)
-        self._slice_of[session] = group
+        index = min(range(len(self._slices)), key=lambda i: len(self._slices[i]))
+        self._slices[index].add(session)
+        session.heartbeat_slice = index
 
     def discard(self, session: Beating) -> None:
-        group = self._slice_of.pop(session, None)
-        if group is not None:
-            group.discard(session)
+        self._slices[session.heartbeat_slice].discard(session)
 
     async def run(self) -> None:
         """Ping forever: one slice every `interval / slices`, each slice once per `interval`."""

@@ -77,6 +77,7 @@ class Session:
         self._sends: SendPipeline | None = None  # made on the first send: most sessions mostly listen
         self._writing = False
         self._ping_due = False
+        self.heartbeat_slice = 0  # set by the node's Heartbeat
 
     # ------------------------------------------------------------------ the room actors' side
 
