@@ -95,18 +95,18 @@ class Session:
         # queue and a writer task, which keeps the order and coalesces what piles up.
         if self._can_write_now() and self._write_now(frames.shared_batch_frame(data)):
             return True
-        if not self.outbound.extend(data):
-            return False
-        self._start_writer()
-        return True
+        return self._queued(self.outbound.extend(data))
 
     def _deliver(self, data: bytes) -> bool:
         if self._can_write_now() and self._write_now(frames.shared_text_frame(data)):
             return True
-        if not self.outbound.push(data):
-            return False
-        self._start_writer()
-        return True
+        return self._queued(self.outbound.push(data))
+
+    def _queued(self, accepted: bool) -> bool:
+        """After handing the queue something: a writer to drain it, if it was taken."""
+        if accepted:
+            self._start_writer()
+        return accepted
 
     def _can_write_now(self) -> bool:
         return not self.outbound and not self.outbound.is_closing
