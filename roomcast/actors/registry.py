@@ -86,7 +86,14 @@ class RoomHub:
                 await room.actor.send(request)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 continue  # it stopped for idleness just now: the next attempt starts a new one
-            return await request.reply.wait(room.actor.terminated)
+            try:
+                return await request.reply.wait(room.actor.terminated)
+            except BaseException:
+                # The subscriber gave up waiting (its session ended, say): whether the actor
+                # has handled the request yet or not, it must not keep the subscription.
+                request.reply.abandon()
+                room.remove(subscriber)
+                raise
         raise RoomUnavailable(f"room {room_id} has no actor to subscribe to")
 
     def unsubscribe(self, room_id: int, subscriber: Subscriber) -> None:

@@ -81,6 +81,10 @@ class _Reply:
         self.done = trio.Event()
         self.value = 0
         self.error: BaseException | None = None
+        self.abandoned = False  # nobody waits for the answer any more: do not subscribe
+
+    def abandon(self) -> None:
+        self.abandoned = True
 
     def set(self, value: int) -> None:
         self.value = value
@@ -359,6 +363,8 @@ class RoomActor:
 
     def _subscribe(self, request: Subscribe) -> None:
         assert self.last_seq is not None
+        if request.reply.abandoned:
+            return  # the subscriber left before its turn came
         last = self.last_seq
         previous = self.subscriptions.pop(id(request.subscriber), None)
         if previous is not None:

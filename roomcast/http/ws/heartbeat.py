@@ -10,9 +10,14 @@ idle connection.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import trio
+
+from ...logs import log_event
+
+log = logging.getLogger("roomcast.ws")
 
 DEFAULT_SLICES = 25
 
@@ -52,4 +57,8 @@ class Heartbeat:
                 await trio.sleep_until(deadline)
                 now = trio.current_time()
                 for session in list(group):
-                    session.heartbeat(now, self.interval)
+                    try:
+                        session.heartbeat(now, self.interval)
+                    except Exception as exc:  # one broken session must not stop every heartbeat
+                        log_event(log, "heartbeat.session_failed", logging.ERROR, error_type=type(exc).__name__,
+                                  error=str(exc))

@@ -120,9 +120,22 @@ class Session:
 
     def _start_writer(self) -> None:
         # The writer exists only while something waits: an idle session has no task for it.
-        if not self._writing and self._nursery is not None:
+        if not self._writing and self._spawn(self._write_pending):
             self._writing = True
-            self._nursery.start_soon(self._write_pending)
+
+    def _spawn(self, task: Callable[..., Awaitable[None]], *args: Any) -> bool:
+        """Start `task` inside the session; False (and nothing started) once the session is ending.
+
+        Room actors, the heartbeat and the send pipeline call in from other tasks at any
+        moment. Once the session's nursery is cancelled (the client left, a task failed,
+        the node drains) it takes no new work: between that and the nursery's close lie
+        scheduling points where a `start_soon` would raise into the caller's task.
+        """
+        nursery = self._nursery
+        if nursery is None or nursery.cancel_scope.cancel_called:
+            return False
+        nursery.start_soon(task, *args)
+        return True
 
     def overflowed(self, room_id: int) -> None:
         """A room dropped us for falling behind: the whole session closes with 1013."""
@@ -132,8 +145,7 @@ class Session:
         # Removed from the room: stop its events at once, announce the leave in the background.
         if room_id in self.subscriptions:
             self.node.rooms.unsubscribe(room_id, self)
-            if self._nursery is not None:
-                self._nursery.start_soon(self.leave_room, room_id)
+            self._spawn(self.leave_room, room_id)
 
     # ------------------------------------------------------------------ the client's side
 
@@ -155,9 +167,8 @@ class Session:
         await self._sends.submit(draft, ref)
 
     def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
-        """Run `task` inside the session (cancelled with it); a no-op once the session ended."""
-        if self._nursery is not None:
-            self._nursery.start_soon(task)
+        """Run `task` inside the session (cancelled with it); a no-op once the session is ending."""
+        self._spawn(task)
 
     async def join_room(self, room_id: int, since: int | None, on_attached: Callable[[int], None]) -> None:
         """Follow a room (membership already checked) and announce our presence in it."""
@@ -288,8 +299,7 @@ class Session:
         # On drain or overflow the writer stops at its next frame boundary, ending the session
         # with a clean close. A client that reads nothing never lets it get there: after
         # `ws_close_timeout_s` the socket is cut.
-        if self._nursery is not None:
-            self._nursery.start_soon(self._cut_after_grace)
+        if self._spawn(self._cut_after_grace):
             self._start_writer()  # an idle session's writer starts only to stop at once
 
     async def _cut_after_grace(self) -> None:
@@ -297,8 +307,7 @@ class Session:
         raise Overflowed if self.outbound.overflowed else Stopped
 
     def _end(self, reason: Exception) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(_raise, reason)
+        self._spawn(_raise, reason)
 
 
 async def _raise(reason: Exception) -> None:

@@ -1,0 +1,100 @@
+"""Connection churn: thousands of clients that connect (and maybe subscribe) and then drop their TCP
+connection, twenty at a time, while a room is busy and the heartbeat runs fast. The node must stay
+up and keep nothing of them: no session, subscription, presence entry, task or file descriptor."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import pytest
+import trio
+
+from tests.chat_helpers import make_group
+from tests.faults.churn_client import connect_and_drop
+from tests.helpers import eventually
+from tests.ws_client import ws_connect
+
+CYCLES = 1200
+AT_ONCE = 20
+
+
+@pytest.fixture
+def ws_settings() -> dict[str, Any]:
+    # A fast heartbeat visits a slice of the sessions every few milliseconds: it meets sessions in
+    # every stage of their end, as a room's fan-out does.
+    return {"heartbeat_s": 0.25}
+
+
+def sockets_on(port: int) -> int:
+    """This process's open sockets to or from `port` (database and Redis pools may grow; these must not)."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            ours.add(target[8:-1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                local, remote, inode = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[9]
+                count += inode in ours and port in (local, remote)
+    return count
+
+
+def task_count() -> int:
+    """Every task of this Trio run."""
+
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+    return walk(trio.lowlevel.current_root_task())
+
+
+async def test_connection_churn_leaves_the_node_up_and_nothing_behind(live_server: str, client: Any, users: Any,
+                                                                      node: Any) -> None:
+    owner, member = await users.create("member"), await users.create("member")
+    room = (await make_group(client, owner, [member]))["id"]
+    async with ws_connect(live_server, owner.token) as listener:
+        await listener.subscribe(room)
+        await listener.request({"type": "ping"})
+        await eventually(lambda: len(node.rooms.get(room).subscriptions) == 1)
+        port = int(live_server.rsplit(":", 1)[1])
+        sockets, tasks = sockets_on(port), task_count()
+
+        # Each cycle drops its connection at another stage: during the handshake, right after the
+        # welcome, with a subscribe in flight, or once subscribed.
+        stages: list[dict[str, Any]] = [
+            {"wait_for": None},
+            {},
+            {"room": room},
+            {"room": room, "wait_for": b'"welcome"'},
+        ]
+        plan = itertools.cycle(stages)
+        sent = 0
+        with trio.fail_after(120):  # a bound against a hang, not a measurement
+            for _ in range(CYCLES // AT_ONCE):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(AT_ONCE):
+                        nursery.start_soon(lambda kw=next(plan): connect_and_drop(live_server, member.token, **kw))
+                    # The room stays busy, so its fan-out meets sessions that are ending.
+                    await listener.send({"type": "send", "room": room, "body": f"m{sent}"})
+                    sent += 1
+            # The node is alive and still serves its one real client, in order and complete.
+            bodies = [event["message"]["body"] for event in await listener.collect("message", sent)]
+            assert bodies == [f"m{n}" for n in range(sent)]
+
+        actor = node.rooms.get(room)
+        await eventually(lambda: len(actor.subscriptions) == 1, timeout=30)
+        await eventually(lambda: node.notices.sessions_of(member.id) == 0, timeout=30)
+        await eventually(lambda: node.presence.online_in(room), until=[owner.id], timeout=30)
+        await eventually(lambda: node.presence.online_users([member.id]), until=set(), timeout=30)
+        await eventually(lambda: sockets_on(port) <= sockets, timeout=30)
+        await eventually(lambda: task_count() <= tasks, timeout=30)
+        assert (await listener.request({"type": "ping"}))["type"] == "pong"
