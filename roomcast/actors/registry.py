@@ -102,15 +102,16 @@ class RoomHub:
         if room is not None:
             room.remove(subscriber)
 
-    async def publish_transient(self, room_id: int, event: dict[str, Any]) -> None:
+    async def publish_transient(self, room_id: int, event: dict[str, Any], origin: str | None = None) -> None:
         """Send a not-stored event (typing, presence, `event`) to the room's subscribers on every node.
 
-        It goes through the stream backend, carries no seq and is not replayed.
+        It goes through the stream backend, carries no seq and is not replayed. `origin`, a
+        session id: that session is left out (its client knows what it sent).
         Raises StreamUnavailable when the backend is down (the event is dropped).
         """
         data = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
         self.touch(room_id)
-        await self.backend.append([Append(room_id, data)])
+        await self.backend.append([Append(room_id, data, origin=origin)])
 
     def _forget(self, room: RoomActor) -> bool:
         """Called by an idle room actor that is about to stop."""

@@ -41,6 +41,9 @@ _FETCH_CHUNK = 500
 class Subscriber(Protocol):
     """What a room actor delivers to: typically one WebSocket session's outbound queue."""
 
+    # Transient events that this session sent (typing) are not handed back to it; None: gets all.
+    session_id: str | None
+
     def push(self, data: bytes) -> bool:
         """Queue one encoded event without blocking; False when the queue is full.
 
@@ -237,7 +240,7 @@ class RoomActor:
             for entry in message.entries:
                 if entry.seq is None:
                     self._flush()  # keep stored and transient events in stream order
-                    self._fan_out(entry.data)
+                    self._fan_out(entry.data, entry.origin)
                 else:
                     await self._stored(entry.seq, entry.data)
                 self.position = entry.id
@@ -320,8 +323,9 @@ class RoomActor:
 
     # ------------------------------------------------------------------ transient events
 
-    def _fan_out(self, data: bytes) -> None:
-        overflowed = [s for s in self.subscriptions.values() if not self._push(s, data)]
+    def _fan_out(self, data: bytes, origin: str | None = None) -> None:
+        overflowed = [s for s in self.subscriptions.values()
+                      if (origin is None or s.subscriber.session_id != origin) and not self._push(s, data)]
         for subscription in overflowed:
             self._overflow(subscription)
 

@@ -95,6 +95,8 @@ class UserNotices:
     def sessions_of(self, user_id: int) -> int:
         return len(self._sessions.get(user_id, ()))
 
+    session_id = None  # follows the notices channel for every session of the node
+
     def push(self, data: bytes) -> bool:
         """The hub's delivery of one notice: hand its event to the user's sessions on this node."""
         notice = json.loads(data)

@@ -84,6 +84,8 @@ class Recorder:
         self.batches: list[list[bytes]] = []  # each list handed to push_many, as handed
         self._changed = trio.Event()
 
+    session_id: str | None = None
+
     def push(self, data: bytes) -> bool:
         if len(self.items) >= self.limit:
             return False

@@ -157,6 +157,18 @@ async def test_typing_reaches_the_others_only(live_server: str, client: Any, use
         assert bad["code"] == "validation_error"
 
 
+async def test_typing_reaches_the_senders_other_connections(live_server: str, client: Any, users: Any) -> None:
+    (alice, bob), room = await group_of(client, users)
+    async with ws_connect(live_server, alice.token) as laptop, ws_connect(live_server, alice.token) as phone:
+        await laptop.subscribe(room)
+        await phone.subscribe(room)
+        await laptop.send({"type": "typing", "room": room, "state": True})
+        typing = await phone.until("typing")
+        assert typing["user"]["id"] == alice.id and typing["state"] is True
+        await laptop.request({"type": "ping"})
+        assert not [e for e in laptop.pending if e["type"] == "typing"]
+
+
 @pytest.mark.parametrize("settings_overrides", [{"typing_burst": 100}])
 async def test_typing_right_after_the_first_subscribe_of_a_room_arrives(live_server: str, client: Any,
                                                                       users: Any) -> None:

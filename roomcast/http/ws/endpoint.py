@@ -43,14 +43,14 @@ class WebSocketEndpoint:
             await socket.linger()
             return
         session = Session(self.node, socket, user, HANDLERS)
-        log_event(log, "ws.connected", session=session.id, user=user.id)
+        log_event(log, "ws.connected", session=session.session_id, user=user.id)
         self.heartbeat.add(session)
         try:
             code = await session.run(draining)
         finally:
             self.heartbeat.discard(session)
         await socket.linger()
-        log_event(log, "ws.disconnected", session=session.id, user=user.id, code=code)
+        log_event(log, "ws.disconnected", session=session.session_id, user=user.id, code=code)
 
     async def heartbeats(self) -> None:
         """Ping each session every `heartbeat_s` (and drop those whose client went quiet)."""

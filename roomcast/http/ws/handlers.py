@@ -104,7 +104,8 @@ async def typing(session: Session, frame: dict[str, Any]) -> None:
     if room_id not in session.subscriptions:
         await _require_member(session, room_id)
     await session.node.rooms.publish_transient(
-        room_id, {"type": "typing", "room": room_id, "user": user_badge(session.user), "state": state})
+        room_id, {"type": "typing", "room": room_id, "user": user_badge(session.user), "state": state},
+        origin=session.session_id)
 
 
 async def read(session: Session, frame: dict[str, Any]) -> None:

@@ -68,10 +68,9 @@ class Session:
         self.handlers = handlers
         self.socket = socket
         self.user = user
-        self.id = secrets.token_hex(8)
+        self.session_id = secrets.token_hex(8)
         self.outbound = OutboundQueue(node.settings.ws_outbound_queue, on_closing=self._closing_started)
         self.subscriptions: set[int] = set()
-        self._own_typing = b'"user":{"id":%d,' % user.id
         self._abuse: list[float] = []
         self._nursery: trio.Nursery | None = None
         self._sends: SendPipeline | None = None  # made on the first send: most sessions mostly listen
@@ -83,8 +82,6 @@ class Session:
 
     def push(self, data: bytes) -> bool:
         """Take one encoded room event (shared bytes) without blocking; False when full."""
-        if data.startswith(b'{"type":"typing"') and self._own_typing in data:
-            return True  # typing goes to the *other* subscribers
         if data.startswith(b'{"type":"room_removed"'):
             self._forget_room(json.loads(data)["room"])
         return self._deliver(data)
@@ -175,7 +172,7 @@ class Session:
         await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
         if room_id not in self.subscriptions:
             self.subscriptions.add(room_id)
-            online = await self.node.presence.join(room_id, self.user.id, self.id)
+            online = await self.node.presence.join(room_id, self.user.id, self.session_id)
             await self._announce(room_id, "joined", online)
 
     async def leave_room(self, room_id: int) -> None:
@@ -183,7 +180,7 @@ class Session:
         self.node.rooms.unsubscribe(room_id, self)
         if room_id in self.subscriptions:
             self.subscriptions.discard(room_id)
-            online = await self.node.presence.leave(room_id, self.user.id, self.id)
+            online = await self.node.presence.leave(room_id, self.user.id, self.session_id)
             await self._announce(room_id, "left", online)
 
     async def _announce(self, room_id: int, status: str, online: list[int]) -> None:
@@ -201,7 +198,7 @@ class Session:
         self.reply({
             "type": "welcome",
             "user": user_to_wire(self.user, online=True),
-            "session_id": self.id,
+            "session_id": self.session_id,
             "server_time": to_wire(utcnow()),
             "heartbeat_s": self.node.settings.heartbeat_s,
         })
@@ -209,7 +206,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self.node.presence.connect(self.user.id, self.id)
+                await self.node.presence.connect(self.user.id, self.session_id)
                 await self.node.notices.add(self.user.id, self)
                 if self.outbound or self.socket.has_tail:
                     self._start_writer()  # what could not be written before the nursery existed
@@ -243,9 +240,9 @@ class Session:
             try:
                 for room_id in list(self.subscriptions):
                     await self.leave_room(room_id)
-                await self.node.presence.disconnect(self.user.id, self.id)
+                await self.node.presence.disconnect(self.user.id, self.session_id)
             except Exception as exc:  # the sockets are gone either way; presence entries expire
-                log_event(log, "session.detach_failed", logging.WARNING, session=self.id, error=repr(exc))
+                log_event(log, "session.detach_failed", logging.WARNING, session=self.session_id, error=repr(exc))
 
     async def _read_forever(self) -> None:
         while True:

@@ -24,6 +24,7 @@ class StreamEntry:
     id: str
     seq: int | None
     data: bytes
+    origin: str | None = None  # transient events: the session they came from (it does not get them back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Append:
     room_id: int
     data: bytes
     seq: int | None = None
+    origin: str | None = None
 
 
 class StreamUnavailable(Exception):

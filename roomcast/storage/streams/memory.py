@@ -59,7 +59,7 @@ class MemoryStreamBackend:
             log = self._log(item.room_id)
             entry_id = f"0-{log.next_number}"
             log.next_number += 1
-            log.entries.append(StreamEntry(entry_id, item.seq, item.data))
+            log.entries.append(StreamEntry(entry_id, item.seq, item.data, item.origin))
             ids.append(entry_id)
         if items:
             self._wake()

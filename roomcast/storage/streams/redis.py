@@ -1,7 +1,8 @@
 """Room streams on Redis Streams through coredis (its async client runs natively on Trio).
 
 Keys: `<prefix>room:<id>` per room, capped with `XADD ... MAXLEN ~`. A stored
-entry has fields `s` (seq) and `d` (data); a transient one only `d`.
+entry has fields `s` (seq) and `d` (data); a transient one `d` and, when a session
+sent it, `o` (that session's id).
 
 One blocking `XREAD` covers every room the process reads (DESIGN.md §7). To add a
 room to a read already blocked in Redis, `interrupt()` appends to this process's
@@ -156,15 +157,19 @@ class _unreachable_as_unavailable:
 
 
 def _fields(item: Append) -> dict[str, bytes | str]:
-    if item.seq is None:
-        return {"d": item.data}
-    return {"s": str(item.seq), "d": item.data}
+    if item.seq is not None:
+        return {"s": str(item.seq), "d": item.data}
+    if item.origin is not None:
+        return {"d": item.data, "o": item.origin}
+    return {"d": item.data}
 
 
 def _entry(raw: Any) -> StreamEntry:
     fields = raw.field_values
     seq = fields.get(b"s")
-    return StreamEntry(_text(raw.identifier), int(seq) if seq is not None else None, fields.get(b"d", b""))
+    origin = fields.get(b"o")
+    return StreamEntry(_text(raw.identifier), int(seq) if seq is not None else None, fields.get(b"d", b""),
+                       origin.decode() if origin is not None else None)
 
 
 def _text(value: bytes | str | None) -> str:
