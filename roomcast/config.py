@@ -109,6 +109,9 @@ class Settings(BaseModel):
     # Presence events list at most this many online users (plus the full count): a join in a
     # room of n subscribers otherwise costs O(n) bytes to each of n sockets.
     presence_online_limit: int = Field(50, ge=1, le=10_000)
+    # With Redis: how long a node's presence entries outlive it. Users of a node that died are
+    # announced `left` within this plus a third of it.
+    presence_ttl_s: float = Field(15.0, ge=1)
     room_idle_s: float = Field(60.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
 

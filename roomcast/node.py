@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .actors.actor import Actor
 from .actors.registry import RoomHub
 from .actors.system import ActorSystem
 from .config import Settings
@@ -71,10 +72,10 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
             actors = ActorSystem(settings, database, streams)
             await nursery.start(lambda task_status: actors.run(task_status=task_status))
             presence: Presence = (
-                RedisPresence(streams.client, settings.redis_key_prefix)  # type: ignore[attr-defined]
+                RedisPresence(streams.client, settings.redis_key_prefix,  # type: ignore[attr-defined]
+                              ttl_s=settings.presence_ttl_s)
                 if settings.redis_url else MemoryPresence()
             )
-            nursery.start_soon(presence.run)
             node = Node(
                 settings=settings,
                 database=database,
@@ -87,10 +88,13 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
                 typing_limiter=RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
             )
             from .services.announcements import Announcer, UserNotices  # services build on the node
+            from .services.presence import PresenceKeeper
 
             node.announcer = Announcer(node)
             node.notices = UserNotices(actors.rooms)
             actors.root.add(node.announcer.actor)
+            keeper = PresenceKeeper(node)
+            actors.root.add(Actor("presence", keeper.run, describe_extra=keeper.describe))
             yield node
             nursery.cancel_scope.cancel()
     finally:

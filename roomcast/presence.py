@@ -1,8 +1,11 @@
 """Who is online: per room (subscribed sessions) and per user (connected sessions), across nodes.
 
 In-process by default. With Redis, every entry is a member of a sorted set scored
-by its expiry; each node refreshes its own sessions' entries, so a node that dies
-takes its users offline within `ttl_s` without anyone cleaning up after it.
+by its expiry; each node refreshes its own sessions' entries every `ttl_s / 3`, so
+the entries of a node that dies expire within `ttl_s`. Each refresh also takes the
+expired entries out of the rooms this node has sessions in, and reports who left
+through them, so the survivors can announce `left` for the users of a dead node
+(within `ttl_s` plus one refresh interval).
 Presence *events* (`joined`/`left`) travel through the stream backend like any
 transient room event; this module only answers "who is online now".
 """
@@ -13,6 +16,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
@@ -25,7 +29,18 @@ log = logging.getLogger("roomcast.presence")
 _REFRESH_FRACTION = 3  # refresh entries three times per ttl
 
 
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A user whose last entry in a room expired: its node stopped refreshing it (it died)."""
+
+    room_id: int
+    user_id: int
+    online: list[int]  # the room's online user ids after it
+
+
 class Presence(Protocol):
+    refresh_interval_s: float
+
     async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
         """Mark the session subscribed to the room; the room's online user ids after it."""
         ...
@@ -47,13 +62,18 @@ class Presence(Protocol):
         """Which of these users have a connected session anywhere."""
         ...
 
-    async def run(self) -> None:
-        """Background upkeep until cancelled (refreshing entries, for Redis)."""
+    async def refresh(self) -> list[Departure]:
+        """Keep this node's entries alive; take expired ones of other nodes and say who left through them.
+
+        Called every `refresh_interval_s` by the node's presence keeper.
+        """
         ...
 
 
 class MemoryPresence:
     """One process's view, which with in-process streams is the whole truth."""
+
+    refresh_interval_s = 60.0
 
     def __init__(self) -> None:
         self._rooms: defaultdict[int, Counter[int]] = defaultdict(Counter)
@@ -87,22 +107,25 @@ class MemoryPresence:
     async def online_users(self, user_ids: Iterable[int]) -> set[int]:
         return {user_id for user_id in user_ids if self._users.get(user_id)}
 
-    async def run(self) -> None:
-        await trio.sleep_forever()
+    async def refresh(self) -> list[Departure]:
+        await trio.lowlevel.checkpoint()
+        return []  # one process: its entries go with its sessions
 
 
 class RedisPresence:
     """Presence in Redis sorted sets shared by every node (scores are expiry times)."""
 
-    def __init__(self, client: Any, prefix: str, ttl_s: float = 60.0) -> None:
+    def __init__(self, client: Any, prefix: str, ttl_s: float = 15.0) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self.refresh_interval_s = ttl_s / _REFRESH_FRACTION
+        self._room_prefix = f"{prefix}presence:room:"
         # What this node has registered, re-scored periodically: key -> members.
         self._local: defaultdict[str, set[str]] = defaultdict(set)
 
     def _room_key(self, room_id: int) -> str:
-        return f"{self.prefix}presence:room:{room_id}"
+        return f"{self._room_prefix}{room_id}"
 
     def _user_key(self, user_id: int) -> str:
         return f"{self.prefix}presence:user:{user_id}"
@@ -147,18 +170,31 @@ class RedisPresence:
             counts = [pipe.zcount(self._user_key(user_id), now, "+inf") for user_id in ids]
         return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
 
-    async def run(self) -> None:
-        while True:
-            await trio.sleep(self.ttl_s / _REFRESH_FRACTION)
-            try:
-                await self._refresh()
-            except Exception as exc:  # Redis away: entries age out; the next round re-adds them
-                log_event(log, "presence.refresh_failed", logging.WARNING, error=repr(exc))
-
-    async def _refresh(self) -> None:
+    async def refresh(self) -> list[Departure]:
         expiry = time.time() + self.ttl_s
+        departures: list[Departure] = []
         for key, members in list(self._local.items()):
             if members:
                 await self.client.zadd(key, dict.fromkeys(members, expiry))
                 await self.client.expire(key, int(self.ttl_s * 2))
-            await self.client.zremrangebyscore(key, "-inf", time.time())
+            if key.startswith(self._room_prefix):
+                departures += await self._take_expired(int(key[len(self._room_prefix):]), key)
+            else:
+                await self.client.zremrangebyscore(key, "-inf", time.time())
+        return departures
+
+    async def _take_expired(self, room_id: int, key: str) -> list[Departure]:
+        """Remove the room's expired entries; the users who thereby left (no live entry remains).
+
+        Every node with sessions in the room races for the same entries: ZREM answers 1 to
+        exactly one of them, so each departure is reported once.
+        """
+        expired = await self.client.zrangebyscore(key, "-inf", time.time())
+        gone: set[int] = set()
+        for member in expired:
+            if await self.client.zrem(key, [member]):
+                gone.add(int(member.split(b":", 1)[0]))
+        if not gone:
+            return []
+        online = await self.online_in(room_id)
+        return [Departure(room_id, user_id, online) for user_id in sorted(gone - set(online))]

@@ -1,17 +1,24 @@
-"""Who is online, as REST reports it: in a room, and for any list of users."""
+"""Who is online: as REST reports it, and as `presence` events announce it to a room."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+import trio
 from sqlalchemy.orm import Session
 
+from ..actors.actor import ActorContext
+from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
-from ..storage.users import get_tenant_users
-from ..wire import user_to_wire
+from ..storage.streams import StreamUnavailable
+from ..storage.users import get_tenant_users, get_user, user_badges
+from ..wire import sender_to_wire, user_to_wire
 from .access import open_room
+
+log = logging.getLogger("roomcast.presence")
 
 
 async def users_with_presence(node: Node, users: Sequence[User]) -> list[dict[str, Any]]:
@@ -29,3 +36,47 @@ async def room_presence(node: Node, caller: User, room_id: int) -> list[dict[str
         return get_tenant_users(session, caller.tenant, online_ids)
 
     return [user_to_wire(user, online=True) for user in await node.database.read(load)]
+
+
+async def announce_presence(node: Node, room_id: int, user: User, status: str, online: list[int],
+                            origin: str | None = None) -> None:
+    """Publish `user` `joined` or `left` to the room, with who is online now (best effort)."""
+    shown = sorted(online)[:node.settings.presence_online_limit]
+    badges = await node.database.read(user_badges, user.tenant, shown)
+    event = {"type": "presence", "room": room_id, "user": sender_to_wire(user), "status": status,
+             "online": badges, "online_count": len(online)}
+    try:
+        await node.rooms.publish_transient(room_id, event, origin=origin)
+    except StreamUnavailable as exc:  # presence is best effort; subscriptions stand
+        log_event(log, "presence.announce_failed", logging.WARNING, room=room_id, error=str(exc))
+
+
+class PresenceKeeper:
+    """The `presence` actor: refreshes this node's entries and announces users whose node died."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.failing = False
+        self.departures = 0
+
+    async def run(self, ctx: ActorContext) -> None:
+        presence = self.node.presence
+        while True:
+            await trio.sleep(presence.refresh_interval_s)
+            try:
+                for departure in await presence.refresh():
+                    user = await self.node.database.read(get_user, departure.user_id)
+                    if user is not None:
+                        await announce_presence(self.node, departure.room_id, user, "left", departure.online)
+                        self.departures += 1
+            except Exception as exc:  # Redis or the database away: entries age out, the next round catches up
+                if not self.failing:
+                    log_event(log, "presence.refresh_failed", logging.WARNING, error=repr(exc))
+                self.failing = True
+                continue
+            if self.failing:
+                log_event(log, "presence.refresh_recovered")
+            self.failing = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"failing": self.failing, "departures_announced": self.departures}

@@ -31,8 +31,8 @@ def db_backend() -> str:
 
 
 @contextmanager
-def server_process(tmp_path: Path, name: str, database_url: str, redis_url: str,
-                   prefix: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server_process(tmp_path: Path, name: str, database_url: str, redis_url: str, prefix: str,
+                   **settings: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")} | {
         "ROOMCAST_NO_BOOTSTRAP": "1",
         "ROOMCAST_DATA_DIR": str(tmp_path / name),
@@ -43,7 +43,7 @@ def server_process(tmp_path: Path, name: str, database_url: str, redis_url: str,
         "ROOMCAST_SEND_BURST": "100000",
         "ROOMCAST_LOG_FORMAT": "text",
         "ROOMCAST_LOG_LEVEL": "warning",
-    }
+    } | {f"ROOMCAST_{name.upper()}": value for name, value in settings.items()}
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], env=env,
                                stdout=subprocess.PIPE, stderr=(tmp_path / f"{name}.log").open("w"), text=True)
     assert process.stdout is not None
@@ -125,3 +125,27 @@ async def test_a_room_served_by_two_nodes_survives_one_dying(two_nodes: Any, use
     assert bodies == [f"m{n}" for n in range(TOTAL)]  # in order, none lost, none twice
     seqs = [event["seq"] for event in received]
     assert seqs == list(range(seqs[0], seqs[0] + TOTAL))
+
+
+async def test_users_of_a_node_that_died_leave_presence(tmp_path: Path, database_url: str, redis_url: str,
+                                                        redis_key_prefix: str, users: Any) -> None:
+    alice = await users.create("member")
+    bob = await users.create("member")
+    ttl = {"presence_ttl_s": "1.5"}
+    with server_process(tmp_path, "a", database_url, redis_url, redis_key_prefix, **ttl) as (_, url_a), \
+            server_process(tmp_path, "b", database_url, redis_url, redis_key_prefix, **ttl) as (process_b, url_b):
+        async with httpx.AsyncClient(base_url=url_a, timeout=30) as http:
+            created = await http.post("/api/rooms", headers=alice.headers,
+                                      json={"kind": "group", "name": "presence", "members": [bob.id]})
+            room = created.json()["id"]
+        async with ws_connect(url_a, alice.token) as watcher, ws_connect(url_b, bob.token) as doomed:
+            await watcher.subscribe(room)
+            await doomed.subscribe(room)
+            await watcher.until("presence", lambda e: e["user"]["id"] == bob.id and e["status"] == "joined")
+            process_b.send_signal(signal.SIGKILL)  # no goodbye: bob's entries are never removed by B
+            await trio.to_thread.run_sync(process_b.wait)
+            # A bound, not a measurement: the entry expires 1.5 s after B's last refresh and A's
+            # next refresh (every 0.5 s) takes it out.
+            left = await watcher.until("presence", lambda e: e["user"]["id"] == bob.id, timeout=30)
+            assert left["status"] == "left" and left["online_count"] == 1
+            assert [user["id"] for user in left["online"]] == [alice.id]

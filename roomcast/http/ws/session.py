@@ -19,11 +19,10 @@ from ...errors import ApiError, RateLimited
 from ...logs import log_event
 from ...node import Node
 from ...services.messaging import Draft
+from ...services.presence import announce_presence
 from ...storage.models import User
-from ...storage.streams import StreamUnavailable
-from ...storage.users import user_badges
 from ...timestamps import to_wire, utcnow
-from ...wire import sender_to_wire, user_to_wire
+from ...wire import user_to_wire
 from . import frames
 from ..front_door import Draining
 from .connection import ConnectionClosed, WebSocket
@@ -184,14 +183,7 @@ class Session:
             await self._announce(room_id, "left", online)
 
     async def _announce(self, room_id: int, status: str, online: list[int]) -> None:
-        shown = sorted(online)[:self.node.settings.presence_online_limit]
-        badges = await self.node.database.read(user_badges, self.user.tenant, shown)
-        event = {"type": "presence", "room": room_id, "user": sender_to_wire(self.user), "status": status,
-                 "online": badges, "online_count": len(online)}
-        try:
-            await self.node.rooms.publish_transient(room_id, event)
-        except StreamUnavailable as exc:  # presence is best effort; the subscription stands
-            log_event(log, "presence.announce_failed", logging.WARNING, room=room_id, error=str(exc))
+        await announce_presence(self.node, room_id, self.user, status, online)
 
     async def run(self, draining: Draining) -> int:
         """Serve the client until it leaves or must go; returns the close code used."""
