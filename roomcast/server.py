@@ -39,6 +39,7 @@ async def serve_node(node: Node, *, shutdown: trio.Event,
     front_door = FrontDoor(create_app(node), hypercorn_config(node.settings), websockets.serve)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(websockets.heartbeats)
+        nursery.start_soon(websockets.audits)
         await front_door.serve(node.settings.host, node.settings.port, shutdown_trigger=shutdown.wait,
                                task_status=task_status)
         nursery.cancel_scope.cancel()

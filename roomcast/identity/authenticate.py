@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from ..errors import Unauthorized
 from ..storage.database import Database
 from ..storage.models import User
 from ..storage.users import get_user
-from .tokens import TokenCodec, TokenError
+from .tokens import Claims, TokenCodec, TokenError
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -18,8 +20,8 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-async def user_for_token(database: Database, tokens: TokenCodec, token: str | None) -> User:
-    """The token's user; Unauthorized (or token_expired) for anything else."""
+async def authenticate(database: Database, tokens: TokenCodec, token: str | None) -> tuple[User, Claims]:
+    """The token's user and claims; Unauthorized (or token_expired) for anything else."""
     if not token:
         raise Unauthorized("missing bearer token")
     try:
@@ -27,12 +29,32 @@ async def user_for_token(database: Database, tokens: TokenCodec, token: str | No
     except TokenError as exc:
         raise Unauthorized(str(exc), code=exc.code) from None
     user = await database.read(get_user, claims.user_id)
-    if user is None or not user.is_active:
+    if user is None:
         raise Unauthorized("unknown or disabled user")
-    if user.tokens_valid_after is not None and claims.issued_at is not None:
-        valid_after = user.tokens_valid_after
-        if valid_after.tzinfo is None:
-            valid_after = valid_after.replace(tzinfo=claims.issued_at.tzinfo)
-        if claims.issued_at < valid_after:
-            raise Unauthorized("the token has been revoked")
-    return user
+    refusal = access_refusal(user.is_active, user.tokens_valid_after, claims.issued_at)
+    if refusal is not None:
+        raise Unauthorized(refusal)
+    return user, claims
+
+
+async def user_for_token(database: Database, tokens: TokenCodec, token: str | None) -> User:
+    """The token's user; Unauthorized (or token_expired) for anything else."""
+    return (await authenticate(database, tokens, token))[0]
+
+
+def access_refusal(is_active: bool, tokens_valid_after: datetime | None, issued_at: datetime | None) -> str | None:
+    """Why a token issued at `issued_at` no longer admits its user, or None if it still does.
+
+    Checked at every request and, for open WebSocket sessions, periodically after.
+    """
+    if not is_active:
+        return "unknown or disabled user"
+    if tokens_valid_after is None:
+        return None
+    if issued_at is None:
+        return "the token has been revoked"  # without `iat` it cannot prove it came after the revocation
+    if tokens_valid_after.tzinfo is None:
+        tokens_valid_after = tokens_valid_after.replace(tzinfo=UTC)
+    if issued_at < tokens_valid_after:
+        return "the token has been revoked"
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +29,14 @@ def create_user(session: Session, *, tenant: str, username: str, role: str,
 
 def get_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
+
+
+def access_states(session: Session, user_ids: Collection[int]) -> dict[int, tuple[bool, datetime | None]]:
+    """(is_active, tokens_valid_after) of each of these users that exists, by id (one query)."""
+    if not user_ids:
+        return {}
+    rows = session.execute(select(User.id, User.is_active, User.tokens_valid_after).where(User.id.in_(list(user_ids))))
+    return {user_id: (active, valid_after) for user_id, active, valid_after in rows}
 
 
 def get_tenant_user(session: Session, tenant: str, user_id: int) -> User | None:

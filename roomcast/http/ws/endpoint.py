@@ -7,7 +7,8 @@ import logging
 import trio
 
 from ...errors import ApiError
-from ...identity.authenticate import bearer_token, user_for_token
+from ...identity.authenticate import access_refusal, authenticate, bearer_token
+from ...storage.users import access_states
 from ...logs import log_event
 from ...node import Node
 from ..front_door import Draining, UpgradeRequest
@@ -17,6 +18,9 @@ from .heartbeat import Heartbeat
 from .session import POLICY_VIOLATION, Session
 
 log = logging.getLogger("roomcast.ws")
+
+# Users looked up per query when the open sessions are checked for disabled users and revoked tokens.
+_AUDIT_CHUNK = 500
 
 
 class WebSocketEndpoint:
@@ -36,13 +40,13 @@ class WebSocketEndpoint:
         token = (request.query.get("token") or [None])[0] or bearer_token(request.headers.get("authorization"))
         request.release()  # the session may last for hours; its request head is not needed
         try:
-            user = await user_for_token(self.node.database, self.node.tokens, token)
+            user, claims = await authenticate(self.node.database, self.node.tokens, token)
         except ApiError as exc:
             # PROTOCOL §5: accept, then close with 1008.
             await socket.close(POLICY_VIOLATION, exc.code)
             await socket.linger()
             return
-        session = Session(self.node, socket, user, HANDLERS)
+        session = Session(self.node, socket, user, HANDLERS, claims.issued_at)
         log_event(log, "ws.connected", session=session.session_id, user=user.id)
         self.heartbeat.add(session)
         try:
@@ -55,3 +59,25 @@ class WebSocketEndpoint:
     async def heartbeats(self) -> None:
         """Ping each session every `heartbeat_s` (and drop those whose client went quiet)."""
         await self.heartbeat.run()
+
+    async def audits(self) -> None:
+        """Every `heartbeat_s`, close (1008) the sessions of users disabled or revoked since they connected."""
+        failing = False
+        while True:
+            await trio.sleep(self.node.settings.heartbeat_s)
+            sessions: list[Session] = self.heartbeat.members()  # type: ignore[assignment]
+            try:
+                for start in range(0, len(sessions), _AUDIT_CHUNK):
+                    chunk = sessions[start:start + _AUDIT_CHUNK]
+                    states = await self.node.database.read(access_states, {s.user.id for s in chunk})
+                    for session in chunk:
+                        is_active, valid_after = states.get(session.user.id, (False, None))
+                        refusal = access_refusal(is_active, valid_after, session.token_issued_at)
+                        if refusal is not None:
+                            session.revoke(refusal)
+            except Exception as exc:  # the database is away: the next round checks again
+                if not failing:
+                    log_event(log, "ws.audit_failed", logging.WARNING, error=repr(exc))
+                failing = True
+                continue
+            failing = False

@@ -44,6 +44,10 @@ class Heartbeat:
         self._slices[index].add(session)
         session.heartbeat_slice = index
 
+    def members(self) -> list[Beating]:
+        """Every session, in no particular order."""
+        return [session for group in self._slices for session in group]
+
     def discard(self, session: Beating) -> None:
         self._slices[session.heartbeat_slice].discard(session)
 

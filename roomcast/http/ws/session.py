@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import trio
@@ -62,11 +63,13 @@ class Session:
     filters the few events that concern it before they reach the queue.
     """
 
-    def __init__(self, node: Node, socket: WebSocket, user: User, handlers: dict[str, Handler]) -> None:
+    def __init__(self, node: Node, socket: WebSocket, user: User, handlers: dict[str, Handler],
+                 token_issued_at: datetime | None = None) -> None:
         self.node = node
         self.handlers = handlers
         self.socket = socket
         self.user = user
+        self.token_issued_at = token_issued_at  # checked again while connected (disable, revocation)
         self.session_id = secrets.token_hex(8)
         self.outbound = OutboundQueue(node.settings.ws_outbound_queue, on_closing=self._closing_started)
         self.subscriptions: set[int] = set()
@@ -195,6 +198,7 @@ class Session:
             "heartbeat_s": self.node.settings.heartbeat_s,
         })
         close_code = 1000
+        reason: str | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -211,6 +215,8 @@ class Session:
             close_code = SERVICE_RESTART
         except* _Abusive:
             close_code = POLICY_VIOLATION
+        except* AccessRevoked as group:
+            close_code, reason = POLICY_VIOLATION, str(group.exceptions[0])
         except* ConnectionClosed:
             close_code = self.socket.closed.code if self.socket.closed else 1006
         except* Exception as group:
@@ -220,7 +226,7 @@ class Session:
             draining.forget(self.outbound.stop)
             self._nursery = None
             await self._detach()
-        await self.socket.close(close_code, _REASONS.get(close_code, ""))
+        await self.socket.close(close_code, reason if reason is not None else _REASONS.get(close_code, ""))
         return close_code
 
     async def _detach(self) -> None:
@@ -295,6 +301,10 @@ class Session:
         await trio.sleep(self.node.settings.ws_close_timeout_s)
         raise Overflowed if self.outbound.overflowed else Stopped
 
+    def revoke(self, reason: str) -> None:
+        """The user was disabled or the token revoked since it connected: close with 1008."""
+        self._end(AccessRevoked(reason))
+
     def _end(self, reason: Exception) -> None:
         self._spawn(_raise, reason)
 
@@ -305,6 +315,10 @@ async def _raise(reason: Exception) -> None:
 
 class _Abusive(Exception):
     pass
+
+
+class AccessRevoked(Exception):
+    """The session's user may no longer be served; the message is the close reason."""
 
 
 _REASONS = {
