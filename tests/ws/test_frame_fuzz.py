@@ -87,6 +87,9 @@ def text_without_nul(min_size: int, max_size: int) -> st.SearchStrategy[str]:
     return st.text(st.characters(exclude_characters="\x00"), min_size=min_size, max_size=max_size)
 
 
+# Text no database can store as sent: a lone surrogate (no UTF-8 form) or a NUL (not in PostgreSQL text).
+unstorable_text = st.builds(lambda a, bad, b: a + bad + b, st.text(max_size=5), lone_surrogates | st.just("\x00"),
+                            st.text(max_size=5))
 good_bodies = text_without_nul(1, 300).filter(lambda body: body.strip())
 good_client_ids = st.just(MISSING) | st.none() | text_without_nul(1, 64)
 
@@ -129,7 +132,9 @@ def broken_field(kind: str) -> st.SearchStrategy[tuple[str, Any]]:
         "subscribe": [room, st.tuples(st.just("since"), bad_ints(0, optional=True))],
         "unsubscribe": [room],
         "send": [room, st.tuples(st.just("reply_to"), bad_ints(1, optional=True)),
-                 st.tuples(st.just("body"), not_type(str)), st.tuples(st.just("client_id"), not_type(str)),
+                 st.tuples(st.just("body"), not_type(str) | unstorable_text),
+                 st.tuples(st.just("client_id"), not_type(str) | unstorable_text | st.just("")
+                           | text_without_nul(65, 80)),
                  st.tuples(st.just("attachments"), not_type(list)),
                  st.tuples(st.just("attachments"), st.builds(lambda good, bad: [*good, bad],
                                                              st.lists(st.integers(1, MAX_ID), max_size=2),
