@@ -156,7 +156,14 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
     return message, row is not None
 
 
-SendOutcome = tuple[dict[str, Any], bool] | ApiError
+# The message and whether it was stored now; or why the draft was refused (ApiError); or,
+# for a draft that failed unexpectedly on its own, the exception it raised.
+SendOutcome = tuple[dict[str, Any], bool] | Exception
+_Stored = tuple[dict[str, Any], Append | None] | Exception
+
+
+class _DraftFailed(Exception):
+    """One draft of a shared transaction failed unexpectedly: that transaction is rolled back."""
 
 
 async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list[SendOutcome]:
@@ -164,33 +171,58 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
 
     Each outcome is what `send_message` would have returned for that draft, or the
     ApiError it would have raised; a refused draft (refused before it wrote anything)
-    leaves the others be. A connection that sends faster than one commit at a time
-    gets its messages committed together instead of queueing a commit each. One room
-    per call means one room lock per transaction, so two such batches never deadlock.
+    leaves the others be. A draft that fails otherwise (a bug, a value the database
+    rejects) fails alone too: the transaction is rolled back and the drafts stored
+    again, each in a savepoint, and that draft's outcome is the exception it raised.
+    What fails the transaction as a whole (the database is down, say) is raised.
+
+    A connection that sends faster than one commit at a time gets its messages
+    committed together instead of queueing a commit each. One room per call means one
+    room lock per transaction, so two such batches never deadlock.
     """
     room_id = drafts[0].room_id
     if any(draft.room_id != room_id for draft in drafts):
         raise ValueError("send_drafts takes the drafts of one room")
 
-    def work(session: Session) -> list[tuple[dict[str, Any], Append | None] | ApiError]:
-        if len(drafts) == 1:  # a refusal undoes the transaction, which held nothing else
-            return [_store(session, sender, drafts[0])]
-        outcomes: list[tuple[dict[str, Any], Append | None] | ApiError] = []
+    def together(session: Session) -> list[_Stored]:
+        outcomes: list[_Stored] = []
         for draft in drafts:
             try:
                 outcomes.append(_store(session, sender, draft))
             except ApiError as exc:  # refused before writing anything: the others stand
                 outcomes.append(exc)
+            except Exception as exc:  # it may have written, or broken the transaction: start over
+                raise _DraftFailed from exc
+        return outcomes
+
+    def each_in_a_savepoint(session: Session) -> list[_Stored]:
+        # The slow path, taken only after an unexpected failure: a savepoint per draft undoes
+        # exactly the draft that fails. Failing to take or undo one (the connection is gone,
+        # say) fails the transaction as a whole.
+        outcomes: list[_Stored] = []
+        for draft in drafts:
+            savepoint = session.begin_nested()
+            try:
+                outcome: _Stored = _store(session, sender, draft)
+            except Exception as exc:
+                savepoint.rollback()
+                outcomes.append(exc)
+            else:
+                savepoint.commit()
+                outcomes.append(outcome)
         return outcomes
 
     try:
-        stored = await node.database.write(work)
-    except ApiError as exc:  # the transaction as a whole failed (the database is down, say)
+        stored = await node.database.write(together)
+    except ApiError as exc:  # the transaction as a whole was refused
         return [exc] * len(drafts)
-    rows = [outcome[1] for outcome in stored if not isinstance(outcome, ApiError) and outcome[1] is not None]
+    except _DraftFailed:
+        stored = await node.database.write(each_in_a_savepoint)
+    rows = [outcome[1] for outcome in stored if not isinstance(outcome, Exception) and outcome[1] is not None]
     if rows:
         node.notify_committed(room_id, rows)
-    return [outcome if isinstance(outcome, ApiError) else (outcome[0], outcome[1] is not None) for outcome in stored]
+    return [outcome if isinstance(outcome, Exception) else (outcome[0], outcome[1] is not None)
+            for outcome in stored]
 
 
 async def edit_message(node: Node, editor: User, room_id: int, message_id: int, body: str) -> dict[str, Any]:

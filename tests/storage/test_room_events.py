@@ -202,6 +202,36 @@ async def test_drafts_sent_together_commit_once_in_order_and_a_refused_one_leave
     assert (await room_of(client, owner, room["id"]))["last_seq"] == 3
 
 
+async def test_a_draft_that_fails_unexpectedly_fails_alone_and_a_failed_transaction_is_raised(
+        client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = await users.create("member")
+    room = await make_group(client, owner)
+    user = await node.database.read(get_user, owner.id)
+    real_insert = messaging.insert_message
+
+    def insert_unless_cursed(session: Any, **fields: Any) -> int:
+        if fields["body"] == "cursed":
+            raise RuntimeError("refused by the database")
+        return real_insert(session, **fields)
+
+    monkeypatch.setattr(messaging, "insert_message", insert_unless_cursed)
+    drafts = [messaging.draft_message(node, user, room["id"], body, client_id=f"c-{body}")
+              for body in ("one", "cursed", "two")]
+    first, failed, second = await messaging.send_drafts(node, user, drafts)
+    assert isinstance(failed, RuntimeError)
+    assert (first[0]["body"], first[1], second[0]["body"], second[1]) == ("one", True, "two", True)
+    assert [e["seq"] for e in await outbox(node, room["id"])] == [1, 2]  # the failed one took no seq
+    [alone] = await messaging.send_drafts(node, user, drafts[1:2])
+    assert isinstance(alone, RuntimeError)
+
+    async def broken_write(work: Any, *args: Any) -> Any:
+        raise ConnectionError("the database is gone")
+
+    monkeypatch.setattr(node.database, "write", broken_write)
+    with pytest.raises(ConnectionError):
+        await messaging.send_drafts(node, user, drafts)
+
+
 async def test_drafts_of_several_rooms_are_refused(client: Any, users: Any, node: Any) -> None:
     owner = await users.create("member")
     first, second = await make_group(client, owner), await make_group(client, owner)

@@ -216,3 +216,67 @@ async def test_a_frame_sent_right_behind_the_handshake_is_read(live_server: str,
             while b'"pong"' not in received:
                 received += await stream.receive_some(4096)
         assert b'{"type":"pong","ref":"early"}' in received
+
+
+def client_frame(first_byte: int, payload: bytes, *, masked: bool = True) -> bytes:
+    """A client frame (payload under 126 bytes), masked as RFC 6455 §5.3 requires unless told otherwise."""
+    if not masked:
+        return bytes((first_byte, len(payload))) + payload
+    mask = b"\x11\x22\x33\x44"
+    return bytes((first_byte, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def server_close_code(stream: trio.SocketStream, received: bytes) -> int:
+    """Read the server's frames (after the handshake head) until its close frame; its code."""
+    buffer = received.partition(b"\r\n\r\n")[2]
+    with trio.fail_after(5):
+        while True:
+            while len(buffer) >= 2:
+                opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+                start = 2 + {126: 2, 127: 8}.get(length, 0)
+                if length >= 126:
+                    length = int.from_bytes(buffer[2:start], "big")
+                if len(buffer) < start + length:
+                    break
+                payload, buffer = buffer[start:start + length], buffer[start + length:]
+                if opcode == 0x8:
+                    return int.from_bytes(payload[:2], "big")
+            chunk = await stream.receive_some(4096)
+            assert chunk, "the server closed TCP without a close frame"
+            buffer += chunk
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [(client_frame(0x81, b'{"type":"ping"}', masked=False), 1002),
+     (client_frame(0xC1, b'{"type":"ping"}'), 1002),  # RSV1 without an extension that defines it
+     (client_frame(0x83, b"x"), 1002),  # opcode 3 is reserved
+     (client_frame(0x88, (999).to_bytes(2, "big")), 1002),  # a close code no endpoint may send
+     (client_frame(0x81, b'{"type":"ping","ref":"\xff\xfe"}'), 1007),
+     (client_frame(0x01, b'{"type":"ping","ref":"\xe2\x82') + client_frame(0x80, b'"}'), 1007)],
+    ids=["unmasked", "rsv1", "reserved-opcode", "bad-close-code", "bad-utf8", "utf8-cut-across-fragments"],
+)
+async def test_rfc_6455_violations_close_with_their_code(live_server: str, users: Any, frame: bytes,
+                                                        code: int) -> None:
+    alice = await users.create("member")
+    head, stream = await raw_upgrade(live_server, alice.token, trailing=frame)
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert await server_close_code(stream, head) == code
+
+
+async def test_the_server_closes_tcp_as_soon_as_the_close_handshake_is_done(
+        live_server: str, users: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from roomcast.http.ws.connection import WebSocket
+
+    # Were the server to wait for the client to close TCP after the handshake, it would
+    # wait far past this test's timeout.
+    monkeypatch.setattr(WebSocket.linger, "__defaults__", (3600.0,))
+    alice = await users.create("member")
+    head, stream = await raw_upgrade(live_server, alice.token)
+    async with stream:
+        await stream.send_all(client_frame(0x88, (1000).to_bytes(2, "big")))
+        assert await server_close_code(stream, head) == 1000
+        with trio.fail_after(10):
+            while await stream.receive_some(4096):
+                pass  # anything left, then the server's FIN

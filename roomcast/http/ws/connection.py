@@ -11,7 +11,7 @@ import base64
 import os
 
 import trio
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 
@@ -19,6 +19,7 @@ from ..front_door import UpgradeRequest
 from . import frames
 
 _RECEIVE_BYTES = 16 << 10
+PROTOCOL_ERROR = 1002  # RFC 6455 §7.4.1
 
 
 def _is_valid_key(key: str) -> bool:
@@ -49,6 +50,8 @@ class WebSocket:
         self._fragments: list[str] = []
         self._fragment_bytes = 0
         self.closed: ConnectionClosed | None = None
+        # True once the client's close frame arrived (and was answered): the handshake is done.
+        self._peer_closed = False
         # True once a write was interrupted or failed: the byte stream is no longer framed.
         self._torn = False
         # The unsent end of a frame that `try_write_now` could only partly write: it goes out
@@ -94,7 +97,9 @@ class WebSocket:
             try:
                 self._protocol.receive_data(data)
             except RemoteProtocolError as exc:
-                await self.close(1002, f"protocol error: {exc}")
+                hint = exc.event_hint
+                await self.close(hint.code if isinstance(hint, CloseConnection) else PROTOCOL_ERROR,
+                                 f"protocol error: {exc}")
                 raise self.closed from None  # type: ignore[misc]
 
     async def _handle(self, event: object) -> str | None:
@@ -119,6 +124,13 @@ class WebSocket:
         elif isinstance(event, Ping):
             await self.send_frame(frames.pong_frame(event.payload))
         elif isinstance(event, CloseConnection):
+            if self._protocol.state is ConnectionState.OPEN:
+                # Not the client's close: wsproto reports a frame that breaks RFC 6455 (unmasked,
+                # RSV bits, reserved opcode, bad close code: 1002; invalid UTF-8 text: 1007)
+                # as a close with the code we must fail the connection with.
+                await self.close(event.code, f"protocol error: {event.reason}")
+                raise self.closed  # type: ignore[misc]
+            self._peer_closed = True
             if self.closed is None:
                 self.closed = ConnectionClosed(event.code, event.reason or "")
                 async with self._send_lock:
@@ -178,9 +190,10 @@ class WebSocket:
         """After our close frame, read (and drop) until the client closes too, briefly.
 
         Closing the socket while the client is still sending makes the kernel reset
-        the connection, and the client would never read our close code.
+        the connection, and the client would never read our close code. Once the
+        client's close frame is in (the handshake is complete) there is nothing to wait for.
         """
-        if self._torn:
+        if self._torn or self._peer_closed:
             return
         with trio.move_on_after(timeout_s):
             while True:

@@ -65,7 +65,8 @@ def batch_frame(payloads: list[bytes]) -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    payload = struct.pack("!H", code) + reason.encode()[:120]
+    # A control frame carries at most 125 bytes; the cut must not split a character.
+    payload = struct.pack("!H", code) + reason.encode()[:120].decode(errors="ignore").encode()
     return _header(_FIN_CLOSE, len(payload)) + payload
 
 

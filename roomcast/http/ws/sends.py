@@ -5,20 +5,24 @@ commit one message per round trip to the database. Instead the reader checks a
 send and queues it here, then goes on reading; one task (alive only while sends
 are pending) commits whatever has piled up for one room in one transaction
 (`send_drafts`) and answers each with its `ack` or `error`, in order. Still every
-`ack` follows the commit of its message (PROTOCOL §5).
+`ack` follows the commit of its message (PROTOCOL §5). A send that fails fails
+alone: the others of its transaction are committed and acked all the same.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ...errors import ApiError
-from ...services.messaging import Draft, send_drafts
+from ...services.messaging import Draft, SendOutcome, send_drafts
 
 if TYPE_CHECKING:
     from .session import Session
+
+log = logging.getLogger("roomcast.ws")
 
 # Sends one connection may have waiting; past it the reader waits (the client is pushed back).
 MAX_PENDING_SENDS = 64
@@ -65,10 +69,13 @@ class SendPipeline:
         finally:
             self._running = False
 
-    def _answer(self, ref: str | None, outcome: tuple[dict[str, Any], bool] | ApiError) -> None:
+    def _answer(self, ref: str | None, outcome: SendOutcome) -> None:
         if isinstance(outcome, ApiError):
             self._session.error(ref, outcome.code, outcome.message)
-            return
-        ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
-            "type": "ack", "ref": ref, "message": outcome[0]}
-        self._session.reply(ack)
+        elif isinstance(outcome, Exception):  # a bug or a value the database refused: this send only
+            log.error("a send failed", exc_info=outcome)
+            self._session.error(ref, "internal_error", "the message could not be stored")
+        else:
+            ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
+                "type": "ack", "ref": ref, "message": outcome[0]}
+            self._session.reply(ack)

@@ -28,6 +28,7 @@ from . import frames
 from ..front_door import Draining
 from .connection import ConnectionClosed, WebSocket
 from .outbound import OutboundQueue, Overflowed, Stopped
+from .protocol import ClientError, parse_frame
 from .sends import SendPipeline
 
 log = logging.getLogger("roomcast.ws")
@@ -44,16 +45,13 @@ _DETACH_TIMEOUT_S = 5.0
 _ABUSE_LIMIT = 30
 _ABUSE_WINDOW_S = 10.0
 
-Handler = Callable[["Session", dict[str, Any]], Awaitable[None]]
+# Each takes the frame type it is registered for (protocol.py): checked before it is called.
+Handler = Callable[["Session", Any], Awaitable[None]]
 
 
 def encode(event: dict[str, Any]) -> bytes:
     """An event as compact UTF-8 JSON, the form every subscriber receives."""
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class ClientError(ApiError):
-    """A bad frame: answered with an `error` event, the connection stays open."""
 
 
 class Session:
@@ -247,18 +245,15 @@ class Session:
             text = await self.socket.receive()
             ref: str | None = None
             try:
-                frame = _parse(text)
-                ref = frame.get("ref") if isinstance(frame.get("ref"), str) else None
-                handler = self.handlers.get(frame["type"])
-                if handler is None:
-                    raise ClientError(f"unknown frame type {frame['type']!r}", code="unknown_type")
-                await handler(self, frame)
+                frame = parse_frame(text)  # the one gate: handlers get checked values only
+                ref = frame.ref
+                await self.handlers[frame.type](self, frame)
             except RateLimited as exc:
                 self._count_abuse()
                 self.error(ref, exc.code, exc.message, retry_after=exc.retry_after_s)
             except ClientError as exc:
                 self._count_abuse()
-                self.error(ref, exc.code, exc.message)
+                self.error(ref if ref is not None else exc.ref, exc.code, exc.message)
             except ApiError as exc:
                 self.error(ref, exc.code, exc.message)
 
@@ -327,16 +322,3 @@ _REASONS = {
     POLICY_VIOLATION: "repeated protocol abuse",
 }
 
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        frame = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ClientError(f"malformed JSON: {exc.msg}", code="malformed_json") from None
-    if not isinstance(frame, dict):
-        raise ClientError("a frame must be a JSON object")
-    if not isinstance(frame.get("type"), str):
-        raise ClientError("a frame needs a string field 'type'")
-    if "ref" in frame and not isinstance(frame["ref"], str):
-        raise ClientError("'ref' must be a string")
-    return frame
