@@ -13,6 +13,7 @@ from ..errors import BadRequest
 from ..node import Node
 from .context import RoomcastApp
 from .errors import install_error_handlers
+from .framing import RequestFraming
 from .openapi import RoomcastOpenAPIProvider
 from .routes import admin, auth, client, docs, health, messages, rooms, users
 
@@ -67,6 +68,8 @@ def create_app(node: Node) -> RoomcastApp:
             response.headers.setdefault(name, value)
         return response
 
+    # Keep-alive that survives answers given before the request body arrived (framing.py).
+    app.asgi_app = RequestFraming(app.asgi_app, node.settings.max_request_bytes)  # type: ignore[method-assign]
     return app
 
 
