@@ -29,7 +29,11 @@ async def user_for_token(database: Database, tokens: TokenCodec, token: str | No
     user = await database.read(get_user, claims.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("unknown or disabled user")
-    if user.tokens_valid_after is not None and claims.issued_at is not None:
+    if user.tokens_valid_after is not None:
+        # A token without `iat` (a deployment's backend may mint such) could be from before the
+        # revocation: once the user has one, such tokens are refused.
+        if claims.issued_at is None:
+            raise Unauthorized("the token has no iat claim and this user's earlier tokens were revoked")
         valid_after = user.tokens_valid_after
         if valid_after.tzinfo is None:
             valid_after = valid_after.replace(tzinfo=claims.issued_at.tzinfo)
