@@ -37,13 +37,19 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 Timestamp = DateTime(timezone=True)
 
 
+# Tables with an id: on SQLite, AUTOINCREMENT so that an id is never handed out twice (without
+# it SQLite reuses the largest id after a delete, and a client holding the old id reaches the new
+# row). PostgreSQL sequences never go back.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("tenant", "username"), Index(None, "tenant", "role"))
+    __table_args__ = (UniqueConstraint("tenant", "username"), Index(None, "tenant", "role"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
@@ -62,6 +68,7 @@ class Room(Base):
     __table_args__ = (
         UniqueConstraint("tenant", "external_ref"),
         UniqueConstraint("tenant", "direct_key"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -96,6 +103,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("room_id", "seq"),
         UniqueConstraint("room_id", "sender_id", "client_id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -113,6 +121,7 @@ class Message(Base):
 
 class Attachment(Base):
     __tablename__ = "attachments"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
