@@ -13,6 +13,8 @@ from ..errors import BadRequest
 from ..node import Node
 from .context import RoomcastApp
 from .errors import install_error_handlers
+from .framing import RequestFraming
+from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
 from .routes import admin, auth, client, docs, health, messages, rooms, users
 
@@ -57,6 +59,7 @@ def create_app(node: Node) -> RoomcastApp:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
+    install_id_converter(app)
 
     for module in (health, auth, users, rooms, messages, admin, docs, client):
         app.register_blueprint(module.blueprint)
@@ -67,6 +70,8 @@ def create_app(node: Node) -> RoomcastApp:
             response.headers.setdefault(name, value)
         return response
 
+    # Keep-alive that survives answers given before the request body arrived (framing.py).
+    app.asgi_app = RequestFraming(app.asgi_app, node.settings.max_request_bytes)  # type: ignore[method-assign]
     return app
 
 

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from quart import Blueprint, current_app, g, request
+from quart import Blueprint, Quart, current_app, g, request
 
 from ..errors import Forbidden
 from ..identity.authenticate import bearer_token, user_for_token
@@ -16,6 +16,7 @@ from .context import current_node
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 _PUBLIC_ATTR = "_roomcast_public"
+_AUTHENTICATED_ATTR = "_roomcast_authenticated"
 
 
 def public(view: F) -> F:
@@ -26,6 +27,7 @@ def public(view: F) -> F:
 
 def require_authentication(blueprint: Blueprint) -> None:
     """Authenticate every request to `blueprint` before its view runs."""
+    setattr(blueprint, _AUTHENTICATED_ATTR, True)
 
     @blueprint.before_request
     async def _authenticate() -> None:
@@ -34,6 +36,13 @@ def require_authentication(blueprint: Blueprint) -> None:
             return
         node = current_node()
         g.user = await user_for_token(node.database, node.tokens, bearer_token(request.headers.get("Authorization")))
+
+
+def needs_token(app: Quart, endpoint: str) -> bool:
+    """Whether requests to `endpoint` must carry a bearer token (for the OpenAPI document)."""
+    blueprint = app.blueprints.get(endpoint.rpartition(".")[0])
+    view = app.view_functions[endpoint]
+    return getattr(blueprint, _AUTHENTICATED_ATTR, False) and not getattr(view, _PUBLIC_ATTR, False)
 
 
 def current_user() -> User:

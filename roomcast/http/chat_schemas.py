@@ -7,13 +7,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from ..services.text import MAX_ATTACHMENTS, MAX_CLIENT_ID_CHARS
+from .ids import Id, Seq
 from .schemas import RequestModel, Role, UserOut
 
-MAX_ID = 2**63 - 1
 MAX_MEMBERS_PER_REQUEST = 1000
 
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Seq = Annotated[int, Field(ge=0, le=MAX_ID)]
 RoomRole = Literal["owner", "moderator", "member"]
 RoomName = Annotated[str, Field(min_length=1, max_length=200)]
 Topic = Annotated[str, Field(max_length=1000)]

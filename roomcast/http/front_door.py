@@ -25,6 +25,8 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
+from .framing import AMBIGUOUS_FRAMING_MESSAGE, ambiguous_framing, error_body
+
 log = logging.getLogger("roomcast.http")
 
 _MAX_HEAD_BYTES = 16 << 10
@@ -147,6 +149,14 @@ async def _read_head(stream: trio.SocketStream) -> bytes:
     return head
 
 
+async def _refuse(stream: trio.SocketStream, status: int, reason: str, code: str, message: str) -> None:
+    """Answer with PROTOCOL's error envelope; the caller closes the connection."""
+    body = error_body(code, message)
+    await stream.send_all(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n".encode() + body)
+
+
 class FrontDoor:
     """Accepts connections on the node's port and routes each to WebSocket or HTTP handling."""
 
@@ -192,6 +202,9 @@ class FrontDoor:
                 return
             parsed = _parse_head(head)
             if parsed is not None and is_websocket_upgrade(*parsed, path=self.websocket_path):
+                if ambiguous_framing(parsed[2]):  # other requests meet this rule in framing.py
+                    await _refuse(stream, 400, "Bad Request", "validation_error", AMBIGUOUS_FRAMING_MESSAGE)
+                    return
                 request = UpgradeRequest(head, parsed[1], parsed[2])
                 del head, parsed  # this frame lives as long as the WebSocket does
                 await self.websocket_handler(stream, request, self.draining)

@@ -1,4 +1,6 @@
-"""quart-schema's OpenAPI generation, taught to document bodiless responses (204)."""
+"""quart-schema's OpenAPI generation, completed: bodiless responses (204), required request
+bodies, the 401 of every operation that needs a token (and no security on those that do not),
+and the id range of path parameters."""
 
 from __future__ import annotations
 
@@ -7,9 +9,39 @@ from typing import Any
 
 from quart_schema import document_response
 from quart_schema.openapi import OpenAPIProvider
+from werkzeug.routing import BaseConverter, Rule
+
+from ..storage.models import MAX_ID
+from .auth import needs_token
+from .ids import IdConverter
+from .schemas import ErrorOut
 
 
 class RoomcastOpenAPIProvider(OpenAPIProvider):
+    def build_paths(self, rule: Rule) -> tuple[dict, dict]:
+        paths, components = super().build_paths(rule)
+        authenticated = needs_token(self._app, rule.endpoint)  # type: ignore[arg-type]
+        unauthorized, error_components = self.build_response_object(ErrorOut, None)
+        for operations in paths.values():
+            for operation in operations.values():
+                if authenticated:
+                    operation["responses"] = {**operation["responses"], "401": unauthorized}
+                    components.update(error_components)
+                else:
+                    operation["security"] = []  # the document's default asks for a bearer token
+        return paths, components
+
+    def build_request_body(self, model: Any, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        # Every body roomcast validates is required: a request without one is a 400.
+        body, components = super().build_request_body(model, source)
+        return {**body, "required": True}, components
+
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        parameter = super().build_path_parameter(name, converter)
+        if isinstance(converter, IdConverter):
+            parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+        return parameter
+
     def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if model is None:
             return {"description": "No Content"}, {}

@@ -6,6 +6,14 @@ import base64
 import binascii
 
 from ..errors import BadRequest
+from ..storage.models import MAX_ID
+
+
+def _number(text: str) -> int | None:
+    """A decimal integer in 0..MAX_ID (ASCII digits only), or None."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+        return None
+    return int(text)
 
 
 def encode_cursor(position: int) -> str:
@@ -20,9 +28,10 @@ def decode_cursor(cursor: str | None) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    if not (text.startswith("p") and text[1:].isdigit()):
+    position = _number(text[1:]) if text.startswith("p") else None
+    if position is None:
         raise BadRequest("invalid cursor", details={"field": "cursor"})
-    return int(text[1:])
+    return position
 
 
 def encode_keyset(*parts: int) -> str:
@@ -38,7 +47,7 @@ def decode_keyset(cursor: str | None, size: int) -> tuple[int, ...] | None:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    parts = text[1:].split(".") if text.startswith("k") else []
-    if len(parts) != size or not all(part.isdigit() for part in parts):
+    parts = [_number(part) for part in text[1:].split(".")] if text.startswith("k") else []
+    if len(parts) != size or None in parts:
         raise BadRequest("invalid cursor", details={"field": "cursor"})
-    return tuple(int(part) for part in parts)
+    return tuple(part for part in parts if part is not None)

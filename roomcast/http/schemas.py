@@ -30,6 +30,8 @@ class ErrorBody(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """PROTOCOL §1's error envelope."""
+
     error: ErrorBody
 
 
@@ -65,6 +67,28 @@ class CreateUserIn(RequestModel):
     display_name: DisplayName | None = None
     role: Role = "member"
     tenant: Tenant | None = None
+
+
+class ActorOut(BaseModel):
+    """One actor of the supervision tree; each kind adds its own fields (a room: subscribers, lag...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    path: str
+    state: str
+    restart: str
+    restarts: int
+    restarts_in_window: int
+    uptime_s: float | None
+    mailbox: int
+    last_error: dict | None
+    children: list[ActorOut] = Field(default_factory=list)
+
+
+class ActorsOut(BaseModel):
+    stream_backend: str
+    tree: ActorOut
 
 
 class ContactsQuery(BaseModel):

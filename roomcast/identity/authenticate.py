@@ -52,7 +52,9 @@ def access_refusal(is_active: bool, tokens_valid_after: datetime | None, issued_
     if tokens_valid_after is None:
         return None
     if issued_at is None:
-        return "the token has been revoked"  # without `iat` it cannot prove it came after the revocation
+        # A deployment's backend may mint tokens without `iat`: such a token could be from
+        # before the revocation, so once the user has one, it is refused.
+        return "the token has no iat claim and this user's earlier tokens were revoked"
     if tokens_valid_after.tzinfo is None:
         tokens_valid_after = tokens_valid_after.replace(tzinfo=UTC)
     if issued_at < tokens_valid_after:

@@ -11,6 +11,7 @@ from pathlib import Path
 import jwt
 
 from ..config import Settings
+from ..storage.models import MAX_ID
 
 
 class TokenError(Exception):
@@ -63,7 +64,8 @@ class TokenCodec:
         except jwt.PyJWTError as exc:
             raise TokenError("unauthorized", f"invalid token: {exc}") from None
         subject = claims["sub"]
-        if not isinstance(subject, str) or not subject.isdigit():
+        if not (isinstance(subject, str) and subject.isascii() and subject.isdigit()
+                and 1 <= int(subject) <= MAX_ID):
             raise TokenError("unauthorized", "invalid token: sub must be a user id")
         issued = claims.get("iat")
         issued_at = datetime.fromtimestamp(issued, UTC) if isinstance(issued, int | float) else None

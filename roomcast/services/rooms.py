@@ -142,7 +142,10 @@ def _membership_changes(session: Session, room_id: int, *, added: Sequence[int] 
 async def list_rooms(node: Node, caller: User, *, limit: int,
                      after: RoomKeyset | None = None) -> tuple[list[dict[str, Any]], RoomKeyset | None]:
     """The caller's rooms, most recent activity first, and where the next page starts (if any)."""
-    position = None if after is None else (_EPOCH + timedelta(microseconds=after[0]), after[1])
+    try:
+        position = None if after is None else (_EPOCH + timedelta(microseconds=after[0]), after[1])
+    except OverflowError:  # no room was active then: not a cursor this server made
+        raise BadRequest("invalid cursor", details={"field": "cursor"}) from None
 
     def work(session: Session) -> tuple[list[dict[str, Any]], RoomKeyset | None]:
         rows = user_room_rows(session, caller.tenant, caller.id, limit=limit + 1, after=position)

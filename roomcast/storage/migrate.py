@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Several nodes may start at once; on PostgreSQL they take turns migrating.
@@ -23,12 +23,30 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to `revision` (blocking: call it from a worker thread)."""
     config = alembic_config(engine)
-    # On SQLite, BEGIN IMMEDIATE holds the write lock for the whole upgrade.
-    with engine.execution_options(sqlite_immediate=True).begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A migration that rebuilds a table (batch mode) drops the old one, and with foreign
+            # keys on that cascades into every row referencing it. SQLite's own procedure: keys
+            # off outside the transaction (the pragma is a no-op inside one), checked before commit.
+            _sqlite_pragma(connection, "foreign_keys=OFF")
+        try:
+            # On SQLite, BEGIN IMMEDIATE holds the write lock for the whole upgrade.
+            with connection.execution_options(sqlite_immediate=True).begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                    raise RuntimeError(f"migration left rows with dangling foreign keys: {broken[:10]}")
+        finally:
+            if sqlite:
+                _sqlite_pragma(connection, "foreign_keys=ON")
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> None:
+    """Run a PRAGMA on the driver connection, outside any transaction SQLAlchemy would begin."""
+    connection.connection.driver_connection.execute(f"PRAGMA {pragma}")  # type: ignore[union-attr]
 
 
 def revise(engine: Engine, message: str) -> None:

@@ -29,9 +29,18 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+# Ids are signed 64-bit (PostgreSQL BIGINT, SQLite INTEGER): nothing outside 1..MAX_ID exists.
+MAX_ID = 2**63 - 1
+
 # BigInteger ids on PostgreSQL, but INTEGER on SQLite so that it stays the rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Timestamp = DateTime(timezone=True)
+
+
+# Tables with an id: on SQLite, AUTOINCREMENT so that an id is never handed out twice (without
+# it SQLite reuses the largest id after a delete, and a client holding the old id reaches the new
+# row). PostgreSQL sequences never go back.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
 class Base(DeclarativeBase):
@@ -40,7 +49,7 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("tenant", "username"), Index(None, "tenant", "role"))
+    __table_args__ = (UniqueConstraint("tenant", "username"), Index(None, "tenant", "role"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
@@ -59,6 +68,7 @@ class Room(Base):
     __table_args__ = (
         UniqueConstraint("tenant", "external_ref"),
         UniqueConstraint("tenant", "direct_key"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -93,6 +103,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("room_id", "seq"),
         UniqueConstraint("room_id", "sender_id", "client_id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -110,6 +121,7 @@ class Message(Base):
 
 class Attachment(Base):
     __tablename__ = "attachments"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))

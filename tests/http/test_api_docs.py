@@ -6,19 +6,19 @@ import re
 from typing import Any
 
 ROUTES = {
-    ("get", "/api/rooms"): {"200", "400"},
-    ("post", "/api/rooms"): {"200", "201", "400", "403", "404"},
-    ("get", "/api/rooms/{room_id}"): {"200", "403", "404"},
-    ("patch", "/api/rooms/{room_id}"): {"200", "400", "403", "404"},
-    ("post", "/api/rooms/{room_id}/members"): {"200", "201", "400", "403", "404"},
-    ("delete", "/api/rooms/{room_id}/members/{user_id}"): {"204", "403", "404"},
-    ("put", "/api/rooms/by-ref/{external_ref}"): {"200", "201", "400", "403", "404"},
-    ("delete", "/api/rooms/by-ref/{external_ref}"): {"204", "403", "404"},
-    ("get", "/api/rooms/{room_id}/messages"): {"200", "400", "403", "404"},
-    ("post", "/api/rooms/{room_id}/messages"): {"200", "201", "400", "403", "404"},
-    ("patch", "/api/rooms/{room_id}/messages/{message_id}"): {"200", "400", "403", "404"},
-    ("delete", "/api/rooms/{room_id}/messages/{message_id}"): {"204", "403", "404"},
-    ("post", "/api/rooms/{room_id}/read"): {"204", "400", "403", "404"},
+    ("get", "/api/rooms"): {"200", "400", "401"},
+    ("post", "/api/rooms"): {"200", "201", "400", "403", "404", "401"},
+    ("get", "/api/rooms/{room_id}"): {"200", "403", "404", "401"},
+    ("patch", "/api/rooms/{room_id}"): {"200", "400", "403", "404", "401"},
+    ("post", "/api/rooms/{room_id}/members"): {"200", "201", "400", "403", "404", "401"},
+    ("delete", "/api/rooms/{room_id}/members/{user_id}"): {"204", "403", "404", "401"},
+    ("put", "/api/rooms/by-ref/{external_ref}"): {"200", "201", "400", "403", "404", "401"},
+    ("delete", "/api/rooms/by-ref/{external_ref}"): {"204", "403", "404", "401"},
+    ("get", "/api/rooms/{room_id}/messages"): {"200", "400", "403", "404", "401"},
+    ("post", "/api/rooms/{room_id}/messages"): {"200", "201", "400", "403", "404", "401"},
+    ("patch", "/api/rooms/{room_id}/messages/{message_id}"): {"200", "400", "403", "404", "401"},
+    ("delete", "/api/rooms/{room_id}/messages/{message_id}"): {"204", "403", "404", "401"},
+    ("post", "/api/rooms/{room_id}/read"): {"204", "400", "403", "404", "401"},
 }
 REQUEST_MODELS = {
     ("post", "/api/rooms"): "CreateRoomIn",
@@ -52,6 +52,41 @@ async def test_openapi_documents_every_room_and_message_route(client: Any) -> No
     history = spec["paths"]["/api/rooms/{room_id}/messages"]["get"]
     limit = next(p for p in history["parameters"] if p["name"] == "limit")
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 200)
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
+async def test_every_operation_documents_body_auth_and_success(client: Any) -> None:
+    """Walks the whole document: required bodies, 401 with the envelope where a token is
+    needed (and no security where none is), a success response everywhere."""
+    spec = await (await client.get("/openapi.json")).get_json()
+    assert spec["security"] == [{"bearer": []}]
+    operations = [(method, path, operation) for path, item in spec["paths"].items()
+                  for method, operation in item.items()]
+    assert len(operations) >= 17
+    for method, path, operation in operations:
+        where = (method, path)
+        responses = operation["responses"]
+        assert any(status.startswith("2") for status in responses), where
+        if "requestBody" in operation:
+            assert operation["requestBody"]["required"] is True, where
+        if operation.get("security") == []:
+            assert "401" not in responses or path == "/api/auth/login", where
+            continue
+        unauthorized = responses["401"]["content"]["application/json"]["schema"]
+        assert set(_resolve(spec, unauthorized)["properties"]) == {"error"}, where
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path" and parameter["name"].endswith("_id"):
+                assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, where
+    public = {(method, path) for method, path, operation in operations if operation.get("security") == []}
+    assert public == {("post", "/api/auth/login")}
+    actors = spec["paths"]["/api/admin/actors"]["get"]["responses"]
+    assert set(actors) == {"200", "401", "403"}
+    tree = _resolve(spec, actors["200"]["content"]["application/json"]["schema"])
+    assert {"stream_backend", "tree"} <= set(tree["properties"])
 
 
 async def test_docs_page_needs_nothing_from_outside(client: Any) -> None:

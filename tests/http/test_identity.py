@@ -131,6 +131,22 @@ async def test_revoked_tokens_are_refused(client: Any, users: Any, node: Node) -
     assert await error_of(await client.get("/api/me", headers=erin.headers)) == (401, "unauthorized")
 
 
+async def test_a_token_without_iat_is_refused_once_tokens_were_revoked(client: Any, users: Any, node: Node) -> None:
+    """Without `iat` a token's age is unknown: accepted until the user's tokens are first revoked."""
+    frank = await users.create("member")
+    claims = {"sub": str(frank.id), "exp": datetime.now(UTC) + timedelta(hours=1)}
+    headers = {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+    assert (await client.get("/api/me", headers=headers)).status_code == 200  # backends may leave iat out
+    earlier = datetime.now(UTC) - timedelta(days=1)  # even a revocation long past applies to it
+    await node.database.write(
+        lambda s: s.execute(update(User).where(User.id == frank.id).values(tokens_valid_after=earlier))
+    )
+    assert await error_of(await client.get("/api/me", headers=headers)) == (401, "unauthorized")
+    fresh = {**claims, "iat": datetime.now(UTC)}
+    fresh_headers = {"Authorization": f"Bearer {jwt.encode(fresh, JWT_SECRET, algorithm='HS256')}"}
+    assert (await client.get("/api/me", headers=fresh_headers)).status_code == 200
+
+
 # --------------------------------------------------------------------------- users
 
 

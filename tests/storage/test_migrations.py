@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,77 @@ async def test_nodes_starting_together_migrate_once(fresh_database_url: str, tmp
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
+
+
+# --------------------------------------------------------------------------- 0003: SQLite AUTOINCREMENT
+
+_ROWS = [
+    "INSERT INTO users (id, tenant, username, display_name, role, is_active, created_at) VALUES "
+    "(1, 'default', 'ann', 'Ann', 'member', 1, '2026-01-01 00:00:00'), "
+    "(2, 'default', 'bob', 'Bob', 'member', 1, '2026-01-01 00:00:00')",
+    "INSERT INTO rooms (id, tenant, kind, name, topic, is_active, external_ref, last_seq, last_message_id, "
+    "created_at, updated_at, last_activity_at) VALUES "
+    "(1, 'default', 'group', 'one', '', 1, NULL, 2, 2, '2026-01-01', '2026-01-01', '2026-01-01'), "
+    "(2, 'default', 'group', 'two', '', 1, 'ref-2', 1, 3, '2026-01-01', '2026-01-01', '2026-01-01')",
+    "INSERT INTO memberships (room_id, user_id, room_role, last_read_seq, joined_at) VALUES "
+    "(1, 1, 'owner', 2, '2026-01-01'), (1, 2, 'member', 0, '2026-01-01'), (2, 1, 'owner', 0, '2026-01-01')",
+    "INSERT INTO messages (id, room_id, seq, sender_id, body, reply_to_id, client_id, created_at) VALUES "
+    "(1, 1, 1, 1, 'first', NULL, 'c1', '2026-01-01'), (2, 1, 2, 2, 'reply', 1, NULL, '2026-01-01'), "
+    "(3, 2, 1, 1, 'elsewhere', NULL, NULL, '2026-01-01')",
+    "INSERT INTO attachments (id, tenant, room_id, uploader_id, message_id, filename, content_type, size, "
+    "sha256, data, created_at) VALUES (1, 'default', 1, 1, 1, 'a.txt', 'text/plain', 2, 'x', X'6869', '2026-01-01')",
+    "INSERT INTO outbox (room_id, seq, type, payload, created_at) VALUES "
+    "(1, 1, 'message_created', '{}', '2026-01-01'), (1, 2, 'message_created', '{}', '2026-01-01'), "
+    "(2, 1, 'message_created', '{}', '2026-01-01')",
+]
+_TABLES = ("users", "rooms", "memberships", "messages", "attachments", "outbox")
+
+
+def _dump(engine: Any) -> dict[str, list[tuple[Any, ...]]]:
+    with engine.connect() as connection:
+        return {table: sorted(tuple(row) for row in connection.exec_driver_sql(f"SELECT * FROM {table}"))
+                for table in _TABLES}
+
+
+def test_upgrading_sqlite_keeps_every_row_and_ids_are_never_reused(tmp_path: Path) -> None:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "e0a8a360177d")  # the schema before AUTOINCREMENT, with data in it
+    with engine.begin() as connection:
+        for statement in _ROWS:
+            connection.exec_driver_sql(statement)
+    before = _dump(engine)
+
+    upgrade(engine)
+
+    assert _dump(engine) == before
+    with engine.connect() as connection:
+        for table in ("users", "rooms", "messages", "attachments"):
+            sql = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).scalar()
+            assert "AUTOINCREMENT" in sql, table
+        assert connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on for the pool
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    with engine.begin() as connection:
+        # Deleting the newest room takes its message (the newest) with it: neither id comes back.
+        connection.exec_driver_sql("DELETE FROM rooms WHERE id = 2")
+        assert connection.exec_driver_sql("SELECT count(*) FROM messages").scalar() == 2  # cascade still works
+        connection.exec_driver_sql(
+            "INSERT INTO rooms (tenant, kind, name, topic, is_active, last_seq, created_at, updated_at, "
+            "last_activity_at) VALUES ('default', 'group', 'new', '', 1, 0, '2026-01-02', '2026-01-02', '2026-01-02')")
+        room = connection.exec_driver_sql("SELECT max(id) FROM rooms").scalar()
+        connection.exec_driver_sql(
+            "INSERT INTO messages (room_id, seq, sender_id, body, created_at) VALUES (?, 1, 1, 'new', '2026-01-02')",
+            (room,))
+        message = connection.exec_driver_sql("SELECT max(id) FROM messages").scalar()
+    engine.dispose()
+    assert (room, message) == (3, 4)
+
+
+def test_models_give_fresh_sqlite_schemas_autoincrement(tmp_path: Path) -> None:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    Base.metadata.create_all(engine)
+    with engine.connect() as connection:
+        tables = {name for (name,) in connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%'")}
+    engine.dispose()
+    assert tables == {"users", "rooms", "messages", "attachments"}

@@ -7,7 +7,7 @@ from quart_schema import document_response
 
 from ..auth import require_authentication, require_roles
 from ..context import current_node
-from ..schemas import ErrorOut
+from ..schemas import ActorsOut, ErrorOut
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/admin")
 require_authentication(blueprint)
@@ -15,6 +15,7 @@ require_authentication(blueprint)
 
 @blueprint.get("/actors")
 @require_roles("admin")
+@document_response(ActorsOut, 200)
 @document_response(ErrorOut, 403)
 async def actors() -> dict:
     """The supervision tree: each actor's path, state, restarts, last error and, for room

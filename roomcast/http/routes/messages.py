@@ -16,7 +16,7 @@ from .rooms import ROOM
 blueprint = Blueprint("messages", __name__, url_prefix="/api/rooms")
 require_authentication(blueprint)
 
-MESSAGE = "<int(max=9223372036854775807):message_id>"
+MESSAGE = "<id:message_id>"
 
 
 @blueprint.get(f"/{ROOM}/messages")

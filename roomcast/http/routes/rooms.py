@@ -26,9 +26,9 @@ from ..schemas import ErrorOut
 blueprint = Blueprint("rooms", __name__, url_prefix="/api/rooms")
 require_authentication(blueprint)
 
-# Ids beyond 64 bits cannot exist: such paths do not match, so they are 404s, not database errors.
-ROOM = "<int(max=9223372036854775807):room_id>"
-USER = "<int(max=9223372036854775807):user_id>"
+# Path ids go through the `id` converter (ids.py): out of range is a 404, not a database error.
+ROOM = "<id:room_id>"
+USER = "<id:user_id>"
 
 
 @blueprint.get("")

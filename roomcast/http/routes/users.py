@@ -47,7 +47,7 @@ async def create(data: CreateUserIn) -> tuple[dict, int]:
     return user_to_wire(user), 201
 
 
-@blueprint.get("/users/<int:user_id>")
+@blueprint.get("/users/<id:user_id>")
 @document_response(UserOut, 200)
 @document_response(ErrorOut, 404)
 async def get(user_id: int) -> dict:

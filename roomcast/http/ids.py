@@ -1,0 +1,36 @@
+"""Integers from clients, bounded to the database's id range (1..2^63-1) in one place.
+
+Paths take ids through the `id` URL converter: anything out of range names nothing (404),
+never a database overflow. Queries and bodies take `Id` and `Seq` (400 out of range).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from quart import Quart
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import IntegerConverter
+
+from ..storage.models import MAX_ID
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Seq = Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
+class IdConverter(IntegerConverter):
+    """`<id:name>`: a decimal id in 1..MAX_ID."""
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if not 1 <= number <= MAX_ID:
+            # Not a ValidationError: werkzeug would then answer 405 when the path matches a
+            # rule of another method. An id out of range is simply no such thing.
+            raise NotFound("no such thing")
+        return number
+
+
+def install_id_converter(app: Quart) -> None:
+    """Make `<id:...>` available to the app's routes (before its blueprints are registered)."""
+    app.url_map.converters["id"] = IdConverter
