@@ -142,6 +142,8 @@ class Session:
         while self.free_slots() < wanted:
             if self.outbound.is_closing:
                 return False
+            if self.socket.has_tail:
+                self._start_writer()  # whoever left the tail may not have: it must be flushed for us to wake
             await self.outbound.room_changed()
         return not self.outbound.is_closing
 
