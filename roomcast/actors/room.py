@@ -411,7 +411,7 @@ class RoomActor:
         happens in the same step as the last push, so there is no gap and no duplicate.
         """
         fetched: list[tuple[int, bytes]] = []  # read ahead from the database, from next_seq on
-        stall_at = trio.current_time() + self.replay_stall_s  # moved on by every push
+        stall_at = trio.current_time() + self.replay_stall_s  # moved on by every push or database read
         while subscription.active:
             assert self.last_seq is not None
             target = self.last_seq
