@@ -127,6 +127,12 @@ class Probe:
         self.tally.overflows += 1
         self.tally.all_in.set()  # it will never complete: stop waiting
 
+    def free_slots(self) -> int:
+        return self.capacity - len(self.items)
+
+    async def wait_for_room(self, n: int) -> bool:
+        return False  # it subscribes live only: no replay ever waits here
+
 
 @dataclass
 class Result:

@@ -75,6 +75,9 @@ class Settings(BaseModel):
     outbox_sweep_s: float = Field(5.0, gt=0)
     room_mailbox_size: int = Field(256, ge=4)
     room_replay_buffer: int = Field(1024, ge=0)
+    # A replay (subscribe with `since`) is paced by the client's socket; one that takes no event
+    # for this long is closed with 1013.
+    room_replay_stall_s: float = Field(60.0, gt=0)
     supervisor_intensity: int = Field(5, ge=0)
     supervisor_period_s: float = Field(10.0, gt=0)
     restart_backoff_s: float = Field(0.1, ge=0)

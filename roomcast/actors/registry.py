@@ -36,13 +36,15 @@ class RoomHub:
     """Starts, finds and forgets room actors; subscribes sessions to rooms."""
 
     def __init__(self, *, database: Database, backend: StreamBackend, reader: StreamReader,
-                 supervisor: Supervisor, idle_s: float, replay_buffer: int, mailbox_size: int) -> None:
+                 supervisor: Supervisor, idle_s: float, replay_buffer: int, replay_stall_s: float,
+                 mailbox_size: int) -> None:
         self.database = database
         self.backend = backend
         self.reader = reader
         self.supervisor = supervisor
         self.idle_s = idle_s
         self.replay_buffer = replay_buffer
+        self.replay_stall_s = replay_stall_s
         self.mailbox_size = mailbox_size
         self._rooms: dict[int, RoomActor] = {}
 
@@ -58,7 +60,8 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None or room.actor.terminated.is_set():
             room = RoomActor(room_id, database=self.database, reader=self.reader, idle_s=self.idle_s,
-                             replay_buffer=self.replay_buffer, mailbox_size=self.mailbox_size,
+                             replay_buffer=self.replay_buffer, replay_stall_s=self.replay_stall_s,
+                             mailbox_size=self.mailbox_size,
                              on_idle=self._forget)
             self._rooms[room_id] = room
             self.supervisor.add(room.actor)

@@ -59,7 +59,18 @@ class Subscriber(Protocol):
         ...
 
     def overflowed(self, room_id: int) -> None:
-        """The room dropped this subscriber because `push` returned False (close with 1013)."""
+        """The room dropped this subscriber: `push` returned False, or a replay to it stalled (close with 1013)."""
+        ...
+
+    def free_slots(self) -> int:
+        """How many stored events a replay may push to it now (0 when it has no room)."""
+        ...
+
+    async def wait_for_room(self, n: int) -> bool:
+        """Return once it has room for up to `n` more (it may settle for fewer); False if it takes no more.
+
+        Replays wait here, so it must wake as its socket drains or it closes.
+        """
         ...
 
 
@@ -75,6 +86,13 @@ class Subscription:
     # False while it catches up on older events (replay); live events wait for the replay.
     live: bool
     active: bool = True
+    # The replay's wait for room, cancelled when the subscription ends.
+    waiting: trio.CancelScope | None = None
+
+    def end(self) -> None:
+        self.active = False
+        if self.waiting is not None:
+            self.waiting.cancel()
 
 
 class _Reply:
@@ -124,12 +142,13 @@ class RoomActor:
     """One room: its subscribers and positions (kept across restarts) and its behaviour, `run`."""
 
     def __init__(self, room_id: int, *, database: Database, reader: StreamReader, idle_s: float,
-                 replay_buffer: int = 1024, mailbox_size: int = 256,
+                 replay_buffer: int = 1024, replay_stall_s: float = 60.0, mailbox_size: int = 256,
                  on_idle: Callable[[RoomActor], bool] = lambda room: True) -> None:
         self.room_id = room_id
         self.database = database
         self.reader = reader
         self.idle_s = idle_s
+        self.replay_stall_s = replay_stall_s
         self.on_idle = on_idle
         self.actor = Actor(f"room:{room_id}", self.run, restart=Restart.TRANSIENT, mailbox_size=mailbox_size,
                            describe_extra=self.describe)
@@ -152,7 +171,7 @@ class RoomActor:
         """Stop delivering to `subscriber` (immediately; safe from any task, never blocks)."""
         subscription = self.subscriptions.pop(id(subscriber), None)
         if subscription is not None:
-            subscription.active = False
+            subscription.end()
             self._maybe_idle()
 
     def describe(self) -> dict[str, Any]:
@@ -353,7 +372,7 @@ class RoomActor:
         if self.subscriptions.get(id(subscription.subscriber)) is not subscription:
             return
         del self.subscriptions[id(subscription.subscriber)]
-        subscription.active = False
+        subscription.end()
         log_event(log, "room.subscriber_overflowed", room=self.room_id)
         try:
             subscription.subscriber.overflowed(self.room_id)
@@ -372,7 +391,7 @@ class RoomActor:
         last = self.last_seq
         previous = self.subscriptions.pop(id(request.subscriber), None)
         if previous is not None:
-            previous.active = False
+            previous.end()
         if request.since is None or request.since >= last:
             subscription = Subscription(request.subscriber, next_seq=max(last, request.since or 0) + 1, live=True)
         else:
@@ -395,37 +414,95 @@ class RoomActor:
     async def _replay(self, subscription: Subscription) -> None:
         """Bring one subscriber from `next_seq` up to the room's last seq, then make it live.
 
-        From `recent` when it holds the range, else from the database. Live events go
-        on meanwhile; each pass re-reads last_seq, and the switch to live happens in
-        the same step as the last push, so there is no gap and no duplicate.
+        From `recent` when it holds the range, else from the database. Paced by the
+        subscriber: never more than it has room for, then a wait until its socket
+        drains (a subscriber that makes no room for `replay_stall_s` is dropped). Live
+        events go on meanwhile; each pass re-reads last_seq, and the switch to live
+        happens in the same step as the last push, so there is no gap and no duplicate.
         """
+        fetched: list[tuple[int, bytes]] = []  # read ahead from the database, from next_seq on
+        stall_at = trio.current_time() + self.replay_stall_s  # moved on by every push or database read
         while subscription.active:
             assert self.last_seq is not None
             target = self.last_seq
             if subscription.next_seq > target:
                 subscription.live = True
                 return
-            if self.recent and self.recent[0][0] <= subscription.next_seq:
+            room = self._free_slots(subscription)
+            if room <= 0:
+                if not subscription.active or not await self._wait_for_room(
+                        subscription, target - subscription.next_seq + 1, stall_at):
+                    return
+                continue
+            if fetched:
+                run, fetched = fetched[:room], fetched[room:]
+                if not self._push_many(subscription, [data for _, data in run]):
+                    self._overflow(subscription)
+                    return
+                subscription.next_seq = run[-1][0] + 1
+            elif self.recent and self.recent[0][0] <= subscription.next_seq:
                 start = subscription.next_seq - self.recent[0][0]
-                if not self._push_many(subscription, [data for _, data in islice(self.recent, start, None)]):
+                payloads = [data for _, data in islice(self.recent, start, start + room)]
+                if not self._push_many(subscription, payloads):
                     self._overflow(subscription)
                     return
-                subscription.next_seq = target + 1
-                continue
-            rows = await self.database.read(events_after, self.room_id, subscription.next_seq - 1, target,
-                                            _FETCH_CHUNK)
-            if not subscription.active:
-                return
-            if not rows:
-                # The database lacks them (never expected): resume where we still can.
-                resume = self.recent[0][0] if self.recent else target + 1
-                log_event(log, "room.replay_gap", logging.ERROR, room=self.room_id,
-                          missing_from=subscription.next_seq, missing_to=resume - 1)
-                subscription.next_seq = resume
-                continue
-            fresh = [row for row in rows if row.seq >= subscription.next_seq]
-            if fresh:
-                if not self._push_many(subscription, [row.payload.encode() for row in fresh]):
-                    self._overflow(subscription)
-                    return
-                subscription.next_seq = fresh[-1].seq + 1
+                subscription.next_seq += len(payloads)
+            else:
+                fetched = await self._fetch(subscription, target)
+            stall_at = trio.current_time() + self.replay_stall_s
+
+    async def _fetch(self, subscription: Subscription, target: int) -> list[tuple[int, bytes]]:
+        """The next stored events for a replay from the database (up to `target`), encoded."""
+        rows = await self.database.read(events_after, self.room_id, subscription.next_seq - 1, target,
+                                        _FETCH_CHUNK)
+        if not rows and subscription.active:
+            # The database lacks them (never expected): resume where we still can.
+            resume = self.recent[0][0] if self.recent else target + 1
+            log_event(log, "room.replay_gap", logging.ERROR, room=self.room_id,
+                      missing_from=subscription.next_seq, missing_to=resume - 1)
+            subscription.next_seq = resume
+        return [(row.seq, row.payload.encode()) for row in rows if row.seq >= subscription.next_seq]
+
+    def _free_slots(self, subscription: Subscription) -> int:
+        try:
+            return subscription.subscriber.free_slots()
+        except Exception as exc:
+            self._subscriber_failed(exc)
+            self._overflow(subscription)
+            return 0
+
+    async def _wait_for_room(self, subscription: Subscription, n: int, stall_at: float) -> bool:
+        """Wait until the replaying subscriber has room; False when its replay must end.
+
+        That is when it was removed meanwhile (which cancels the wait), takes no more
+        (it is closing), or took nothing until `stall_at` (it is dropped: 1013).
+        """
+        more = False
+        with trio.CancelScope() as removed:
+            subscription.waiting = removed
+            try:
+                with trio.move_on_at(stall_at) as stall:
+                    more = await subscription.subscriber.wait_for_room(n)
+            except Exception as exc:
+                self._subscriber_failed(exc)
+                self._overflow(subscription)
+            finally:
+                subscription.waiting = None
+        if not subscription.active:
+            return False
+        if stall.cancelled_caught:
+            log_event(log, "room.replay_stalled", logging.WARNING, room=self.room_id,
+                      next_seq=subscription.next_seq, stall_s=self.replay_stall_s)
+            self._overflow(subscription)
+            return False
+        if not more:
+            self._drop(subscription)
+            return False
+        return True
+
+    def _drop(self, subscription: Subscription) -> None:
+        """Forget a subscriber that takes no more events (it is closing anyway)."""
+        if self.subscriptions.get(id(subscription.subscriber)) is subscription:
+            del self.subscriptions[id(subscription.subscriber)]
+            subscription.end()
+            self._maybe_idle()

@@ -45,7 +45,7 @@ class ActorSystem:
                                  sweep_s=settings.outbox_sweep_s, backoff=retry)
         self.rooms = RoomHub(database=database, backend=backend, reader=self.reader, supervisor=supervisor("rooms"),
                              idle_s=settings.room_idle_s, replay_buffer=settings.room_replay_buffer,
-                             mailbox_size=settings.room_mailbox_size)
+                             replay_stall_s=settings.room_replay_stall_s, mailbox_size=settings.room_mailbox_size)
         self.root.add(Actor("stream_reader", self.reader.run, describe_extra=self.reader.describe))
         self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))
         self.root.add(self.rooms.supervisor)

@@ -116,6 +116,13 @@ class UserNotices:
         # `push` never refuses, so the hub should never drop us; if it did, re-follow on next add.
         self._following = False
 
+    def free_slots(self) -> int:
+        return 1 << 30  # never replays (it follows without `since`), and takes whatever comes
+
+    async def wait_for_room(self, n: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
+
 
 class Announcer:
     """The actor that publishes room_added / room_removed; its mailbox is bounded."""

@@ -25,14 +25,14 @@ async def create_rooms(node: Node, count: int = 1) -> list[int]:
     return await node.database.write(work)
 
 
-def _commit(session: Session, room_id: int, count: int, published: bool) -> list[int]:
+def _commit(session: Session, room_id: int, count: int, published: bool, filler: str = "") -> list[int]:
     room = session.get(Room, room_id, with_for_update=True)
     assert room is not None
     seqs = []
     for _ in range(count):
         room.last_seq += 1
         seq = room.last_seq
-        payload = {"type": "message", "room": room_id, "seq": seq, "message": {"body": f"hello {seq}"}}
+        payload = {"type": "message", "room": room_id, "seq": seq, "message": {"body": f"hello {seq}{filler}"}}
         session.add(OutboxEvent(room_id=room_id, seq=seq, type="message", payload=json.dumps(payload),
                                 published_at=utcnow() if published else None))
         seqs.append(seq)
@@ -41,12 +41,13 @@ def _commit(session: Session, room_id: int, count: int, published: bool) -> list
 
 
 async def commit_events(node: Node, room_id: int, count: int = 1, *, notify: bool = True,
-                        published: bool = False) -> list[int]:
+                        published: bool = False, filler: str = "") -> list[int]:
     """Commit `count` events to the room in one transaction, as the REST send path does.
 
-    `published=True` writes them as if already on the stream (the relay leaves them alone).
+    `published=True` writes them as if already on the stream (the relay leaves them alone);
+    `filler` is appended to each body (to make big events).
     """
-    seqs = await node.database.write(_commit, room_id, count, published)
+    seqs = await node.database.write(_commit, room_id, count, published, filler)
     if notify:
         node.notify_committed(room_id)
     return seqs
@@ -104,6 +105,14 @@ class Recorder:
         self.overflows.append(room_id)
         self._changed.set()
 
+    def free_slots(self) -> int:
+        return max(self.limit - len(self.items), 0)
+
+    async def wait_for_room(self, n: int) -> bool:
+        # Nothing ever leaves a Recorder: a replay that fills it waits until it is dropped.
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
     @property
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(item) for item in self.items]
@@ -126,3 +135,60 @@ class Recorder:
             self._changed = trio.Event()
             with trio.move_on_after(60):
                 await self._changed.wait()
+
+
+class SlowReader(Recorder):
+    """A subscriber whose socket takes `per_tick` events every `tick_s` once `read` runs, like a slow client.
+
+    Like a session's queue: at most `limit` events wait in it (pushing more is an overflow),
+    and a replay is offered half of that (`share`).
+    """
+
+    def __init__(self, limit: int, per_tick: int = 4, tick_s: float = 0.01) -> None:
+        super().__init__()
+        self.share = limit // 2
+        self.per_tick = per_tick
+        self.tick_s = tick_s
+        self.queued = 0
+        self.most_queued = 0
+        self.waits = 0
+        self.closing = False
+        self._room = trio.Event()
+        self.limit = limit
+
+    def push(self, data: bytes) -> bool:
+        return self.push_many([data])
+
+    def push_many(self, data: list[bytes]) -> bool:
+        self.batches.append(data)
+        if self.closing or self.queued + len(data) > self.limit:
+            return False
+        self.queued += len(data)
+        self.most_queued = max(self.most_queued, self.queued)
+        self.items.extend(data)
+        self._changed.set()
+        return True
+
+    def free_slots(self) -> int:
+        return 0 if self.closing else max(0, self.share - self.queued)
+
+    async def wait_for_room(self, n: int) -> bool:
+        self.waits += 1
+        # Like a session: room for half its share will do.
+        while not self.closing and self.free_slots() < min(n, (self.share + 1) // 2):
+            self._room = trio.Event()
+            await self._room.wait()
+        return not self.closing
+
+    def close(self) -> None:
+        """As a session that starts closing: it takes nothing more."""
+        self.closing = True
+        self._room.set()
+
+    async def read(self) -> None:
+        """Drain at the slow pace, forever (run it in a nursery)."""
+        while True:
+            await trio.sleep(self.tick_s)
+            if self.queued:
+                self.queued -= min(self.per_tick, self.queued)
+                self._room.set()

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import socket
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from tests.chat_helpers import make_group
-from tests.ws_client import ws_connect
+from tests.ws_client import SmallWindowClient, ws_connect
 
 QUEUE = 64
 
@@ -24,48 +19,11 @@ def ws_settings() -> dict[str, Any]:
     return {"ws_outbound_queue": QUEUE, "ws_close_timeout_s": 60.0}
 
 
-class StalledClient:
-    """A real WebSocket client on a socket with a tiny receive buffer that it stops reading."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.protocol = WSConnection(ConnectionType.CLIENT)
-
-    @classmethod
-    async def connect(cls, base_url: str, token: str) -> StalledClient:
-        parts = urlsplit(base_url)
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect, so the window stays small
-        await sock.connect((parts.hostname, parts.port))
-        client = cls(trio.SocketStream(sock))
-        await client.stream.send_all(client.protocol.send(Request(host=parts.netloc, target=f"/ws?token={token}")))
-        await client._read_until(AcceptConnection)
-        return client
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.stream.send_all(self.protocol.send(TextMessage(json.dumps(frame))))
-
-    async def _read_until(self, kind: type) -> Any:
-        while True:
-            for event in self.protocol.events():
-                if isinstance(event, kind):
-                    return event
-            data = await self.stream.receive_some(1024)
-            if not data:
-                raise EOFError
-            self.protocol.receive_data(data)
-
-    async def close_code(self) -> int:
-        """Now read everything the server sent, up to its close frame."""
-        close = await self._read_until(CloseConnection)
-        return close.code
-
-
 async def test_a_stalled_consumer_is_closed_1013_while_others_get_everything(live_server: str, client: Any,
                                                                              users: Any) -> None:
     people = [await users.create("member") for _ in range(4)]
     room = (await make_group(client, people[0], people[1:]))["id"]
-    stalled = await StalledClient.connect(live_server, people[3].token)
+    stalled = await SmallWindowClient.connect(live_server, people[3].token)
     await stalled.send({"type": "subscribe", "room": room})
     body = "x" * 3900  # big events fill the stalled socket's buffers quickly
     total = 300

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 
 class Overflowed(Exception):
     """The client fell too far behind; its session must close with 1013."""
@@ -18,6 +20,10 @@ class OutboundQueue:
 
     `push` never blocks (room actors call it for every subscriber); `take` hands the
     session's writer everything pending at once so it goes out as one frame.
+
+    A catch-up (a room's replay) is paced instead: it queues at most `free_slots()`
+    events, which leaves half the queue to live events and replies, and then waits
+    in `wait_for_room` until the writer has taken and written what was pending.
     """
 
     def __init__(self, limit: int, on_closing: Callable[[], None] = lambda: None) -> None:
@@ -27,6 +33,12 @@ class OutboundQueue:
         self.overflowed = False
         self._stopped = False
         self._on_closing = on_closing
+        # A catch-up keeps queued plus in-flight events at or below this.
+        self.catch_up_limit = max(1, limit // 2)
+        # Events the writer took last and is writing (they still occupy the session until its next take).
+        self._in_flight = 0
+        # Set at the next `take` or close, for catch-ups waiting for room; made only when one waits.
+        self._room: trio.Event | None = None
 
     @property
     def is_closing(self) -> bool:
@@ -61,6 +73,7 @@ class OutboundQueue:
         first = not self.is_closing
         self.overflowed = True
         if first:
+            self._wake()
             self._on_closing()
 
     def stop(self) -> None:
@@ -68,7 +81,25 @@ class OutboundQueue:
         first = not self.is_closing
         self._stopped = True
         if first:
+            self._wake()
             self._on_closing()
+
+    def free_slots(self) -> int:
+        """How many more events a catch-up may queue now (0 once closing)."""
+        if self.is_closing:
+            return 0
+        return max(0, self.catch_up_limit - len(self._items) - self._in_flight)
+
+    async def room_changed(self) -> None:
+        """Wait for the writer's next `take` (what it wrote before is gone) or for the close."""
+        if self._room is None:
+            self._room = trio.Event()
+        await self._room.wait()
+
+    def _wake(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     def take(self, max_bytes: int) -> list[bytes]:
         """As many pending events as fit in `max_bytes` (at least one, if any are pending).
@@ -80,6 +111,9 @@ class OutboundQueue:
             raise Overflowed
         if self._stopped:
             raise Stopped
+        # Once per frame, never per event: the previous frame is written, its events leave.
+        if self._room is not None:
+            self._wake()
         items = self._items
         size = count = 0
         for item in items:
@@ -87,6 +121,7 @@ class OutboundQueue:
                 break
             size += len(item) + 1
             count += 1
+        self._in_flight = count
         if count == len(items):
             self._items = []
             return items

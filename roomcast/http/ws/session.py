@@ -138,6 +138,25 @@ class Session:
         """A room dropped us for falling behind: the whole session closes with 1013."""
         self.outbound.mark_overflowed()
 
+    def free_slots(self) -> int:
+        """How many events a room's replay may push now: none while a frame's tail waits for the socket."""
+        return 0 if self.socket.has_tail else self.outbound.free_slots()
+
+    async def wait_for_room(self, n: int) -> bool:
+        """Until a replay may push min(n, half its share) events; False once the session is closing.
+
+        Woken by the writer, once per frame it takes; a session that ends otherwise is
+        unsubscribed from its rooms, which cancels the wait.
+        """
+        wanted = min(n, (self.outbound.catch_up_limit + 1) // 2)
+        while self.free_slots() < wanted:
+            if self.outbound.is_closing:
+                return False
+            if self.socket.has_tail:
+                self._start_writer()  # whoever left the tail may not have: it must be flushed for us to wake
+            await self.outbound.room_changed()
+        return not self.outbound.is_closing
+
     def _forget_room(self, room_id: int) -> None:
         # Removed from the room: stop its events at once, announce the leave in the background.
         if room_id in self.subscriptions:
