@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .actors.backoff import Backoff
 from .actors.registry import RoomHub
 from .actors.system import ActorSystem
 from .config import Settings
@@ -71,7 +72,9 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
             actors = ActorSystem(settings, database, streams)
             await nursery.start(lambda task_status: actors.run(task_status=task_status))
             presence: Presence = (
-                RedisPresence(streams.client, settings.redis_key_prefix)  # type: ignore[attr-defined]
+                RedisPresence(streams.client, settings.redis_key_prefix,  # type: ignore[attr-defined]
+                              guard=streams.guarded,  # type: ignore[attr-defined]
+                              retry=Backoff(settings.stream_retry_base_s, settings.stream_retry_max_s))
                 if settings.redis_url else MemoryPresence()
             )
             nursery.start_soon(presence.run)

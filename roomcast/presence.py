@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 import trio
 from coredis import PureToken
 
+from .actors.backoff import Backoff
 from .logs import log_event
+from .storage.streams import StreamUnavailable
 
 log = logging.getLogger("roomcast.presence")
 
@@ -92,12 +95,20 @@ class MemoryPresence:
 
 
 class RedisPresence:
-    """Presence in Redis sorted sets shared by every node (scores are expiry times)."""
+    """Presence in Redis sorted sets shared by every node (scores are expiry times).
 
-    def __init__(self, client: Any, prefix: str, ttl_s: float = 60.0) -> None:
+    `guard()` is the stream backend's: inside it, Redis being unreachable raises
+    StreamUnavailable (presence lives on the same Redis as the streams).
+    """
+
+    def __init__(self, client: Any, prefix: str, ttl_s: float = 60.0,
+                 guard: Callable[[], AbstractContextManager[None]] = nullcontext,
+                 retry: Backoff | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self._guard = guard
+        self.retry = retry or Backoff(base=0.5, cap=ttl_s / _REFRESH_FRACTION)
         # What this node has registered, re-scored periodically: key -> members.
         self._local: defaultdict[str, set[str]] = defaultdict(set)
 
@@ -108,9 +119,11 @@ class RedisPresence:
         return f"{self.prefix}presence:user:{user_id}"
 
     async def _add(self, key: str, member: str) -> None:
+        with self._guard():
+            await self.client.zadd(key, {member: time.time() + self.ttl_s})
+            await self.client.expire(key, int(self.ttl_s * 2))
+        # Only once stored: a join refused for an outage must leave nothing to refresh.
         self._local[key].add(member)
-        await self.client.zadd(key, {member: time.time() + self.ttl_s})
-        await self.client.expire(key, int(self.ttl_s * 2))
 
     async def _remove(self, key: str, member: str) -> None:
         members = self._local.get(key)
@@ -118,7 +131,8 @@ class RedisPresence:
             members.discard(member)
             if not members:
                 del self._local[key]
-        await self.client.zrem(key, [member])
+        with self._guard():
+            await self.client.zrem(key, [member])
 
     async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
         await self._add(self._room_key(room_id), f"{user_id}:{session_id}")
@@ -129,7 +143,9 @@ class RedisPresence:
         return await self.online_in(room_id)
 
     async def online_in(self, room_id: int) -> list[int]:
-        members = await self.client.zrange(self._room_key(room_id), time.time(), "+inf", sortby=PureToken.BYSCORE)
+        with self._guard():
+            members = await self.client.zrange(self._room_key(room_id), time.time(), "+inf",
+                                               sortby=PureToken.BYSCORE)
         return sorted({int(member.split(b":", 1)[0]) for member in members})
 
     async def connect(self, user_id: int, session_id: str) -> None:
@@ -143,22 +159,36 @@ class RedisPresence:
         if not ids:
             return set()
         now = time.time()
-        async with self.client.pipeline(transaction=False) as pipe:
-            counts = [pipe.zcount(self._user_key(user_id), now, "+inf") for user_id in ids]
-        return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
+        with self._guard():
+            async with self.client.pipeline(transaction=False) as pipe:
+                counts = [pipe.zcount(self._user_key(user_id), now, "+inf") for user_id in ids]
+            return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
 
     async def run(self) -> None:
+        """Re-score this node's entries every ttl/3; while Redis is away, retry with backoff.
+
+        The outage itself is logged once by the stream backend; entries that aged out
+        meanwhile are re-added by the first refresh that gets through.
+        """
+        interval = self.ttl_s / _REFRESH_FRACTION
+        failures = 0
         while True:
-            await trio.sleep(self.ttl_s / _REFRESH_FRACTION)
+            await trio.sleep(self.retry.delay(failures) if failures else interval)
             try:
                 await self._refresh()
-            except Exception as exc:  # Redis away: entries age out; the next round re-adds them
-                log_event(log, "presence.refresh_failed", logging.WARNING, error=repr(exc))
+            except StreamUnavailable as exc:
+                failures += 1
+                log_event(log, "presence.refresh_failed", logging.DEBUG, error=str(exc), attempt=failures)
+                continue
+            except Exception as exc:  # not an outage: a bug; the next round tries again
+                log_event(log, "presence.refresh_failed", logging.ERROR, error=repr(exc))
+            failures = 0
 
     async def _refresh(self) -> None:
         expiry = time.time() + self.ttl_s
-        for key, members in list(self._local.items()):
-            if members:
-                await self.client.zadd(key, dict.fromkeys(members, expiry))
-                await self.client.expire(key, int(self.ttl_s * 2))
-            await self.client.zremrangebyscore(key, "-inf", time.time())
+        with self._guard():
+            for key, members in list(self._local.items()):
+                if members:
+                    await self.client.zadd(key, dict.fromkeys(members, expiry))
+                    await self.client.expire(key, int(self.ttl_s * 2))
+                await self.client.zremrangebyscore(key, "-inf", time.time())

@@ -23,6 +23,7 @@ import trio
 
 from ..storage.database import Database
 from ..storage.streams import Append, StreamBackend
+from .backoff import Backoff
 from .room import RoomActor, RoomUnavailable, Subscribe, Subscriber
 from .stream_reader import StreamReader
 from .supervisor import Supervisor
@@ -36,7 +37,8 @@ class RoomHub:
     """Starts, finds and forgets room actors; subscribes sessions to rooms."""
 
     def __init__(self, *, database: Database, backend: StreamBackend, reader: StreamReader,
-                 supervisor: Supervisor, idle_s: float, replay_buffer: int, mailbox_size: int) -> None:
+                 supervisor: Supervisor, idle_s: float, replay_buffer: int, mailbox_size: int,
+                 retry: Backoff | None = None) -> None:
         self.database = database
         self.backend = backend
         self.reader = reader
@@ -44,6 +46,7 @@ class RoomHub:
         self.idle_s = idle_s
         self.replay_buffer = replay_buffer
         self.mailbox_size = mailbox_size
+        self.retry = retry  # how room actors wait out a database outage
         self._rooms: dict[int, RoomActor] = {}
 
     def __len__(self) -> int:
@@ -59,7 +62,7 @@ class RoomHub:
         if room is None or room.actor.terminated.is_set():
             room = RoomActor(room_id, database=self.database, reader=self.reader, idle_s=self.idle_s,
                              replay_buffer=self.replay_buffer, mailbox_size=self.mailbox_size,
-                             on_idle=self._forget)
+                             on_idle=self._forget, retry=self.retry)
             self._rooms[room_id] = room
             self.supervisor.add(room.actor)
         return room

@@ -6,7 +6,7 @@ import logging
 
 import trio
 
-from ...errors import ApiError
+from ...errors import ApiError, DependencyUnavailable
 from ...identity.authenticate import bearer_token, user_for_token
 from ...logs import log_event
 from ...node import Node
@@ -14,7 +14,7 @@ from ..front_door import Draining, UpgradeRequest
 from .connection import ConnectionClosed, WebSocket
 from .handlers import HANDLERS
 from .heartbeat import Heartbeat
-from .session import POLICY_VIOLATION, Session
+from .session import POLICY_VIOLATION, TRY_AGAIN_LATER, Session, unavailable_reason
 
 log = logging.getLogger("roomcast.ws")
 
@@ -37,6 +37,11 @@ class WebSocketEndpoint:
         request.release()  # the session may last for hours; its request head is not needed
         try:
             user = await user_for_token(self.node.database, self.node.tokens, token)
+        except DependencyUnavailable as exc:
+            # PROTOCOL §5: a dependency down at connect time is 1013, try again later.
+            await socket.close(TRY_AGAIN_LATER, unavailable_reason(exc))
+            await socket.linger()
+            return
         except ApiError as exc:
             # PROTOCOL §5: accept, then close with 1008.
             await socket.close(POLICY_VIOLATION, exc.code)

@@ -22,6 +22,7 @@ import coredis.exceptions
 import trio
 from coredis import PureToken
 
+from ...availability import Availability
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
 
@@ -54,6 +55,8 @@ class RedisStreamBackend:
         self._wake_position = STREAM_START
         wake_send, self._wake_receive = trio.open_memory_channel[None](1)
         self._wake_send = wake_send
+        # Shared with presence (same Redis): an outage is logged once, whoever meets it.
+        self.availability = Availability("streams")
 
     def key(self, room_id: int) -> bytes:
         """The room's stream key, encoded once: every read names every active room again."""
@@ -70,7 +73,7 @@ class RedisStreamBackend:
     async def append(self, items: Sequence[Append]) -> list[str]:
         if not items:
             return []
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             # One pipeline, one connection: entries reach Redis in the order given.
             async with self.client.pipeline(transaction=False) as pipe:
                 requests = [
@@ -83,7 +86,7 @@ class RedisStreamBackend:
     async def last_ids(self, room_ids: Sequence[int]) -> dict[int, str]:
         if not room_ids:
             return {}
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             async with self.client.pipeline(transaction=False) as pipe:
                 requests = [pipe.xrevrange(self.key(room_id), count=1) for room_id in room_ids]
             result = {}
@@ -97,7 +100,7 @@ class RedisStreamBackend:
         streams: dict[bytes | str, str] = {key(room_id): position for room_id, position in positions.items()}
         streams[self.wake_key] = self._wake_position
         block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             reply = await self.client.xread(streams, count=count, block=block_ms)
         found: dict[int, list[StreamEntry]] = {}
         for key, entries in (reply or {}).items():
@@ -126,12 +129,16 @@ class RedisStreamBackend:
                 pass  # the reader's read fails too and it retries with backoff
 
     async def ping(self) -> None:
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             await self.client.ping()
 
     async def forget_wake_stream(self) -> None:
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             await self.client.delete([self.wake_key])
+
+    def guarded(self) -> _unreachable_as_unavailable:
+        """A context in which "cannot reach Redis" becomes StreamUnavailable (and is reported)."""
+        return _unreachable_as_unavailable(self)
 
     def reset_connections(self) -> None:
         """Drop every pooled connection, e.g. after a timeout left one in doubt."""
@@ -148,10 +155,14 @@ class _unreachable_as_unavailable:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, _UNREACHABLE):
+        if exc is None:
+            self.backend.availability.succeeded()
+            return False
+        if not isinstance(exc, _UNREACHABLE):
             return False
         if isinstance(exc, TimeoutError):
             self.backend.reset_connections()
+        self.backend.availability.failed(exc)
         raise StreamUnavailable(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
 
 
