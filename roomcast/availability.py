@@ -28,12 +28,13 @@ class Availability:
     def is_down(self) -> bool:
         return self.down_since is not None
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException, detail: str | None = None) -> None:
+        """A call failed because the dependency is unreachable; `detail` describes it for the log."""
         self.failures += 1
         if self.down_since is None:
             self.down_since = trio.current_time()
             log_event(log, "dependency.unavailable", logging.WARNING, dependency=self.dependency,
-                      error_type=type(error).__name__, error=str(error))
+                      error_type=type(error).__name__, error=detail if detail is not None else str(error))
 
     def succeeded(self) -> None:
         if self.down_since is not None:

@@ -157,8 +157,9 @@ class Database:
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             if not is_unavailable(exc):
                 raise
-            self.availability.failed(exc)
-            raise DatabaseUnavailable(_describe(exc)) from exc
+            detail = _describe(exc)
+            self.availability.failed(exc, detail)
+            raise DatabaseUnavailable(detail) from exc
         self.availability.succeeded()
         return result
 
