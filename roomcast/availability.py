@@ -36,8 +36,13 @@ class Availability:
             log_event(log, "dependency.unavailable", logging.WARNING, dependency=self.dependency,
                       error_type=type(error).__name__, error=detail if detail is not None else str(error))
 
-    def succeeded(self) -> None:
-        if self.down_since is not None:
+    def succeeded(self, started_at: float) -> None:
+        """A call that began at `started_at` (trio.current_time()) went through.
+
+        One that began before the outage was noticed proves nothing about now: a call
+        already on its way when the others started failing is not a recovery.
+        """
+        if self.down_since is not None and started_at >= self.down_since:
             down_s = trio.current_time() - self.down_since
             log_event(log, "dependency.recovered", dependency=self.dependency, down_s=round(down_s, 3),
                       failed_calls=self.failures)

@@ -152,6 +152,7 @@ class Database:
             return await self._run(work, args, True)
 
     async def _run(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
+        started = trio.current_time()
         try:
             result = await trio.to_thread.run_sync(self._transaction, work, args, writes, limiter=self.limiter)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
@@ -160,7 +161,7 @@ class Database:
             detail = _describe(exc)
             self.availability.failed(exc, detail)
             raise DatabaseUnavailable(detail) from exc
-        self.availability.succeeded()
+        self.availability.succeeded(started)
         return result
 
     def _transaction(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:

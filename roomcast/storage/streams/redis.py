@@ -150,13 +150,14 @@ class _unreachable_as_unavailable:
 
     def __init__(self, backend: RedisStreamBackend) -> None:
         self.backend = backend
+        self.started = 0.0
 
     def __enter__(self) -> None:
-        return None
+        self.started = trio.current_time()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if exc is None:
-            self.backend.availability.succeeded()
+            self.backend.availability.succeeded(self.started)
             return False
         if not isinstance(exc, _UNREACHABLE):
             return False
