@@ -159,7 +159,7 @@ class Database:
             if not is_unavailable(exc):
                 raise
             detail = _describe(exc)
-            self.availability.failed(exc, detail)
+            self.availability.failed(exc, started, detail)
             raise DatabaseUnavailable(detail) from exc
         self.availability.succeeded(started)
         return result

@@ -163,7 +163,7 @@ class _unreachable_as_unavailable:
             return False
         if isinstance(exc, TimeoutError):
             self.backend.reset_connections()
-        self.backend.availability.failed(exc)
+        self.backend.availability.failed(exc, self.started)
         raise StreamUnavailable(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
 
 
