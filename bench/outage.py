@@ -90,6 +90,7 @@ class Traffic:
         self.received: list[str] = []
         self.reconnects = 0
         self.cut = False
+        self.stopping = False
         self.subscribed = trio.Event()
 
     def url(self, token: str) -> str:
@@ -99,7 +100,7 @@ class Traffic:
         refs = itertools.count(1)
         async with open_websocket_url(self.url(self.tokens[0])) as ws:
             await ws.get_message()  # welcome
-            while True:
+            while not self.stopping:
                 number = next(refs)
                 client_id, during = f"m{number}", self.cut
                 self.sent.add(client_id)
@@ -227,7 +228,11 @@ async def run(url: str, tokens: list[str], room: int, down_s: float, only: str |
                     await trio.sleep(2)  # steady traffic before
                     figures = await one_outage(name, proxy, traffic, base, down_s, process)
                     print(json.dumps(figures), flush=True)
-                await trio.sleep(1)
+                traffic.stopping = True  # then give the subscriber time to get every acknowledged message
+                with trio.move_on_after(30):
+                    while not traffic.acked <= set(traffic.received):
+                        await trio.sleep(0.05)
+                await trio.sleep(0.5)  # room for a late duplicate to show
                 clients.cancel_scope.cancel()  # before the server stops: its 1012 is not what is measured
             got = traffic.received
             print(json.dumps({"total_sent": len(traffic.sent), "total_acked": len(traffic.acked),
