@@ -66,3 +66,21 @@ class RateLimited(ApiError):
 
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
+
+
+class DependencyUnavailable(Unavailable):
+    """The database or the stream backend cannot be reached: a state to wait out, not a bug.
+
+    Clients see 503 / an `unavailable` error frame naming the dependency; actors back
+    off and retry. `str()` is the technical detail for the log, never sent to clients.
+    """
+
+    dependency = "dependency"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"the {self.dependency} is unavailable; try again later",
+                         details={"dependency": self.dependency}, headers={"Retry-After": "1"})
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail or self.message

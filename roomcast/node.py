@@ -73,7 +73,7 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
             await nursery.start(lambda task_status: actors.run(task_status=task_status))
             presence: Presence = (
                 RedisPresence(streams.client, settings.redis_key_prefix,  # type: ignore[attr-defined]
-                              ttl_s=settings.presence_ttl_s)
+                              ttl_s=settings.presence_ttl_s, guard=streams.guarded)  # type: ignore[attr-defined]
                 if settings.redis_url else MemoryPresence()
             )
             node = Node(

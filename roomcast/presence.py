@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -113,14 +114,20 @@ class MemoryPresence:
 
 
 class RedisPresence:
-    """Presence in Redis sorted sets shared by every node (scores are expiry times)."""
+    """Presence in Redis sorted sets shared by every node (scores are expiry times).
 
-    def __init__(self, client: Any, prefix: str, ttl_s: float = 15.0) -> None:
+    `guard()` is the stream backend's: inside it, Redis being unreachable raises
+    StreamUnavailable (presence lives on the same Redis as the streams).
+    """
+
+    def __init__(self, client: Any, prefix: str, ttl_s: float = 15.0,
+                 guard: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.refresh_interval_s = ttl_s / _REFRESH_FRACTION
         self._room_prefix = f"{prefix}presence:room:"
+        self._guard = guard
         # What this node has registered, re-scored periodically: key -> members.
         self._local: defaultdict[str, set[str]] = defaultdict(set)
 
@@ -131,9 +138,11 @@ class RedisPresence:
         return f"{self.prefix}presence:user:{user_id}"
 
     async def _add(self, key: str, member: str) -> None:
+        with self._guard():
+            await self.client.zadd(key, {member: time.time() + self.ttl_s})
+            await self.client.expire(key, int(self.ttl_s * 2))
+        # Only once stored: a join refused for an outage must leave nothing to refresh.
         self._local[key].add(member)
-        await self.client.zadd(key, {member: time.time() + self.ttl_s})
-        await self.client.expire(key, int(self.ttl_s * 2))
 
     async def _remove(self, key: str, member: str) -> None:
         members = self._local.get(key)
@@ -141,7 +150,8 @@ class RedisPresence:
             members.discard(member)
             if not members:
                 del self._local[key]
-        await self.client.zrem(key, [member])
+        with self._guard():
+            await self.client.zrem(key, [member])
 
     async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
         await self._add(self._room_key(room_id), f"{user_id}:{session_id}")
@@ -152,7 +162,9 @@ class RedisPresence:
         return await self.online_in(room_id)
 
     async def online_in(self, room_id: int) -> list[int]:
-        members = await self.client.zrange(self._room_key(room_id), time.time(), "+inf", sortby=PureToken.BYSCORE)
+        with self._guard():
+            members = await self.client.zrange(self._room_key(room_id), time.time(), "+inf",
+                                               sortby=PureToken.BYSCORE)
         return sorted({int(member.split(b":", 1)[0]) for member in members})
 
     async def connect(self, user_id: int, session_id: str) -> None:
@@ -166,21 +178,23 @@ class RedisPresence:
         if not ids:
             return set()
         now = time.time()
-        async with self.client.pipeline(transaction=False) as pipe:
-            counts = [pipe.zcount(self._user_key(user_id), now, "+inf") for user_id in ids]
-        return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
+        with self._guard():
+            async with self.client.pipeline(transaction=False) as pipe:
+                counts = [pipe.zcount(self._user_key(user_id), now, "+inf") for user_id in ids]
+            return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
 
     async def refresh(self) -> list[Departure]:
         expiry = time.time() + self.ttl_s
         departures: list[Departure] = []
-        for key, members in list(self._local.items()):
-            if members:
-                await self.client.zadd(key, dict.fromkeys(members, expiry))
-                await self.client.expire(key, int(self.ttl_s * 2))
-            if key.startswith(self._room_prefix):
-                departures += await self._take_expired(int(key[len(self._room_prefix):]), key)
-            else:
-                await self.client.zremrangebyscore(key, "-inf", time.time())
+        with self._guard():
+            for key, members in list(self._local.items()):
+                if members:
+                    await self.client.zadd(key, dict.fromkeys(members, expiry))
+                    await self.client.expire(key, int(self.ttl_s * 2))
+                if key.startswith(self._room_prefix):
+                    departures += await self._take_expired(int(key[len(self._room_prefix):]), key)
+                else:
+                    await self.client.zremrangebyscore(key, "-inf", time.time())
         return departures
 
     async def _take_expired(self, room_id: int, key: str) -> list[Departure]:

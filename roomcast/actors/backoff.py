@@ -1,9 +1,19 @@
-"""Exponential backoff with jitter, for restarts and reconnects."""
+"""Exponential backoff with jitter, for restarts and reconnects; and waiting out an outage with it."""
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+from ..errors import DependencyUnavailable
+from ..logs import log_event
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,3 +34,23 @@ class Backoff:
             return 0.0
         ceiling = min(self.cap, self.base * 2 ** min(attempt - 1, 32))
         return ceiling * (1 - self.jitter * self.rng.random())
+
+
+async def until_available(call: Callable[[], Awaitable[T]], backoff: Backoff, log: logging.Logger,
+                          event: str, **fields: Any) -> T:
+    """`await call()`, again and again with backoff while its dependency is unavailable.
+
+    An outage is a state to wait out, not a crash (DESIGN.md §11): the caller keeps its
+    place and its state and carries on once the dependency answers. The outage itself is
+    logged by the dependency's gateway; each retry here only at DEBUG, as `event`.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except DependencyUnavailable as exc:
+            attempt += 1
+            delay = backoff.delay(attempt)
+            log_event(log, event, logging.DEBUG, dependency=exc.dependency, error=str(exc), attempt=attempt,
+                      retry_in_s=round(delay, 3), **fields)
+            await trio.sleep(delay)

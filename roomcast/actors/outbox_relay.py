@@ -5,8 +5,9 @@ The send path commits the event and its outbox row in one transaction and calls
 appends them to the room's stream and marks them published. A caller that has
 the committed rows at hand passes them along (`notify(room_id, events)`), and
 the relay publishes those without reading them back: one database round trip
-less between a send's commit and its delivery. If the stream backend
-is down it keeps the rooms pending and retries with backoff. If the process dies
+less between a send's commit and its delivery. If the stream backend or the
+database is down it keeps the rooms pending (and what it published unmarked) and
+retries with backoff: an outage is waited out, never a crash (DESIGN.md §11). If the process dies
 between commit and publish, the rows stay unpublished and the next run's sweep
 publishes them: nothing committed is lost. Publishing twice (after a crash between
 the append and the marking) is harmless: room actors drop a seq they have already
@@ -35,6 +36,7 @@ from typing import Any
 
 import trio
 
+from ..errors import DependencyUnavailable
 from ..logs import log_event
 from ..storage.database import Database
 from ..storage.outbox import mark_published, unpublished
@@ -63,7 +65,8 @@ class OutboxRelay:
         self.mark_delay_s = min(mark_delay_s, sweep_s / 4)
         self.backoff = backoff or Backoff(base=0.1, cap=5.0)
         self.published = 0
-        self.failures = 0
+        self.failures = 0  # consecutive rounds that met an outage
+        self._waiting_for: str | None = None  # the dependency that was down, while failures > 0
         self._pending: set[int] = set()
         self._ready: list[Append] = []  # committed rows handed over by notify, in commit order
         self._unmarked: list[tuple[int, int]] = []  # (room, seq) published, not yet marked in the database
@@ -86,79 +89,100 @@ class OutboxRelay:
         sweep_all = True  # every run starts by publishing whatever any earlier one left behind
         next_sweep = trio.current_time()
         while True:
-            ok = True
-            if sweep_all or trio.current_time() >= next_sweep:
-                cutoff = None if sweep_all else utcnow() - timedelta(seconds=self.sweep_s)
-                ok = await self._publish(room_ids=None, created_before=cutoff)
-                if ok:
+            try:
+                if sweep_all or trio.current_time() >= next_sweep:
+                    cutoff = None if sweep_all else utcnow() - timedelta(seconds=self.sweep_s)
+                    await self._publish(room_ids=None, created_before=cutoff)
                     sweep_all = False
                     next_sweep = trio.current_time() + self.sweep_s
-            if ok and self._ready:
-                ok = await self._publish_ready()
-            if ok and self._pending:
-                rooms, self._pending = self._pending, set()
-                ok = await self._publish(room_ids=rooms)
-                if not ok:
-                    self._pending |= rooms
-            if not ok:
+                if self._ready:
+                    await self._publish_ready()
+                if self._pending:
+                    rooms, self._pending = self._pending, set()
+                    try:
+                        await self._publish(room_ids=rooms)
+                    except DependencyUnavailable:
+                        self._pending |= rooms
+                        raise
+                if not (self._pending or self._ready) and trio.current_time() >= self._mark_due:
+                    await self._mark()
+            except DependencyUnavailable as exc:
+                # An outage of the stream backend or the database: wait it out, keep what is
+                # pending, and go on when it answers (DESIGN.md §11). Logged once by its gateway.
+                self._failed(exc)
                 await trio.sleep(self.backoff.delay(self.failures))
                 continue
             if self._pending or self._ready:
                 continue
-            if trio.current_time() >= self._mark_due:
-                await self._mark()
             with trio.move_on_at(min(next_sweep, self._mark_due)):
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    async def _publish_ready(self) -> bool:
-        """Publish the rows handed over in memory; False (their rooms then pending) if the backend is down."""
+    def _failed(self, error: DependencyUnavailable) -> None:
+        self.failures += 1
+        self._waiting_for = error.dependency
+        if error.dependency != "streams":  # the stream's own line, with what waits, comes from _append
+            log_event(log, "outbox.database_unavailable", logging.DEBUG, error=str(error), attempt=self.failures)
+
+    def _recovered(self) -> None:
+        """A call to the stream backend or the database went through: the outage (if any) is over."""
+        if self.failures:
+            event = "outbox.stream_recovered" if self._waiting_for == "streams" else "outbox.database_recovered"
+            log_event(log, event, logging.DEBUG, attempts=self.failures)
+            self.failures = 0
+            self._waiting_for = None
+
+    async def _publish_ready(self) -> None:
+        """Publish the rows handed over in memory; if the backend is down their rooms stay pending."""
         events, self._ready = self._ready, []
-        if not await self._append(events):
+        try:
+            await self._append(events)
+        except DependencyUnavailable:
             self._pending.update(event.room_id for event in events)  # read back on the retry
-            return False
+            raise
         self.published += len(events)
         self._unmarked.extend((event.room_id, event.seq) for event in events)
         if len(self._unmarked) >= self.batch_size:
             await self._mark()
         elif self._mark_due == math.inf:
             self._mark_due = trio.current_time() + self.mark_delay_s
-        return True
 
     async def _mark(self) -> None:
-        """Mark what was published since the last marking."""
+        """Mark what was published since the last marking; kept for the next try if the database is down."""
         rows, self._unmarked, self._mark_due = self._unmarked, [], math.inf
         if rows:
-            await self.database.write(mark_published, rows, utcnow())
+            try:
+                await self.database.write(mark_published, rows, utcnow())
+            except DependencyUnavailable:
+                self._unmarked[:0] = rows
+                raise
+            self._recovered()
 
-    async def _append(self, events: list[Append]) -> bool:
+    async def _append(self, events: list[Append]) -> None:
         try:
             await self.backend.append(events)
         except StreamUnavailable as exc:
-            self.failures += 1
-            log_event(log, "outbox.stream_unavailable", logging.WARNING if self.failures == 1 else logging.DEBUG,
-                      error=str(exc), attempt=self.failures, waiting=len(events))
-            return False
-        if self.failures:
-            log_event(log, "outbox.stream_recovered", attempts=self.failures)
-            self.failures = 0
-        return True
+            log_event(log, "outbox.stream_unavailable", logging.DEBUG, error=str(exc), attempt=self.failures + 1,
+                      waiting=len(events))
+            raise
+        self._recovered()
 
-    async def _publish(self, *, room_ids: Collection[int] | None, created_before: Any = None) -> bool:
-        """Publish batches until none is left; False if the stream backend is down."""
+    async def _publish(self, *, room_ids: Collection[int] | None, created_before: Any = None) -> None:
+        """Publish batches until none is left; DependencyUnavailable if the stream backend or database is down."""
         await self._mark()  # what is published but unmarked would otherwise be read back as unpublished
         while True:
             rows = await self.database.read(
                 lambda session: unpublished(session, room_ids=room_ids, created_before=created_before,
                                             limit=self.batch_size))
+            self._recovered()
             if not rows:
-                return True
-            if not await self._append([Append(row.room_id, row.payload.encode(), row.seq) for row in rows]):
-                return False
+                return
+            await self._append([Append(row.room_id, row.payload.encode(), row.seq) for row in rows])
             self.published += len(rows)  # counted once on the stream, before the marking's await
-            await self.database.write(mark_published, [(row.room_id, row.seq) for row in rows], utcnow())
+            self._unmarked.extend((row.room_id, row.seq) for row in rows)
+            await self._mark()
             if len(rows) < self.batch_size:
-                return True
+                return
 
     def describe(self) -> dict[str, Any]:
         return {"published": self.published, "pending_rooms": len(self._pending), "ready": len(self._ready),

@@ -23,6 +23,7 @@ import trio
 
 from ..storage.database import Database
 from ..storage.streams import Append, StreamBackend
+from .backoff import Backoff
 from .room import RoomActor, RoomUnavailable, Subscribe, Subscriber
 from .stream_reader import StreamReader
 from .supervisor import Supervisor
@@ -37,7 +38,7 @@ class RoomHub:
 
     def __init__(self, *, database: Database, backend: StreamBackend, reader: StreamReader,
                  supervisor: Supervisor, idle_s: float, replay_buffer: int, replay_stall_s: float,
-                 mailbox_size: int) -> None:
+                 mailbox_size: int, retry: Backoff | None = None) -> None:
         self.database = database
         self.backend = backend
         self.reader = reader
@@ -46,6 +47,7 @@ class RoomHub:
         self.replay_buffer = replay_buffer
         self.replay_stall_s = replay_stall_s
         self.mailbox_size = mailbox_size
+        self.retry = retry  # how room actors wait out a database outage
         self._rooms: dict[int, RoomActor] = {}
 
     def __len__(self) -> int:
@@ -61,8 +63,7 @@ class RoomHub:
         if room is None or room.actor.terminated.is_set():
             room = RoomActor(room_id, database=self.database, reader=self.reader, idle_s=self.idle_s,
                              replay_buffer=self.replay_buffer, replay_stall_s=self.replay_stall_s,
-                             mailbox_size=self.mailbox_size,
-                             on_idle=self._forget)
+                             mailbox_size=self.mailbox_size, on_idle=self._forget, retry=self.retry)
             self._rooms[room_id] = room
             self.supervisor.add(room.actor)
         return room

@@ -11,6 +11,11 @@ State that must survive a crash (subscribers, last seq delivered, stream
 position, recent events) lives on the RoomActor object, not in the task: a
 restarted run carries on from there, so subscribers neither lose nor get
 duplicate events.
+
+A database outage while loading, healing a gap or replaying is waited out in place,
+with backoff (DESIGN.md §11): the actor keeps its position and carries on when the
+database answers; meanwhile its mailbox fills and the stream reader holds its
+batches back.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -30,9 +35,11 @@ from ..storage.database import Database
 from ..storage.outbox import events_after, room_last_seq
 from ..storage.streams import StreamUnavailable
 from .actor import Actor, ActorContext, Restart
+from .backoff import Backoff, until_available
 from .stream_reader import Resync, StreamBatch, StreamReader
 
 log = logging.getLogger("roomcast.actors.room")
+T = TypeVar("T")
 
 # Rows per database round trip when healing a gap or replaying.
 _FETCH_CHUNK = 500
@@ -143,9 +150,10 @@ class RoomActor:
 
     def __init__(self, room_id: int, *, database: Database, reader: StreamReader, idle_s: float,
                  replay_buffer: int = 1024, replay_stall_s: float = 60.0, mailbox_size: int = 256,
-                 on_idle: Callable[[RoomActor], bool] = lambda room: True) -> None:
+                 on_idle: Callable[[RoomActor], bool] = lambda room: True, retry: Backoff | None = None) -> None:
         self.room_id = room_id
         self.database = database
+        self.retry = retry or Backoff(base=0.1, cap=5.0)
         self.reader = reader
         self.idle_s = idle_s
         self.replay_stall_s = replay_stall_s
@@ -195,7 +203,7 @@ class RoomActor:
             # reads) have no history to fetch: with the end known before any subscriber is
             # answered, none of them can fall between a subscribe and the reader's first read.
             self.position = await self._stream_end()
-            self.last_seq = await self.database.read(room_last_seq, self.room_id)
+            self.last_seq = await self._read(room_last_seq, self.room_id)
         self._epoch += 1
         epoch = self._epoch
         # From our last position; on a first run (None) the reader starts at the stream's
@@ -216,6 +224,11 @@ class RoomActor:
         finally:
             self._replays = None
             self.reader.detach(self.room_id, epoch)
+
+    async def _read(self, work: Callable[..., T], *args: Any) -> T:
+        """`database.read`, waiting out an outage (with backoff) instead of crashing."""
+        return await until_available(lambda: self.database.read(work, *args), self.retry, log,
+                                     "room.waiting_for_database", room=self.room_id)
 
     async def _stream_end(self) -> str | None:
         """The room stream's newest id; None if the backend is down (the reader then finds it)."""
@@ -285,7 +298,7 @@ class RoomActor:
         assert self.last_seq is not None
         self._flush()
         while upto is None or self.last_seq < upto:
-            rows = await self.database.read(events_after, self.room_id, self.last_seq, upto, _FETCH_CHUNK)
+            rows = await self._read(events_after, self.room_id, self.last_seq, upto, _FETCH_CHUNK)
             for row in rows:
                 if row.seq > self.last_seq:
                     if row.seq != self.last_seq + 1:
@@ -453,8 +466,7 @@ class RoomActor:
 
     async def _fetch(self, subscription: Subscription, target: int) -> list[tuple[int, bytes]]:
         """The next stored events for a replay from the database (up to `target`), encoded."""
-        rows = await self.database.read(events_after, self.room_id, subscription.next_seq - 1, target,
-                                        _FETCH_CHUNK)
+        rows = await self._read(events_after, self.room_id, subscription.next_seq - 1, target, _FETCH_CHUNK)
         if not rows and subscription.active:
             # The database lacks them (never expected): resume where we still can.
             resume = self.recent[0][0] if self.recent else target + 1

@@ -151,12 +151,13 @@ class StreamReader:
             self.failures += 1
             self._needs_resync = True
             delay = self.backoff.delay(self.failures)
-            log_event(log, "stream.unavailable", logging.WARNING if self.failures == 1 else logging.DEBUG,
+            # The outage itself is logged once by the backend (dependency.unavailable).
+            log_event(log, "stream.unavailable", logging.DEBUG,
                       backend=self.backend.name, error=str(exc), attempt=self.failures, retry_in_s=round(delay, 3))
             await trio.sleep(delay)
             return False, None
         if self.failures:
-            log_event(log, "stream.reconnected", backend=self.backend.name, attempts=self.failures)
+            log_event(log, "stream.reconnected", logging.DEBUG, backend=self.backend.name, attempts=self.failures)
             self.failures = 0
         return True, result
 

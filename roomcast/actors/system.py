@@ -35,6 +35,7 @@ class ActorSystem:
             return Supervisor(name, intensity=settings.supervisor_intensity, period=settings.supervisor_period_s,
                               backoff=Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s))
 
+        # How every actor waits out an outage of the database or the stream backend (DESIGN.md §11).
         retry = Backoff(settings.stream_retry_base_s, settings.stream_retry_max_s)
         self.database = database
         self.backend = backend
@@ -45,7 +46,8 @@ class ActorSystem:
                                  sweep_s=settings.outbox_sweep_s, backoff=retry)
         self.rooms = RoomHub(database=database, backend=backend, reader=self.reader, supervisor=supervisor("rooms"),
                              idle_s=settings.room_idle_s, replay_buffer=settings.room_replay_buffer,
-                             replay_stall_s=settings.room_replay_stall_s, mailbox_size=settings.room_mailbox_size)
+                             replay_stall_s=settings.room_replay_stall_s, mailbox_size=settings.room_mailbox_size,
+                             retry=retry)
         self.root.add(Actor("stream_reader", self.reader.run, describe_extra=self.reader.describe))
         self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))
         self.root.add(self.rooms.supervisor)

@@ -7,7 +7,6 @@ from typing import Any
 
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError
@@ -51,6 +50,8 @@ def _validation_details(error: RequestSchemaValidationError) -> dict[str, Any]:
 
 
 def install_error_handlers(app: Quart) -> None:
+    # A dependency that is down (DependencyUnavailable: the database, the stream backend) is an
+    # ApiError too: 503 `unavailable`, logged once per outage by its gateway, not per request.
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
         return error_response(error.status, error.code, error.message, error.details, error.headers)
@@ -66,18 +67,6 @@ def install_error_handlers(app: Quart) -> None:
         headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else None
         message = (error.description or error.name or "error").strip()
         return error_response(status, _CODES.get(status, "error"), message, headers=headers)
-
-    @app.errorhandler(OperationalError)
-    async def _database_down(error: OperationalError) -> Response:
-        log.warning("database unavailable: %s", error.orig)
-        return error_response(503, "unavailable", "the database is unavailable; nothing was written")
-
-    @app.errorhandler(DBAPIError)
-    async def _database_error(error: DBAPIError) -> Response:
-        if error.connection_invalidated:
-            return error_response(503, "unavailable", "the database is unavailable; nothing was written")
-        log.exception("database error", exc_info=error)
-        return error_response(500, "internal_error", "internal server error")
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:

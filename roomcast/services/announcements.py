@@ -13,14 +13,15 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from sqlalchemy.orm import Session
 
 from ..actors.actor import Actor, ActorContext
+from ..actors.backoff import Backoff, until_available
 from ..logs import log_event
-from ..storage.streams import StreamUnavailable
 from ..storage.users import get_user
 
 if TYPE_CHECKING:
@@ -125,10 +126,16 @@ class UserNotices:
 
 
 class Announcer:
-    """The actor that publishes room_added / room_removed; its mailbox is bounded."""
+    """The actor that publishes room_added / room_removed; its mailbox is bounded.
 
-    def __init__(self, node: Node, mailbox_size: int = 1024) -> None:
+    While the database or the stream backend is down it waits, with backoff, and
+    announces late rather than not at all (DESIGN.md §11); changes noted meanwhile
+    wait in the mailbox.
+    """
+
+    def __init__(self, node: Node, mailbox_size: int = 1024, retry: Backoff | None = None) -> None:
         self.node = node
+        self.retry = retry or Backoff(node.settings.stream_retry_base_s, node.settings.stream_retry_max_s)
         self.actor = Actor("announcer", self.run, mailbox_size=mailbox_size)
 
     def tell(self, change: MembershipChange) -> None:
@@ -155,10 +162,9 @@ class Announcer:
 
         events = [(uid, {"type": "room_removed", "room": change.room_id}) for uid in change.removed]
         if change.added:
-            rooms = await self.node.database.read(views)
+            rooms = await until_available(lambda: self.node.database.read(views), self.retry, log,
+                                          "announcer.waiting", room=change.room_id)
             events += [(uid, {"type": "room_added", "room": view}) for uid, view in rooms.items()]
         for user_id, event in events:
-            try:
-                await self.node.rooms.publish_transient(NOTICES_CHANNEL, {"to": user_id, "event": event})
-            except StreamUnavailable as exc:
-                log_event(log, "announcer.failed", logging.WARNING, user=user_id, error=str(exc))
+            publish = partial(self.node.rooms.publish_transient, NOTICES_CHANNEL, {"to": user_id, "event": event})
+            await until_available(publish, self.retry, log, "announcer.waiting", room=change.room_id)

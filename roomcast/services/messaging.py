@@ -322,5 +322,5 @@ async def mark_read(node: Node, reader: User, room_id: int, seq: int) -> int:
         try:
             await node.rooms.publish_transient(room_id, event)
         except StreamUnavailable as exc:  # the pointer is stored; only the live notice is lost
-            log_event(log, "read.announce_failed", logging.WARNING, room=room_id, error=str(exc))
+            log_event(log, "read.announce_failed", logging.DEBUG, room=room_id, error=str(exc))
     return pointer

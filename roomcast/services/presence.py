@@ -10,10 +10,10 @@ import trio
 from sqlalchemy.orm import Session
 
 from ..actors.actor import ActorContext
+from ..errors import DependencyUnavailable
 from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
-from ..storage.streams import StreamUnavailable
 from ..storage.users import get_tenant_users, get_user, user_badges
 from ..wire import sender_to_wire, user_to_wire
 from .access import open_room
@@ -42,13 +42,13 @@ async def announce_presence(node: Node, room_id: int, user: User, status: str, o
                             origin: str | None = None) -> None:
     """Publish `user` `joined` or `left` to the room, with who is online now (best effort)."""
     shown = sorted(online)[:node.settings.presence_online_limit]
-    badges = await node.database.read(user_badges, user.tenant, shown)
-    event = {"type": "presence", "room": room_id, "user": sender_to_wire(user), "status": status,
-             "online": badges, "online_count": len(online)}
     try:
+        badges = await node.database.read(user_badges, user.tenant, shown)
+        event = {"type": "presence", "room": room_id, "user": sender_to_wire(user), "status": status,
+                 "online": badges, "online_count": len(online)}
         await node.rooms.publish_transient(room_id, event, origin=origin)
-    except StreamUnavailable as exc:  # presence is best effort; subscriptions stand
-        log_event(log, "presence.announce_failed", logging.WARNING, room=room_id, error=str(exc))
+    except DependencyUnavailable as exc:  # best effort; subscriptions stand; the outage is logged once
+        log_event(log, "presence.announce_failed", logging.DEBUG, room=room_id, error=str(exc))
 
 
 class PresenceKeeper:
@@ -69,9 +69,12 @@ class PresenceKeeper:
                     if user is not None:
                         await announce_presence(self.node, departure.room_id, user, "left", departure.online)
                         self.departures += 1
-            except Exception as exc:  # Redis or the database away: entries age out, the next round catches up
-                if not self.failing:
-                    log_event(log, "presence.refresh_failed", logging.WARNING, error=repr(exc))
+            except DependencyUnavailable as exc:  # logged once per outage by its gateway; the next round catches up
+                log_event(log, "presence.refresh_failed", logging.DEBUG, error=str(exc))
+                self.failing = True
+                continue
+            except Exception as exc:  # not an outage: a bug; the next round tries again
+                log_event(log, "presence.refresh_failed", logging.ERROR, error=repr(exc))
                 self.failing = True
                 continue
             if self.failing:

@@ -4,6 +4,12 @@ SQLAlchemy's sessions are synchronous; running them on the event loop would
 stall every connection for the length of each query. `Database.read` and
 `Database.write` hand a function to a worker thread behind a CapacityLimiter
 sized to the connection pool (DESIGN.md §6), so threads never queue on the pool.
+
+Whatever means "the database cannot be reached" comes out of `read` and `write` as one
+exception, DatabaseUnavailable (REST: 503 `unavailable`; actors: wait and retry), and
+every outcome is reported to `availability`, which logs an outage once and its end once.
+Errors that mean a bug or a conflict (a constraint, a missing table, a deadlock) stay
+what they are.
 """
 
 from __future__ import annotations
@@ -14,13 +20,61 @@ from typing import Any, TypeVar
 
 import trio
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+
+from ..availability import Availability
+from ..errors import DependencyUnavailable
 
 T = TypeVar("T")
 
 _POOL_OVERFLOW = 5
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+_CONNECT_TIMEOUT_S = 5
+
+# SQLSTATE classes that mean the server cannot serve us now: 08 connection exception,
+# 53 insufficient resources (too many connections, disk full), 58 system error (I/O).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "58")
+# 57P01-57P05: the server is shutting down, restarting or not yet accepting connections.
+# (57014, a cancelled statement, is not an outage.)
+_UNAVAILABLE_SQLSTATE_PREFIX = "57P"
+# SQLite primary result codes that mean the same: busy (the write lock was not free within
+# busy_timeout), locked, I/O error, cannot open the file.
+_UNAVAILABLE_SQLITE_CODES = {5, 6, 10, 14}
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """The database cannot be reached or cannot take the work now; nothing was committed
+    (except if the connection broke during COMMIT itself, when the outcome is unknown)."""
+
+    dependency = "database"
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error`, raised by SQLAlchemy, means the database is unreachable rather than a bug.
+
+    A SQLite write that waited busy_timeout for the write lock and gave up ("database is
+    locked") counts: the database is there but cannot take the write now, and what the
+    caller should do is the same as in an outage, wait and retry, never crash. /readyz does
+    not turn it into "unavailable": its probe is a read, which WAL never blocks.
+    """
+    if isinstance(error, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, sa_exc.InterfaceError):
+        return True
+    if not isinstance(error, sa_exc.OperationalError):
+        return False
+    original = error.orig
+    sqlite_code = getattr(original, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return sqlite_code & 0xFF in _UNAVAILABLE_SQLITE_CODES
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate is None:
+        return True  # no answer from a server at all: refused, reset, timed out
+    return sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIX)
 
 
 def create_database_engine(url: str, pool_size: int = 10) -> Engine:
@@ -37,7 +91,10 @@ def create_database_engine(url: str, pool_size: int = 10) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=_POOL_OVERFLOW, pool_pre_ping=True)
+    connect_args = {"connect_timeout": _CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+    # pool_pre_ping: after an outage, pooled connections are dead; each is replaced on checkout.
+    return create_engine(url, pool_size=pool_size, max_overflow=_POOL_OVERFLOW, pool_pre_ping=True,
+                         connect_args=connect_args)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -67,6 +124,7 @@ class Database:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.limiter = trio.CapacityLimiter(pool_size + _POOL_OVERFLOW)
+        self.availability = Availability("database")
         # SQLite has one writer at a time. Left to its busy handler, waiting writers poll
         # with growing sleeps, in no order, each holding a thread and a connection: under
         # load some wait seconds, past busy_timeout even. Queueing them here, first come
@@ -80,23 +138,46 @@ class Database:
         return cls(create_database_engine(url, pool_size), pool_size)
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
-        """Run `work(session, *args)` in a worker thread inside one transaction."""
-        return await trio.to_thread.run_sync(self._transaction, work, args, False, limiter=self.limiter)
+        """Run `work(session, *args)` in a worker thread inside one transaction.
+
+        DatabaseUnavailable if the database cannot be reached.
+        """
+        return await self._run(work, args, False)
 
     async def write(self, work: Callable[..., T], *args: Any) -> T:
         """Like `read`, but takes the write lock at BEGIN on SQLite (one writer at a time)."""
         if not self.is_sqlite:
-            return await trio.to_thread.run_sync(self._transaction, work, args, True, limiter=self.limiter)
+            return await self._run(work, args, True)
         async with self._sqlite_writers:
-            return await trio.to_thread.run_sync(self._transaction, work, args, True, limiter=self.limiter)
+            return await self._run(work, args, True)
+
+    async def _run(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
+        started = trio.current_time()
+        try:
+            result = await trio.to_thread.run_sync(self._transaction, work, args, writes, limiter=self.limiter)
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+            if not is_unavailable(exc):
+                raise
+            detail = _describe(exc)
+            self.availability.failed(exc, started, detail)
+            raise DatabaseUnavailable(detail) from exc
+        self.availability.succeeded(started)
+        return result
 
     def _transaction(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
         with Session(self._writer_bind if writes else self.engine, expire_on_commit=False) as session, session.begin():
             return work(session, *args)
 
     async def ping(self) -> None:
-        """Raise if the database cannot be reached."""
+        """Raise DatabaseUnavailable if the database cannot be reached."""
         await self.read(lambda session: session.execute(text("SELECT 1")))
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self.engine.dispose)
+
+
+def _describe(error: BaseException) -> str:
+    """The driver's own words, first line only (SQLAlchemy appends the statement and a link)."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return f"{type(original).__name__}: {lines[0] if lines else ''}"

@@ -1,16 +1,19 @@
-"""A stream backend that can be switched off, to test outages without a real server."""
+"""A stream backend and a database that can be switched off, to test outages without a real server."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
+from sqlalchemy.exc import OperationalError
 
 from roomcast import node as node_module
 from roomcast.config import Settings
 from roomcast.node import Node, open_node
+from roomcast.storage.database import Database
 from roomcast.storage.streams import Append, MemoryStreamBackend, StreamEntry, StreamUnavailable
 
 
@@ -82,3 +85,23 @@ async def open_node_with(backend: object, settings: Settings,
         patch.setattr(node_module, "open_stream_backend", given_backend)
         async with open_node(settings, migrate=False) as node:
             yield node
+
+
+class DatabaseOutage:
+    """Makes a node's database fail every call, as a refused connection does, while `down`.
+
+    It replaces the gateway's worker-thread function, so everything above it (the
+    mapping to DatabaseUnavailable, the actors) runs as in a real outage.
+    """
+
+    def __init__(self, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.down = False
+        self.failed_calls = 0
+        self._transaction = database._transaction
+        monkeypatch.setattr(database, "_transaction", self._fail_or_run)
+
+    def _fail_or_run(self, work: Any, args: tuple[Any, ...], writes: bool) -> Any:
+        if self.down:
+            self.failed_calls += 1
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+        return self._transaction(work, args, writes)

@@ -14,7 +14,10 @@ import trio
 from tests.chat_helpers import make_group
 from tests.faults.churn_client import connect_and_drop
 from tests.helpers import eventually
+from tests.ws.conftest import db_backend, settings_overrides, stack  # both stacks, as the /ws tests
 from tests.ws_client import ws_connect
+
+__all__ = ["db_backend", "settings_overrides", "stack"]
 
 CYCLES = 1200
 AT_ONCE = 20

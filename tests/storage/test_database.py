@@ -7,9 +7,11 @@ import threading
 import pytest
 import trio
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from roomcast.errors import Conflict
 from roomcast.node import Node
+from roomcast.storage.database import Database, DatabaseUnavailable
 from roomcast.storage.models import User
 from roomcast.storage.users import create_user
 
@@ -58,3 +60,21 @@ async def test_duplicate_username_in_a_tenant_conflicts(node: Node) -> None:
 async def test_ping(node: Node) -> None:
     await node.database.ping()
     assert await node.database.read(lambda s: s.execute(text("SELECT 1")).scalar()) == 1
+
+
+async def test_an_unreachable_database_is_database_unavailable_and_a_bug_is_not(node: Node) -> None:
+    # Nothing listens on port 1: the connection is refused at once.
+    unreachable = Database.from_url("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    try:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            await unreachable.ping()
+        assert raised.value.code == "unavailable" and raised.value.status == 503
+        assert raised.value.details == {"dependency": "database"}
+        assert unreachable.availability.is_down
+    finally:
+        await unreachable.aclose()
+    # A mistake in a statement is a bug, not an outage.
+    with pytest.raises(DBAPIError) as raised_bug:
+        await node.database.read(lambda session: session.execute(text("SELECT * FROM no_such_table")))
+    assert not isinstance(raised_bug.value, DatabaseUnavailable)
+    assert not node.database.availability.is_down

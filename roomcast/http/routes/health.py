@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 
+import trio
 from quart import Blueprint, Response, jsonify
 from quart_schema import hide
 
+from ...errors import DependencyUnavailable
 from ..context import current_node
 from ..errors import error_response
 
 blueprint = Blueprint("health", __name__)
 log = logging.getLogger("roomcast.http")
+
+# A probe that hangs (a dependency behind a dead network path) counts as unavailable.
+_PROBE_TIMEOUT_S = 2.0
 
 
 @blueprint.get("/healthz")
@@ -24,16 +29,19 @@ async def healthz() -> Response:
 @blueprint.get("/readyz")
 @hide
 async def readyz() -> Response:
-    """The database and the stream backend answer."""
+    """The database and the stream backend answer; 503 names each one that does not."""
     node = current_node()
     checks: dict[str, str] = {}
     for name, probe in node.readiness_probes().items():
+        checks[name] = "unavailable"
         try:
-            await probe()
-            checks[name] = "ok"
-        except Exception as exc:  # any failure means not ready; the reason goes to the log
-            log.warning("readiness: %s unavailable: %r", name, exc)
-            checks[name] = "unavailable"
+            with trio.move_on_after(_PROBE_TIMEOUT_S):
+                await probe()
+                checks[name] = "ok"
+        except DependencyUnavailable:
+            pass  # the outage is logged once by the dependency's gateway, not on every probe
+        except Exception as exc:  # any other failure means not ready too
+            log.warning("readiness: %s failed: %r", name, exc)
     if all(state == "ok" for state in checks.values()):
         return jsonify({"status": "ready", "checks": checks})
     return error_response(503, "unavailable", "a dependency is unavailable", {"checks": checks})

@@ -6,7 +6,7 @@ import logging
 
 import trio
 
-from ...errors import ApiError
+from ...errors import ApiError, DependencyUnavailable
 from ...identity.authenticate import access_refusal, authenticate, bearer_token
 from ...storage.users import access_states
 from ...logs import log_event
@@ -15,7 +15,7 @@ from ..front_door import Draining, UpgradeRequest
 from .connection import ConnectionClosed, WebSocket
 from .handlers import HANDLERS
 from .heartbeat import Heartbeat
-from .session import POLICY_VIOLATION, Session
+from .session import POLICY_VIOLATION, TRY_AGAIN_LATER, Session, unavailable_reason
 
 log = logging.getLogger("roomcast.ws")
 
@@ -41,6 +41,11 @@ class WebSocketEndpoint:
         request.release()  # the session may last for hours; its request head is not needed
         try:
             user, claims = await authenticate(self.node.database, self.node.tokens, token)
+        except DependencyUnavailable as exc:
+            # PROTOCOL §5: a dependency down at connect time is 1013, try again later.
+            await socket.close(TRY_AGAIN_LATER, unavailable_reason(exc))
+            await socket.linger()
+            return
         except ApiError as exc:
             # PROTOCOL §5: accept, then close with 1008.
             await socket.close(POLICY_VIOLATION, exc.code)
@@ -62,7 +67,6 @@ class WebSocketEndpoint:
 
     async def audits(self) -> None:
         """Every `heartbeat_s`, close (1008) the sessions of users disabled or revoked since they connected."""
-        failing = False
         while True:
             await trio.sleep(self.node.settings.heartbeat_s)
             sessions: list[Session] = self.heartbeat.members()  # type: ignore[assignment]
@@ -75,9 +79,7 @@ class WebSocketEndpoint:
                         refusal = access_refusal(is_active, valid_after, session.token_issued_at)
                         if refusal is not None:
                             session.revoke(refusal)
-            except Exception as exc:  # the database is away: the next round checks again
-                if not failing:
-                    log_event(log, "ws.audit_failed", logging.WARNING, error=repr(exc))
-                failing = True
-                continue
-            failing = False
+            except DependencyUnavailable as exc:  # logged once per outage by its gateway; the next round checks
+                log_event(log, "ws.audit_failed", logging.DEBUG, error=str(exc))
+            except Exception:  # a bug: logged; the sessions and the next round go on
+                log.exception("ws.audit_crashed")

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from ...errors import ApiError, RateLimited
+from ...errors import ApiError, DependencyUnavailable, RateLimited
 from ...logs import log_event
 from ...node import Node
 from ...services.messaging import Draft
@@ -187,19 +187,28 @@ class Session:
         self._spawn(task)
 
     async def join_room(self, room_id: int, since: int | None, on_attached: Callable[[int], None]) -> None:
-        """Follow a room (membership already checked) and announce our presence in it."""
+        """Follow a room (membership already checked) and announce our presence in it.
+
+        Presence goes first: with the stream backend down it raises StreamUnavailable (an
+        `unavailable` error for the frame) before anything is subscribed.
+        """
+        if room_id in self.subscriptions:
+            await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
+            return
+        online = await self.node.presence.join(room_id, self.user.id, self.session_id)
+        self.subscriptions.add(room_id)  # from here on, leaving (or _detach) undoes the presence entry
         await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
-        if room_id not in self.subscriptions:
-            self.subscriptions.add(room_id)
-            online = await self.node.presence.join(room_id, self.user.id, self.session_id)
-            await self._announce(room_id, "joined", online)
+        await self._announce(room_id, "joined", online)
 
     async def leave_room(self, room_id: int) -> None:
         """Stop following a room and announce the leave; a no-op for rooms not followed."""
         self.node.rooms.unsubscribe(room_id, self)
         if room_id in self.subscriptions:
             self.subscriptions.discard(room_id)
-            online = await self.node.presence.leave(room_id, self.user.id, self.session_id)
+            try:
+                online = await self.node.presence.leave(room_id, self.user.id, self.session_id)
+            except DependencyUnavailable:  # the leave stands; the entry in Redis ages out
+                return
             await self._announce(room_id, "left", online)
 
     async def _announce(self, room_id: int, status: str, online: list[int]) -> None:
@@ -207,19 +216,20 @@ class Session:
 
     async def run(self, draining: Draining) -> int:
         """Serve the client until it leaves or must go; returns the close code used."""
-        self.reply({
-            "type": "welcome",
-            "user": user_to_wire(self.user, online=True),
-            "session_id": self.session_id,
-            "server_time": to_wire(utcnow()),
-            "heartbeat_s": self.node.settings.heartbeat_s,
-        })
         close_code = 1000
         reason: str | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                # Before the welcome: with Redis down the session ends here, closed with 1013.
                 await self.node.presence.connect(self.user.id, self.session_id)
+                self.reply({
+                    "type": "welcome",
+                    "user": user_to_wire(self.user, online=True),
+                    "session_id": self.session_id,
+                    "server_time": to_wire(utcnow()),
+                    "heartbeat_s": self.node.settings.heartbeat_s,
+                })
                 await self.node.notices.add(self.user.id, self)
                 if self.outbound or self.socket.has_tail:
                     self._start_writer()  # what could not be written before the nursery existed
@@ -236,6 +246,8 @@ class Session:
             close_code, reason = POLICY_VIOLATION, str(group.exceptions[0])
         except* ConnectionClosed:
             close_code = self.socket.closed.code if self.socket.closed else 1006
+        except* DependencyUnavailable as group:  # at connect time (PROTOCOL §5): try again later
+            close_code, reason = TRY_AGAIN_LATER, unavailable_reason(group.exceptions[0])
         except* Exception as group:
             log.error("session crashed", exc_info=group)
             close_code = SERVER_ERROR
@@ -256,6 +268,8 @@ class Session:
                 for room_id in list(self.subscriptions):
                     await self.leave_room(room_id)
                 await self.node.presence.disconnect(self.user.id, self.session_id)
+            except DependencyUnavailable as exc:  # an outage, logged once by its gateway; entries expire
+                log_event(log, "session.detach_failed", logging.DEBUG, session=self.session_id, error=str(exc))
             except Exception as exc:  # the sockets are gone either way; presence entries expire
                 log_event(log, "session.detach_failed", logging.WARNING, session=self.session_id, error=repr(exc))
 
@@ -333,6 +347,14 @@ class _Abusive(Exception):
 
 class AccessRevoked(Exception):
     """The session's user may no longer be served; the message is the close reason."""
+
+
+def unavailable_reason(error: BaseException) -> str:
+    """The close reason for a dependency that is down: it names the dependency."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    dependency = error.dependency if isinstance(error, DependencyUnavailable) else "a dependency"
+    return f"{dependency} unavailable; try again later"
 
 
 _REASONS = {

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ...errors import DependencyUnavailable
+
 # Before every entry: reading from here returns the whole retained stream.
 STREAM_START = "0-0"
 
@@ -37,8 +39,10 @@ class Append:
     origin: str | None = None
 
 
-class StreamUnavailable(Exception):
+class StreamUnavailable(DependencyUnavailable):
     """The backend cannot be reached; the caller retries later (nothing was lost)."""
+
+    dependency = "streams"
 
 
 class StreamBackend(Protocol):

@@ -23,6 +23,7 @@ import coredis.exceptions
 import trio
 from coredis import PureToken
 
+from ...availability import Availability
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
 
@@ -55,6 +56,8 @@ class RedisStreamBackend:
         self._wake_position = STREAM_START
         wake_send, self._wake_receive = trio.open_memory_channel[None](1)
         self._wake_send = wake_send
+        # Shared with presence (same Redis): an outage is logged once, whoever meets it.
+        self.availability = Availability("streams")
 
     def key(self, room_id: int) -> bytes:
         """The room's stream key, encoded once: every read names every active room again."""
@@ -71,7 +74,7 @@ class RedisStreamBackend:
     async def append(self, items: Sequence[Append]) -> list[str]:
         if not items:
             return []
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             # One pipeline, one connection: entries reach Redis in the order given.
             async with self.client.pipeline(transaction=False) as pipe:
                 requests = [
@@ -84,7 +87,7 @@ class RedisStreamBackend:
     async def last_ids(self, room_ids: Sequence[int]) -> dict[int, str]:
         if not room_ids:
             return {}
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             async with self.client.pipeline(transaction=False) as pipe:
                 requests = [pipe.xrevrange(self.key(room_id), count=1) for room_id in room_ids]
             result = {}
@@ -98,7 +101,7 @@ class RedisStreamBackend:
         streams: dict[bytes | str, str] = {key(room_id): position for room_id, position in positions.items()}
         streams[self.wake_key] = self._wake_position
         block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             reply = await self.client.xread(streams, count=count, block=block_ms)
         found: dict[int, list[StreamEntry]] = {}
         for key, entries in (reply or {}).items():
@@ -127,12 +130,16 @@ class RedisStreamBackend:
                 pass  # the reader's read fails too and it retries with backoff
 
     async def ping(self) -> None:
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             await self.client.ping()
 
     async def forget_wake_stream(self) -> None:
-        with _unreachable_as_unavailable(self):
+        with self.guarded():
             await self.client.delete([self.wake_key])
+
+    def guarded(self) -> _unreachable_as_unavailable:
+        """A context in which "cannot reach Redis" becomes StreamUnavailable (and is reported)."""
+        return _unreachable_as_unavailable(self)
 
     def reset_connections(self) -> None:
         """Drop every pooled connection, e.g. after a timeout left one in doubt."""
@@ -144,15 +151,20 @@ class _unreachable_as_unavailable:
 
     def __init__(self, backend: RedisStreamBackend) -> None:
         self.backend = backend
+        self.started = 0.0
 
     def __enter__(self) -> None:
-        return None
+        self.started = trio.current_time()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, _UNREACHABLE):
+        if exc is None:
+            self.backend.availability.succeeded(self.started)
+            return False
+        if not isinstance(exc, _UNREACHABLE):
             return False
         if isinstance(exc, TimeoutError):
             self.backend.reset_connections()
+        self.backend.availability.failed(exc, self.started)
         raise StreamUnavailable(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
 
 
