@@ -203,7 +203,7 @@ class RedisPresence:
         Every node with sessions in the room races for the same entries: ZREM answers 1 to
         exactly one of them, so each departure is reported once.
         """
-        expired = await self.client.zrangebyscore(key, "-inf", time.time())
+        expired = await self.client.zrange(key, "-inf", time.time(), sortby=PureToken.BYSCORE)
         gone: set[int] = set()
         for member in expired:
             if await self.client.zrem(key, [member]):

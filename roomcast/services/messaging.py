@@ -19,6 +19,7 @@ from ..errors import ApiError, BadRequest, Forbidden, NotFound
 from ..logs import log_event
 from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
+from ..storage.database import is_unavailable
 from ..storage.events import append_event, take_next_seq
 from ..storage.messages import (
     find_by_client_id,
@@ -192,6 +193,8 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
             except ApiError as exc:  # refused before writing anything: the others stand
                 outcomes.append(exc)
             except Exception as exc:  # it may have written, or broken the transaction: start over
+                if is_unavailable(exc):
+                    raise  # not this draft's fault: the gateway makes it DatabaseUnavailable for all
                 raise _DraftFailed from exc
         return outcomes
 
@@ -205,6 +208,8 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
             try:
                 outcome: _Stored = _store(session, sender, draft)
             except Exception as exc:
+                if is_unavailable(exc):
+                    raise
                 savepoint.rollback()
                 outcomes.append(exc)
             else:

@@ -25,7 +25,10 @@ from tests.chat_helpers import make_group
 from tests.helpers import eventually
 from tests.ws_client import WsClient, ws_connect, ws_url
 
+from .outage_fixtures import database_url, db_backend, pg_proxy, redis_proxy, settings_overrides
 from .proxy import TcpProxy
+
+__all__ = ["database_url", "db_backend", "pg_proxy", "redis_proxy", "settings_overrides"]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

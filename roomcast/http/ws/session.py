@@ -195,8 +195,12 @@ class Session:
         if room_id in self.subscriptions:
             await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
             return
-        online = await self.node.presence.join(room_id, self.user.id, self.session_id)
         self.subscriptions.add(room_id)  # from here on, leaving (or _detach) undoes the presence entry
+        try:
+            online = await self.node.presence.join(room_id, self.user.id, self.session_id)
+        except DependencyUnavailable:
+            await self.leave_room(room_id)  # whatever part of the join went through
+            raise
         await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
         await self._announce(room_id, "joined", online)
 

@@ -1,4 +1,6 @@
-"""Fault-injection fixtures: a live node whose PostgreSQL and Redis are reached through cuttable proxies."""
+"""Outage fixtures: a live node whose PostgreSQL and Redis are reached through cuttable proxies.
+
+Imported by the outage tests; other fault tests keep the usual fixtures."""
 
 from __future__ import annotations
 
