@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import trio
 
-from .actors.actor import Actor
+from .actors.notices import NoticesHub
 from .actors.registry import RoomHub
 from .actors.system import ActorSystem
 from .config import Settings
@@ -20,9 +19,6 @@ from .ratelimit import RateLimiter
 from .storage.database import Database
 from .storage.migrate import upgrade
 from .storage.streams import Append, StreamBackend, open_stream_backend
-
-if TYPE_CHECKING:
-    from .services.announcements import Announcer, UserNotices
 
 
 @dataclass
@@ -38,13 +34,16 @@ class Node:
     presence: Presence
     send_limiter: RateLimiter
     typing_limiter: RateLimiter
-    announcer: Announcer = field(init=False)
-    notices: UserNotices = field(init=False)  # room_added / room_removed for this node's sessions
 
     @property
     def rooms(self) -> RoomHub:
         """Room actors: subscribe / unsubscribe / publish_transient (see RoomHub)."""
         return self.actors.rooms
+
+    @property
+    def notices(self) -> NoticesHub:
+        """Events to users wherever they are connected: publish, and this node's sessions by user."""
+        return self.actors.notices
 
     def readiness_probes(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """What /readyz checks: each probe raises when its dependency is unreachable."""
@@ -87,14 +86,6 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
                 send_limiter=RateLimiter(settings.send_rate_per_s, settings.send_burst),
                 typing_limiter=RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
             )
-            from .services.announcements import Announcer, UserNotices  # services build on the node
-            from .services.presence import PresenceKeeper
-
-            node.announcer = Announcer(node)
-            node.notices = UserNotices(actors.rooms)
-            actors.root.add(node.announcer.actor)
-            keeper = PresenceKeeper(node)
-            actors.root.add(Actor("presence", keeper.run, describe_extra=keeper.describe))
             yield node
             nursery.cancel_scope.cancel()
     finally:

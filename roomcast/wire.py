@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -94,3 +95,18 @@ def message_deleted_event(room_id: int, seq: int, message_id: int) -> dict[str, 
 
 def room_updated_event(room_id: int, seq: int, changes: dict[str, Any]) -> dict[str, Any]:
     return {"type": "room_updated", "room": room_id, "seq": seq, "changes": changes}
+
+
+# The one encoder: every event goes on the wire (and into the outbox) in this form.
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_text(event: dict[str, Any]) -> str:
+    """The event as compact JSON, raw UTF-8 characters (what the outbox stores)."""
+    return _encoder.encode(event)
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """The event as compact UTF-8 JSON bytes: what every subscriber receives, byte for byte."""
+    return _encoder.encode(event).encode()

@@ -15,7 +15,6 @@ How a WebSocket session (issue 5) uses it::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ import trio
 
 from ..storage.database import Database
 from ..storage.streams import Append, StreamBackend
+from ..wire import encode
 from .backoff import Backoff
 from .room import RoomActor, RoomUnavailable, Subscribe, Subscriber
 from .stream_reader import StreamReader
@@ -113,7 +113,7 @@ class RoomHub:
         session id: that session is left out (its client knows what it sent).
         Raises StreamUnavailable when the backend is down (the event is dropped).
         """
-        data = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        data = encode(event)
         self.touch(room_id)
         await self.backend.append([Append(room_id, data, origin=origin)])
 

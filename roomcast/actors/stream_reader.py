@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from ..logs import log_event
-from ..storage.streams import StreamBackend, StreamEntry, StreamUnavailable
+from ..storage.streams import NOTICES_STREAM, StreamBackend, StreamEntry, StreamUnavailable
 from .actor import Actor, ActorContext
 from .backoff import Backoff
 
@@ -76,7 +76,8 @@ class StreamReader:
 
     @property
     def rooms(self) -> int:
-        return len(self._feeds)
+        """Rooms being read (the notices stream, read too, is not a room)."""
+        return len(self._feeds) - (NOTICES_STREAM in self._feeds)
 
     def attach(self, room_id: int, actor: Actor, position: str | None, epoch: int) -> None:
         """Read `room_id` from after `position` into `actor`'s mailbox (replacing any earlier attachment).

@@ -3,14 +3,16 @@
     roomcast                 root supervisor; if it gives up, open_node raises
     ├── stream_reader        the one multiplexed read of every active room's stream
     ├── outbox_relay         committed outbox rows → room streams
-    └── rooms                supervisor of the room actors (started on demand)
-        ├── room:1
-        └── room:…
+    ├── notices              the notices stream → this node's sessions of each user
+    ├── rooms                supervisor of the room actors (started on demand)
+    │   ├── room:1
+    │   └── room:…
+    └── …                    actors the services start on first use (`ensure`): announcer, presence
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -21,6 +23,7 @@ from ..storage.outbox import room_last_seqs
 from ..storage.streams import Append, StreamBackend
 from .actor import Actor
 from .backoff import Backoff
+from .notices import NoticesHub
 from .outbox_relay import OutboxRelay
 from .registry import RoomHub
 from .stream_reader import StreamReader
@@ -49,8 +52,21 @@ class ActorSystem:
                              replay_stall_s=settings.room_replay_stall_s, mailbox_size=settings.room_mailbox_size,
                              retry=retry)
         self.root.add(Actor("stream_reader", self.reader.run, describe_extra=self.reader.describe))
+        self.notices = NoticesHub(backend, self.reader)
         self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))
+        self.root.add(self.notices.actor)
         self.root.add(self.rooms.supervisor)
+
+    def ensure(self, name: str, make: Callable[[], Actor]) -> Actor:
+        """The root's child called `name`, started from `make()` on first use.
+
+        How the layers above add their own actors (the services' announcer, say) without
+        the node having to know them: like a room's actor, each starts when first needed.
+        """
+        actor = self.root.child(name)
+        if actor is None or actor.terminated.is_set():
+            actor = self.root.add(make())
+        return actor
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the tree until cancelled; raises if the root supervisor gives up."""

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 from sqlalchemy.orm import Session
 
-from ..actors.actor import ActorContext
+from ..actors.actor import Actor, ActorContext
 from ..errors import DependencyUnavailable
 from ..logs import log_event
 from ..node import Node
@@ -83,3 +83,13 @@ class PresenceKeeper:
 
     def describe(self) -> dict[str, Any]:
         return {"failing": self.failing, "departures_announced": self.departures}
+
+
+def ensure_presence_keeper(node: Node) -> None:
+    """Start the node's `presence` actor if it is not running yet (the first session connects)."""
+    node.actors.ensure("presence", lambda: _keeper_actor(node))
+
+
+def _keeper_actor(node: Node) -> Actor:
+    keeper = PresenceKeeper(node)
+    return Actor("presence", keeper.run, describe_extra=keeper.describe)

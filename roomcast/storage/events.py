@@ -8,13 +8,13 @@ until commit, so seqs of one room are strictly increasing with no gaps.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from ..timestamps import utcnow
+from ..wire import encode_text
 from .models import OutboxEvent, Room
 from .streams.base import Append
 
@@ -33,15 +33,10 @@ def take_next_seq(session: Session, room_id: int, **also_set: Any) -> int:
     return session.execute(statement).scalar_one()
 
 
-def encode_event(event: dict[str, Any]) -> str:
-    """The event as compact JSON, raw UTF-8 (what subscribers receive byte for byte)."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-
-
 def append_event(session: Session, event: dict[str, Any]) -> Append:
     """Write the outbox row of `event` (which carries its `room` and `seq`) in this transaction;
     returns it as the outbox relay publishes it."""
-    payload = encode_event(event)
+    payload = encode_text(event)
     # A plain INSERT, not an ORM object: the unit of work costs more than the row on the send path.
     session.connection().execute(_INSERT_OUTBOX_ROW, {"room_id": event["room"], "seq": event["seq"],
                                                        "type": event["type"], "payload": payload,

@@ -101,6 +101,9 @@ class Recorder:
         self._changed.set()
         return len(data) <= room
 
+    def notice(self, event: dict[str, Any], data: bytes) -> None:
+        self.push(data)  # as a recipient of the notices hub
+
     def overflowed(self, room_id: int) -> None:
         self.overflows.append(room_id)
         self._changed.set()

@@ -15,7 +15,7 @@ import trio.testing
 
 from roomcast.actors.actor import ActorState
 from roomcast.node import Node
-from roomcast.services.announcements import NOTICES_CHANNEL, MembershipChange
+from roomcast.services.announcements import MembershipChange, announce
 from roomcast.storage.streams import Append
 
 from .faults import DatabaseOutage
@@ -35,7 +35,7 @@ async def test_the_tree_survives_a_minute_of_database_errors_and_resumes_by_itse
     room_a, room_b = await create_rooms(node, 2)
     subscriber, notices = Recorder(), Recorder()
     await node.rooms.subscribe(room_a, subscriber)
-    await node.rooms.subscribe(NOTICES_CHANNEL, notices)
+    node.notices.add(member.id, notices)
     await commit_events(node, room_a, 3)
     await subscriber.wait_for(3)
     # Committed and published but not yet read by the room: the stream will show it seq 6 only.
@@ -51,7 +51,7 @@ async def test_the_tree_survives_a_minute_of_database_errors_and_resumes_by_itse
     seq_6 = {"type": "message", "room": room_a, "seq": 6, "message": {"body": "hello 6"}}
     await node.streams.append([Append(room_a, json.dumps(seq_6).encode(), 6)])
     node.notify_committed(room_b)
-    node.announcer.tell(MembershipChange(room_b, added=(member.id,), removed=()))
+    announce(node, MembershipChange(room_b, added=(member.id,), removed=()))
     # At least OUTAGE_S virtual seconds, and until each of them has failed three times: on
     # MockClock virtual time may leap past a worker thread still on its way.
     waiting = [("room.waiting_for_database", {"room": room_a}), ("room.waiting_for_database", {"room": room_b}),
@@ -81,6 +81,6 @@ async def test_the_tree_survives_a_minute_of_database_errors_and_resumes_by_itse
     await commit_events(node, room_b, 1)
     await late.wait_for(1)
     await notices.wait_for(1)  # announced late, not dropped
-    assert notices.events[0]["event"]["type"] == "room_added"
+    assert notices.events[0]["type"] == "room_added"
     assert not lifecycle.lines("actor.crashed") and not lifecycle.lines("actor.gave_up")
     assert len(lifecycle.lines("dependency.recovered", dependency="database")) == 1

@@ -14,7 +14,7 @@ from roomcast.actors import outbox_relay
 from roomcast.config import Settings
 from roomcast.node import Node
 from roomcast.services.messaging import send_message
-from roomcast.storage.events import encode_event
+from roomcast.wire import encode
 from roomcast.storage.models import Membership, User
 from roomcast.storage.streams import STREAM_START, MemoryStreamBackend
 from tests.chat_helpers import outbox
@@ -148,4 +148,4 @@ async def test_a_send_hands_its_committed_row_to_the_relay_which_publishes_it_un
     await wait_until_published(node)
     assert reads == 0  # published from memory, not read back
     [stored] = await outbox(node, room)
-    assert subscriber.items == [encode_event(stored).encode()] and subscriber.events[0]["message"] == message
+    assert subscriber.items == [encode(stored)] and subscriber.events[0]["message"] == message

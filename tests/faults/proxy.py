@@ -45,6 +45,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.is_cut = False
+        self.cuts = 0  # how many times it was cut
         self.connections = 0  # accepted so far, refused ones included
         self._links: set[_Link] = set()
 
@@ -59,6 +60,7 @@ class TcpProxy:
     def cut(self) -> None:
         """Reset every connection through the proxy; new ones are reset on arrival until `restore()`."""
         self.is_cut = True
+        self.cuts += 1
         for link in list(self._links):
             link.reset()
 

@@ -79,10 +79,12 @@ async def sender(ws: WsClient, room: int, outage: Outage, proxy: TcpProxy, stop:
         if stop.is_set():
             return
         client_id = f"{outage.dependency}-{number}"
-        during = proxy.is_cut
+        cut_at_send, cuts = proxy.is_cut, proxy.cuts
         outage.sent.add(client_id)
-        outage.sent_during += during
         reply = await ws.request({"type": "send", "room": room, "body": client_id, "client_id": client_id})
+        # A send that met the outage at any point between its frame and its answer counts as during it.
+        during = cut_at_send or proxy.is_cut or proxy.cuts != cuts
+        outage.sent_during += during
         if reply["type"] == "ack":
             outage.acked[client_id] = reply["message"]["seq"]
             outage.acked_during += during

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import inspect, select
 
 from roomcast.services import messaging
-from roomcast.storage.events import append_event, encode_event, take_next_seq
+from roomcast.storage.events import append_event, take_next_seq
+from roomcast.wire import encode, encode_text
 from roomcast.storage.models import Message, OutboxEvent, Room
 from roomcast.storage.rooms import (
     SendTarget,
@@ -66,7 +67,7 @@ async def test_append_event_returns_the_row_as_the_relay_publishes_it(node: Any)
     room_id = await node.database.write(lambda s: insert_room(s, _room(), {}).id)  # type: ignore[union-attr]
     event = {"type": "room_updated", "room": room_id, "seq": 1, "changes": {"topic": "é"}}
     appended = await node.database.write(append_event, event)
-    assert (appended.room_id, appended.seq, appended.data) == (room_id, 1, encode_event(event).encode())
+    assert (appended.room_id, appended.seq, appended.data) == (room_id, 1, encode(event))
     assert (await outbox(node, room_id))[0]["changes"] == {"topic": "é"}
 
 
@@ -97,8 +98,8 @@ async def test_the_send_lock_reads_membership_and_tenant(node: Any) -> None:
 
 def test_events_are_compact_utf8_json() -> None:
     event = {"type": "message", "room": 1, "seq": 2, "message": {"body": "Привет 👋\n"}}
-    assert encode_event(event) == '{"type":"message","room":1,"seq":2,"message":{"body":"Привет 👋\\n"}}'
-    assert json.loads(encode_event(event)) == event
+    assert encode_text(event) == '{"type":"message","room":1,"seq":2,"message":{"body":"Привет 👋\\n"}}'
+    assert json.loads(encode_text(event)) == event
 
 
 async def test_insert_room_yields_to_an_existing_unique_key(node: Any) -> None:

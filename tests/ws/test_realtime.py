@@ -351,6 +351,16 @@ async def test_no_task_or_subscription_outlives_a_session(live_server: str, clie
     assert await node.presence.online_in(room) == []
 
 
+async def test_the_presence_actor_is_supervised_from_the_first_connection(live_server: str, users: Any,
+                                                                         node: Any) -> None:
+    alice = await users.create("member")
+    async with ws_connect(live_server, alice.token):
+        keeper = node.actors.root.child("presence")
+        assert keeper is not None
+        await eventually(lambda: keeper.describe()["state"] == "running")
+        assert keeper.parent is node.actors.root  # in the tree, so /api/admin/actors shows it
+
+
 async def test_rate_limits(live_server: str, client: Any, users: Any, node: Any) -> None:
     from roomcast.ratelimit import RateLimiter
 

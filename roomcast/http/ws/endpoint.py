@@ -7,8 +7,8 @@ import logging
 import trio
 
 from ...errors import ApiError, DependencyUnavailable
-from ...identity.authenticate import access_refusal, authenticate, bearer_token
-from ...storage.users import access_states
+from ...identity.authenticate import authenticate, bearer_token
+from ...services import live
 from ...logs import log_event
 from ...node import Node
 from ..front_door import Draining, UpgradeRequest
@@ -73,12 +73,8 @@ class WebSocketEndpoint:
             try:
                 for start in range(0, len(sessions), _AUDIT_CHUNK):
                     chunk = sessions[start:start + _AUDIT_CHUNK]
-                    states = await self.node.database.read(access_states, {s.user.id for s in chunk})
-                    for session in chunk:
-                        is_active, valid_after = states.get(session.user.id, (False, None))
-                        refusal = access_refusal(is_active, valid_after, session.token_issued_at)
-                        if refusal is not None:
-                            session.revoke(refusal)
+                    for session, refusal in await live.refused_sessions(self.node, chunk):
+                        session.revoke(refusal)
             except DependencyUnavailable as exc:  # logged once per outage by its gateway; the next round checks
                 log_event(log, "ws.audit_failed", logging.DEBUG, error=str(exc))
             except Exception:  # a bug: logged; the sessions and the next round go on

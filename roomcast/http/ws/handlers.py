@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...services.access import open_room
+from ...services import live
 from ...services.messaging import draft_message, mark_read
-from ...storage.models import User
-from ...wire import sender_to_wire
 from .protocol import ClientError, Ping, Read, Send, Subscribe, Typing, Unsubscribe
 from .session import Handler, Session
 
@@ -26,35 +24,20 @@ def _with_ref(ref: str | None, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-async def _require_member(session: Session, room_id: int) -> None:
-    """Membership as REST checks it: 404 for absent or other tenants' rooms, not_a_member otherwise."""
-
-    def check(db: Any) -> None:
-        open_room(db, session.user, room_id).require_member()
-
-    await session.node.database.read(check)
-
-
-def user_badge(user: User) -> dict[str, Any]:
-    """How typing, read and presence events name a user."""
-    return sender_to_wire(user)
-
-
 async def subscribe(session: Session, frame: Subscribe) -> None:
     room_id = frame.room
     subscriptions = session.subscriptions
     if room_id not in subscriptions and len(subscriptions) >= MAX_SUBSCRIPTIONS:
         raise ClientError(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
-    await _require_member(session, room_id)
 
     def attached(last_seq: int) -> None:
         session.reply(_with_ref(frame.ref, {"type": "subscribed", "room": room_id, "last_seq": last_seq}))
 
-    await session.join_room(room_id, frame.since, attached)
+    await live.join_room(session.node, session, room_id, frame.since, attached)
 
 
 async def unsubscribe(session: Session, frame: Unsubscribe) -> None:
-    await session.leave_room(frame.room)
+    await live.leave_room(session.node, session, frame.room)
     session.reply(_with_ref(frame.ref, {"type": "unsubscribed", "room": frame.room}))
 
 
@@ -65,13 +48,7 @@ async def send(session: Session, frame: Send) -> None:
 
 
 async def typing(session: Session, frame: Typing) -> None:
-    room_id = frame.room
-    session.node.typing_limiter.check(session.user.id)
-    if room_id not in session.subscriptions:
-        await _require_member(session, room_id)
-    await session.node.rooms.publish_transient(
-        room_id, {"type": "typing", "room": room_id, "user": user_badge(session.user), "state": frame.state},
-        origin=session.session_id)
+    await live.typing(session.node, session, frame.room, frame.state)
 
 
 async def read(session: Session, frame: Read) -> None:

@@ -1,13 +1,14 @@
 """One WebSocket session: a reader, and a writer while anything waits, in one nursery.
 
-The session is cancelled as a unit when the client goes away, the server drains,
-or the client falls behind; on the way out it detaches from every room it was
-subscribed to, so nothing it started outlives it.
+The session owns its socket, its outbound queue and its read loop; what being live
+means (presence, joining and leaving rooms, typing, going offline) is the services'
+(`services/live.py`). It is cancelled as a unit when the client goes away, the server
+drains, or the client falls behind; on the way out it leaves every room it followed,
+so nothing it started outlives it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -19,11 +20,11 @@ import trio
 from ...errors import ApiError, DependencyUnavailable, RateLimited
 from ...logs import log_event
 from ...node import Node
+from ...services import live
 from ...services.messaging import Draft
-from ...services.presence import announce_presence
 from ...storage.models import User
 from ...timestamps import to_wire, utcnow
-from ...wire import user_to_wire
+from ...wire import encode, user_to_wire
 from . import frames
 from ..front_door import Draining
 from .connection import ConnectionClosed, WebSocket
@@ -40,7 +41,6 @@ SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
 
 _MAX_BATCH_BYTES = 1 << 20
-_DETACH_TIMEOUT_S = 5.0
 # More bad frames than this within one window closes the connection with 1008.
 _ABUSE_LIMIT = 30
 _ABUSE_WINDOW_S = 10.0
@@ -49,16 +49,11 @@ _ABUSE_WINDOW_S = 10.0
 Handler = Callable[["Session", Any], Awaitable[None]]
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    """An event as compact UTF-8 JSON, the form every subscriber receives."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 class Session:
     """What one connected client has: its user, socket, outbound queue and subscriptions.
 
-    The session is itself the room actors' subscriber (`push`, `overflowed`): it
-    filters the few events that concern it before they reach the queue.
+    The session is itself the room actors' subscriber (`push`, `push_many`,
+    `overflowed`) and the notices hub's recipient (`notice`).
     """
 
     def __init__(self, node: Node, socket: WebSocket, user: User, handlers: dict[str, Handler],
@@ -82,9 +77,13 @@ class Session:
 
     def push(self, data: bytes) -> bool:
         """Take one encoded room event (shared bytes) without blocking; False when full."""
-        if data.startswith(b'{"type":"room_removed"'):
-            self._forget_room(json.loads(data)["room"])
         return self._deliver(data)
+
+    def notice(self, event: dict[str, Any], data: bytes) -> None:
+        """Take one notice to this session's user (the notices hub's side)."""
+        if event.get("type") == "room_removed":
+            self._forget_room(event["room"])
+        self._deliver(data)
 
     def push_many(self, data: list[bytes]) -> bool:
         """Take a run of stored room events (a list shared by every subscriber); False when full."""
@@ -161,7 +160,7 @@ class Session:
         # Removed from the room: stop its events at once, announce the leave in the background.
         if room_id in self.subscriptions:
             self.node.rooms.unsubscribe(room_id, self)
-            self._spawn(self.leave_room, room_id)
+            self._spawn(live.leave_room, self.node, self, room_id)
 
     # ------------------------------------------------------------------ the client's side
 
@@ -186,38 +185,6 @@ class Session:
         """Run `task` inside the session (cancelled with it); a no-op once the session is ending."""
         self._spawn(task)
 
-    async def join_room(self, room_id: int, since: int | None, on_attached: Callable[[int], None]) -> None:
-        """Follow a room (membership already checked) and announce our presence in it.
-
-        Presence goes first: with the stream backend down it raises StreamUnavailable (an
-        `unavailable` error for the frame) before anything is subscribed.
-        """
-        if room_id in self.subscriptions:
-            await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
-            return
-        self.subscriptions.add(room_id)  # from here on, leaving (or _detach) undoes the presence entry
-        try:
-            online = await self.node.presence.join(room_id, self.user.id, self.session_id)
-        except DependencyUnavailable:
-            await self.leave_room(room_id)  # whatever part of the join went through
-            raise
-        await self.node.rooms.subscribe(room_id, self, since, on_attached=on_attached)
-        await self._announce(room_id, "joined", online)
-
-    async def leave_room(self, room_id: int) -> None:
-        """Stop following a room and announce the leave; a no-op for rooms not followed."""
-        self.node.rooms.unsubscribe(room_id, self)
-        if room_id in self.subscriptions:
-            self.subscriptions.discard(room_id)
-            try:
-                online = await self.node.presence.leave(room_id, self.user.id, self.session_id)
-            except DependencyUnavailable:  # the leave stands; the entry in Redis ages out
-                return
-            await self._announce(room_id, "left", online)
-
-    async def _announce(self, room_id: int, status: str, online: list[int]) -> None:
-        await announce_presence(self.node, room_id, self.user, status, online)
-
     async def run(self, draining: Draining) -> int:
         """Serve the client until it leaves or must go; returns the close code used."""
         close_code = 1000
@@ -226,7 +193,7 @@ class Session:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 # Before the welcome: with Redis down the session ends here, closed with 1013.
-                await self.node.presence.connect(self.user.id, self.session_id)
+                await live.connect(self.node, self)
                 self.reply({
                     "type": "welcome",
                     "user": user_to_wire(self.user, online=True),
@@ -234,7 +201,6 @@ class Session:
                     "server_time": to_wire(utcnow()),
                     "heartbeat_s": self.node.settings.heartbeat_s,
                 })
-                await self.node.notices.add(self.user.id, self)
                 if self.outbound or self.socket.has_tail:
                     self._start_writer()  # what could not be written before the nursery existed
                 draining.listen(self.outbound.stop)
@@ -258,24 +224,9 @@ class Session:
         finally:
             draining.forget(self.outbound.stop)
             self._nursery = None
-            await self._detach()
+            await live.disconnect(self.node, self)
         await self.socket.close(close_code, reason if reason is not None else _REASONS.get(close_code, ""))
         return close_code
-
-    async def _detach(self) -> None:
-        """Leave every room and go offline; bounded, so a dead Redis cannot hold a socket open."""
-        self.node.notices.remove(self.user.id, self)
-        for room_id in self.subscriptions:
-            self.node.rooms.unsubscribe(room_id, self)
-        with trio.move_on_after(_DETACH_TIMEOUT_S, shield=True):
-            try:
-                for room_id in list(self.subscriptions):
-                    await self.leave_room(room_id)
-                await self.node.presence.disconnect(self.user.id, self.session_id)
-            except DependencyUnavailable as exc:  # an outage, logged once by its gateway; entries expire
-                log_event(log, "session.detach_failed", logging.DEBUG, session=self.session_id, error=str(exc))
-            except Exception as exc:  # the sockets are gone either way; presence entries expire
-                log_event(log, "session.detach_failed", logging.WARNING, session=self.session_id, error=repr(exc))
 
     async def _read_forever(self) -> None:
         while True:

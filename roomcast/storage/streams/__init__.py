@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ...config import Settings
-from .base import STREAM_START, Append, StreamBackend, StreamEntry, StreamUnavailable
+from .base import NOTICES_STREAM, STREAM_START, Append, StreamBackend, StreamEntry, StreamUnavailable
 from .memory import MemoryStreamBackend
 
 __all__ = [
+    "NOTICES_STREAM",
     "STREAM_START",
     "Append",
     "MemoryStreamBackend",

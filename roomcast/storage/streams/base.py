@@ -18,6 +18,10 @@ from ...errors import DependencyUnavailable
 # Before every entry: reading from here returns the whole retained stream.
 STREAM_START = "0-0"
 
+# Stream 0 is not a room (room ids start at 1): it is the named stream of notices to users,
+# which every node reads once (see actors/notices.py). Redis keeps it as `<prefix>notices`.
+NOTICES_STREAM = 0
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:

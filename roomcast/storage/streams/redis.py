@@ -25,7 +25,7 @@ from coredis import PureToken
 
 from ...availability import Availability
 from ...logs import log_event
-from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
+from .base import NOTICES_STREAM, STREAM_START, Append, StreamEntry, StreamUnavailable
 
 log = logging.getLogger("roomcast.streams")
 
@@ -53,6 +53,7 @@ class RedisStreamBackend:
         self._room_prefix_bytes = self._room_prefix.encode()
         self._keys: dict[int, bytes] = {}
         self.wake_key = f"{prefix}wake:{node_id}"
+        self._notices_key = self.key(NOTICES_STREAM)
         self._wake_position = STREAM_START
         wake_send, self._wake_receive = trio.open_memory_channel[None](1)
         self._wake_send = wake_send
@@ -65,7 +66,8 @@ class RedisStreamBackend:
         if key is None:
             if len(self._keys) >= _KEY_CACHE_MAX:
                 self._keys.clear()
-            key = self._keys[room_id] = f"{self._room_prefix}{room_id}".encode()
+            name = "notices" if room_id == NOTICES_STREAM else f"room:{room_id}"
+            key = self._keys[room_id] = f"{self.prefix}{name}".encode()
         return key
 
     def _room_of(self, key: bytes) -> int:
@@ -107,10 +109,12 @@ class RedisStreamBackend:
         for key, entries in (reply or {}).items():
             if not entries:
                 continue
-            if not key.startswith(self._room_prefix_bytes):
+            if key == self._notices_key:
+                found[NOTICES_STREAM] = [_entry(raw) for raw in entries]
+            elif key.startswith(self._room_prefix_bytes):
+                found[self._room_of(key)] = [_entry(raw) for raw in entries]
+            else:
                 self._wake_position = _text(entries[-1].identifier)
-                continue
-            found[self._room_of(key)] = [_entry(raw) for raw in entries]
         return found
 
     def interrupt(self) -> None:

@@ -1,0 +1,131 @@
+"""A connected client's life in rooms: connect, join and leave with presence, typing, disconnect.
+
+The rules of being live, whatever carries the connection: the `/ws` session keeps its
+socket, its outbound queue and its read loop, and calls these for everything else.
+Membership is checked as REST checks it (`services.access`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import trio
+
+from ..actors.notices import Recipient
+from ..actors.room import Subscriber
+from ..errors import DependencyUnavailable
+from ..identity.authenticate import access_refusal
+from ..logs import log_event
+from ..node import Node
+from ..storage.models import User
+from ..storage.users import access_states
+from ..wire import sender_to_wire
+from .access import open_room
+from .presence import announce_presence, ensure_presence_keeper
+
+log = logging.getLogger("roomcast.live")
+
+# How long a disconnect may spend announcing its leaves: a dead Redis must not hold it.
+_DETACH_TIMEOUT_S = 5.0
+
+
+S = TypeVar("S", bound="LiveSession")
+
+
+class LiveSession(Subscriber, Recipient, Protocol):
+    """A connected client as the rules see it: who it is, and which rooms it follows."""
+
+    user: User
+    session_id: str
+    subscriptions: set[int]
+    token_issued_at: datetime | None  # when its token was issued: checked against revocations
+
+
+async def require_member(node: Node, user: User, room_id: int) -> None:
+    """404 for absent or other tenants' rooms, not_a_member for rooms the user is not in."""
+
+    def check(db: Any) -> None:
+        open_room(db, user, room_id).require_member()
+
+    await node.database.read(check)
+
+
+async def connect(node: Node, session: LiveSession) -> None:
+    """The session is online: in presence (raises DependencyUnavailable with Redis down) and for notices."""
+    ensure_presence_keeper(node)
+    await node.presence.connect(session.user.id, session.session_id)
+    node.notices.add(session.user.id, session)
+
+
+async def join_room(node: Node, session: LiveSession, room_id: int, since: int | None,
+                    on_attached: Callable[[int], None]) -> None:
+    """Follow a room the user is a member of, and announce the session's presence in it.
+
+    Presence goes first: with the stream backend down it raises DependencyUnavailable
+    (an `unavailable` error for the frame) before anything is subscribed.
+    """
+    subscriptions = session.subscriptions
+    await require_member(node, session.user, room_id)
+    if room_id in subscriptions:
+        await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
+        return
+    subscriptions.add(room_id)  # from here on, leaving (or disconnecting) undoes the presence entry
+    try:
+        online = await node.presence.join(room_id, session.user.id, session.session_id)
+    except DependencyUnavailable:
+        await leave_room(node, session, room_id)  # whatever part of the join went through
+        raise
+    await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
+    await announce_presence(node, room_id, session.user, "joined", online)
+
+
+async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:
+    """Stop following a room and announce the leave; a no-op for rooms not followed."""
+    node.rooms.unsubscribe(room_id, session)
+    if room_id in session.subscriptions:
+        session.subscriptions.discard(room_id)
+        try:
+            online = await node.presence.leave(room_id, session.user.id, session.session_id)
+        except DependencyUnavailable:  # the leave stands; the entry in Redis ages out
+            return
+        await announce_presence(node, room_id, session.user, "left", online)
+
+
+async def typing(node: Node, session: LiveSession, room_id: int, state: bool) -> None:
+    """Tell the room's other sessions (the user's own other connections too) that the user types."""
+    node.typing_limiter.check(session.user.id)
+    if room_id not in session.subscriptions:
+        await require_member(node, session.user, room_id)
+    event = {"type": "typing", "room": room_id, "user": sender_to_wire(session.user), "state": state}
+    await node.rooms.publish_transient(room_id, event, origin=session.session_id)
+
+
+async def disconnect(node: Node, session: LiveSession) -> None:
+    """Leave every room and go offline; bounded, so a dead Redis cannot hold a closing socket."""
+    node.notices.remove(session.user.id, session)
+    for room_id in session.subscriptions:
+        node.rooms.unsubscribe(room_id, session)
+    with trio.move_on_after(_DETACH_TIMEOUT_S, shield=True):
+        try:
+            for room_id in list(session.subscriptions):
+                await leave_room(node, session, room_id)
+            await node.presence.disconnect(session.user.id, session.session_id)
+        except DependencyUnavailable as exc:  # an outage, logged once by its gateway; entries expire
+            log_event(log, "session.detach_failed", logging.DEBUG, session=session.session_id, error=str(exc))
+        except Exception as exc:  # the socket is gone either way; presence entries expire
+            log_event(log, "session.detach_failed", logging.WARNING, session=session.session_id, error=repr(exc))
+
+
+async def refused_sessions(node: Node, sessions: Sequence[S]) -> list[tuple[S, str]]:
+    """The sessions whose user was disabled, or whose token was revoked, since they connected; with why."""
+    states = await node.database.read(access_states, {session.user.id for session in sessions})
+    refused = []
+    for session in sessions:
+        is_active, valid_after = states.get(session.user.id, (False, None))
+        refusal = access_refusal(is_active, valid_after, session.token_issued_at)
+        if refusal is not None:
+            refused.append((session, refusal))
+    return refused
