@@ -1,120 +1,30 @@
-"""Who is online: per room (subscribed sessions) and per user (connected sessions), across nodes.
+"""Presence in Redis sorted sets shared by every node (scores are expiry times).
 
-In-process by default. With Redis, every entry is a member of a sorted set scored
-by its expiry; each node refreshes its own sessions' entries every `ttl_s / 3`, so
-the entries of a node that dies expire within `ttl_s`. Each refresh also takes the
-expired entries out of the rooms this node has sessions in, and reports who left
-through them, so the survivors can announce `left` for the users of a dead node
-(within `ttl_s` plus one refresh interval).
-Presence *events* (`joined`/`left`) travel through the stream backend like any
-transient room event; this module only answers "who is online now".
+Keys: `<prefix>presence:room:<id>` with members `<user id>:<session id>`, and
+`<prefix>presence:user:<id>` with members `<session id>`. Each node refreshes its
+own sessions' entries every `ttl_s / 3`, so the entries of a node that dies expire
+within `ttl_s`. Each refresh also takes the expired entries out of the rooms this
+node has sessions in, and reports who left through them, so the survivors can
+announce `left` for the users of a dead node (within `ttl_s` plus one refresh interval).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import trio
 from coredis import PureToken
 
-from .logs import log_event
-
-log = logging.getLogger("roomcast.presence")
+from .base import Departure
 
 _REFRESH_FRACTION = 3  # refresh entries three times per ttl
 
 
-@dataclass(frozen=True, slots=True)
-class Departure:
-    """A user whose last entry in a room expired: its node stopped refreshing it (it died)."""
-
-    room_id: int
-    user_id: int
-    online: list[int]  # the room's online user ids after it
-
-
-class Presence(Protocol):
-    refresh_interval_s: float
-
-    async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
-        """Mark the session subscribed to the room; the room's online user ids after it."""
-        ...
-
-    async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
-        """Undo join; the room's online user ids after it."""
-        ...
-
-    async def online_in(self, room_id: int) -> list[int]:
-        ...
-
-    async def connect(self, user_id: int, session_id: str) -> None:
-        ...
-
-    async def disconnect(self, user_id: int, session_id: str) -> None:
-        ...
-
-    async def online_users(self, user_ids: Iterable[int]) -> set[int]:
-        """Which of these users have a connected session anywhere."""
-        ...
-
-    async def refresh(self) -> list[Departure]:
-        """Keep this node's entries alive; take expired ones of other nodes and say who left through them.
-
-        Called every `refresh_interval_s` by the node's presence keeper.
-        """
-        ...
-
-
-class MemoryPresence:
-    """One process's view, which with in-process streams is the whole truth."""
-
-    refresh_interval_s = 60.0
-
-    def __init__(self) -> None:
-        self._rooms: defaultdict[int, Counter[int]] = defaultdict(Counter)
-        self._users: Counter[int] = Counter()
-
-    async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
-        self._rooms[room_id][user_id] += 1
-        return await self.online_in(room_id)
-
-    async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
-        room = self._rooms.get(room_id)
-        if room is not None:
-            room[user_id] -= 1
-            if room[user_id] <= 0:
-                del room[user_id]
-            if not room:
-                del self._rooms[room_id]
-        return await self.online_in(room_id)
-
-    async def online_in(self, room_id: int) -> list[int]:
-        return sorted(self._rooms.get(room_id, ()))
-
-    async def connect(self, user_id: int, session_id: str) -> None:
-        self._users[user_id] += 1
-
-    async def disconnect(self, user_id: int, session_id: str) -> None:
-        self._users[user_id] -= 1
-        if self._users[user_id] <= 0:
-            del self._users[user_id]
-
-    async def online_users(self, user_ids: Iterable[int]) -> set[int]:
-        return {user_id for user_id in user_ids if self._users.get(user_id)}
-
-    async def refresh(self) -> list[Departure]:
-        await trio.lowlevel.checkpoint()
-        return []  # one process: its entries go with its sessions
-
-
 class RedisPresence:
-    """Presence in Redis sorted sets shared by every node (scores are expiry times).
+    """Presence shared through Redis by every node.
 
     `guard()` is the stream backend's: inside it, Redis being unreachable raises
     StreamUnavailable (presence lives on the same Redis as the streams).
