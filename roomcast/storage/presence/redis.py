@@ -27,17 +27,21 @@ class RedisPresence:
     """Presence shared through Redis by every node.
 
     `guard()` is the stream backend's: inside it, Redis being unreachable raises
-    StreamUnavailable (presence lives on the same Redis as the streams).
+    StreamUnavailable (presence lives on the same Redis as the streams). `clock` gives
+    the wall time the scores are in (every node must agree on it): time.time, or a
+    test's own.
     """
 
     def __init__(self, client: Any, prefix: str, ttl_s: float = 15.0,
-                 guard: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
+                 guard: Callable[[], AbstractContextManager[None]] = nullcontext,
+                 clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.refresh_interval_s = ttl_s / _REFRESH_FRACTION
         self._room_prefix = f"{prefix}presence:room:"
         self._guard = guard
+        self._clock = clock
         # What this node has registered, re-scored periodically: key -> members.
         self._local: defaultdict[str, set[str]] = defaultdict(set)
 
@@ -49,7 +53,7 @@ class RedisPresence:
 
     async def _add(self, key: str, member: str) -> None:
         with self._guard():
-            await self.client.zadd(key, {member: time.time() + self.ttl_s})
+            await self.client.zadd(key, {member: self._clock() + self.ttl_s})
             await self.client.expire(key, int(self.ttl_s * 2))
         # Only once stored: a join refused for an outage must leave nothing to refresh.
         self._local[key].add(member)
@@ -73,7 +77,7 @@ class RedisPresence:
 
     async def online_in(self, room_id: int) -> list[int]:
         with self._guard():
-            members = await self.client.zrange(self._room_key(room_id), time.time(), "+inf",
+            members = await self.client.zrange(self._room_key(room_id), self._clock(), "+inf",
                                                sortby=PureToken.BYSCORE)
         return sorted({int(member.split(b":", 1)[0]) for member in members})
 
@@ -87,14 +91,14 @@ class RedisPresence:
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return set()
-        now = time.time()
+        now = self._clock()
         with self._guard():
             async with self.client.pipeline(transaction=False) as pipe:
                 counts = [pipe.zcount(self._user_key(user_id), now, "+inf") for user_id in ids]
             return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
 
     async def refresh(self) -> list[Departure]:
-        expiry = time.time() + self.ttl_s
+        expiry = self._clock() + self.ttl_s
         departures: list[Departure] = []
         with self._guard():
             for key, members in list(self._local.items()):
@@ -104,7 +108,7 @@ class RedisPresence:
                 if key.startswith(self._room_prefix):
                     departures += await self._take_expired(int(key[len(self._room_prefix):]), key)
                 else:
-                    await self.client.zremrangebyscore(key, "-inf", time.time())
+                    await self.client.zremrangebyscore(key, "-inf", self._clock())
         return departures
 
     async def _take_expired(self, room_id: int, key: str) -> list[Departure]:
@@ -113,7 +117,7 @@ class RedisPresence:
         Every node with sessions in the room races for the same entries: ZREM answers 1 to
         exactly one of them, so each departure is reported once.
         """
-        expired = await self.client.zrange(key, "-inf", time.time(), sortby=PureToken.BYSCORE)
+        expired = await self.client.zrange(key, "-inf", self._clock(), sortby=PureToken.BYSCORE)
         gone: set[int] = set()
         for member in expired:
             if await self.client.zrem(key, [member]):
