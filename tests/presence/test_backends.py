@@ -35,7 +35,7 @@ async def test_with_redis_presence_shares_the_streams_redis_with_the_configured_
         try:
             assert await presence.join(1, 5, "a") == [5]
             key = f"{redis_key_prefix}presence:room:1"
-            assert await presence.client.zrange(key, 0, -1) == [b"5:a"]  # the key scheme nodes share
+            assert list(await presence.client.zrange(key, 0, -1)) == [b"5:a"]  # the key scheme nodes share
         finally:
             await presence.leave(1, 5, "a")
 
