@@ -14,10 +14,10 @@ from .actors.system import ActorSystem
 from .config import Settings
 from .identity.contact_policy import ContactPolicy
 from .identity.tokens import TokenCodec
-from .presence import MemoryPresence, Presence, RedisPresence
 from .ratelimit import RateLimiter
 from .storage.database import Database
 from .storage.migrate import upgrade
+from .storage.presence import Presence, open_presence
 from .storage.streams import Append, StreamBackend, open_stream_backend
 
 
@@ -70,11 +70,7 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
         async with open_stream_backend(settings) as streams, trio.open_nursery() as nursery:
             actors = ActorSystem(settings, database, streams)
             await nursery.start(lambda task_status: actors.run(task_status=task_status))
-            presence: Presence = (
-                RedisPresence(streams.client, settings.redis_key_prefix,  # type: ignore[attr-defined]
-                              ttl_s=settings.presence_ttl_s, guard=streams.guarded)  # type: ignore[attr-defined]
-                if settings.redis_url else MemoryPresence()
-            )
+            presence = open_presence(settings, streams)
             node = Node(
                 settings=settings,
                 database=database,

@@ -1,1 +1,1 @@
-"""What holds data: the SQL database (models, queries, migrations) and the room streams."""
+"""What holds data: the SQL database (models, queries, migrations), the room streams and presence."""

@@ -1,0 +1,60 @@
+"""The one small interface every presence backend implements, and what it reports.
+
+Presence answers "who is online now": per room (the sessions subscribed to it) and
+per user (the sessions connected), across every node. Presence *events*
+(`joined`/`left`) travel through the stream backend like any transient room event;
+a backend only keeps the entries, and through `refresh()` says whose entries
+expired because their node stopped refreshing them (it died).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A user whose last entry in a room expired: its node stopped refreshing it (it died)."""
+
+    room_id: int
+    user_id: int
+    online: list[int]  # the room's online user ids after it
+
+
+class Presence(Protocol):
+    """Sessions per room and per user; a user counts while any of their sessions does."""
+
+    refresh_interval_s: float
+
+    async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        """Mark the session subscribed to the room; the room's online user ids after it."""
+        ...
+
+    async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        """Undo join (harmless for a session that never joined); the room's online user ids after it."""
+        ...
+
+    async def online_in(self, room_id: int) -> list[int]:
+        """The room's online user ids, sorted, each once."""
+        ...
+
+    async def connect(self, user_id: int, session_id: str) -> None:
+        """Mark the session connected."""
+        ...
+
+    async def disconnect(self, user_id: int, session_id: str) -> None:
+        """Undo connect (harmless for a session that never connected)."""
+        ...
+
+    async def online_users(self, user_ids: Iterable[int]) -> set[int]:
+        """Which of these users have a connected session anywhere."""
+        ...
+
+    async def refresh(self) -> list[Departure]:
+        """Keep this node's entries alive; take expired ones of other nodes and say who left through them.
+
+        Called every `refresh_interval_s` by the node's presence keeper.
+        """
+        ...

@@ -1,0 +1,68 @@
+"""In-process presence: the embedded default when no Redis is configured.
+
+One process's view, which with in-process streams is the whole truth: the session
+ids per room and user, and per connected user. Like the Redis entries, a session
+counts once however often it joins, and leaving for a session that never joined
+changes nothing. Nothing expires; a session's entries go with it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import trio
+
+from .base import Departure
+
+
+class MemoryPresence:
+    """Presence held in this process; a real component, not a test double.
+
+    Only `refresh` checkpoints: the other calls complete without yielding,
+    so a cancelled session never leaves one half done.
+    """
+
+    refresh_interval_s = 60.0
+
+    def __init__(self) -> None:
+        # room -> user -> sessions, and user -> sessions; empty sets are removed.
+        self._rooms: defaultdict[int, defaultdict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._users: defaultdict[int, set[str]] = defaultdict(set)
+
+    async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        self._rooms[room_id][user_id].add(session_id)
+        return await self.online_in(room_id)
+
+    async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        room = self._rooms.get(room_id)
+        if room is not None and _discard(room, user_id, session_id) and not room:
+            del self._rooms[room_id]
+        return await self.online_in(room_id)
+
+    async def online_in(self, room_id: int) -> list[int]:
+        return sorted(self._rooms.get(room_id, ()))
+
+    async def connect(self, user_id: int, session_id: str) -> None:
+        self._users[user_id].add(session_id)
+
+    async def disconnect(self, user_id: int, session_id: str) -> None:
+        _discard(self._users, user_id, session_id)
+
+    async def online_users(self, user_ids: Iterable[int]) -> set[int]:
+        return {user_id for user_id in user_ids if user_id in self._users}
+
+    async def refresh(self) -> list[Departure]:
+        await trio.lowlevel.checkpoint()
+        return []  # one process: its entries go with its sessions
+
+
+def _discard(sessions: dict[int, set[str]], user_id: int, session_id: str) -> bool:
+    """Take the session out of the user's; True when the user had sessions here."""
+    mine = sessions.get(user_id)
+    if mine is None:
+        return False
+    mine.discard(session_id)
+    if not mine:
+        del sessions[user_id]
+    return True
