@@ -1,13 +1,22 @@
-"""The JSON shapes of PROTOCOL.md, built from the storage models."""
+"""The JSON shapes of PROTOCOL.md, built from the storage models, and the protocol's id bound.
+
+A leaf every layer may import: the storage models are named for type hints only.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .storage.models import Attachment, Message, Room, User
 from .timestamps import to_wire
+
+if TYPE_CHECKING:
+    from .storage.models import Attachment, Message, Room, User
+
+# Ids are signed 64-bit (PostgreSQL BIGINT, SQLite INTEGER): nothing outside 1..MAX_ID exists,
+# so anything a client names outside it is rejected before it reaches the database.
+MAX_ID = 2**63 - 1
 
 
 def user_to_wire(user: User, online: bool = False) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from quart import Blueprint, Quart, current_app, g, request
 
 from ..errors import Forbidden
 from ..identity.authenticate import bearer_token, user_for_token
-from ..storage.models import User
+from ..services.users import User
 from .context import current_node
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])

@@ -13,7 +13,7 @@ from quart import Quart
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
 
-from ..storage.models import MAX_ID
+from ..wire import MAX_ID
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Seq = Annotated[int, Field(ge=0, le=MAX_ID)]

@@ -11,7 +11,7 @@ from quart_schema import document_response
 from quart_schema.openapi import OpenAPIProvider
 from werkzeug.routing import BaseConverter, Rule
 
-from ..storage.models import MAX_ID
+from ..wire import MAX_ID
 from .auth import needs_token
 from .ids import IdConverter
 from .schemas import ErrorOut

@@ -6,7 +6,7 @@ import base64
 import binascii
 
 from ..errors import BadRequest
-from ..storage.models import MAX_ID
+from ..wire import MAX_ID
 
 
 def _number(text: str) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 
 from ..config import Settings
-from ..storage.models import MAX_ID
+from ..wire import MAX_ID
 
 
 class TokenError(Exception):

@@ -29,10 +29,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# Ids are signed 64-bit (PostgreSQL BIGINT, SQLite INTEGER): nothing outside 1..MAX_ID exists.
-MAX_ID = 2**63 - 1
-
-# BigInteger ids on PostgreSQL, but INTEGER on SQLite so that it stays the rowid alias.
+# BigInteger ids on PostgreSQL, but INTEGER on SQLite so that it stays the rowid alias: both are
+# signed 64-bit, and wire.MAX_ID is the largest id either holds.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Timestamp = DateTime(timezone=True)
 
