@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import ApiError
+from ...wire import MAX_ID
 
-# Ids and seqs are BIGINT columns: anything beyond would fail in the database, not here.
-MAX_ID = 2**63 - 1
 MAX_REF_CHARS = 256
 _SHOWN_TYPE_CHARS = 40
 

@@ -22,7 +22,7 @@ from ...logs import log_event
 from ...node import Node
 from ...services import live
 from ...services.messaging import Draft
-from ...storage.models import User
+from ...services.users import User
 from ...timestamps import to_wire, utcnow
 from ...wire import encode, user_to_wire
 from . import frames
