@@ -23,8 +23,6 @@ from typing import Any, Protocol
 import trio
 from coredis import PureToken
 
-from .logs import log_event
-
 log = logging.getLogger("roomcast.presence")
 
 _REFRESH_FRACTION = 3  # refresh entries three times per ttl

@@ -8,9 +8,9 @@ import trio
 
 from ...errors import ApiError, DependencyUnavailable
 from ...identity.authenticate import access_refusal, authenticate, bearer_token
-from ...storage.users import access_states
 from ...logs import log_event
 from ...node import Node
+from ...storage.users import access_states
 from ..front_door import Draining, UpgradeRequest
 from .connection import ConnectionClosed, WebSocket
 from .handlers import HANDLERS

@@ -24,8 +24,8 @@ from ...services.presence import announce_presence
 from ...storage.models import User
 from ...timestamps import to_wire, utcnow
 from ...wire import user_to_wire
-from . import frames
 from ..front_door import Draining
+from . import frames
 from .connection import ConnectionClosed, WebSocket
 from .outbound import OutboundQueue, Overflowed, Stopped
 from .protocol import ClientError, parse_frame
