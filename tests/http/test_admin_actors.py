@@ -46,7 +46,8 @@ async def test_an_admin_sees_the_tree_with_room_actors(client: Any, users: Any, 
     assert body["stream_backend"] == "memory"
     tree = body["tree"]
     assert tree["path"] == "roomcast" and tree["state"] == "running"
-    assert {child["name"] for child in tree["children"]} == {"stream_reader", "outbox_relay", "rooms", "announcer", "presence"}
+    children = {child["name"] for child in tree["children"]}
+    assert children == {"stream_reader", "outbox_relay", "rooms", "announcer", "presence"}
     reader = find(tree, "roomcast/stream_reader")
     assert reader["rooms"] == 1 and reader["connected"] is True
     actor = find(tree, f"roomcast/rooms/room:{room}")
