@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""roomcast's command line: serve (default), migrate, create-user, token, test.
+"""roomcast's command line: serve (default), migrate, create-user, token, test, check.
 
 On a fresh clone this script needs nothing but Python 3.11+: the first run
 creates `.venv/`, installs the project's dependencies into it, and re-executes
@@ -13,6 +13,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -24,10 +25,14 @@ def _venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+# The code checks (console scripts of the dev extra, run from ROOT), in order; `check` stops at the first failure.
+CHECKS: tuple[list[str], ...] = (["ruff", "check", "."], ["mypy"], ["lint-imports"])
+
+
 def _extras_for(argv: list[str]) -> str:
-    # The test suite needs the dev tools and the PostgreSQL driver; serving
-    # needs the driver only when pointed at PostgreSQL, but it is small.
-    return "dev,postgres" if argv[:1] == ["test"] else "postgres"
+    # The test suite and the checks need the dev tools and the PostgreSQL driver (one
+    # install serves both); serving needs the driver only when pointed at PostgreSQL, but it is small.
+    return "dev,postgres" if argv[:1] in (["test"], ["check"]) else "postgres"
 
 
 def _bootstrap(argv: list[str]) -> None:
@@ -61,6 +66,18 @@ def _bootstrap(argv: list[str]) -> None:
     os.execv(str(_venv_python()), [str(_venv_python()), str(Path(__file__).resolve()), *argv])
 
 
+def check() -> int:
+    """Run ruff, mypy and import-linter on the project; stop at the first failure."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    for command in CHECKS:
+        print(f"check: {' '.join(command)}", file=sys.stderr, flush=True)
+        code = subprocess.run([str(scripts / command[0]), *command[1:]], cwd=ROOT).returncode
+        if code:
+            print(f"check: {command[0]} failed", file=sys.stderr)
+            return code
+    return 0
+
+
 def main() -> int:
     argv = sys.argv[1:]
     _bootstrap(argv)
@@ -69,6 +86,8 @@ def main() -> int:
 
         os.chdir(ROOT)
         return int(pytest.main(argv[1:]))
+    if argv[:1] == ["check"]:
+        return check()
     from roomcast.cli import main as cli_main
 
     return cli_main(argv)

@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,7 +64,7 @@ async def churn(base: str, tokens: list[str], room: int, cycles: int, at_once: i
         async with trio.open_nursery() as nursery:
             for n in range(min(at_once, cycles - done)):
                 stage = stages[(done + n) % len(stages)]
-                nursery.start_soon(lambda t=tokens[(done + n) % len(tokens)], s=stage: connect_and_drop(base, t, **s))
+                nursery.start_soon(partial(connect_and_drop, base, tokens[(done + n) % len(tokens)], **stage))
         done += at_once
 
 

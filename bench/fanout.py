@@ -206,8 +206,9 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                 spy = None
                 if profile and spec["mode"] == "flat":
                     time.sleep(spec["warmup_s"] + 4)  # subscribers connect, then sample the steady state
-                    spy = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--duration", "8", "--rate", "200",
-                                            "--pid", str(process.pid), "--output", str(workdir / "profile.txt")],
+                    spy = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--duration", "8",
+                                            "--rate", "200", "--pid", str(process.pid),
+                                            "--output", str(workdir / "profile.txt")],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 line = gen.stdout.readline()
                 if not line:
@@ -225,7 +226,8 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                     result["profile_top"] = summarize_profile(workdir / "profile.txt")
                     if (workdir / "profile.txt").exists():
                         shutil.copy(workdir / "profile.txt", ARTIFACTS / f"{name}-{stack}-profile.txt")
-    cores = {"server": sorted(server_cores), "loadgen": sorted(loadgen_cores)} if server_cores and loadgen_cores else "shared"
+    cores = ({"server": sorted(server_cores), "loadgen": sorted(loadgen_cores)}
+             if server_cores and loadgen_cores else "shared")
     return {"scenario": name, "stack": stack, "cores": cores, **result}
 
 

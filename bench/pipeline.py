@@ -281,7 +281,8 @@ async def run_scenario(node: Node, backend: str, rooms: int, subscribers: int, p
         # Batch b (of `batch` messages, the last maybe fewer) goes to room b % rooms.
         for b in range(index, -(-events // batch), producers):
             first = b * batch
-            bodies = [f"message {n} from producer {index} · привет 👋" for n in range(first, min(first + batch, events))]
+            last = min(first + batch, events)
+            bodies = [f"message {n} from producer {index} · привет 👋" for n in range(first, last)]
             await commit_batch(users[index], room_ids[b % rooms], bodies)
 
     async with trio.open_nursery() as nursery:

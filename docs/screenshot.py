@@ -34,7 +34,8 @@ def main() -> None:
             direct = server.api("POST", "/api/rooms", priya, json={"kind": "direct", "members": [maya.id]}).json()
             server.send(priya, direct["id"], "Lunch at 12:30?")
             server.send(theo, launch["id"], "Staging is on 0.4.2, smoke tests are green.")
-            server.send(priya, launch["id"], "Release notes are drafted:\n• presence in the room header\n• unread badges")
+            server.send(priya, launch["id"],
+                        "Release notes are drafted:\n• presence in the room header\n• unread badges")
             server.send(maya, launch["id"], "Great work. Shipping at 15:00 unless anyone objects.")
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=str(CHROMIUM))

@@ -12,7 +12,7 @@ from .errors import RateLimited
 class TokenBucket:
     """`burst` tokens, refilled at `rate_per_s`; each action takes one."""
 
-    __slots__ = ("rate_per_s", "burst", "tokens", "updated")
+    __slots__ = ("burst", "rate_per_s", "tokens", "updated")
 
     def __init__(self, rate_per_s: float, burst: int) -> None:
         self.rate_per_s = rate_per_s

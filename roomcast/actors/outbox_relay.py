@@ -141,7 +141,8 @@ class OutboxRelay:
             self._pending.update(event.room_id for event in events)  # read back on the retry
             raise
         self.published += len(events)
-        self._unmarked.extend((event.room_id, event.seq) for event in events)
+        # notify hands over stored rows only, so every seq is set (the test is for the type checker).
+        self._unmarked.extend((event.room_id, event.seq) for event in events if event.seq is not None)
         if len(self._unmarked) >= self.batch_size:
             await self._mark()
         elif self._mark_due == math.inf:

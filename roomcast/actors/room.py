@@ -48,8 +48,10 @@ _FETCH_CHUNK = 500
 class Subscriber(Protocol):
     """What a room actor delivers to: typically one WebSocket session's outbound queue."""
 
-    # Transient events that this session sent (typing) are not handed back to it; None: gets all.
-    session_id: str | None
+    @property
+    def session_id(self) -> str | None:
+        """Transient events that this session sent (typing) are not handed back to it; None: gets all."""
+        ...
 
     def push(self, data: bytes) -> bool:
         """Queue one encoded event without blocking; False when the queue is full.

@@ -120,9 +120,9 @@ class StreamReader:
                     self._needs_resync = False
                     log_event(log, "stream.resynced", backend=self.backend.name, rooms=len(unplaced))
                 continue  # a room attached while that ran was not interrupted for: look again
-            for room_id, feed in list(self._feeds.items()):
-                if feed.held_back:
-                    self._hand_over(room_id, feed)
+            for room_id, waiting in list(self._feeds.items()):
+                if waiting.held_back:
+                    self._hand_over(room_id, waiting)
             positions = {room_id: feed.position for room_id, feed in self._feeds.items()
                          if feed.position is not None and not feed.held_back}
             epochs = {room_id: self._feeds[room_id].epoch for room_id in positions}

@@ -71,7 +71,9 @@ def create_app(node: Node) -> RoomcastApp:
         return response
 
     # Keep-alive that survives answers given before the request body arrived (framing.py).
-    app.asgi_app = RequestFraming(app.asgi_app, node.settings.max_request_bytes)  # type: ignore[method-assign]
+    # RequestFraming speaks generic ASGI (MutableMapping scopes and messages), Quart declares Hypercorn's precise types.
+    app.asgi_app = RequestFraming(  # type: ignore[method-assign, assignment]
+        app.asgi_app, node.settings.max_request_bytes)  # type: ignore[arg-type]
     return app
 
 

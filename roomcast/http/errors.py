@@ -64,7 +64,8 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else None
+        methods = getattr(error, "valid_methods", None)  # set on MethodNotAllowed only
+        headers = {"Allow": ", ".join(methods)} if methods else None
         message = (error.description or error.name or "error").strip()
         return error_response(status, _CODES.get(status, "error"), message, headers=headers)
 

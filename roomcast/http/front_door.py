@@ -182,7 +182,8 @@ class FrontDoor:
             shown_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as acceptor:
-                    acceptor.start_soon(partial(trio.serve_listeners, self._handle, listeners, handler_nursery=connections))
+                    acceptor.start_soon(
+                        partial(trio.serve_listeners, self._handle, listeners, handler_nursery=connections))
                     task_status.started(f"http://{shown_host}:{sockname[1]}")
                     await shutdown_trigger()
                     acceptor.cancel_scope.cancel()

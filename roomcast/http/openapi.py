@@ -50,4 +50,4 @@ class RoomcastOpenAPIProvider(OpenAPIProvider):
 
 def documents_no_content() -> Callable[[Any], Any]:
     """Document a 204 response, which has no body."""
-    return document_response(None, 204)  # type: ignore[arg-type]
+    return document_response(None, 204)

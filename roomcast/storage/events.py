@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
 from ..timestamps import utcnow
@@ -19,7 +19,9 @@ from .models import OutboxEvent, Room
 from .streams.base import Append
 
 # Built once and run on the session's Connection: it runs for every stored event.
-_INSERT_OUTBOX_ROW = insert(OutboxEvent.__table__)
+_OUTBOX = OutboxEvent.__table__
+assert isinstance(_OUTBOX, Table)  # declarative models type __table__ as a FromClause
+_INSERT_OUTBOX_ROW = insert(_OUTBOX)
 
 
 def take_next_seq(session: Session, room_id: int, **also_set: Any) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from .models import Message, User
@@ -20,6 +20,7 @@ def message_with_sender(session: Session, room_id: int, message_id: int) -> tupl
 
 
 _MESSAGES = Message.__table__
+assert isinstance(_MESSAGES, Table)  # declarative models type __table__ as a FromClause
 # Built once and run on the session's Connection: it runs on every send (see storage.rooms).
 _INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
 

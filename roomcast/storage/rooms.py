@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -64,6 +64,7 @@ class SendTarget:
 # session's Connection (Core), not through the ORM's execute, for the same reason.
 _ROOMS = Room.__table__
 _MEMBERSHIPS = Membership.__table__
+assert isinstance(_ROOMS, Table)  # declarative models type __table__ as a FromClause
 _LOCK_FOR_SEND = (
     select(_ROOMS.c.id, _ROOMS.c.is_active, _ROOMS.c.last_seq, _MEMBERSHIPS.c.user_id)
     .select_from(_ROOMS.outerjoin(_MEMBERSHIPS, and_(_MEMBERSHIPS.c.room_id == _ROOMS.c.id,

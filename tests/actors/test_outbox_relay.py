@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
-
-from typing import Any
-
 from sqlalchemy.orm import Session
 
 from roomcast.actors import outbox_relay

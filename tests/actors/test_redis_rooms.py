@@ -17,8 +17,8 @@ import trio
 from roomcast.config import Settings
 from roomcast.node import Node, open_node
 from roomcast.storage.streams import StreamUnavailable
-
 from tests.conftest import make_settings, service_missing
+
 from .helpers import Recorder, commit_events, commit_to_rooms, create_rooms, unpublished_count
 from .lifecycle import Lifecycle
 from .redis_server import RedisServer, free_port

@@ -154,6 +154,6 @@ async def test_a_replay_drops_a_subscriber_that_takes_nothing_for_the_stall_time
         nursery.cancel_scope.cancel()
     assert slow.seqs == list(range(1, 101)) and slow.overflows == []
     assert stalled.overflows == [room] and len(stalled.items) == 5
-    assert list(actor.subscriptions.values())[0].subscriber is slow and replay_tasks(actor) == 0
+    assert next(iter(actor.subscriptions.values())).subscriber is slow and replay_tasks(actor) == 0
     [line] = lifecycle.lines("room.replay_stalled")
     assert line["room"] == room and line["next_seq"] == 6

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from functools import partial
 from typing import Any
 
 import pytest
@@ -46,8 +47,8 @@ def sockets_on(port: int) -> int:
             next(lines)
             for line in lines:
                 fields = line.split()
-                local, remote, inode = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[9]
-                count += inode in ours and port in (local, remote)
+                local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+                count += fields[9] in ours and port in (local, remote)
     return count
 
 
@@ -86,7 +87,7 @@ async def test_connection_churn_leaves_the_node_up_and_nothing_behind(live_serve
             for _ in range(CYCLES // AT_ONCE):
                 async with trio.open_nursery() as nursery:
                     for _ in range(AT_ONCE):
-                        nursery.start_soon(lambda kw=next(plan): connect_and_drop(live_server, member.token, **kw))
+                        nursery.start_soon(partial(connect_and_drop, live_server, member.token, **next(plan)))
                     # The room stays busy, so its fan-out meets sessions that are ending.
                     await listener.send({"type": "send", "room": room, "body": f"m{sent}"})
                     sent += 1

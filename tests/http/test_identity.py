@@ -11,10 +11,7 @@ from sqlalchemy import update
 
 from roomcast.node import Node
 from roomcast.storage.models import User
-
 from tests.helpers import JWT_SECRET, error_of
-
-
 
 # --------------------------------------------------------------------------- login
 
@@ -47,7 +44,8 @@ async def test_login_with_wrong_credentials_is_401(client: Any, users: Any, cred
 async def test_login_picks_the_tenant(client: Any, users: Any) -> None:
     await users.create("member", username="kim", password="password-a", tenant="acme")
     await users.create("member", username="kim", password="password-b")
-    response = await client.post("/api/auth/login", json={"username": "kim", "password": "password-a", "tenant": "acme"})
+    response = await client.post("/api/auth/login",
+                                 json={"username": "kim", "password": "password-a", "tenant": "acme"})
     token = (await response.get_json())["access_token"]
     me = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     assert (await me.get_json())["tenant"] == "acme"

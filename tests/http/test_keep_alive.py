@@ -52,7 +52,8 @@ class RawConnection:
                 assert await self._fill(), "connection closed before a response"
             head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
             status_line, *lines = head.decode("latin-1").split("\r\n")
-            headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+            fields = (line.partition(":") for line in lines)
+            headers = {name.strip().lower(): value.strip() for name, _, value in fields}
             length = int(headers.get("content-length", "0"))
             while len(self.buffer) < length:
                 assert await self._fill(), "connection closed inside a response"

@@ -92,7 +92,8 @@ async def test_interrupt_ends_a_blocked_read_and_is_not_lost_before_one(
         assert await backend.read({1: STREAM_START}, count=10, timeout=60) == {}
 
 
-async def test_last_ids_mark_the_end_of_each_stream(backend: StreamBackend, clock: trio.testing.MockClock | None) -> None:
+async def test_last_ids_mark_the_end_of_each_stream(backend: StreamBackend,
+                                                     clock: trio.testing.MockClock | None) -> None:
     assert await backend.last_ids([1, 2]) == {1: STREAM_START, 2: STREAM_START}
     ids = await backend.append([stored(1, 1), stored(1, 2)])
     last = await backend.last_ids([1, 2])

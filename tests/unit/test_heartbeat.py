@@ -35,7 +35,7 @@ async def test_every_session_is_pinged_once_per_interval_never_all_at_once(mock_
         nursery.cancel_scope.cancel()
     for session in sessions:
         assert len(session.times) == 3
-        assert [b - a for a, b in zip(session.times, session.times[1:])] == [25.0, 25.0]
+        assert [b - a for a, b in zip(session.times, session.times[1:], strict=False)] == [25.0, 25.0]
     moments: dict[float, int] = {}
     for session in sessions:
         for moment in session.times:

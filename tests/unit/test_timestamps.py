@@ -13,7 +13,8 @@ def test_wire_form_is_utc_milliseconds_with_z() -> None:
 
 
 def test_other_offsets_are_converted_and_naive_times_are_taken_as_utc() -> None:
-    assert to_wire(datetime(2026, 1, 8, 11, 15, 30, 5000, tzinfo=timezone(timedelta(hours=1)))) == "2026-01-08T10:15:30.005Z"
+    one_hour_east = timezone(timedelta(hours=1))
+    assert to_wire(datetime(2026, 1, 8, 11, 15, 30, 5000, tzinfo=one_hour_east)) == "2026-01-08T10:15:30.005Z"
     assert to_wire(datetime(2026, 1, 8, 10, 15, 30)) == "2026-01-08T10:15:30.000Z"  # as SQLite hands them back
     assert to_wire(None) is None
 

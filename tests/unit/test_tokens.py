@@ -39,7 +39,8 @@ def test_claims_follow_the_protocol() -> None:
         (jwt.encode({"sub": "1"}, SECRET), "unauthorized"),  # no exp
         (jwt.encode({"sub": "bob", "exp": datetime.now(UTC) + timedelta(hours=1)}, SECRET), "unauthorized"),
         (jwt.encode({"sub": 1, "exp": datetime.now(UTC) + timedelta(hours=1)}, SECRET), "unauthorized"),
-        (jwt.encode({"sub": "1", "exp": datetime.now(UTC) + timedelta(hours=1)}, None, algorithm="none"), "unauthorized"),
+        (jwt.encode({"sub": "1", "exp": datetime.now(UTC) + timedelta(hours=1)}, None, algorithm="none"),
+         "unauthorized"),
         ("not.a.jwt", "unauthorized"),
         ("", "unauthorized"),
     ],

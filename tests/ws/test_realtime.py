@@ -41,7 +41,7 @@ async def test_subscribe_replies_with_last_seq(live_server: str, client: Any, us
 
 
 async def test_subscribe_errors(live_server: str, client: Any, users: Any) -> None:
-    (alice, bob), room = await group_of(client, users)
+    _, room = await group_of(client, users)
     outsider = await users.create("member")
     foreigner = await users.create("admin", tenant="acme")
     async with ws_connect(live_server, outsider.token) as ws:
@@ -101,7 +101,7 @@ async def test_send_is_idempotent_by_client_id(live_server: str, client: Any, us
 
 
 async def test_send_follows_the_rest_rules(live_server: str, client: Any, users: Any, node: Any) -> None:
-    (alice, bob), room = await group_of(client, users)
+    (alice, _bob), room = await group_of(client, users)
     outsider = await users.create("member")
     async with ws_connect(live_server, alice.token) as ws:
         assert (await ws.request({"type": "send", "room": room, "body": "  \n"}))["code"] == "empty_body"
@@ -158,7 +158,7 @@ async def test_typing_reaches_the_others_only(live_server: str, client: Any, use
 
 
 async def test_typing_reaches_the_senders_other_connections(live_server: str, client: Any, users: Any) -> None:
-    (alice, bob), room = await group_of(client, users)
+    (alice, _bob), room = await group_of(client, users)
     async with ws_connect(live_server, alice.token) as laptop, ws_connect(live_server, alice.token) as phone:
         await laptop.subscribe(room)
         await phone.subscribe(room)
@@ -339,7 +339,7 @@ async def test_since_beyond_the_stream_is_served_from_the_database(live_server: 
 
 async def test_no_task_or_subscription_outlives_a_session(live_server: str, client: Any, users: Any,
                                                           node: Any) -> None:
-    (alice, bob), room = await group_of(client, users)
+    (alice, _bob), room = await group_of(client, users)
     async with ws_connect(live_server, alice.token) as ws:
         await ws.subscribe(room)
         actor = node.rooms.get(room)

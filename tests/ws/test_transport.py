@@ -56,7 +56,8 @@ async def test_welcome_then_ping_pong(live_server: str, users: Any) -> None:
 
 async def test_token_in_authorization_header(live_server: str, users: Any) -> None:
     alice = await users.create("member")
-    async with open_websocket_url(ws_url(live_server), extra_headers=[("Authorization", f"Bearer {alice.token}")]) as ws:
+    authorization = [("Authorization", f"Bearer {alice.token}")]
+    async with open_websocket_url(ws_url(live_server), extra_headers=authorization) as ws:
         assert (await next_event(ws))["type"] == "welcome"
 
 

@@ -33,7 +33,7 @@ MAX_BATCH = 32
 class SendPipeline:
     """The pending sends of one session."""
 
-    __slots__ = ("_session", "_pending", "_running", "_room_for_more")
+    __slots__ = ("_pending", "_room_for_more", "_running", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session

@@ -25,8 +25,8 @@ from ...services.messaging import Draft
 from ...services.users import User
 from ...timestamps import to_wire, utcnow
 from ...wire import encode, user_to_wire
-from . import frames
 from ..front_door import Draining
+from . import frames
 from .connection import ConnectionClosed, WebSocket
 from .outbound import OutboundQueue, Overflowed, Stopped
 from .protocol import ClientError, parse_frame

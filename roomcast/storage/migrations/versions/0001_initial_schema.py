@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 9ab114d1ab37
-Revises: 
+Revises:
 Create Date: 2026-11-21 23:54:29.395567
 """
 
