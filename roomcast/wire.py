@@ -108,6 +108,8 @@ def room_updated_event(room_id: int, seq: int, changes: dict[str, Any]) -> dict[
 
 # The one encoder: every event goes on the wire (and into the outbox) in this form.
 
+JsonObject = dict[str, Any]  # an event or any other JSON object, as the protocol carries it
+
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 

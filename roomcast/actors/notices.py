@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..logs import log_event
 from ..storage.streams import NOTICES_STREAM, Append, StreamBackend
-from ..wire import encode
+from ..wire import JsonObject, encode
 from .actor import Actor, ActorContext
 from .stream_reader import StreamBatch, StreamReader
 
@@ -28,7 +28,7 @@ log = logging.getLogger("roomcast.actors.notices")
 class Recipient(Protocol):
     """A connected session, as the hub sees it."""
 
-    def notice(self, event: dict[str, Any], data: bytes) -> None:
+    def notice(self, event: JsonObject, data: bytes) -> None:
         """Take one notice addressed to this session's user: `event`, and `data` its encoding (shared)."""
         ...
 
@@ -59,7 +59,7 @@ class NoticesHub:
     def sessions_of(self, user_id: int) -> int:
         return len(self._sessions.get(user_id, ()))
 
-    async def publish(self, user_ids: Iterable[int], event: dict[str, Any]) -> None:
+    async def publish(self, user_ids: Iterable[int], event: JsonObject) -> None:
         """Send `event` to every session of these users, on every node.
 
         Raises StreamUnavailable when the stream backend is down (nothing was sent).
@@ -93,6 +93,6 @@ class NoticesHub:
                 self.delivered += 1
                 session.notice(event, payload)  # a session that cannot take it closes itself (1013)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JsonObject:
         return {"users": len(self._sessions), "sessions": sum(map(len, self._sessions.values())),
                 "delivered": self.delivered, "stream_position": self.position}

@@ -25,7 +25,6 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.users import get_user
 
-
 log = logging.getLogger("roomcast.announcements")
 T = TypeVar("T")
 

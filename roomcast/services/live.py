@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import trio
+from sqlalchemy.orm import Session
 
 from ..actors.notices import Recipient
 from ..actors.room import Subscriber
@@ -47,7 +48,7 @@ class LiveSession(Subscriber, Recipient, Protocol):
 async def require_member(node: Node, user: User, room_id: int) -> None:
     """404 for absent or other tenants' rooms, not_a_member for rooms the user is not in."""
 
-    def check(db: Any) -> None:
+    def check(db: Session) -> None:
         open_room(db, user, room_id).require_member()
 
     await node.database.read(check)

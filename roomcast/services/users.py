@@ -5,14 +5,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import Forbidden, NotFound, Unauthorized
 from ..identity.passwords import hash_password, verify_password
 from ..node import Node
 from ..storage import users as stored
 from ..storage.models import User
-from ..wire import user_to_wire
+from ..wire import JsonObject, user_to_wire
 from .presence import users_with_presence
 
 __all__ = ["User", "check_login", "create_user", "get_user", "list_contacts"]
@@ -30,7 +28,7 @@ async def check_login(node: Node, tenant: str | None, username: str, password: s
 
 
 async def create_user(node: Node, caller: User, *, username: str, role: str, display_name: str | None,
-                      password: str | None, tenant: str | None) -> dict[str, Any]:
+                      password: str | None, tenant: str | None) -> JsonObject:
     """A new user of the caller's tenant, as wire; only an admin creates an admin (Forbidden otherwise)."""
     if tenant is not None and tenant != caller.tenant:
         raise Forbidden("users can only be created in your own tenant")
@@ -44,7 +42,7 @@ async def create_user(node: Node, caller: User, *, username: str, role: str, dis
     return user_to_wire(user)
 
 
-async def get_user(node: Node, caller: User, user_id: int) -> dict[str, Any]:
+async def get_user(node: Node, caller: User, user_id: int) -> JsonObject:
     """A user of the caller's tenant with `online`; NotFound for any other id."""
     user = await node.database.read(stored.get_tenant_user, caller.tenant, user_id)
     if user is None:
@@ -53,7 +51,7 @@ async def get_user(node: Node, caller: User, user_id: int) -> dict[str, Any]:
 
 
 async def list_contacts(node: Node, caller: User, *, after_id: int,
-                        limit: int) -> tuple[list[dict[str, Any]], int | None]:
+                        limit: int) -> tuple[list[JsonObject], int | None]:
     """Up to `limit` users the caller may open a direct chat with (by the contact policy), by id after
     `after_id`, with `online`; and the id to continue after when there are more, else None."""
     users = await node.database.read(

@@ -13,9 +13,9 @@ from roomcast.actors import outbox_relay
 from roomcast.config import Settings
 from roomcast.node import Node
 from roomcast.services.messaging import send_message
-from roomcast.wire import encode
 from roomcast.storage.models import Membership, User
 from roomcast.storage.streams import STREAM_START, MemoryStreamBackend
+from roomcast.wire import encode
 from tests.chat_helpers import outbox
 
 from .faults import SwitchableBackend, open_node_with

@@ -10,7 +10,6 @@ from sqlalchemy import inspect, select
 
 from roomcast.services import messaging
 from roomcast.storage.events import append_event, take_next_seq
-from roomcast.wire import encode, encode_text
 from roomcast.storage.models import Message, OutboxEvent, Room
 from roomcast.storage.rooms import (
     SendTarget,
@@ -22,6 +21,7 @@ from roomcast.storage.rooms import (
 )
 from roomcast.storage.users import create_user, get_user
 from roomcast.timestamps import utcnow
+from roomcast.wire import encode, encode_text
 from tests.chat_helpers import make_group, outbox, room_of, send
 
 

@@ -95,7 +95,7 @@ class WebSocket:
                 raise self.closed
             self.last_heard = trio.current_time()
             try:
-                self._protocol.receive_data(data)
+                self._protocol.receive_data(bytes(data))
             except RemoteProtocolError as exc:
                 hint = exc.event_hint
                 await self.close(hint.code if isinstance(hint, CloseConnection) else PROTOCOL_ERROR,
@@ -204,7 +204,7 @@ class WebSocket:
                 if not data:
                     return
                 try:
-                    self._protocol.receive_data(data)
+                    self._protocol.receive_data(bytes(data))
                     if any(isinstance(event, CloseConnection) for event in self._protocol.events()):
                         return
                 except (RemoteProtocolError, LocalProtocolError):

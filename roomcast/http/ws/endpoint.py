@@ -8,9 +8,9 @@ import trio
 
 from ...errors import ApiError, DependencyUnavailable
 from ...identity.authenticate import authenticate, bearer_token
-from ...services import live
 from ...logs import log_event
 from ...node import Node
+from ...services import live
 from ..front_door import Draining, UpgradeRequest
 from .connection import ConnectionClosed, WebSocket
 from .handlers import HANDLERS
@@ -37,7 +37,8 @@ class WebSocketEndpoint:
             await socket.accept(request)
         except ConnectionClosed:
             return
-        token = (request.query.get("token") or [None])[0] or bearer_token(request.headers.get("authorization"))
+        tokens = request.query.get("token")
+        token = (tokens[0] if tokens else None) or bearer_token(request.headers.get("authorization"))
         request.release()  # the session may last for hours; its request head is not needed
         try:
             user, claims = await authenticate(self.node.database, self.node.tokens, token)

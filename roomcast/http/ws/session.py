@@ -18,7 +18,6 @@ from typing import Any
 import trio
 
 from ...errors import ApiError, DependencyUnavailable, RateLimited
-from ...logs import log_event
 from ...node import Node
 from ...services import live
 from ...services.messaging import Draft

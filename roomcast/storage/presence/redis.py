@@ -14,8 +14,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
+import coredis
 from coredis import PureToken
 
 from .base import Departure
@@ -32,7 +32,7 @@ class RedisPresence:
     test's own.
     """
 
-    def __init__(self, client: Any, prefix: str, ttl_s: float = 15.0,
+    def __init__(self, client: coredis.Redis[bytes], prefix: str, ttl_s: float = 15.0,
                  guard: Callable[[], AbstractContextManager[None]] = nullcontext,
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
@@ -108,7 +108,7 @@ class RedisPresence:
                 if key.startswith(self._room_prefix):
                     departures += await self._take_expired(int(key[len(self._room_prefix):]), key)
                 else:
-                    await self.client.zremrangebyscore(key, "-inf", self._clock())
+                    await self.client.zremrangebyscore(key, float("-inf"), self._clock())
         return departures
 
     async def _take_expired(self, room_id: int, key: str) -> list[Departure]:

@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import coredis
 import coredis.exceptions
@@ -99,8 +99,8 @@ class RedisStreamBackend:
             return result
 
     async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
-        key = self.key
-        streams: dict[bytes | str, str] = {key(room_id): position for room_id, position in positions.items()}
+        key_of = self.key
+        streams: dict[bytes | str, str] = {key_of(room_id): position for room_id, position in positions.items()}
         streams[self.wake_key] = self._wake_position
         block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
         with self.guarded():
@@ -160,7 +160,8 @@ class _unreachable_as_unavailable:
     def __enter__(self) -> None:
         self.started = trio.current_time()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> Literal[False]:
         if exc is None:
             self.backend.availability.succeeded(self.started)
             return False
