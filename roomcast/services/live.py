@@ -109,15 +109,20 @@ async def disconnect(node: Node, session: LiveSession) -> None:
     node.notices.remove(session.user.id, session)
     for room_id in session.subscriptions:
         node.rooms.unsubscribe(room_id, session)
-    with trio.move_on_after(_DETACH_TIMEOUT_S, shield=True):
-        try:
+    try:
+        with trio.move_on_after(_DETACH_TIMEOUT_S, shield=True):
             for room_id in list(session.subscriptions):
                 await leave_room(node, session, room_id)
             await node.presence.disconnect(session.user.id, session.session_id)
-        except DependencyUnavailable as exc:  # an outage, logged once by its gateway; entries expire
-            log_event(log, "session.detach_failed", logging.DEBUG, session=session.session_id, error=str(exc))
-        except Exception as exc:  # the socket is gone either way; presence entries expire
-            log_event(log, "session.detach_failed", logging.WARNING, session=session.session_id, error=repr(exc))
+    except DependencyUnavailable as exc:  # an outage, logged once by its gateway
+        log_event(log, "session.detach_failed", logging.DEBUG, session=session.session_id, error=str(exc))
+    except Exception as exc:  # the socket is gone either way
+        log_event(log, "session.detach_failed", logging.WARNING, session=session.session_id, error=repr(exc))
+    finally:
+        # Whatever the orderly leave did not get to (timed out, failed) is given up here, so
+        # nothing of this session is kept alive: on other nodes it expires within the ttl.
+        node.presence.forget(session.user.id, session.session_id, session.subscriptions)
+        session.subscriptions.clear()
 
 
 async def refused_sessions(node: Node, sessions: Sequence[S]) -> list[tuple[S, str]]:

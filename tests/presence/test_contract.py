@@ -119,6 +119,25 @@ async def test_refreshing_keeps_entries_alive_past_the_ttl_and_reports_no_depart
     assert await presence.online_in(ROOM) == [5]
 
 
+async def test_a_forgotten_session_is_kept_alive_no_more(world: PresenceWorld,
+                                                          clock: trio.testing.MockClock | None) -> None:
+    presence = world.presence
+    await presence.join(ROOM, 5, "a")
+    await presence.join(OTHER_ROOM, 5, "a")
+    await presence.connect(5, "a")
+    await presence.join(ROOM, 6, "b")
+    presence.forget(5, "a", [ROOM, OTHER_ROOM])  # its orderly leave could not finish
+    presence.forget(7, "never-seen", [ROOM])  # harmless
+    # Gone at once where the backend is the whole truth, else within the ttl: never refreshed again.
+    rounds = int(2 * TTL_S / presence.refresh_interval_s) + 1
+    for _ in range(rounds):
+        world.advance(presence.refresh_interval_s)
+        await presence.refresh()
+    assert await presence.online_in(ROOM) == [6]
+    assert await presence.online_in(OTHER_ROOM) == []
+    assert await presence.online_users([5, 6]) == set()
+
+
 # --------------------------------------------------------------------------- several nodes (Redis)
 
 

@@ -52,6 +52,15 @@ class Presence(Protocol):
         """Which of these users have a connected session anywhere."""
         ...
 
+    def forget(self, user_id: int, session_id: str, room_ids: Iterable[int]) -> None:
+        """Give up the session's entries (these rooms and its connection) without waiting for anyone.
+
+        For a session whose orderly `leave`s and `disconnect` could not finish (the backend
+        was slow or down): nothing of it is kept alive any more, so what another node can
+        still see of it expires within the ttl. Harmless for entries already removed.
+        """
+        ...
+
     async def refresh(self) -> list[Departure]:
         """Keep this node's entries alive; take expired ones of other nodes and say who left through them.
 

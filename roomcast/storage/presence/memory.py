@@ -35,10 +35,13 @@ class MemoryPresence:
         return await self.online_in(room_id)
 
     async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
+        self._leave(room_id, user_id, session_id)
+        return await self.online_in(room_id)
+
+    def _leave(self, room_id: int, user_id: int, session_id: str) -> None:
         room = self._rooms.get(room_id)
         if room is not None and _discard(room, user_id, session_id) and not room:
             del self._rooms[room_id]
-        return await self.online_in(room_id)
 
     async def online_in(self, room_id: int) -> list[int]:
         return sorted(self._rooms.get(room_id, ()))
@@ -47,6 +50,11 @@ class MemoryPresence:
         self._users[user_id].add(session_id)
 
     async def disconnect(self, user_id: int, session_id: str) -> None:
+        _discard(self._users, user_id, session_id)
+
+    def forget(self, user_id: int, session_id: str, room_ids: Iterable[int]) -> None:
+        for room_id in room_ids:
+            self._leave(room_id, user_id, session_id)
         _discard(self._users, user_id, session_id)
 
     async def online_users(self, user_ids: Iterable[int]) -> set[int]:

@@ -59,13 +59,21 @@ class RedisPresence:
         self._local[key].add(member)
 
     async def _remove(self, key: str, member: str) -> None:
+        self._forget_local(key, member)
+        with self._guard():
+            await self.client.zrem(key, [member])
+
+    def _forget_local(self, key: str, member: str) -> None:
         members = self._local.get(key)
         if members is not None:
             members.discard(member)
             if not members:
                 del self._local[key]
-        with self._guard():
-            await self.client.zrem(key, [member])
+
+    def forget(self, user_id: int, session_id: str, room_ids: Iterable[int]) -> None:
+        for room_id in room_ids:
+            self._forget_local(self._room_key(room_id), f"{user_id}:{session_id}")
+        self._forget_local(self._user_key(user_id), session_id)
 
     async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
         await self._add(self._room_key(room_id), f"{user_id}:{session_id}")
