@@ -51,3 +51,6 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # coredis logs each of its internal retries at INFO: during a Redis outage that is a line per
+    # call per attempt, while roomcast logs the outage once (dependency.unavailable) and its end once.
+    logging.getLogger("coredis").setLevel(max(logging.WARNING, root.level))
