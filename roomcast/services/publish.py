@@ -56,7 +56,10 @@ async def publish_room_event(node: Node, caller: User, room_id: int, name: str, 
             raise BadRequest("the room is inactive", code="room_inactive")
 
     await node.database.read(check)
-    await node.rooms.publish_transient(room_id, {"type": "event", "room": room_id, "name": name, "data": data})
+    # An integration may publish through a node none of the room's subscribers is on: no actor
+    # is started for it there; the nodes that have subscribers read it from the room's stream.
+    event = {"type": "event", "room": room_id, "name": name, "data": data}
+    await node.rooms.publish_transient(room_id, event, start_actor=False)
 
 
 async def broadcast(node: Node, caller: User, *, roles: Sequence[str] | None, user_ids: Sequence[int] | None,
