@@ -175,7 +175,7 @@ class NoticesHub:
             audience, event = Audience.from_wire(notice), notice["event"]
             if not isinstance(event, dict):
                 raise TypeError("event is not an object")
-        except (ValueError, KeyError, TypeError) as exc:  # written by a node of another version, say
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # written by a node of another version, say
             log_event(log, "notices.unreadable", logging.WARNING, error=repr(exc))
             return
         payload = encode(event)

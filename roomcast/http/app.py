@@ -26,13 +26,15 @@ _SECURITY_HEADERS = {
 
 
 class RoomcastRequest(TrioRequest):
-    """Turns unreadable JSON bodies into PROTOCOL's 400 instead of a crash."""
+    """Turns unreadable JSON bodies (not UTF-8, malformed, nested too deeply) into PROTOCOL's 400 instead of a crash."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         try:
             return await super().get_json(force, silent, cache)
         except UnicodeDecodeError:
             raise BadRequest("malformed JSON body: not UTF-8", code="malformed_json") from None
+        except RecursionError:  # the parser recurses per level; it gives up long before the stack does
+            raise BadRequest("the JSON body is nested too deeply") from None
 
     def on_json_loading_failed(self, error: Exception) -> NoReturn:
         raise BadRequest(f"malformed JSON body: {error}", code="malformed_json")

@@ -197,7 +197,13 @@ async def test_broadcast_refusals(live_server: str, http: httpx.AsyncClient, sch
         await refused(http, admin, "/api/broadcast", {**ok, "data": "x" * (64 << 10)}, 413, "too_large")
         await refused(http, admin, "/api/broadcast", None, 400, "validation_error",
                       raw=b'{"name": "x", "data": [Infinity]}')
+        for depth in (256, 1000, 100_000):  # past what the parser or the validator follows: a 400, never a 500
+            nested = b'{"name": "x", "data": ' + b"[" * depth + b"]" * depth + b"}"
+            await refused(http, admin, "/api/broadcast", None, 400, "validation_error", raw=nested)
         await nothing_live(ws)
+        deep = {"roles": ["teacher"], "name": "deep", "data": json.loads("[" * 255 + "]" * 255)}
+        await post(http, admin, "/api/broadcast", deep)
+        assert await ws.until("broadcast") == {"type": "broadcast", "name": "deep", "data": deep["data"]}
         # Given with the other empty, one list is enough.
         await post(http, admin, "/api/broadcast", {"roles": ["teacher"], "user_ids": [], "name": "fine"})
         assert (await ws.until("broadcast"))["name"] == "fine"
