@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, JsonValue, StringConstraints, model_validator
 
+from ..config import ROLES
 from ..services.publish import MAX_BROADCAST_USER_IDS, MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_CHARS
 from ..services.text import MAX_ATTACHMENTS, MAX_CLIENT_ID_CHARS
 from .ids import Id, Seq
@@ -123,7 +124,7 @@ class BroadcastIn(RequestModel):
     """A broadcast to the caller's tenant: the sessions of users with one of `roles` or among
     `user_ids`; everyone in the tenant when both are omitted (both given empty is a 400)."""
 
-    roles: list[Role] | None = Field(None, max_length=8)
+    roles: list[Role] | None = Field(None, max_length=len(ROLES))
     user_ids: list[Id] | None = Field(None, max_length=MAX_BROADCAST_USER_IDS)
     name: EventName = Field(description=f"1 to {MAX_EVENT_NAME_CHARS} characters, no control characters")
     data: JsonValue = Field(None, description=_DATA)
