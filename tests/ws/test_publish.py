@@ -58,8 +58,7 @@ async def test_an_event_reaches_the_rooms_subscribers_only(live_server: str, htt
         await nothing_live(a1, a2, b)
 
 
-async def test_room_event_refusals(live_server: str, http: httpx.AsyncClient, client: Any, users: Any,
-                                   node: Node) -> None:
+async def test_room_event_refusals(live_server: str, http: httpx.AsyncClient, client: Any, users: Any) -> None:
     alice, bob = await users.create("member"), await users.create("member")
     admin, student = await users.create("admin"), await users.create("student")
     foreign_admin = await users.create("admin", tenant="acme")
