@@ -42,7 +42,7 @@ class Node:
 
     @property
     def notices(self) -> NoticesHub:
-        """Events to users wherever they are connected: publish, and this node's sessions by user."""
+        """Events to users wherever they are connected: publish, and this node's sessions by user, tenant and role."""
         return self.actors.notices
 
     def readiness_probes(self) -> dict[str, Callable[[], Awaitable[None]]]:

@@ -109,8 +109,10 @@ def room_updated_event(room_id: int, seq: int, changes: dict[str, Any]) -> dict[
 # The one encoder: every event goes on the wire (and into the outbox) in this form.
 
 JsonObject = dict[str, Any]  # an event or any other JSON object, as the protocol carries it
+JsonValue = JsonObject | list[Any] | str | int | float | bool | None  # any JSON value (a client's `data`)
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_strict_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def encode_text(event: dict[str, Any]) -> str:
@@ -121,3 +123,15 @@ def encode_text(event: dict[str, Any]) -> str:
 def encode(event: dict[str, Any]) -> bytes:
     """The event as compact UTF-8 JSON bytes: what every subscriber receives, byte for byte."""
     return _encoder.encode(event).encode()
+
+
+def encode_json(value: JsonValue) -> bytes:
+    """Any JSON value from a client as `encode` puts it on the wire (within an event).
+
+    ValueError for what no client could parse back: NaN or infinities, unpaired surrogates,
+    nesting deeper than the encoder can follow.
+    """
+    try:
+        return _strict_encoder.encode(value).encode()
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

@@ -106,15 +106,19 @@ class RoomHub:
         if room is not None:
             room.remove(subscriber)
 
-    async def publish_transient(self, room_id: int, event: dict[str, Any], origin: str | None = None) -> None:
+    async def publish_transient(self, room_id: int, event: dict[str, Any], origin: str | None = None, *,
+                                start_actor: bool = True) -> None:
         """Send a not-stored event (typing, presence, `event`) to the room's subscribers on every node.
 
         It goes through the stream backend, carries no seq and is not replayed. `origin`, a
         session id: that session is left out (its client knows what it sent).
+        `start_actor=False`: the room gets no actor here if it has none (this node has no
+        subscriber of it to deliver to; the other nodes' actors read the stream).
         Raises StreamUnavailable when the backend is down (the event is dropped).
         """
         data = encode(event)
-        self.touch(room_id)
+        if start_actor:
+            self.touch(room_id)
         await self.backend.append([Append(room_id, data, origin=origin)])
 
     def _forget(self, room: RoomActor) -> bool:

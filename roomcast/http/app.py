@@ -16,7 +16,7 @@ from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, auth, client, docs, health, messages, rooms, users
+from .routes import admin, auth, client, docs, health, messages, publish, rooms, users
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -26,13 +26,15 @@ _SECURITY_HEADERS = {
 
 
 class RoomcastRequest(TrioRequest):
-    """Turns unreadable JSON bodies into PROTOCOL's 400 instead of a crash."""
+    """Turns unreadable JSON bodies (not UTF-8, malformed, nested too deeply) into PROTOCOL's 400 instead of a crash."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         try:
             return await super().get_json(force, silent, cache)
         except UnicodeDecodeError:
             raise BadRequest("malformed JSON body: not UTF-8", code="malformed_json") from None
+        except RecursionError:  # the parser recurses per level; it gives up long before the stack does
+            raise BadRequest("the JSON body is nested too deeply") from None
 
     def on_json_loading_failed(self, error: Exception) -> NoReturn:
         raise BadRequest(f"malformed JSON body: {error}", code="malformed_json")
@@ -61,7 +63,7 @@ def create_app(node: Node) -> RoomcastApp:
     install_error_handlers(app)
     install_id_converter(app)
 
-    for module in (health, auth, users, rooms, messages, admin, docs, client):
+    for module in (health, auth, users, rooms, messages, publish, admin, docs, client):
         app.register_blueprint(module.blueprint)
 
     @app.after_request

@@ -1,11 +1,13 @@
-"""Request and response models of the rooms and messages endpoints (PROTOCOL §3–4)."""
+"""Request and response models of the rooms, messages and publish endpoints (PROTOCOL §3–4)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, JsonValue, StringConstraints, model_validator
 
+from ..config import ROLES
+from ..services.publish import MAX_BROADCAST_USER_IDS, MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_CHARS
 from ..services.text import MAX_ATTACHMENTS, MAX_CLIENT_ID_CHARS
 from .ids import Id, Seq
 from .schemas import RequestModel, Role, UserOut
@@ -101,6 +103,33 @@ class ReadIn(RequestModel):
     seq: Seq
 
 
+# --------------------------------------------------------------------------- server-side publish in
+
+# Printable: no control characters, and not only spaces.
+EventName = Annotated[str, StringConstraints(
+    min_length=1, max_length=MAX_EVENT_NAME_CHARS,
+    pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+)]
+_DATA = f"any JSON value, at most {MAX_EVENT_DATA_BYTES} bytes as compact UTF-8 JSON (413 `too_large` beyond)"
+
+
+class RoomEventIn(RequestModel):
+    """An event for the room's subscribers: `name` says what it is, `data` carries it (default null)."""
+
+    name: EventName = Field(description=f"1 to {MAX_EVENT_NAME_CHARS} characters, no control characters")
+    data: JsonValue = Field(None, description=_DATA)
+
+
+class BroadcastIn(RequestModel):
+    """A broadcast to the caller's tenant: the sessions of users with one of `roles` or among
+    `user_ids`; everyone in the tenant when both are omitted (both given empty is a 400)."""
+
+    roles: list[Role] | None = Field(None, max_length=len(ROLES))
+    user_ids: list[Id] | None = Field(None, max_length=MAX_BROADCAST_USER_IDS)
+    name: EventName = Field(description=f"1 to {MAX_EVENT_NAME_CHARS} characters, no control characters")
+    data: JsonValue = Field(None, description=_DATA)
+
+
 # --------------------------------------------------------------------------- out
 
 
@@ -166,3 +195,9 @@ class RoomPage(BaseModel):
 
 class PresenceOut(BaseModel):
     online: list[UserOut]
+
+
+class AcceptedOut(BaseModel):
+    """The event was handed to every node; it reaches the sessions connected as it passes."""
+
+    accepted: Literal[True]

@@ -58,7 +58,7 @@ async def connect(node: Node, session: LiveSession) -> None:
     """The session is online: in presence (raises DependencyUnavailable with Redis down) and for notices."""
     ensure_presence_keeper(node)
     await node.presence.connect(session.user.id, session.session_id)
-    node.notices.add(session.user.id, session)
+    node.notices.add(session.user.id, session, tenant=session.user.tenant, role=session.user.role)
 
 
 async def join_room(node: Node, session: LiveSession, room_id: int, since: int | None,

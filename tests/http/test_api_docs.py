@@ -19,6 +19,8 @@ ROUTES = {
     ("patch", "/api/rooms/{room_id}/messages/{message_id}"): {"200", "400", "403", "404", "401"},
     ("delete", "/api/rooms/{room_id}/messages/{message_id}"): {"204", "403", "404", "401"},
     ("post", "/api/rooms/{room_id}/read"): {"204", "400", "403", "404", "401"},
+    ("post", "/api/rooms/{room_id}/events"): {"202", "400", "401", "403", "404", "413", "503"},
+    ("post", "/api/broadcast"): {"202", "400", "401", "403", "413", "503"},
 }
 REQUEST_MODELS = {
     ("post", "/api/rooms"): "CreateRoomIn",
@@ -28,6 +30,8 @@ REQUEST_MODELS = {
     ("post", "/api/rooms/{room_id}/messages"): "SendMessageIn",
     ("patch", "/api/rooms/{room_id}/messages/{message_id}"): "EditMessageIn",
     ("post", "/api/rooms/{room_id}/read"): "ReadIn",
+    ("post", "/api/rooms/{room_id}/events"): "RoomEventIn",
+    ("post", "/api/broadcast"): "BroadcastIn",
 }
 
 

@@ -44,6 +44,13 @@ async def test_invalid_utf8_is_malformed(client: Any) -> None:
     assert await error_of(response) == (400, "malformed_json")
 
 
+async def test_json_nested_too_deeply_is_a_400(client: Any) -> None:
+    for depth in (1000, 100_000):  # past what the parser follows
+        body = b'{"username": ' + b"[" * depth + b"]" * depth + b', "password": "x"}'
+        response = await client.post("/api/auth/login", data=body, headers={"Content-Type": "application/json"})
+        assert await error_of(response) == (400, "validation_error")
+
+
 async def test_unexpected_crash_is_500_without_details(node: Node) -> None:
     app = create_app(node)
 
