@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from ..logs import log_event
@@ -55,6 +55,16 @@ class NoticesHub:
             sessions.discard(session)
             if not sessions:
                 del self._sessions[user_id]
+
+    @property
+    def users(self) -> Collection[int]:
+        """The users with a session on this node."""
+        return self._sessions.keys()
+
+    @property
+    def session_count(self) -> int:
+        """This node's sessions."""
+        return sum(map(len, self._sessions.values()))
 
     def sessions_of(self, user_id: int) -> int:
         return len(self._sessions.get(user_id, ()))
