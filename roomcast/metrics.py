@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
 
 C = TypeVar("C", bound=Collector)
@@ -42,6 +42,7 @@ class NodeMetrics:
         # Names this node in /api/admin/stats and in Redis; new at every start.
         self.node_id = secrets.token_hex(6)
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, open files of the process
         self.wire = WireCounters()
         self.messages_committed = 0
         self.send_latency = Histogram(

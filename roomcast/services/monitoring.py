@@ -37,7 +37,7 @@ log = logging.getLogger("roomcast.monitoring")
 
 # The windows of the rates /api/admin/stats reports, by their name there.
 RATE_WINDOWS = {"10s": 10.0, "1m": 60.0}
-# A scrape waits this long for the database figures (outbox and stream lag), then shows the last ones.
+# How long a scrape waits for the database figures (outbox and stream lag) before it shows the last ones.
 _DATABASE_FIGURES_TIMEOUT_S = 2.0
 
 

@@ -164,3 +164,16 @@ async def test_each_node_counts_its_own(node: Node, users: Any, client: Any) -> 
     assert value(mine, "roomcast_messages_committed_total") == 1
     assert value(theirs, "roomcast_messages_committed_total") == 0
     assert value(theirs, "roomcast_http_requests_total", method="POST", route=MESSAGES_ROUTE, status="201") == 0
+
+
+async def test_the_grafana_dashboard_uses_metrics_the_node_exports(client: Any) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\b((?:roomcast|process)_[a-z_]+)\b", target["expr"])}
+    assert (await client.get("/healthz")).status_code == 200  # a labelled counter has samples once counted
+    exported = {name for name, _ in parse(await (await client.get("/metrics")).get_data(as_text=True))}
+    assert used and used <= exported, used - exported
