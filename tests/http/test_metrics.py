@@ -153,7 +153,8 @@ async def test_each_node_counts_its_own(node: Node, users: Any, client: Any) -> 
     from roomcast.node import open_node
 
     alice = await users.create("member")
-    created = await client.post("/api/rooms", headers=alice.headers, json={"kind": "group", "name": "own", "members": []})
+    created = await client.post("/api/rooms", headers=alice.headers,
+                                json={"kind": "group", "name": "own", "members": []})
     room_id = (await created.get_json())["id"]
     async with open_node(node.settings, migrate=False) as other:
         other_client = create_app(other).test_client()
