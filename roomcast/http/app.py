@@ -65,7 +65,7 @@ def create_app(node: Node) -> RoomcastApp:
     for module in (health, metrics, auth, users, rooms, messages, admin, docs, client):
         app.register_blueprint(module.blueprint)
 
-    metrics.count_requests(app)
+    metrics.count_requests(app, node.metrics)
     monitor(node)  # the node's collectors and its `stats` actor, sampling from the start
 
     @app.after_request

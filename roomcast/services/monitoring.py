@@ -39,6 +39,8 @@ log = logging.getLogger("roomcast.monitoring")
 RATE_WINDOWS = {"10s": 10.0, "1m": 60.0}
 # How long a scrape waits for the database figures (outbox and stream lag) before it shows the last ones.
 _DATABASE_FIGURES_TIMEOUT_S = 2.0
+# Room ids per query when reading the committed seq of every live room (bound parameters are limited).
+_ROOMS_PER_QUERY = 1000
 
 
 class Rates:
@@ -122,7 +124,11 @@ class Monitor:
         positions = self.node.rooms.positions()
 
         def read(session: Session) -> tuple[tuple[int, datetime | None], dict[int, int]]:
-            return outbox_backlog(session), room_last_seqs(session, list(positions))
+            rooms = list(positions)
+            committed: dict[int, int] = {}
+            for start in range(0, len(rooms), _ROOMS_PER_QUERY):
+                committed.update(room_last_seqs(session, rooms[start:start + _ROOMS_PER_QUERY]))
+            return outbox_backlog(session), committed
 
         with trio.move_on_after(_DATABASE_FIGURES_TIMEOUT_S):
             try:

@@ -8,6 +8,7 @@ import httpx
 import pytest
 import trio
 
+from roomcast.http.schemas import StatsOut
 from roomcast.services.monitoring import Rates
 from tests.helpers import eventually
 from tests.ws_client import ws_connect
@@ -51,6 +52,7 @@ async def test_an_admin_sees_the_node_live(live_server: str, users: Any) -> None
             assert response.status_code == 200
             body = response.json()
             assert set(body) == {"node", "nodes", "total", "cluster"}
+            StatsOut.model_validate(body)  # what /openapi.json documents
             node = body["node"]
             assert set(node) == FIGURES
             assert (node["connections"], node["users_online"], node["subscriptions"]) == (3, 2, 3)

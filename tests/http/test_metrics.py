@@ -145,6 +145,12 @@ async def test_metrics_are_open_without_a_token(client: Any) -> None:
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert "roomcast_connections" in (await response.get_data(as_text=True))
+    for method in ("POST", "PUT", "DELETE"):
+        refused = await client.open("/metrics", method=method, data=b"x" * 10_000)
+        assert refused.status_code == 405
+        assert (await refused.get_json())["error"]["code"] == "method_not_allowed"
+    # Query strings are ignored, however odd.
+    assert (await client.get("/metrics?name[]=%00&" + "x" * 4000)).status_code == 200
 
 
 async def test_each_node_counts_its_own(node: Node, users: Any, client: Any) -> None:

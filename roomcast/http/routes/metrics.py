@@ -13,7 +13,7 @@ import hmac
 from quart import Blueprint, Quart, Response, request
 from quart_schema import hide
 
-from ...metrics import CONTENT_TYPE
+from ...metrics import CONTENT_TYPE, NodeMetrics
 from ...services.monitoring import monitor
 from ..context import current_node
 from ..errors import error_response
@@ -39,9 +39,8 @@ async def metrics() -> Response:
     return Response(node.metrics.render(), content_type=CONTENT_TYPE)
 
 
-def count_requests(app: Quart) -> None:
+def count_requests(app: Quart, node_metrics: NodeMetrics) -> None:
     """Count every answered request by method, route (the URL rule, never the raw path) and status."""
-    node_metrics = app.node.metrics  # type: ignore[attr-defined]
     requests = node_metrics.http_requests
 
     @app.after_request
