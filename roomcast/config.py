@@ -118,6 +118,13 @@ class Settings(BaseModel):
     room_idle_s: float = Field(60.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
 
+    # GET /metrics: unset, open to whoever reaches the port; set, it needs `Authorization: Bearer <token>`.
+    metrics_token: str | None = None
+    # How often a node samples its counters for /api/admin/stats rates and, with Redis, posts its
+    # figures there; a node that stops posting drops out of the cluster figures after stats_ttl_s.
+    stats_interval_s: float = Field(1.0, gt=0, le=60)
+    stats_ttl_s: float = Field(5.0, gt=0)
+
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -14,10 +14,12 @@ from .actors.system import ActorSystem
 from .config import Settings
 from .identity.contact_policy import ContactPolicy
 from .identity.tokens import TokenCodec
+from .metrics import NodeMetrics
 from .ratelimit import RateLimiter
 from .storage.database import Database
 from .storage.migrate import upgrade
 from .storage.presence import Presence, open_presence
+from .storage.stats_board import RedisStatsBoard, open_stats_board
 from .storage.streams import Append, StreamBackend, open_stream_backend
 
 
@@ -34,6 +36,8 @@ class Node:
     presence: Presence
     send_limiter: RateLimiter
     typing_limiter: RateLimiter
+    metrics: NodeMetrics
+    stats_board: RedisStatsBoard | None  # where nodes sharing a Redis post their figures; None without Redis
 
     @property
     def rooms(self) -> RoomHub:
@@ -81,6 +85,8 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
                 presence=presence,
                 send_limiter=RateLimiter(settings.send_rate_per_s, settings.send_burst),
                 typing_limiter=RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
+                metrics=NodeMetrics(),
+                stats_board=open_stats_board(settings, streams),
             )
             yield node
             nursery.cancel_scope.cancel()

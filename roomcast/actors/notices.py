@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -120,6 +120,16 @@ class NoticesHub:
                 if not roles:
                     self._tenants.pop(placement.tenant, None)
         _discard(self._sessions, user_id, session)
+
+    @property
+    def users(self) -> Collection[int]:
+        """The users with a session on this node."""
+        return self._sessions.keys()
+
+    @property
+    def session_count(self) -> int:
+        """This node's sessions."""
+        return sum(map(len, self._sessions.values()))
 
     def sessions_of(self, user_id: int) -> int:
         return len(self._sessions.get(user_id, ()))

@@ -49,9 +49,24 @@ class RoomHub:
         self.mailbox_size = mailbox_size
         self.retry = retry  # how room actors wait out a database outage
         self._rooms: dict[int, RoomActor] = {}
+        self._retired_deliveries = 0  # deliveries of room actors that have ended
 
     def __len__(self) -> int:
         return len(self._rooms)
+
+    @property
+    def subscriptions(self) -> int:
+        """Subscriptions to this node's room actors, all rooms together."""
+        return sum(len(room.subscriptions) for room in self._rooms.values())
+
+    def positions(self) -> dict[int, int]:
+        """The last seq each live room actor has delivered (rooms still loading are left out)."""
+        return {room_id: room.last_seq for room_id, room in self._rooms.items() if room.last_seq is not None}
+
+    @property
+    def deliveries(self) -> int:
+        """Events handed to subscribers by this node's room actors since start (never decreases)."""
+        return self._retired_deliveries + sum(room.deliveries for room in self._rooms.values())
 
     def get(self, room_id: int) -> RoomActor | None:
         """The room's live actor, if it has one."""
@@ -61,6 +76,8 @@ class RoomHub:
         """Make sure `room_id` has a running actor (an event for it exists); never blocks."""
         room = self._rooms.get(room_id)
         if room is None or room.actor.terminated.is_set():
+            if room is not None:
+                self._retired_deliveries += room.deliveries
             room = RoomActor(room_id, database=self.database, reader=self.reader, idle_s=self.idle_s,
                              replay_buffer=self.replay_buffer, replay_stall_s=self.replay_stall_s,
                              mailbox_size=self.mailbox_size, on_idle=self._forget, retry=self.retry)
@@ -125,4 +142,5 @@ class RoomHub:
         """Called by an idle room actor that is about to stop."""
         if self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
+            self._retired_deliveries += room.deliveries
         return True

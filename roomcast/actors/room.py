@@ -171,6 +171,7 @@ class RoomActor:
         # Flushed before every await, so other tasks never see it non-empty.
         self._unsent: list[tuple[int, bytes]] = []
         self.delivered = 0
+        self.deliveries = 0  # events handed to subscribers (an event to n of them counts n), for metrics
         self._epoch = 0
         self._idle_scope: trio.CancelScope | None = None
         self._replays: trio.Nursery | None = None
@@ -337,20 +338,24 @@ class RoomActor:
         first = run[0][0]
         payloads = [data for _, data in run]
         overflowed: list[Subscription] | None = None
+        handed = 0
         for subscription in self.subscriptions.values():
             if not subscription.live:
                 continue
             skip = subscription.next_seq - first  # > 0 only for one that subscribed past the run's start
             if skip <= 0:
                 ok = self._push_many(subscription, payloads)
+                handed += len(payloads)
             elif skip < len(payloads):
                 ok = self._push_many(subscription, payloads[skip:])
+                handed += len(payloads) - skip
             else:
                 continue
             if not ok:
                 if overflowed is None:
                     overflowed = []
                 overflowed.append(subscription)
+        self.deliveries += handed
         if overflowed:  # removed after the loop: the dict must not change while iterated
             for subscription in overflowed:
                 self._overflow(subscription)
@@ -358,8 +363,9 @@ class RoomActor:
     # ------------------------------------------------------------------ transient events
 
     def _fan_out(self, data: bytes, origin: str | None = None) -> None:
-        overflowed = [s for s in self.subscriptions.values()
-                      if (origin is None or s.subscriber.session_id != origin) and not self._push(s, data)]
+        targets = [s for s in self.subscriptions.values() if origin is None or s.subscriber.session_id != origin]
+        self.deliveries += len(targets)
+        overflowed = [s for s in targets if not self._push(s, data)]
         for subscription in overflowed:
             self._overflow(subscription)
 

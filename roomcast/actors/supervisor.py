@@ -53,6 +53,7 @@ class Supervisor:
         self.children: dict[Actor, None] = {}
         self.actor = Actor(name, self.run, restart=restart, mailbox_size=1, describe_extra=self._describe_children)
         self._restart_times: deque[float] = deque()
+        self.restarts_total = 0  # restarts of its children since start, ended ones included (for metrics)
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -194,6 +195,7 @@ class Supervisor:
             while times and times[0] <= now - self.period:
                 times.popleft()
         actor.restarts += 1
+        self.restarts_total += 1
 
     def _give_up(self, actor: Actor, error: Exception | None) -> None:
         actor.state = ActorState.FAILED

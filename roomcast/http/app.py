@@ -11,12 +11,13 @@ from quart_trio.wrappers.request import TrioRequest
 from .. import __version__
 from ..errors import BadRequest
 from ..node import Node
+from ..services.monitoring import monitor
 from .context import RoomcastApp
 from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, auth, client, docs, health, messages, publish, rooms, users
+from .routes import admin, auth, client, docs, health, messages, metrics, publish, rooms, users
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -63,8 +64,11 @@ def create_app(node: Node) -> RoomcastApp:
     install_error_handlers(app)
     install_id_converter(app)
 
-    for module in (health, auth, users, rooms, messages, publish, admin, docs, client):
+    for module in (health, metrics, auth, users, rooms, messages, publish, admin, docs, client):
         app.register_blueprint(module.blueprint)
+
+    metrics.count_requests(app, node.metrics)
+    monitor(node)  # the node's collectors and its `stats` actor, sampling from the start
 
     @app.after_request
     async def _security_headers(response: Response) -> Response:

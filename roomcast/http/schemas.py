@@ -91,6 +91,50 @@ class ActorsOut(BaseModel):
     tree: ActorOut
 
 
+class RatesOut(BaseModel):
+    """Per second, averaged over the last 10 seconds and the last minute."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    last_10s: float = Field(alias="10s")
+    last_1m: float = Field(alias="1m")
+
+
+class NodeStatsOut(BaseModel):
+    """One node's live figures."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: str
+    updated_at: str
+    connections: int
+    users_online: int
+    subscriptions: int
+    rooms: int
+    messages_per_s: RatesOut
+    deliveries_per_s: RatesOut
+
+
+class TotalStatsOut(BaseModel):
+    """The live nodes' figures added up; users_online counts each user once, however many nodes serve it."""
+
+    nodes: int
+    connections: int
+    users_online: int
+    subscriptions: int
+    rooms: int
+    messages_per_s: RatesOut
+    deliveries_per_s: RatesOut
+
+
+class StatsOut(BaseModel):
+    node: NodeStatsOut
+    nodes: list[NodeStatsOut]
+    total: TotalStatsOut | None
+    cluster: Literal["single", "redis", "unavailable"]
+
+
 class ContactsQuery(BaseModel):
     limit: int = Field(100, ge=1, le=500)
     cursor: str | None = Field(None, max_length=32)

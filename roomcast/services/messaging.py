@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -149,11 +150,14 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
     With a `client_id` the sender already used in this room, nothing is stored and
     the original message comes back with False. Over the sender's rate → RateLimited.
     """
+    taken_at = trio.current_time()
     draft = draft_message(node, sender, room_id, body, reply_to=reply_to, client_id=client_id,
                           attachments=attachments)
     message, row = await node.database.write(_store, sender, draft)
     if row is not None:
         node.notify_committed(room_id, [row])
+        node.metrics.committed(1)
+        node.metrics.send_latency.observe(trio.current_time() - taken_at)
     return message, row is not None
 
 
@@ -226,6 +230,7 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
     rows = [outcome[1] for outcome in stored if not isinstance(outcome, Exception) and outcome[1] is not None]
     if rows:
         node.notify_committed(room_id, rows)
+        node.metrics.committed(len(rows))
     return [outcome if isinstance(outcome, Exception) else (outcome[0], outcome[1] is not None)
             for outcome in stored]
 

@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from .models import OutboxEvent, Room
@@ -73,3 +73,10 @@ def mark_published(session: Session, keys: Sequence[tuple[int, int]], at: dateti
             .values(published_at=at)
             .execution_options(synchronize_session=False)
         )
+
+
+def outbox_backlog(session: Session) -> tuple[int, datetime | None]:
+    """How many committed events are not marked published yet, and when the oldest was committed."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxEvent.created_at)).where(OutboxEvent.published_at.is_(None))).one()
+    return count, oldest

@@ -15,6 +15,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 
+from ...metrics import WireCounters
 from ..front_door import UpgradeRequest
 from . import frames
 
@@ -41,8 +42,9 @@ class ConnectionClosed(Exception):
 class WebSocket:
     """One accepted WebSocket: receive text messages, send frames, close with a code."""
 
-    def __init__(self, stream: trio.abc.Stream, max_message_bytes: int) -> None:
+    def __init__(self, stream: trio.abc.Stream, max_message_bytes: int, counters: WireCounters | None = None) -> None:
         self.stream = stream
+        self.counters = counters or WireCounters()  # the node's: frames and bytes written, for /metrics
         self.max_message_bytes = max_message_bytes
         # Frames only: the handshake is answered by hand, so no HTTP parser stays alive per socket.
         self._protocol = Connection(ConnectionType.SERVER)
@@ -155,6 +157,9 @@ class WebSocket:
             return False
         if sent < len(frame):
             self._tail = frame[sent:]
+        counters = self.counters
+        counters.frames += 1
+        counters.bytes += len(frame)  # the tail, if any, goes out later and is not counted again
         return True
 
     @property
@@ -173,6 +178,8 @@ class WebSocket:
             await self._write(frame)
         finally:
             self._send_lock.release()
+        if frame:
+            self.counters.frames += 1
 
     async def close(self, code: int, reason: str = "") -> None:
         """Send a close frame (once) and mark the socket closed; never raises."""
@@ -219,6 +226,7 @@ class WebSocket:
             self._torn = True
             self.closed = self.closed or ConnectionClosed(1006, "connection lost")
             raise self.closed from None
+        self.counters.bytes += len(data)
 
     async def _write_quietly(self, data: bytes) -> None:
         if self._torn:

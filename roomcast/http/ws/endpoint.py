@@ -32,7 +32,7 @@ class WebSocketEndpoint:
 
     async def serve(self, stream: trio.SocketStream, request: UpgradeRequest, draining: Draining) -> None:
         """The front door's /ws handler: handshake, authenticate, run the session."""
-        socket = WebSocket(stream, self.node.settings.ws_max_frame_bytes)
+        socket = WebSocket(stream, self.node.settings.ws_max_frame_bytes, self.node.metrics.wire)
         try:
             await socket.accept(request)
         except ConnectionClosed:

@@ -37,13 +37,13 @@ class SendPipeline:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._pending: list[tuple[Draft, str | None]] = []  # (draft, the frame's ref)
+        self._pending: list[tuple[Draft, str | None, float]] = []  # (draft, the frame's ref, when it was taken)
         self._running = False
         self._room_for_more: trio.Event | None = None
 
     async def submit(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
-        self._pending.append((draft, ref))
+        self._pending.append((draft, ref, trio.current_time()))
         if not self._running:
             self._running = True
             self._session.start_soon(self._commit_pending)
@@ -63,8 +63,12 @@ class SendPipeline:
                 if self._room_for_more is not None:
                     self._room_for_more.set()
                     self._room_for_more = None
-                outcomes = await send_drafts(self._session.node, self._session.user, [draft for draft, _ in batch])
-                for (_, ref), outcome in zip(batch, outcomes, strict=True):
+                node = self._session.node
+                outcomes = await send_drafts(node, self._session.user, [draft for draft, _, _ in batch])
+                now = trio.current_time()
+                for (_, ref, taken_at), outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, tuple) and outcome[1]:  # stored now (not refused, not a repeat)
+                        node.metrics.send_latency.observe(now - taken_at)
                     self._answer(ref, outcome)
         finally:
             self._running = False
