@@ -98,6 +98,8 @@ class Settings(BaseModel):
     attachment_types: list[str] = Field(
         default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"]
     )
+    # An upload no message carries is removed this long after it began (by a sweep on every node).
+    attachment_orphan_ttl_s: float = Field(86_400.0, ge=60)
 
     send_rate_per_s: float = Field(10.0, gt=0)
     send_burst: int = Field(30, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
+from quart_schema.pydantic import File
 
 from ..services.text import MAX_ATTACHMENTS, MAX_CLIENT_ID_CHARS
 from .ids import Id, Seq
@@ -108,6 +109,12 @@ class SenderOut(BaseModel):
     id: int
     username: str
     display_name: str
+
+
+class UploadIn(BaseModel):
+    """multipart/form-data with the file in the field `file` (other fields are ignored)."""
+
+    file: File
 
 
 class AttachmentOut(BaseModel):

@@ -55,7 +55,7 @@ def begin_upload(session: Session, *, tenant: str, room_id: int, uploader_id: in
     return int(result.scalar_one())
 
 
-def finish_upload(session: Session, attachment_id: int, *, size: int, sha256: str) -> Attachment | None:
+def finish_upload(session: Session, attachment_id: int, size: int, sha256: str) -> Attachment | None:
     """Mark the upload stored; None if its row is gone meanwhile (its room was deleted, say)."""
     result = session.execute(update(Attachment).where(Attachment.id == attachment_id, Attachment.stored_at.is_(None))
                              .values(size=size, sha256=sha256, stored_at=utcnow()))

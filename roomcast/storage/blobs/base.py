@@ -6,7 +6,7 @@ node wrote. An object store can take its place behind the same interface.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 from typing import Protocol
 
 
@@ -27,7 +27,7 @@ class BlobStore(Protocol):
         """A writer for a new blob (its attachment's row exists; nothing is stored under it yet)."""
         ...
 
-    def read(self, attachment_id: int) -> AsyncIterator[bytes]:
+    def read(self, attachment_id: int) -> AsyncGenerator[bytes, None]:
         """The blob's bytes in order, a chunk at a time; each chunk is read only when asked for."""
         ...
 

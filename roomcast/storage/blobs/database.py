@@ -8,9 +8,9 @@ them. The rows go with their attachment (ON DELETE CASCADE), a room's deletion i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ..database import Database
@@ -28,10 +28,6 @@ def _chunk(session: Session, attachment_id: int, n: int) -> bytes | None:
                                                AttachmentChunk.n == n)
     data = session.execute(query).scalar_one_or_none()
     return None if data is None else bytes(data)
-
-
-def _delete_chunks(session: Session, attachment_ids: list[int]) -> None:
-    session.execute(delete(AttachmentChunk).where(AttachmentChunk.attachment_id.in_(attachment_ids)))
 
 
 class DatabaseBlobWriter:
@@ -72,12 +68,11 @@ class DatabaseBlobs:
     def writer(self, attachment_id: int) -> DatabaseBlobWriter:
         return DatabaseBlobWriter(self.database, attachment_id, self.chunk_bytes)
 
-    async def read(self, attachment_id: int) -> AsyncIterator[bytes]:
+    async def read(self, attachment_id: int) -> AsyncGenerator[bytes, None]:
         n = 0
         while (chunk := await self.database.read(_chunk, attachment_id, n)) is not None:
             yield chunk
             n += 1
 
     async def delete(self, attachment_ids: Collection[int]) -> None:
-        if attachment_ids:
-            await self.database.write(_delete_chunks, sorted(attachment_ids))
+        """Nothing to do: the chunks went with their attachment rows (ON DELETE CASCADE)."""
