@@ -361,3 +361,27 @@ async def test_the_sweep_removes_old_uploads_no_message_carries(http: httpx.Asyn
     # The first upload started the node's sweeper.
     tree = await node.actors.snapshot()
     assert "attachment_sweeper" in {child["name"] for child in tree["children"]}
+
+
+async def test_history_loads_the_attachments_of_a_page_in_one_query(http: httpx.AsyncClient, client: Any,
+                                                                    users: Any, query_guard: Any) -> None:
+    room_id, owner, member = await _room(client, users)
+
+    async def send_with_file() -> None:
+        attachment = (await upload(http, owner, room_id, PNG)).json()
+        response = await http.post(f"/api/rooms/{room_id}/messages", headers=owner.headers,
+                                   json={"body": "see", "attachments": [attachment["id"]]})
+        assert response.status_code == 201
+
+    async def statements_for_history() -> int:
+        before = query_guard.statements
+        response = await http.get(f"/api/rooms/{room_id}/messages?limit=200", headers=member.headers)
+        assert all(len(message["attachments"]) == 1 for message in response.json()["items"])
+        return int(query_guard.statements - before)
+
+    for _ in range(2):
+        await send_with_file()
+    few = await statements_for_history()
+    for _ in range(10):
+        await send_with_file()
+    assert await statements_for_history() == few
