@@ -15,7 +15,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..timestamps import utcnow
-from .models import Attachment
+from .models import Attachment, Message
 
 
 def unlinked_uploads(session: Session, room_id: int, uploader_id: int, ids: Collection[int]) -> list[Attachment]:
@@ -70,9 +70,13 @@ def drop_upload(session: Session, attachment_id: int) -> None:
 
 
 def stored_attachment(session: Session, tenant: str, attachment_id: int) -> Attachment | None:
-    """The stored attachment with this id in `tenant`, or None (absent, elsewhere, or still uploading)."""
-    return session.scalars(select(Attachment).where(Attachment.id == attachment_id, Attachment.tenant == tenant,
-                                                    Attachment.stored_at.is_not(None))).first()
+    """The stored attachment with this id in `tenant`, or None (absent, elsewhere, still uploading,
+    or carried by a message since deleted)."""
+    return session.scalars(
+        select(Attachment).outerjoin(Message, Message.id == Attachment.message_id)
+        .where(Attachment.id == attachment_id, Attachment.tenant == tenant, Attachment.stored_at.is_not(None),
+               Message.deleted_at.is_(None))
+    ).first()
 
 
 def delete_orphans(session: Session, created_before: datetime, limit: int) -> list[int]:

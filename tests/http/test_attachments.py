@@ -385,3 +385,26 @@ async def test_history_loads_the_attachments_of_a_page_in_one_query(http: httpx.
     for _ in range(10):
         await send_with_file()
     assert await statements_for_history() == few
+
+
+async def test_openapi_documents_the_multipart_upload_and_the_download(client: Any) -> None:
+    document = await (await client.get("/openapi.json")).get_json()
+    upload_op = document["paths"]["/api/rooms/{room_id}/attachments"]["post"]
+    form = upload_op["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form = document["components"]["schemas"][form["$ref"].rsplit("/", 1)[-1]] if "$ref" in form else form
+    assert form["properties"]["file"]["format"] == "binary" and form["required"] == ["file"]
+    assert {"201", "400", "401", "403", "404", "413", "415"} <= set(map(str, upload_op["responses"]))
+    download_op = document["paths"]["/api/attachments/{attachment_id}"]["get"]
+    assert download_op["responses"]["200"]["content"]["*/*"]["schema"]["format"] == "binary"
+
+
+async def test_the_attachments_of_a_deleted_message_are_gone(http: httpx.AsyncClient, client: Any,
+                                                             users: Any) -> None:
+    room_id, owner, member = await _room(client, users)
+    attachment = (await upload(http, owner, room_id, PNG)).json()
+    message = (await http.post(f"/api/rooms/{room_id}/messages", headers=owner.headers,
+                               json={"body": "oops", "attachments": [attachment["id"]]})).json()
+    assert (await http.get(attachment["url"], headers=member.headers)).status_code == 200
+    await http.delete(f"/api/rooms/{room_id}/messages/{message['id']}", headers=owner.headers)
+    response = await http.get(attachment["url"], headers=member.headers)
+    assert (response.status_code, error_code(response)) == (404, "not_found")

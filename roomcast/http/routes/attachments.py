@@ -20,6 +20,7 @@ from ..auth import current_user, require_authentication
 from ..chat_schemas import AttachmentOut, UploadIn
 from ..context import current_node
 from ..multipart import MultipartFile, boundary_of
+from ..openapi import documents_file_bytes
 from ..schemas import ErrorOut
 from ..streaming import StreamedRoute
 
@@ -68,6 +69,8 @@ async def upload(room_id: int) -> tuple[dict, int]:
 
 
 @blueprint.get("/attachments/<id:attachment_id>")
+@documents_file_bytes()
+@document_response(None, 304)  # Not Modified: no body
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def download(attachment_id: int) -> Response:
