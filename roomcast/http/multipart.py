@@ -3,17 +3,19 @@
 Nothing is buffered beyond what one network read brings: the parser hands over each piece
 of a part as it finds it. Parts before the file field are read and dropped; after it the
 rest of the body is read to its closing boundary, so a truncated or malformed body is a 400
-before the file counts as complete. The whole body is limited to `max_body_bytes` (413).
+before the file counts as complete. The whole body is limited to `max_body_bytes` (413), and
+a client that stops sending midway is answered 408 `request_timeout` after `idle_timeout_s`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 
+import trio
 from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..errors import BadRequest, TooLarge
+from ..errors import ApiError, BadRequest, TooLarge
 
 MAX_PART_HEADERS = 16
 MAX_PART_HEADER_BYTES = 8 << 10
@@ -40,9 +42,11 @@ def boundary_of(content_type: str | None) -> bytes:
 class MultipartFile:
     """The field `field` of one multipart body: `open()` reads up to its data, `chunks()` streams it."""
 
-    def __init__(self, body: AsyncIterable[bytes], boundary: bytes, *, field: str, max_body_bytes: int) -> None:
+    def __init__(self, body: AsyncIterable[bytes], boundary: bytes, *, field: str, max_body_bytes: int,
+                 idle_timeout_s: float) -> None:
         self.field = field
         self.max_body_bytes = max_body_bytes
+        self.idle_timeout_s = idle_timeout_s
         self.received = 0
         self.ended = False
         self.filename = ""
@@ -104,7 +108,15 @@ class MultipartFile:
         self.ended = True
 
     async def _read(self) -> AsyncIterator[_Event]:
-        async for data in self._body:
+        body = aiter(self._body)
+        while True:
+            with trio.move_on_after(self.idle_timeout_s) as waited:
+                data = await anext(body, None)
+            if waited.cancelled_caught:
+                raise ApiError(f"no part of the body arrived for {self.idle_timeout_s:g} s", status=408,
+                               code="request_timeout")
+            if data is None:
+                break
             self.received += len(data)
             if self.received > self.max_body_bytes:
                 raise TooLarge(f"the request body is larger than {self.max_body_bytes} bytes",

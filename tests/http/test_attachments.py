@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from sqlalchemy import func, select, update
 
+from roomcast.http.routes import attachments as attachment_routes
 from roomcast.node import Node
 from roomcast.services.attachments import sweep_orphans
 from roomcast.storage.models import Attachment, AttachmentChunk
@@ -408,3 +410,42 @@ async def test_the_attachments_of_a_deleted_message_are_gone(http: httpx.AsyncCl
     await http.delete(f"/api/rooms/{room_id}/messages/{message['id']}", headers=owner.headers)
     response = await http.get(attachment["url"], headers=member.headers)
     assert (response.status_code, error_code(response)) == (404, "not_found")
+
+
+async def test_an_early_refusal_reaches_a_client_still_sending(http: httpx.AsyncClient, client: Any,
+                                                               users: Any) -> None:
+    """401 and 403 come before the body is read: a small body is drained (the connection is reused),
+    a large one is not read at all (`Connection: close`); the client gets the answer either way."""
+    room_id, owner, _ = await _room(client, users)
+    outsider = await users.create("member")
+    for size, connection in ((500_000, None), (5_000_000, "close")):
+        for headers, status in (({}, 401), (outsider.headers, 403)):
+            response = await http.post(f"/api/rooms/{room_id}/attachments", headers=headers,
+                                        files={"file": ("a.png", PNG + bytes(size))})
+            assert response.status_code == status
+            assert response.headers.get("connection") == connection
+    assert (await http.get("/api/me", headers=owner.headers)).status_code == 200
+
+
+async def test_an_upload_that_stalls_is_answered_408(live_server: str, client: Any, users: Any,
+                                                     monkeypatch: pytest.MonkeyPatch, node: Node) -> None:
+    monkeypatch.setattr(attachment_routes, "UPLOAD_IDLE_TIMEOUT_S", 0.5)
+    room_id, owner, _ = await _room(client, users)
+    host, port = live_server.removeprefix("http://").split(":")
+    body = _multipart(_part("file", PNG + bytes(CHUNK)))
+    head = (f"POST /api/rooms/{room_id}/attachments HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {owner.token}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(head + body[:len(body) // 2])  # and then nothing more
+        answer = b""
+        with trio.fail_after(30):  # a guard against a hang only
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                answer += data
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"request_timeout"' in answer
+    assert await counts(node) == (0, 0)

@@ -29,6 +29,8 @@ require_authentication(blueprint)
 
 # Room for the multipart framing around the file (boundaries, part headers, small fields).
 MULTIPART_OVERHEAD_BYTES = 64 << 10
+# An upload that sends nothing for this long is answered 408 `request_timeout`.
+UPLOAD_IDLE_TIMEOUT_S = 60.0
 _UPLOAD_PATH = re.compile(r"/api/rooms/[^/]+/attachments")
 # Downloads shown by the browser (inline); everything else is saved (attachment).
 _INLINE_PREFIX = "image/"
@@ -63,7 +65,8 @@ async def upload(room_id: int) -> tuple[dict, int]:
         raise TooLarge(f"the request body is larger than {limit} bytes", details={"max_bytes": limit})
     boundary = boundary_of(request.headers.get("Content-Type"))
     await attachments.check_upload(node, caller, room_id)
-    form = MultipartFile(request.body, boundary, field="file", max_body_bytes=limit)
+    form = MultipartFile(request.body, boundary, field="file", max_body_bytes=limit,
+                         idle_timeout_s=UPLOAD_IDLE_TIMEOUT_S)
     filename = await form.open()
     return await attachments.store_upload(node, caller, room_id, filename, form.chunks()), 201
 
