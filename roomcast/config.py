@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,9 @@ DEFAULT_CONTACT_POLICY: dict[str, list[str]] = {
     "bot": _OPEN_TO_ALL,
     "service": [],
 }
+
+# A lowercase media type without parameters, as the upload sniffer names them (image/png, text/plain).
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
 
 # Environment variables with the prefix that are not settings.
 _NON_SETTING_ENV = {"ROOMCAST_CONFIG", "ROOMCAST_NO_BOOTSTRAP"}
@@ -133,6 +137,14 @@ class Settings(BaseModel):
                 if role not in ROLES:
                     raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         return policy
+
+    @field_validator("attachment_types")
+    @classmethod
+    def _media_types(cls, types: list[str]) -> list[str]:
+        for media_type in types:
+            if not _MEDIA_TYPE.fullmatch(media_type):
+                raise ValueError(f"{media_type!r} is not a media type like image/png")
+        return types
 
     @model_validator(mode="after")
     def _rs256_needs_a_key(self) -> Settings:

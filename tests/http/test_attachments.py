@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from roomcast.http.routes import attachments as attachment_routes
 from roomcast.node import Node
 from roomcast.services.attachments import sweep_orphans
-from roomcast.storage.models import Attachment, AttachmentChunk
+from roomcast.storage.models import Attachment, AttachmentChunk, Room
 from roomcast.timestamps import utcnow
 from tests.chat_helpers import make_group
 
@@ -449,3 +449,34 @@ async def test_an_upload_that_stalls_is_answered_408(live_server: str, client: A
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"request_timeout"' in answer
     assert await counts(node) == (0, 0)
+
+
+async def test_sweeps_running_at_once_share_the_work(users: Any, node: Node) -> None:
+    """Nodes sharing a database sweep it together: each orphan is removed once, by one of them."""
+    uploader = await users.create("member")
+    past = utcnow() - timedelta(seconds=node.settings.attachment_orphan_ttl_s + 1)
+
+    def make_orphans(session: Any) -> None:
+        session.add_all(Attachment(tenant="default", room_id=room, uploader_id=uploader.id, filename="a.png",
+                                   content_type="image/png", size=1, sha256="0" * 64, created_at=past,
+                                   stored_at=past) for _ in range(170))
+
+    room = await node.database.write(_new_room)
+    await node.database.write(make_orphans)
+    removed: list[int] = []
+
+    async def sweep() -> None:
+        removed.append(await sweep_orphans(node))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(sweep)
+    assert sum(removed) == 170
+    assert await counts(node) == (0, 0)
+
+
+def _new_room(session: Any) -> int:
+    room = Room(tenant="default", kind="group", name="sweep")
+    session.add(room)
+    session.flush()
+    return int(room.id)
