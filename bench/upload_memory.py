@@ -7,7 +7,9 @@ PostgreSQL schema), then uploads, one at a time over real HTTP to 127.0.0.1:
 - exactly `attachment_max_bytes` (10 MiB by default): stored, 201;
 - that plus one byte, with a Content-Length: refused while streaming, 413;
 - 50 MiB with a Content-Length: refused from the declared length, 413;
-- 50 MiB chunked (no Content-Length): refused while streaming, 413.
+- 50 MiB chunked (no Content-Length): refused while streaming, 413;
+
+and then downloads the stored file, reading it slowly.
 
 The server's RSS (/proc/PID/status VmRSS) is sampled every 5 ms during each upload; the
 growth over its RSS before the upload is what the server held for it. A server that buffered
@@ -24,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -67,16 +69,10 @@ def body_length(file_bytes: int, boundary: str) -> int:
     return len(multipart_head(boundary, "big.png")) + file_bytes + len(f"\r\n--{boundary}--\r\n")
 
 
-async def measure(http: httpx.AsyncClient, pid: int, room_id: int, headers: dict[str, str], file_bytes: int,
-                  chunked: bool) -> tuple[str, int, int]:
-    """(the answer, RSS before, peak RSS during) for one upload."""
-    boundary = "bench-boundary"
-    request_headers = {**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
-    if not chunked:
-        request_headers["Content-Length"] = str(body_length(file_bytes, boundary))
+async def sampled(pid: int, work: Callable[[], Awaitable[str]]) -> tuple[str, int, int]:
+    """(what `work` returned, RSS before, peak RSS during): RSS sampled every 5 ms while it runs."""
     before = rss_bytes(pid)
     peak = before
-    outcome = ""
 
     async def sample() -> None:
         nonlocal peak
@@ -86,17 +82,43 @@ async def measure(http: httpx.AsyncClient, pid: int, room_id: int, headers: dict
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sample)
-        try:
-            response = await http.post(f"/api/rooms/{room_id}/attachments", headers=request_headers,
-                                       content=body_pieces(file_bytes, boundary))
-            code = response.json().get("error", {}).get("code", "") if response.status_code >= 400 else ""
-            outcome = f"{response.status_code} {code}".strip()
-        except httpx.TransportError as exc:
-            outcome = f"connection closed by the server while sending ({type(exc).__name__})"
+        outcome = await work()
         await trio.sleep(0.2)  # let the server finish and settle
         peak = max(peak, rss_bytes(pid))
         nursery.cancel_scope.cancel()
     return outcome, before, peak
+
+
+async def download(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> str:
+    """GET the file, read slowly (64 KiB at a time): the server must not queue it all up."""
+    received = 0
+    async with http.stream("GET", url, headers=headers) as response:
+        async for piece in response.aiter_raw(64 << 10):
+            received += len(piece)
+            await trio.sleep(0.001)
+    return f"{response.status_code}, {received} bytes"
+
+
+async def measure(http: httpx.AsyncClient, pid: int, room_id: int, headers: dict[str, str], file_bytes: int,
+                  chunked: bool, stored: list[str]) -> tuple[str, int, int]:
+    """(the answer, RSS before, peak RSS during) for one upload; a stored file's url goes to `stored`."""
+    boundary = "bench-boundary"
+    request_headers = {**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    if not chunked:
+        request_headers["Content-Length"] = str(body_length(file_bytes, boundary))
+
+    async def post() -> str:
+        try:
+            response = await http.post(f"/api/rooms/{room_id}/attachments", headers=request_headers,
+                                       content=body_pieces(file_bytes, boundary))
+        except httpx.TransportError as exc:
+            return f"connection closed by the server while sending ({type(exc).__name__})"
+        if response.status_code == 201:
+            stored.append(response.json()["url"])
+        code = response.json().get("error", {}).get("code", "") if response.status_code >= 400 else ""
+        return f"{response.status_code} {code}".strip()
+
+    return await sampled(pid, post)
 
 
 async def run(base_url: str, pid: int, token_headers: dict[str, str], member_ids: list[int],
@@ -114,12 +136,17 @@ async def run(base_url: str, pid: int, token_headers: dict[str, str], member_ids
             response.raise_for_status()
             room_id = response.json()["id"]
             # Warm up: the first upload imports and allocates what every later one reuses.
-            await measure(http, pid, room_id, token_headers, 1 * MIB, False)
+            stored: list[str] = []
+            await measure(http, pid, room_id, token_headers, 1 * MIB, False, stored)
             print(f"{'upload':<34} {'answer':<52} {'RSS before':>11} {'peak':>9} {'growth':>9}")
             for label, size, chunked in cases:
-                outcome, before, peak = await measure(http, pid, room_id, token_headers, size, chunked)
+                outcome, before, peak = await measure(http, pid, room_id, token_headers, size, chunked, stored)
                 print(f"{label:<34} {outcome:<52} {before / MIB:>9.1f}Mi {peak / MIB:>7.1f}Mi "
                       f"{(peak - before) / MIB:>7.1f}Mi")
+            url = stored[-1]  # the file of exactly the limit
+            outcome, before, peak = await sampled(pid, lambda: download(http, url, token_headers))
+            print(f"{'download of the stored one':<34} {outcome:<52} {before / MIB:>9.1f}Mi {peak / MIB:>7.1f}Mi "
+                  f"{(peak - before) / MIB:>7.1f}Mi")
 
 
 def main() -> None:
