@@ -39,6 +39,7 @@ log = logging.getLogger("roomcast.attachments")
 MAX_FILENAME_CHARS = 255
 DEFAULT_FILENAME = "file"
 SWEEP_BATCH = 50
+DISCARD_TIMEOUT_S = 10.0
 # The sweep runs this often at most (and at least twice per ttl).
 SWEEP_INTERVAL_MAX_S = 600.0
 # Characters never kept in a file name: path separators and quotes (header and shell trouble).
@@ -144,7 +145,9 @@ async def store_upload(node: Node, uploader: User, room_id: int, filename: str,
         await _discard(node, upload)
         raise NotFound("no such room") from None
     except BaseException:
-        with trio.CancelScope(shield=True):
+        # Shielded so that a cancelled upload (the client went away) still cleans up; bounded so
+        # that an unreachable database cannot hold it: the sweep removes what is left.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + DISCARD_TIMEOUT_S):
             await _discard(node, upload)
         raise
     if stored is None:
