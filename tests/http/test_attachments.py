@@ -17,6 +17,7 @@ from roomcast.node import Node
 from roomcast.services.attachments import sweep_orphans
 from roomcast.storage.models import Attachment, AttachmentChunk, Room
 from roomcast.timestamps import utcnow
+from tests.actors.faults import DatabaseOutage
 from tests.chat_helpers import make_group
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
@@ -480,3 +481,19 @@ def _new_room(session: Any) -> int:
     session.add(room)
     session.flush()
     return int(room.id)
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_a_database_outage_is_503_and_stores_nothing(http: httpx.AsyncClient, client: Any, users: Any,
+                                                           node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    room_id, owner, member = await _room(client, users)
+    url = (await upload(http, owner, room_id, PNG)).json()["url"]
+    outage = DatabaseOutage(node.database, monkeypatch)
+    outage.down = True
+    for response in (await upload(http, owner, room_id, PNG + os.urandom(CHUNK)),
+                     await http.get(url, headers=member.headers)):
+        assert (response.status_code, error_code(response)) == (503, "unavailable")
+        assert response.json()["error"]["details"] == {"dependency": "database"}
+    outage.down = False
+    assert await counts(node) == (1, 1)
+    assert (await http.get(url, headers=member.headers)).status_code == 200
