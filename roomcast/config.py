@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,9 @@ DEFAULT_CONTACT_POLICY: dict[str, list[str]] = {
     "bot": _OPEN_TO_ALL,
     "service": [],
 }
+
+# A lowercase media type without parameters, as the upload sniffer names them (image/png, text/plain).
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
 
 # Environment variables with the prefix that are not settings.
 _NON_SETTING_ENV = {"ROOMCAST_CONFIG", "ROOMCAST_NO_BOOTSTRAP"}
@@ -98,6 +102,8 @@ class Settings(BaseModel):
     attachment_types: list[str] = Field(
         default_factory=lambda: ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"]
     )
+    # An upload no message carries is removed this long after it began (by a sweep on every node).
+    attachment_orphan_ttl_s: float = Field(86_400.0, ge=60)
 
     send_rate_per_s: float = Field(10.0, gt=0)
     send_burst: int = Field(30, ge=1)
@@ -138,6 +144,14 @@ class Settings(BaseModel):
                 if role not in ROLES:
                     raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         return policy
+
+    @field_validator("attachment_types")
+    @classmethod
+    def _media_types(cls, types: list[str]) -> list[str]:
+        for media_type in types:
+            if not _MEDIA_TYPE.fullmatch(media_type):
+                raise ValueError(f"{media_type!r} is not a media type like image/png")
+        return types
 
     @model_validator(mode="after")
     def _rs256_needs_a_key(self) -> Settings:

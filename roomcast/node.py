@@ -16,6 +16,7 @@ from .identity.contact_policy import ContactPolicy
 from .identity.tokens import TokenCodec
 from .metrics import NodeMetrics
 from .ratelimit import RateLimiter
+from .storage.blobs import BlobStore, DatabaseBlobs
 from .storage.database import Database
 from .storage.migrate import upgrade
 from .storage.presence import Presence, open_presence
@@ -29,6 +30,7 @@ class Node:
 
     settings: Settings
     database: Database
+    blobs: BlobStore  # attachment bytes
     tokens: TokenCodec
     contact_policy: ContactPolicy
     streams: StreamBackend
@@ -78,6 +80,7 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
             node = Node(
                 settings=settings,
                 database=database,
+                blobs=DatabaseBlobs(database),
                 tokens=TokenCodec.from_settings(settings),
                 contact_policy=ContactPolicy(settings.contact_policy),
                 streams=streams,

@@ -16,6 +16,7 @@ from .http.front_door import FrontDoor
 from .http.ws.endpoint import WebSocketEndpoint
 from .logs import log_event
 from .node import Node, open_node
+from .services.attachments import ensure_orphan_sweeper
 
 log = logging.getLogger("roomcast.server")
 
@@ -58,6 +59,8 @@ async def run_server(settings: Settings, on_listening: Callable[[str], None] = p
     shutdown = trio.Event()
     async with open_node(settings) as node, trio.open_nursery() as nursery:
         nursery.start_soon(_set_on_signal, shutdown)
+        # Uploads left unsent (by this node before a restart, say) are swept even if none comes again.
+        ensure_orphan_sweeper(node)
         url = await nursery.start(lambda task_status: serve_node(node, shutdown=shutdown, task_status=task_status))
         # What start-up made lives as long as the process: frozen, the collector's full passes
         # no longer walk it, which would stall every connection for milliseconds at a time.

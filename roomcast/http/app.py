@@ -17,7 +17,7 @@ from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, auth, client, docs, health, messages, metrics, publish, rooms, users
+from .routes import admin, attachments, auth, client, docs, health, messages, metrics, publish, rooms, users
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -47,6 +47,7 @@ def create_app(node: Node) -> RoomcastApp:
     app.node = node
     app.request_class = RoomcastRequest
     app.config["MAX_CONTENT_LENGTH"] = node.settings.max_request_bytes
+    app.streamed_routes = attachments.streamed_routes(node.settings)  # uploads: their own body limit
 
     QuartSchema(
         app,
@@ -64,7 +65,7 @@ def create_app(node: Node) -> RoomcastApp:
     install_error_handlers(app)
     install_id_converter(app)
 
-    for module in (health, metrics, auth, users, rooms, messages, publish, admin, docs, client):
+    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, docs, client):
         app.register_blueprint(module.blueprint)
 
     metrics.count_requests(app, node.metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, JsonValue, StringConstraints, model_validator
+from quart_schema.pydantic import File
 
 from ..config import ROLES
 from ..services.publish import MAX_BROADCAST_USER_IDS, MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_CHARS
@@ -137,6 +138,12 @@ class SenderOut(BaseModel):
     id: int
     username: str
     display_name: str
+
+
+class UploadIn(BaseModel):
+    """multipart/form-data with the file in the field `file` (other fields are ignored)."""
+
+    file: File
 
 
 class AttachmentOut(BaseModel):

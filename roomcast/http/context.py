@@ -8,12 +8,15 @@ from quart import current_app
 from quart_trio import QuartTrio
 
 from ..node import Node
+from .streaming import StreamedRoute, StreamingHTTPConnection
 
 
 class RoomcastApp(QuartTrio):
-    """A QuartTrio app that carries the node it serves."""
+    """A QuartTrio app that carries the node it serves, and streams the bodies of `streamed_routes`."""
 
     node: Node
+    asgi_http_class = StreamingHTTPConnection
+    streamed_routes: list[StreamedRoute]
 
 
 def current_node() -> Node:

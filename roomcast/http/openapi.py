@@ -45,9 +45,21 @@ class RoomcastOpenAPIProvider(OpenAPIProvider):
     def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if model is None:
             return {"description": "No Content"}, {}
+        if model is FileBytes:
+            return {"description": FileBytes.__doc__, "content": {
+                "*/*": {"schema": {"type": "string", "format": "binary"}}}}, {}
         return super().build_response_object(model, headers_model)
 
 
 def documents_no_content() -> Callable[[Any], Any]:
     """Document a 204 response, which has no body."""
     return document_response(None, 204)
+
+
+class FileBytes:
+    """The file's bytes, with the Content-Type found when it was uploaded."""
+
+
+def documents_file_bytes() -> Callable[[Any], Any]:
+    """Document a 200 response whose body is a file's bytes, not JSON."""
+    return document_response(FileBytes, 200)

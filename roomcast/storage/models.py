@@ -17,7 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..timestamps import utcnow
 
@@ -129,10 +129,21 @@ class Attachment(Base):
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(100))
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    # Loaded only when the bytes are asked for, never with the metadata.
-    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    # Known once the last byte is stored; until then (`stored_at` empty) the upload is under way
+    # and no message may carry it, nor anyone download it.
+    sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    stored_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AttachmentChunk(Base):
+    """An attachment's bytes, in order: chunk `n` holds bytes n*size..(n+1)*size of it (storage.blobs)."""
+
+    __tablename__ = "attachment_chunks"
+
+    attachment_id: Mapped[int] = mapped_column(Id, ForeignKey("attachments.id", ondelete="CASCADE"), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class OutboxEvent(Base):

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from roomcast.storage.models import Attachment, OutboxEvent
+from roomcast.timestamps import utcnow
 from tests.chat_helpers import (
     body_of,
     expect_error,
@@ -219,10 +220,11 @@ async def test_sender_field_cannot_spoof_the_sender(client: Any, users: Any) -> 
 # --------------------------------------------------------------------------- attachments
 
 
-async def _upload(node: Any, room_id: int, uploader_id: int, name: str = "a.png") -> int:
+async def _upload(node: Any, room_id: int, uploader_id: int, name: str = "a.png", *, stored: bool = True) -> int:
     def insert(session: Any) -> int:
         attachment = Attachment(tenant="default", room_id=room_id, uploader_id=uploader_id, filename=name,
-                                content_type="image/png", size=3, sha256="0" * 64, data=b"png")
+                                content_type="image/png", size=3, sha256="0" * 64 if stored else None,
+                                stored_at=utcnow() if stored else None)
         session.add(attachment)
         session.flush()
         return attachment.id
@@ -239,9 +241,10 @@ async def test_uploads_are_linked_to_the_message_that_carries_them(client: Any, 
                                          "url": f"/api/attachments/{first}"}
     assert (await history(client, bob, room["id"]))["items"][0]["attachments"] == message["attachments"]
     assert (await room_of(client, bob, room["id"]))["last_message"]["attachments"] == message["attachments"]
-    # Already sent, someone else's, or unknown: refused.
+    # Already sent, someone else's, unknown, or still uploading: refused.
     bobs_upload = await _upload(node, room["id"], bob.id)
-    for ids in ([first], [bobs_upload], [424242]):
+    under_way = await _upload(node, room["id"], owner.id, stored=False)
+    for ids in ([first], [bobs_upload], [424242], [under_way]):
         response = await client.post(f"/api/rooms/{room['id']}/messages", headers=owner.headers,
                                      json={"body": "again", "attachments": ids})
         await expect_error(response, 400, "validation_error")

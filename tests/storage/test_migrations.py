@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from roomcast.storage.database import create_database_engine
-from roomcast.storage.migrate import upgrade
+from roomcast.storage.migrate import downgrade, upgrade
 from roomcast.storage.models import Base
 from tests.helpers import POSTGRES_URL
 
@@ -124,9 +124,10 @@ def test_upgrading_sqlite_keeps_every_row_and_ids_are_never_reused(tmp_path: Pat
             connection.exec_driver_sql(statement)
     before = _dump(engine)
 
-    upgrade(engine)
+    upgrade(engine, "5c1f0e7d2a94")  # 0003 itself (0004 changes the attachments' columns)
 
     assert _dump(engine) == before
+    upgrade(engine)
     with engine.connect() as connection:
         for table in ("users", "rooms", "messages", "attachments"):
             sql = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).scalar()
@@ -158,3 +159,50 @@ def test_models_give_fresh_sqlite_schemas_autoincrement(tmp_path: Path) -> None:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%'")}
     engine.dispose()
     assert tables == {"users", "rooms", "messages", "attachments"}
+
+
+# --------------------------------------------------------------------------- 0004: attachment chunks
+
+_CHUNK = 256 << 10
+
+
+def test_upgrading_moves_attachment_bytes_into_chunks_and_back(fresh_database_url: str) -> None:
+    """0004 splits stored bytes into 256 KiB rows, byte-exact, on both stacks; its downgrade joins them."""
+    big = bytes(range(256)) * (2 * _CHUNK // 256) + b"tail"  # two full chunks and a bit
+    engine = create_database_engine(fresh_database_url)
+    upgrade(engine, "5c1f0e7d2a94")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO users (id, tenant, username, display_name, role, is_active, created_at) "
+                                "VALUES (1, 'default', 'ann', 'Ann', 'member', true, '2026-01-01')"))
+        connection.execute(text("INSERT INTO rooms (id, tenant, kind, name, topic, is_active, last_seq, created_at, "
+                                "updated_at, last_activity_at) VALUES (1, 'default', 'group', 'one', '', true, 0, "
+                                "'2026-01-01', '2026-01-01', '2026-01-01')"))
+        connection.execute(text(
+            "INSERT INTO attachments (id, tenant, room_id, uploader_id, message_id, filename, content_type, size, "
+            "sha256, data, created_at) VALUES (:id, 'default', 1, 1, NULL, :name, 'image/png', :size, 'x', :data, "
+            "'2026-01-01')"),
+            [{"id": 1, "name": "big.png", "size": len(big), "data": big},
+             {"id": 2, "name": "small.txt", "size": 2, "data": b"hi"},
+             {"id": 3, "name": "empty.txt", "size": 0, "data": b""}])
+
+    upgrade(engine)
+
+    with engine.connect() as connection:
+        chunks = connection.execute(text("SELECT attachment_id, n, data FROM attachment_chunks "
+                                         "ORDER BY attachment_id, n")).fetchall()
+        assert [(a, n, len(data)) for a, n, data in chunks] == [(1, 0, _CHUNK), (1, 1, _CHUNK), (1, 2, 4),
+                                                                (2, 0, 2)]
+        assert b"".join(bytes(data) for a, _, data in chunks if a == 1) == big
+        stored = connection.execute(text("SELECT count(*) FROM attachments WHERE stored_at IS NOT NULL")).scalar()
+        assert stored == 3
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    with engine.begin() as connection:  # the chunks go with their attachment
+        connection.execute(text("DELETE FROM attachments WHERE id = 2"))
+        assert connection.execute(text("SELECT count(*) FROM attachment_chunks WHERE attachment_id = 2")).scalar() == 0
+
+    downgrade(engine, "5c1f0e7d2a94")
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text("SELECT id, data FROM attachments")).fetchall())
+        assert "attachment_chunks" not in inspect(connection).get_table_names()
+    engine.dispose()
+    assert {key: bytes(value) if value is not None else None for key, value in rows.items()} == {1: big, 3: None}

@@ -81,3 +81,13 @@ def test_contact_policy_roles_are_checked(tmp_path: Path) -> None:
 def test_rs256_needs_a_public_key() -> None:
     with pytest.raises(SettingsError, match="jwt_public_key_file"):
         load_settings(environ={"ROOMCAST_JWT_ALGORITHM": "RS256"})
+
+
+def test_attachment_types_are_media_types() -> None:
+    settings = load_settings(environ={"ROOMCAST_ATTACHMENT_TYPES": '["application/pdf", "image/svg+xml"]'})
+    assert settings.attachment_types == ["application/pdf", "image/svg+xml"]
+    assert load_settings(environ={}).attachment_orphan_ttl_s == 86_400
+    with pytest.raises(SettingsError, match="'PNG' is not a media type"):
+        load_settings(environ={"ROOMCAST_ATTACHMENT_TYPES": '["PNG"]'})
+    with pytest.raises(SettingsError, match="attachment_orphan_ttl_s"):
+        load_settings(environ={"ROOMCAST_ATTACHMENT_ORPHAN_TTL_S": "5"})
