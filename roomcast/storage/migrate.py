@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, text
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Several nodes may start at once; on PostgreSQL they take turns migrating.
 _MIGRATION_LOCK_KEY = 0x726F6F6D  # "room"
+_SQLITE_MIGRATION_WAIT_MS = 300_000
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -40,6 +41,11 @@ def _migrate(engine: Engine, step: Callable[[Config, str], None], revision: str)
             # keys on that cascades into every row referencing it. SQLite's own procedure: keys
             # off outside the transaction (the pragma is a no-op inside one), checked before commit.
             _sqlite_pragma(connection, "foreign_keys=OFF")
+            # Nodes booting together queue for the write lock behind each other's whole upgrade,
+            # which on a busy machine outlasts the usual busy timeout.
+            usual_wait_ms = connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                "PRAGMA busy_timeout").fetchone()[0]
+            _sqlite_pragma(connection, f"busy_timeout={_SQLITE_MIGRATION_WAIT_MS}")
         try:
             # On SQLite, BEGIN IMMEDIATE holds the write lock for the whole upgrade.
             with connection.execution_options(sqlite_immediate=True).begin():
@@ -52,6 +58,7 @@ def _migrate(engine: Engine, step: Callable[[Config, str], None], revision: str)
         finally:
             if sqlite:
                 _sqlite_pragma(connection, "foreign_keys=ON")
+                _sqlite_pragma(connection, f"busy_timeout={usual_wait_ms}")
 
 
 def _sqlite_pragma(connection: Connection, pragma: str) -> None:
