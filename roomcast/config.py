@@ -120,6 +120,8 @@ class Settings(BaseModel):
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One line per HTTP request (method, route, path, status, duration, request id, client).
+    access_log: bool = True
 
     webhooks: list[WebhookTarget] = Field(default_factory=list)
 
