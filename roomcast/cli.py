@@ -63,27 +63,6 @@ def _migrate(settings: Settings) -> None:
     check_tokens(settings)  # makes data_dir's generated secret now, not in a race between nodes starting
 
 
-def _serve(settings: Settings) -> None:
-    """Bind the port and check data_dir, the database and the keys, then start (migrations, actors)."""
-    sockets = bind_sockets(settings.host, settings.port)
-    try:
-        check_all(settings)
-        check_tokens(settings)
-    except StartupError:
-        for sock in sockets:
-            sock.close()
-        raise
-    configure_logging(settings.log_format, settings.log_level)
-
-    def on_listening(line: str) -> None:
-        print(line, flush=True)
-        print(f"data_dir {settings.data_dir}", flush=True)
-
-    database = sqlite_backup.sqlite_path(settings.resolved_database_url)
-    with sqlite_backup.serving(database) if database else nullcontext():
-        trio.run(run_server, settings, on_listening, sockets)
-
-
 def _create_user(settings: Settings, args: argparse.Namespace) -> None:
     engine = create_database_engine(settings.resolved_database_url)
     upgrade(engine)
@@ -111,6 +90,30 @@ def _token(settings: Settings, args: argparse.Namespace) -> None:
     if user is None:
         raise SystemExit(f"run.py token: no user {args.username!r}")
     print(TokenCodec.from_settings(settings).mint(user.id, args.ttl))
+
+
+# ---------------------------------------------------------------- serve
+
+
+def _serve(settings: Settings) -> None:
+    """Bind the port and check data_dir, the database and the keys, then start (migrations, actors)."""
+    sockets = bind_sockets(settings.host, settings.port)
+    try:
+        check_all(settings)
+        check_tokens(settings)
+    except StartupError:
+        for sock in sockets:
+            sock.close()
+        raise
+    configure_logging(settings.log_format, settings.log_level)
+
+    def on_listening(line: str) -> None:
+        print(line, flush=True)
+        print(f"data_dir {settings.data_dir}", flush=True)
+
+    database = sqlite_backup.sqlite_path(settings.resolved_database_url)
+    with sqlite_backup.serving(database) if database else nullcontext():
+        trio.run(run_server, settings, on_listening, sockets)
 
 
 # ---------------------------------------------------------------- backup and restore
@@ -166,19 +169,19 @@ def main(argv: Sequence[str]) -> int:
         print(f"run.py: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     try:
+        if command not in ("serve", "backup", "restore"):
+            check_all(settings)  # the other commands work on the database: one clear line if they cannot
         if command == "serve":
             _serve(settings)
+        elif command == "migrate":
+            _migrate(settings)
+            print("database schema is up to date")
+        elif command == "create-user":
+            _create_user(settings, args)
+        elif command == "token":
+            _token(settings, args)
         elif command in ("backup", "restore"):
             return _backup_or_restore(settings, command, args.path)
-        elif command in ("migrate", "create-user", "token"):
-            check_all(settings)
-            if command == "migrate":
-                _migrate(settings)
-                print("database schema is up to date")
-            elif command == "create-user":
-                _create_user(settings, args)
-            elif command == "token":
-                _token(settings, args)
     except StartupError as exc:
         print(f"run.py {command}: {exc}", file=sys.stderr)
         return 1
