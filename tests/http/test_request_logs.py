@@ -106,3 +106,25 @@ async def test_a_refused_ws_handshake_is_logged(live_server: str, caplog: pytest
     await eventually(lambda: lines(caplog, "ws.refused"))
     [refused] = lines(caplog, "ws.refused")
     assert refused["code"] == 1008 and refused["reason"] == "unauthorized"
+
+
+async def test_a_crash_in_a_ws_handler_is_logged_once_with_its_traceback_and_session(
+        live_server: str, users: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from roomcast.http.ws.handlers import HANDLERS
+
+    async def broken(session: Any, frame: Any) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setitem(HANDLERS, "typing", broken)
+    user = await users.create()
+    caplog.set_level(logging.INFO)
+    async with ws_connect(live_server, user.token) as ws:
+        await ws.send({"type": "typing", "room": 1, "state": True})
+        with pytest.raises(ConnectionClosed):
+            await ws.event()
+    await eventually(lambda: lines(caplog, "ws.disconnected"))
+    with_traceback = [line for line in lines(caplog) if "traceback" in line]
+    assert len(with_traceback) == 1
+    [crash] = with_traceback
+    assert crash["session"] == ws.welcome["session_id"] and "RuntimeError: a bug in a handler" in crash["traceback"]
+    assert lines(caplog, "ws.disconnected")[0]["code"] == 1011
