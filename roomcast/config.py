@@ -4,6 +4,10 @@ Every setting has a field below. In the environment it is `ROOMCAST_<NAME>`
 (upper case); lists and tables are given there as JSON. The TOML file named by
 `ROOMCAST_CONFIG` uses the field names as keys. An unknown key or a bad value
 stops start-up with a message naming it and where it came from.
+
+A relative `data_dir` is resolved once, here, so every command finds the same files
+whatever its working directory: against the config file's folder when the value comes
+from the file, else against the project folder (the one holding `run.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ DEFAULT_CONTACT_POLICY: dict[str, list[str]] = {
 
 # A lowercase media type without parameters, as the upload sniffer names them (image/png, text/plain).
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
+# The folder holding run.py and the roomcast package: the base of a relative data_dir.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Environment variables with the prefix that are not settings.
 _NON_SETTING_ENV = {"ROOMCAST_CONFIG", "ROOMCAST_NO_BOOTSTRAP"}
@@ -133,8 +139,16 @@ class Settings(BaseModel):
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One line per HTTP request (method, route, path, status, duration, request id, client).
+    access_log: bool = True
 
     webhooks: list[WebhookTarget] = Field(default_factory=list)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _empty_secret_is_none(cls, secret: str | None) -> str | None:
+        # `ROOMCAST_JWT_SECRET=` (e.g. compose's `${ROOMCAST_JWT_SECRET:-}`) means "not set".
+        return secret or None
 
     @field_validator("contact_policy")
     @classmethod
@@ -205,16 +219,34 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
     return values
 
 
-def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge defaults < TOML file < environment < flags into one validated Settings."""
+def _resolve_data_dir(merged: dict[str, tuple[Any, str]], config_path: Path | None, base_dir: Path) -> None:
+    value, source = merged.get("data_dir", ("var", "defaults"))
+    if not isinstance(value, str | Path) or not str(value):
+        return  # validation names the problem
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        from_file = config_path is not None and source.startswith("config file")
+        path = ((config_path.resolve().parent if from_file and config_path else base_dir) / path)
+    merged["data_dir"] = (path.resolve(), source)
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                  base_dir: Path = PROJECT_ROOT) -> Settings:
+    """Merge defaults < TOML file < environment < flags into one validated Settings.
+
+    A relative `data_dir` becomes absolute: against the config file's folder when it comes
+    from the file, else against `base_dir` (the project folder).
+    """
     environ = os.environ if environ is None else environ
     merged: dict[str, tuple[Any, str]] = {}
-    if config_path := environ.get("ROOMCAST_CONFIG"):
-        merged.update(_file_values(Path(config_path)))
+    config_path = Path(environ["ROOMCAST_CONFIG"]) if environ.get("ROOMCAST_CONFIG") else None
+    if config_path is not None:
+        merged.update(_file_values(config_path))
     merged.update(_env_values(environ))
     for key, value in (flags or {}).items():
         if value is not None:
             merged[key] = (value, f"flag --{key.replace('_', '-')}")
+    _resolve_data_dir(merged, config_path, base_dir)
     try:
         return Settings.model_validate({key: value for key, (value, _) in merged.items()})
     except ValidationError as exc:

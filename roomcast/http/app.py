@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import BadRequest
 from ..node import Node
 from ..services.monitoring import monitor
+from .access import AccessLog, install_route_recorder
 from .context import RoomcastApp
 from .errors import install_error_handlers
 from .framing import RequestFraming
@@ -64,6 +65,7 @@ def create_app(node: Node) -> RoomcastApp:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
     install_id_converter(app)
+    install_route_recorder(app)
 
     for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, docs, client):
         app.register_blueprint(module.blueprint)
@@ -81,6 +83,8 @@ def create_app(node: Node) -> RoomcastApp:
     # RequestFraming speaks generic ASGI (MutableMapping scopes and messages), Quart declares Hypercorn's precise types.
     app.asgi_app = RequestFraming(  # type: ignore[method-assign, assignment]
         app.asgi_app, node.settings.max_request_bytes)  # type: ignore[arg-type]
+    # Outermost: the request id covers every line of the request, early refusals included.
+    app.asgi_app = AccessLog(app.asgi_app, node.settings.access_log)  # type: ignore[method-assign, assignment, arg-type]
     return app
 
 

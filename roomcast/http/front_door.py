@@ -171,13 +171,19 @@ class FrontDoor:
         self.draining = Draining()  # set at shutdown: sessions close with 1012
 
     async def serve(self, host: str, port: int, *, shutdown_trigger: Callable[[], Awaitable[None]],
+                    listeners: list[trio.SocketListener] | None = None,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until `shutdown_trigger` returns, then drain for up to the graceful timeout."""
+        """Serve until `shutdown_trigger` returns, then drain for up to the graceful timeout.
+
+        `listeners`: sockets bound already (`run.py serve` binds before anything starts);
+        without them, `host` and `port` are bound here.
+        """
         lifespan = Lifespan(self.app, self.config, self.lifespan_state)
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            if listeners is None:
+                listeners = await trio.open_tcp_listeners(port, host=host)
             sockname = listeners[0].socket.getsockname()
             shown_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
             async with trio.open_nursery() as connections:

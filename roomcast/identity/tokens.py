@@ -73,15 +73,21 @@ class TokenCodec:
 
 
 def _stored_secret(data_dir: Path) -> str:
-    """The embedded default's secret: made once, kept beside the database, shared by the CLI."""
+    """The embedded default's secret: made once, kept beside the database, shared by the CLI
+    and by every node that shares data_dir (made whole under a temporary name, then linked into
+    place, so a node starting at the same moment reads the whole secret or makes none)."""
     path = data_dir / "jwt_secret"
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
+    draft = data_dir / f".jwt_secret.{secrets.token_hex(4)}"
     try:
-        with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as handle:
+        with open(draft, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as handle:
             handle.write(secret)
+        os.link(draft, path)
     except FileExistsError:  # another process made it first
         return path.read_text().strip()
+    finally:
+        draft.unlink(missing_ok=True)
     return secret

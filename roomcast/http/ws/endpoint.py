@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
 from ...errors import ApiError, DependencyUnavailable
 from ...identity.authenticate import authenticate, bearer_token
-from ...logs import log_event
+from ...logs import bind, log_event
 from ...node import Node
 from ...services import live
 from ..front_door import Draining, UpgradeRequest
@@ -46,21 +47,27 @@ class WebSocketEndpoint:
             # PROTOCOL §5: a dependency down at connect time is 1013, try again later.
             await socket.close(TRY_AGAIN_LATER, unavailable_reason(exc))
             await socket.linger()
+            log_event(log, "ws.refused", code=TRY_AGAIN_LATER, reason=unavailable_reason(exc), client=_peer(stream))
             return
         except ApiError as exc:
             # PROTOCOL §5: accept, then close with 1008.
             await socket.close(POLICY_VIOLATION, exc.code)
             await socket.linger()
+            log_event(log, "ws.refused", code=POLICY_VIOLATION, reason=exc.code, client=_peer(stream))
             return
         session = Session(self.node, socket, user, HANDLERS, claims.issued_at)
-        log_event(log, "ws.connected", session=session.session_id, user=user.id)
-        self.heartbeat.add(session)
-        try:
-            code = await session.run(draining)
-        finally:
-            self.heartbeat.discard(session)
-        await socket.linger()
-        log_event(log, "ws.disconnected", session=session.session_id, user=user.id, code=code)
+        started = time.perf_counter()
+        # Every line this session causes, in its tasks and the ones they start, names it.
+        with bind(session=session.session_id):
+            log_event(log, "ws.connected", user=user.id, client=_peer(stream))
+            self.heartbeat.add(session)
+            try:
+                code = await session.run(draining)
+            finally:
+                self.heartbeat.discard(session)
+            await socket.linger()
+            log_event(log, "ws.disconnected", user=user.id, code=code,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
     async def heartbeats(self) -> None:
         """Ping each session every `heartbeat_s` (and drop those whose client went quiet)."""
@@ -80,3 +87,10 @@ class WebSocketEndpoint:
                 log_event(log, "ws.audit_failed", logging.DEBUG, error=str(exc))
             except Exception:  # a bug: logged; the sessions and the next round go on
                 log.exception("ws.audit_crashed")
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already gone
+        return "-"
