@@ -16,7 +16,7 @@ from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, auth, client, docs, health, messages, rooms, users
+from .routes import admin, auth, client, docs, health, messages, rooms, users, webhooks
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -61,7 +61,7 @@ def create_app(node: Node) -> RoomcastApp:
     install_error_handlers(app)
     install_id_converter(app)
 
-    for module in (health, auth, users, rooms, messages, admin, docs, client):
+    for module in (health, auth, users, rooms, messages, admin, webhooks, docs, client):
         app.register_blueprint(module.blueprint)
 
     @app.after_request

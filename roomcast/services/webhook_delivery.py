@@ -148,16 +148,19 @@ class WebhookDelivery:
                 self._wake = trio.Event()
                 free = settings.webhook_concurrency - sum(self.in_flight.values())
                 full_batch = False
-                if free > 0:
-                    claimed = await until_available(partial(self._claim, free), self.db_retry, log,
-                                                    "webhooks.waiting")
-                    for delivery, target in claimed:
-                        self.in_flight[delivery.target] += 1
-                        nursery.start_soon(self._attempt, client, delivery, target)
-                    full_batch = len(claimed) >= free
-                if trio.current_time() >= next_purge:
-                    await self._purge()
-                    next_purge = trio.current_time() + _PURGE_EVERY_S
+                try:
+                    if free > 0:
+                        claimed = await until_available(partial(self._claim, free), self.db_retry, log,
+                                                        "webhooks.waiting")
+                        for delivery, target in claimed:
+                            self.in_flight[delivery.target] += 1
+                            nursery.start_soon(self._attempt, client, delivery, target)
+                        full_batch = len(claimed) >= free
+                    if trio.current_time() >= next_purge:
+                        await self._purge()
+                        next_purge = trio.current_time() + _PURGE_EVERY_S
+                except Exception as exc:  # a bug, not an outage: logged; the next round tries again
+                    log_event(log, "webhooks.round_failed", logging.ERROR, error=repr(exc))
                 if full_batch and sum(self.in_flight.values()) < settings.webhook_concurrency:
                     continue
                 with trio.move_on_after(settings.webhook_poll_s):
@@ -214,8 +217,10 @@ class WebhookDelivery:
                 answer = await self._post(client, delivery, target)
                 values = self._outcome(delivery, answer)
             await until_available(
-                lambda: self.node.database.write(record_attempt, delivery.id, self.owner, **values),
+                lambda: self.node.database.write(record_attempt, delivery.id, self.owner, values),
                 self.db_retry, log, "webhooks.waiting", delivery=delivery.id)
+        except Exception as exc:  # a bug, not an outage: its lease runs out and it is tried again
+            log_event(log, "webhooks.attempt_failed", logging.ERROR, delivery=delivery.id, error=repr(exc))
         finally:
             self.in_flight[delivery.target] -= 1
             if self.in_flight[delivery.target] <= 0:

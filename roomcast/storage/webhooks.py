@@ -9,7 +9,7 @@ leaves its lease to run out, and the delivery is claimable again.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -126,13 +126,13 @@ def claim(session: Session, ids: Collection[int], owner: str, now: datetime, lea
             for row in rows]
 
 
-def record_attempt(session: Session, delivery_id: int, owner: str, **values: object) -> bool:
+def record_attempt(session: Session, delivery_id: int, owner: str, values: Mapping[str, object]) -> bool:
     """Store an attempt's outcome and release the lease, if `owner` still holds it; whether it did."""
     result = session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_owner == owner,
                WebhookDelivery.status == PENDING)
-        .values(lease_owner=None, lease_until=None, **values)
+        .values({"lease_owner": None, "lease_until": None, **values})
         .execution_options(synchronize_session=False))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -146,10 +146,12 @@ def release(session: Session, delivery_ids: Collection[int], owner: str) -> None
                         .execution_options(synchronize_session=False))
 
 
-def deliveries_page(session: Session, tenant: str, target: str, *, before: int | None,
-                    limit: int) -> list[WebhookDelivery]:
-    """The target's deliveries in `tenant`, newest first, with ids below `before`."""
+def deliveries_page(session: Session, tenant: str, target: str, *, before: int | None, limit: int,
+                    status: str | None = None) -> list[WebhookDelivery]:
+    """The target's deliveries in `tenant` (in `status`, if given), newest first, with ids below `before`."""
     query = select(WebhookDelivery).where(WebhookDelivery.tenant == tenant, WebhookDelivery.target == target)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
     if before is not None:
         query = query.where(WebhookDelivery.id < before)
     return list(session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
