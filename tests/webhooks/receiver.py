@@ -72,6 +72,10 @@ class Receiver:
             self._scope.cancel()
             self._scope = None
         if self._socket is not None:
+            try:
+                trio.lowlevel.notify_closing(self._socket)  # trio must not keep waiting on a closed fd
+            except RuntimeError:  # outside the event loop (fixture teardown): nothing waits on it
+                pass
             self._socket.close()
             self._socket = None
 
@@ -87,7 +91,10 @@ class Receiver:
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
-                    stream = await listener.accept()
+                    try:
+                        stream = await listener.accept()
+                    except (trio.ClosedResourceError, OSError):
+                        return  # stopped
                     nursery.start_soon(self._connection, stream)
 
     async def _connection(self, stream: trio.SocketStream) -> None:

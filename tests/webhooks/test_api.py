@@ -11,7 +11,7 @@ from roomcast.node import Node
 from tests.chat_helpers import body_of, expect_error, make_group, send
 from tests.helpers import eventually
 from tests.webhooks.conftest import SECRET
-from tests.webhooks.receiver import Receiver
+from tests.webhooks.receiver import Receiver, Reply
 
 HOOK = {"url": "https://example.test/hook", "secret": "s", "events": ["message.created"]}
 
@@ -193,17 +193,60 @@ async def test_api_targets_get_their_events_only_and_wait_while_paused(node: Nod
     assert [item["status"] for item in listed["items"]] == ["delivered"]
 
     # Queued while active, then paused: held (not sent, not dead) until it is active again.
+    refuse = True
+    receiver.reply = lambda request: Reply(503) if refuse and request.signed_with("api-secret") else Reply()
     await body_of(await client.patch(f"/api/webhooks/{hook['id']}", headers=admin.headers, json={"active": True}),
                   200)
-    receiver.stop()
     await send(client, admin, room["id"], "three")
+
+    def api_attempts() -> int:
+        return len([r for r in receiver.requests
+                    if r.signed_with("api-secret") and r.json["message"]["body"] == "three"])
+
+    await eventually(lambda: api_attempts() >= 1)
     await body_of(await client.patch(f"/api/webhooks/{hook['id']}", headers=admin.headers, json={"active": False}),
                   200)
-    await receiver.start(nursery)
-    await eventually(lambda: len(receiver.requests) == 5)  # config:0 gets "three"
-    await trio.sleep(0.3)
-    assert not [r for r in receiver.requests[4:] if r.signed_with("api-secret")]
+    await trio.sleep(0.5)  # an attempt under way when it was paused ends (refused)
+    held = api_attempts()
+    refuse = False
+    await trio.sleep(0.5)  # unpaused, it would be retried within webhook_retry_max_s (0.2 s)
+    assert api_attempts() == held
+    [pending] = [d for d in (await body_of(await client.get(f"/api/webhooks/{hook['id']}/deliveries",
+                                                            headers=admin.headers), 200))["items"]
+                 if d["status"] == "pending"]
+    assert pending["last_status_code"] == 503
     await body_of(await client.patch(f"/api/webhooks/{hook['id']}", headers=admin.headers, json={"active": True}),
                   200)
-    await eventually(lambda: len(receiver.requests) == 6)
-    assert receiver.requests[-1].signed_with("api-secret") and receiver.requests[-1].json["message"]["body"] == "three"
+    await eventually(lambda: api_attempts() == held + 1)
+
+    async def delivered() -> bool:
+        items = (await body_of(await client.get(f"/api/webhooks/{hook['id']}/deliveries", headers=admin.headers),
+                               200))["items"]
+        return {d["status"] for d in items} == {"delivered"}
+
+    await eventually(delivered)
+
+
+WEBHOOK_ROUTES = {
+    ("post", "/api/webhooks"): {"201", "400", "403", "401"},
+    ("get", "/api/webhooks"): {"200", "403", "401"},
+    ("get", "/api/webhooks/{webhook}"): {"200", "403", "404", "401"},
+    ("patch", "/api/webhooks/{webhook}"): {"200", "400", "403", "404", "401"},
+    ("delete", "/api/webhooks/{webhook}"): {"204", "403", "404", "401"},
+    ("get", "/api/webhooks/{webhook}/deliveries"): {"200", "400", "403", "404", "401"},
+    ("post", "/api/webhooks/{webhook}/deliveries/{delivery_id}/retry"): {"202", "403", "404", "401"},
+}
+
+
+async def test_openapi_documents_the_webhook_routes(client: Any) -> None:
+    spec = await (await client.get("/openapi.json")).get_json()
+    for (method, path), statuses in WEBHOOK_ROUTES.items():
+        assert path in spec["paths"], [p for p in spec["paths"] if "webhooks" in p]
+        operation = spec["paths"][path][method]
+        assert set(operation["responses"]) == statuses, (method, path)
+        assert operation.get("summary"), (method, path)
+    create = spec["paths"]["/api/webhooks"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert create["title"] == "WebhookIn"
+    delivery = spec["components"]["schemas"]["DeliveryOut"]
+    assert {"id", "event_id", "event", "status", "attempts", "last_status_code", "last_error",
+            "next_attempt_at"} <= set(delivery["required"])

@@ -24,8 +24,9 @@ from ..schemas import (
 blueprint = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
 require_authentication(blueprint)
 
-# An integer (a target made here) or `config:N` (the settings file's N-th, read-only).
-WEBHOOK = "<webhook_id>"
+# An integer (a target made here) or `config:N` (the settings file's N-th, read-only). The converter
+# is named: quart-schema's OpenAPI paths misread an unnamed one followed by a named one.
+WEBHOOK = "<string:webhook>"
 
 
 @blueprint.post("")
@@ -59,9 +60,9 @@ async def list_webhooks() -> dict:
 @document_response(WebhookOut, 200)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
-async def get_webhook(webhook_id: str) -> dict:
+async def get_webhook(webhook: str) -> dict:
     """One target (its secret is never shown)."""
-    return await webhooks.get_webhook_view(current_node(), current_user(), webhook_id)
+    return await webhooks.get_webhook_view(current_node(), current_user(), webhook)
 
 
 @blueprint.patch(f"/{WEBHOOK}")
@@ -71,12 +72,12 @@ async def get_webhook(webhook_id: str) -> dict:
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
-async def update_webhook(webhook_id: str, data: WebhookPatchIn) -> dict:
+async def update_webhook(webhook: str, data: WebhookPatchIn) -> dict:
     """Change a target's url, secret, events or active flag. Settings-file targets are 403.
 
     While `active` is false its queued deliveries wait; new events are not queued for it.
     """
-    return await webhooks.update_webhook(current_node(), current_user(), webhook_id, url=data.url,
+    return await webhooks.update_webhook(current_node(), current_user(), webhook, url=data.url,
                                          secret=data.secret, events=data.events, active=data.active)
 
 
@@ -85,9 +86,9 @@ async def update_webhook(webhook_id: str, data: WebhookPatchIn) -> dict:
 @documents_no_content()
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
-async def delete_webhook(webhook_id: str) -> tuple[str, int]:
+async def delete_webhook(webhook: str) -> tuple[str, int]:
     """Delete a target with its deliveries. Settings-file targets are 403."""
-    await webhooks.delete_webhook(current_node(), current_user(), webhook_id)
+    await webhooks.delete_webhook(current_node(), current_user(), webhook)
     return "", 204
 
 
@@ -98,11 +99,11 @@ async def delete_webhook(webhook_id: str) -> tuple[str, int]:
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
-async def list_deliveries(webhook_id: str, query_args: DeliveriesQuery) -> dict:
+async def list_deliveries(webhook: str, query_args: DeliveriesQuery) -> dict:
     """The target's deliveries of the caller's tenant, newest first: status, attempts, the last
     response code or error, and the next try. Pass `next_cursor` back as `cursor`."""
     before = decode_cursor(query_args.cursor) or None
-    items, next_position = await webhooks.list_deliveries(current_node(), current_user(), webhook_id,
+    items, next_position = await webhooks.list_deliveries(current_node(), current_user(), webhook,
                                                           limit=query_args.limit, before=before,
                                                           status=query_args.status)
     return {"items": items, "next_cursor": encode_cursor(next_position) if next_position else None}
@@ -113,7 +114,7 @@ async def list_deliveries(webhook_id: str, query_args: DeliveriesQuery) -> dict:
 @document_response(DeliveryOut, 202)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
-async def retry_delivery(webhook_id: str, delivery_id: int) -> tuple[dict, int]:
+async def retry_delivery(webhook: str, delivery_id: int) -> tuple[dict, int]:
     """Send a delivery again now, whatever its status, with the same body `id`; attempts start afresh."""
-    delivery = await webhooks.retry_delivery(current_node(), current_user(), webhook_id, delivery_id)
+    delivery = await webhooks.retry_delivery(current_node(), current_user(), webhook, delivery_id)
     return delivery, 202
