@@ -56,7 +56,7 @@ from ..storage.webhooks import (
     claim,
     due_ids,
     purge_finished,
-    record_attempt,
+    record_attempts,
     webhooks_by_id,
 )
 from ..timestamps import to_wire, utcnow
@@ -130,6 +130,9 @@ class WebhookDelivery:
         self.in_flight: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()  # delivered / retried / dead
         self._wake = trio.Event()
+        # Attempts' outcomes on their way to the database, stored together: at most one per request in flight.
+        self._outcomes, self._to_record = trio.open_memory_channel[tuple[ClaimedDelivery, JsonObject]](
+            settings.webhook_concurrency)
         self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=1, describe_extra=self.describe)
 
     def wake(self) -> None:
@@ -143,6 +146,7 @@ class WebhookDelivery:
         async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False,
                                      trust_env=False) as client, trio.open_nursery() as nursery:
             nursery.start_soon(self._wake_on_mail, ctx)
+            nursery.start_soon(self._record)
             next_purge = trio.current_time()
             while True:
                 self._wake = trio.Event()
@@ -216,16 +220,35 @@ class WebhookDelivery:
             else:
                 answer = await self._post(client, delivery, target)
                 values = self._outcome(delivery, answer)
-            await until_available(
-                lambda: self.node.database.write(record_attempt, delivery.id, self.owner, values),
-                self.db_retry, log, "webhooks.waiting", delivery=delivery.id)
         except Exception as exc:  # a bug, not an outage: its lease runs out and it is tried again
             log_event(log, "webhooks.attempt_failed", logging.ERROR, delivery=delivery.id, error=repr(exc))
-        finally:
+            self._done([delivery])
+            return
+        await self._outcomes.send((delivery, values))  # never blocks long: one place per request in flight
+
+    async def _record(self) -> None:
+        """Store attempts' outcomes, as many as have come in per transaction; then their places are free."""
+        while True:
+            batch = [await self._to_record.receive()]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._to_record.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            outcomes = [(delivery.id, values) for delivery, values in batch]
+            try:
+                await until_available(partial(self.node.database.write, record_attempts, self.owner, outcomes),
+                                      self.db_retry, log, "webhooks.waiting")
+            except Exception as exc:  # a bug, not an outage: their leases run out and they are tried again
+                log_event(log, "webhooks.record_failed", logging.ERROR, error=repr(exc))
+            self._done([delivery for delivery, _ in batch])
+
+    def _done(self, deliveries: list[ClaimedDelivery]) -> None:
+        for delivery in deliveries:
             self.in_flight[delivery.target] -= 1
             if self.in_flight[delivery.target] <= 0:
                 del self.in_flight[delivery.target]
-            self._wake.set()
+        self._wake.set()
 
     async def _post(self, client: httpx.AsyncClient, delivery: ClaimedDelivery, target: Target) -> Answer:
         body = attempt_body(delivery.body)

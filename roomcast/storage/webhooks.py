@@ -137,6 +137,11 @@ def record_attempt(session: Session, delivery_id: int, owner: str, values: Mappi
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def record_attempts(session: Session, owner: str, outcomes: Sequence[tuple[int, Mapping[str, object]]]) -> int:
+    """`record_attempt` for several deliveries in one transaction; how many `owner` still held."""
+    return sum(record_attempt(session, delivery_id, owner, values) for delivery_id, values in outcomes)
+
+
 def release(session: Session, delivery_ids: Collection[int], owner: str) -> None:
     """Give leases back unattempted (the node is stopping)."""
     if delivery_ids:
