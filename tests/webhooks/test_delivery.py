@@ -269,3 +269,30 @@ async def test_two_nodes_sharing_postgresql_deliver_each_event_exactly_once(
             assert seqs == list(range(1, 31))  # per room, in order
         counts = [actor.describe()["delivered"] for actor in actors]
         assert sum(counts) == total
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_a_database_outage_is_waited_out(node: Node, client: Any, users: Any, receiver: Receiver,
+                                               nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes down while an attempt is under way: its outcome and the next claims wait, nothing crashes."""
+    from tests.actors.faults import DatabaseOutage
+
+    outage = DatabaseOutage(node.database, monkeypatch)
+    answer = trio.Event()
+    receiver.reply = lambda _: Reply(wait=answer.wait) if len(receiver.requests) == 1 else Reply()
+    await receiver.start(nursery)
+    ann = await users.create("admin")
+    room = await make_group(client, ann)
+    await eventually(lambda: len(receiver.requests) == 1)
+    outage.down = True
+    answer.set()  # delivered, but the outcome cannot be stored now
+    await eventually(lambda: outage.failed_calls >= 6)
+    actor = ensure_webhook_delivery(node)
+    assert actor.restarts == 0 and actor.describe()["in_flight"] == 1
+    outage.down = False
+    await send(client, ann, room["id"], "after")
+    await eventually(lambda: len(receiver.bodies("message.created")) == 1)
+    items = await deliveries(client, ann)
+    assert [d["status"] for d in items] in (["delivered", "delivered"], ["pending", "delivered"])
+    assert len(receiver.bodies("room.created")) == 1  # stored once it could be: not sent again
+    assert actor.restarts == 0
