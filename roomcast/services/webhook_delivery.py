@@ -19,9 +19,10 @@ Outcome of an attempt:
 - anything else (3xx, other 4xx): dead at once: the receiver refused it and asking again
   would not change that. `POST /api/webhooks/{id}/deliveries/{did}/retry` replays it.
 
-A database outage is waited out (claims and outcomes retried with backoff); a node that
-dies mid-attempt leaves its lease to expire (`webhook_lease_s`), after which any node
-delivers it: at least once, with the same `id`, which receivers deduplicate on.
+A database outage is waited out (claims and outcomes retried with backoff). A node that
+stops gives back the leases of what it had not finished; one that dies mid-attempt leaves
+its lease to expire (`webhook_lease_s`), after which any node delivers it: at least once,
+with the same `id`, which receivers deduplicate on.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from ..storage.webhooks import (
     due_ids,
     purge_finished,
     record_attempts,
+    release,
     webhooks_by_id,
 )
 from ..timestamps import to_wire, utcnow
@@ -71,6 +73,7 @@ RESPONSE_KEEP_BYTES = 64 << 10
 _RETRY_AFTER_MAX_S = 86_400.0
 _PURGE_EVERY_S = 600.0
 _ERROR_MAX = 500
+_RELEASE_TIMEOUT_S = 2.0
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -128,6 +131,7 @@ class WebhookDelivery:
         self.backoff = Backoff(settings.webhook_retry_base_s, settings.webhook_retry_max_s, jitter=0.5)
         self.db_retry = Backoff(settings.stream_retry_base_s, settings.stream_retry_max_s)
         self.in_flight: Counter[str] = Counter()
+        self.held: set[int] = set()  # ids of the deliveries this node has leased and not yet finished
         self.counts: Counter[str] = Counter()  # delivered / retried / dead
         self._wake = trio.Event()
         # Attempts' outcomes on their way to the database, stored together: at most one per request in flight.
@@ -143,8 +147,16 @@ class WebhookDelivery:
         timeout = httpx.Timeout(settings.webhook_timeout_s, connect=settings.webhook_connect_timeout_s)
         limits = httpx.Limits(max_connections=settings.webhook_concurrency,
                               max_keepalive_connections=settings.webhook_concurrency)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False,
-                                     trust_env=False) as client, trio.open_nursery() as nursery:
+        try:
+            async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False,
+                                         trust_env=False) as client:
+                await self._serve(ctx, client)
+        finally:
+            await self._release_held()
+
+    async def _serve(self, ctx: ActorContext, client: httpx.AsyncClient) -> None:
+        settings = self.settings
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(self._wake_on_mail, ctx)
             nursery.start_soon(self._record)
             next_purge = trio.current_time()
@@ -158,6 +170,7 @@ class WebhookDelivery:
                                                         "webhooks.waiting")
                         for delivery, target in claimed:
                             self.in_flight[delivery.target] += 1
+                            self.held.add(delivery.id)
                             nursery.start_soon(self._attempt, client, delivery, target)
                         full_batch = len(claimed) >= free
                     if trio.current_time() >= next_purge:
@@ -243,8 +256,20 @@ class WebhookDelivery:
                 log_event(log, "webhooks.record_failed", logging.ERROR, error=repr(exc))
             self._done([delivery for delivery, _ in batch])
 
+    async def _release_held(self) -> None:
+        """Stopping: give back the leases of what was not finished, so that it need not wait for them to run out."""
+        held, self.held = list(self.held), set()
+        if not held:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT_S):
+            try:
+                await self.node.database.write(release, held, self.owner)
+            except DependencyUnavailable:
+                pass  # the leases run out by themselves
+
     def _done(self, deliveries: list[ClaimedDelivery]) -> None:
         for delivery in deliveries:
+            self.held.discard(delivery.id)
             self.in_flight[delivery.target] -= 1
             if self.in_flight[delivery.target] <= 0:
                 del self.in_flight[delivery.target]

@@ -10,7 +10,7 @@ import trio
 
 from roomcast.http.app import create_app
 from roomcast.node import Node, open_node
-from roomcast.services.webhook_delivery import ensure_webhook_delivery
+from roomcast.services.webhook_delivery import WebhookDelivery, ensure_webhook_delivery
 from tests.chat_helpers import body_of, make_group, send
 from tests.helpers import eventually
 from tests.webhooks.conftest import SECRET
@@ -221,22 +221,41 @@ async def test_events_of_a_room_go_in_order_and_a_stuck_room_holds_up_no_other(
 
 
 async def test_a_node_killed_mid_attempt_loses_nothing(node: Node, client: Any, users: Any, receiver: Receiver,
-                                                       nursery: trio.Nursery) -> None:
+                                                       nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another node claims the delivery, its receiver hangs, the node dies: after the lease, this node delivers."""
     release = trio.Event()
     receiver.reply = lambda _: Reply(wait=release.wait) if len(receiver.requests) == 1 else Reply()
     await receiver.start(nursery)
     ann = await users.create("admin")
     other_settings = node.settings.model_copy(update={"webhook_timeout_s": 2.0, "webhook_lease_s": 2.5})
-    with trio.CancelScope() as doomed:
-        async with open_node(other_settings, migrate=False) as other:
-            await make_group(create_app(other).test_client(), ann)  # queued and claimed by the other node
-            await eventually(lambda: len(receiver.requests) == 1)
-            doomed.cancel()  # the node dies mid-attempt, its lease held
+    with monkeypatch.context() as killed:
+        # Killed, not stopped: it gets no chance to give its leases back.
+        killed.setattr(WebhookDelivery, "_release_held", lambda self: trio.lowlevel.checkpoint())
+        with trio.CancelScope() as doomed:
+            async with open_node(other_settings, migrate=False) as other:
+                await make_group(create_app(other).test_client(), ann)  # queued and claimed by the other node
+                await eventually(lambda: len(receiver.requests) == 1)
+                doomed.cancel()  # the node dies mid-attempt, its lease held
     [held] = await deliveries(client, ann)
     assert held["status"] == "pending" and held["attempts"] == 0
     ensure_webhook_delivery(node)
     await eventually(lambda: len(receiver.requests) == 2, timeout=60)
+    assert receiver.requests[0].json["id"] == receiver.requests[1].json["id"]
+    release.set()
+
+
+async def test_a_node_that_stops_mid_attempt_gives_its_lease_back(node: Node, client: Any, users: Any,
+                                                                  receiver: Receiver, nursery: trio.Nursery) -> None:
+    release = trio.Event()
+    receiver.reply = lambda _: Reply(wait=release.wait) if len(receiver.requests) == 1 else Reply()
+    await receiver.start(nursery)
+    ann = await users.create("admin")
+    other_settings = node.settings.model_copy(update={"webhook_timeout_s": 60.0, "webhook_lease_s": 120.0})
+    async with open_node(other_settings, migrate=False) as other:
+        await make_group(create_app(other).test_client(), ann)
+        await eventually(lambda: len(receiver.requests) == 1)
+    ensure_webhook_delivery(node)  # long before the other node's lease would run out
+    await eventually(lambda: len(receiver.requests) == 2, timeout=30)
     assert receiver.requests[0].json["id"] == receiver.requests[1].json["id"]
     release.set()
 
