@@ -232,12 +232,21 @@ class WebhookDelivery:
                 values = self._outcome(delivery, answer, final=True)
             else:
                 answer = await self._post(client, delivery, target)
+                if answer.delivered:
+                    await self._after_delivery(delivery, target, answer)
                 values = self._outcome(delivery, answer)
         except Exception as exc:  # a bug, not an outage: its lease runs out and it is tried again
             log_event(log, "webhooks.attempt_failed", logging.ERROR, delivery=delivery.id, error=repr(exc))
             self._done([delivery])
             return
         await self._outcomes.send((delivery, values))  # never blocks long: one place per request in flight
+
+    async def _after_delivery(self, delivery: ClaimedDelivery, target: Target, answer: Answer) -> None:
+        """What a 2xx answer leads to beyond `delivered`: nothing for plain webhooks.
+
+        The place for a bot's reply (`answer.body`, at most RESPONSE_KEEP_BYTES), posted as the bot
+        with the event's `id` as its client_id, so that a delivery sent twice posts one reply.
+        """
 
     async def _record(self) -> None:
         """Store attempts' outcomes, as many as have come in per transaction; then their places are free."""

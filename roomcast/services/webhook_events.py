@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -39,7 +40,10 @@ _WAKE = "roomcast_webhook_wake"
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where an event goes: `key` is stored on its deliveries ("config:0", "api:12")."""
+    """Where an event goes: `key` is stored on its deliveries ("config:0", "api:12").
+
+    `accepts`, if set, looks at the event's body too (a bot's trigger: direct, mention, all).
+    """
 
     key: str
     url: str
@@ -47,9 +51,12 @@ class Target:
     events: frozenset[str]
     webhook_id: int | None = None
     active: bool = True
+    accepts: Callable[[JsonObject], bool] | None = None
 
-    def wants(self, event: str) -> bool:
-        return self.active and ("*" in self.events or event in self.events)
+    def wants(self, event: str, body: JsonObject) -> bool:
+        if not (self.active and ("*" in self.events or event in self.events)):
+            return False
+        return self.accepts is None or self.accepts(body)
 
 
 def config_targets(settings: Settings) -> list[Target]:
@@ -64,6 +71,7 @@ def api_target(webhook: Webhook) -> Target:
 
 
 def _tenant_targets(session: Session, settings: Settings, tenant: str) -> list[Target]:
+    """Every target that may get the tenant's events, read once per transaction (each source adds its own)."""
     cache: dict[str, list[Target]] = session.info.setdefault(_TARGETS, {})
     if tenant not in cache:
         cache[tenant] = config_targets(settings) + [api_target(w) for w in active_webhooks(session, tenant)]
@@ -78,13 +86,14 @@ def enqueue(node: Node, session: Session, tenant: str, event: str, room_id: int,
     same for every target and every retry. The node's delivery actor is woken once the
     transaction commits.
     """
-    targets = [target for target in _tenant_targets(session, node.settings, tenant) if target.wants(event)]
-    if not targets:
-        return 0
-    body: JsonObject = {"id": uuid.uuid4().hex, "event": event, "tenant": tenant, "room": room_id}
+    body: JsonObject = {"id": "", "event": event, "tenant": tenant, "room": room_id}
     if seq is not None:
         body["seq"] = seq
     body.update(fields)
+    targets = [target for target in _tenant_targets(session, node.settings, tenant) if target.wants(event, body)]
+    if not targets:
+        return 0
+    body["id"] = uuid.uuid4().hex
     text = encode_text(body)
     now = utcnow()
     insert_deliveries(session, [
