@@ -30,7 +30,7 @@ from ..config import Settings
 from ..node import Node
 from ..storage.database import on_commit
 from ..storage.models import Webhook
-from ..storage.webhooks import PENDING, active_webhooks, insert_deliveries
+from ..storage.webhooks import PENDING, ActiveWebhook, active_webhooks, insert_deliveries
 from ..timestamps import utcnow
 from ..wire import JsonObject, encode_text
 
@@ -65,9 +65,10 @@ def config_targets(settings: Settings) -> list[Target]:
             for index, hook in enumerate(settings.webhooks)]
 
 
-def api_target(webhook: Webhook) -> Target:
+def api_target(webhook: Webhook | ActiveWebhook) -> Target:
+    active = webhook.active if isinstance(webhook, Webhook) else True
     return Target(f"api:{webhook.id}", webhook.url, webhook.secret, frozenset(json.loads(webhook.events)),
-                  webhook.id, webhook.active)
+                  webhook.id, active)
 
 
 def _tenant_targets(session: Session, settings: Settings, tenant: str) -> list[Target]:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from .models import Webhook, WebhookDelivery
@@ -28,10 +28,28 @@ _INSERT_DELIVERY = insert(_DELIVERIES)
 # --------------------------------------------------------------------------- API targets
 
 
-def active_webhooks(session: Session, tenant: str) -> list[Webhook]:
+@dataclass(frozen=True, slots=True)
+class ActiveWebhook:
+    id: int
+    url: str
+    secret: str
+    events: str
+
+
+_WEBHOOKS = Webhook.__table__
+assert isinstance(_WEBHOOKS, Table)
+# Built once and run on the session's Connection (Core): it runs in every transaction that stores an event.
+_ACTIVE_WEBHOOKS = (
+    select(_WEBHOOKS.c.id, _WEBHOOKS.c.url, _WEBHOOKS.c.secret, _WEBHOOKS.c.events)
+    .where(_WEBHOOKS.c.tenant == bindparam("tenant"), _WEBHOOKS.c.active.is_(True))
+    .order_by(_WEBHOOKS.c.id)
+)
+
+
+def active_webhooks(session: Session, tenant: str) -> list[ActiveWebhook]:
     """The tenant's active API targets (enqueue reads them in the event's transaction)."""
-    return list(session.scalars(select(Webhook).where(Webhook.tenant == tenant, Webhook.active.is_(True))
-                                .order_by(Webhook.id)))
+    rows = session.connection().execute(_ACTIVE_WEBHOOKS, {"tenant": tenant})
+    return [ActiveWebhook(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 def tenant_webhooks(session: Session, tenant: str) -> list[Webhook]:
