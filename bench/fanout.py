@@ -148,6 +148,8 @@ def server(stack: str, url: str, workdir: Path, log_path: Path,
         "ROOMCAST_SEND_BURST": "1000000",
         "ROOMCAST_LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG_LEVEL", "warning"),
     }
+    if webhooks := os.environ.get("BENCH_WEBHOOKS"):  # JSON, as ROOMCAST_WEBHOOKS (see bench/webhook_receiver.py)
+        env["ROOMCAST_WEBHOOKS"] = webhooks
     if stack.endswith("redis"):
         env |= {"ROOMCAST_REDIS_URL": REDIS, "ROOMCAST_REDIS_KEY_PREFIX": f"rc-bench:{secrets.token_hex(4)}:"}
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], env=env,

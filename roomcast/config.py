@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -48,14 +49,69 @@ _NON_SETTING_ENV = {"ROOMCAST_CONFIG", "ROOMCAST_NO_BOOTSTRAP"}
 _NON_SETTING_ENV_PREFIXES = ("ROOMCAST_TEST_",)
 
 
+# Every webhook event (PROTOCOL §6). `message.unread` is enqueued by its own scheduler.
+WEBHOOK_EVENTS = (
+    "message.created", "message.edited", "message.deleted",
+    "room.created", "room.updated", "room.deleted",
+    "member.added", "member.removed",
+    "message.unread",
+)
+WEBHOOK_URL_MAX = 2048
+WEBHOOK_SECRET_MAX = 256
+
+
+def check_webhook_url(url: str) -> str:
+    """An absolute http(s) URL with a host, or ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("url must be an absolute http:// or https:// URL")
+    if len(url) > WEBHOOK_URL_MAX or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise ValueError(f"url must be at most {WEBHOOK_URL_MAX} characters, without spaces")
+    return url
+
+
+def check_webhook_secret(secret: str) -> str:
+    if not secret or len(secret) > WEBHOOK_SECRET_MAX:
+        raise ValueError(f"secret must be 1 to {WEBHOOK_SECRET_MAX} characters")
+    return secret
+
+
+def check_webhook_events(events: list[str]) -> list[str]:
+    """A non-empty list of known event names, or ["*"] for every event."""
+    if not events:
+        raise ValueError('events must name at least one event, or be "*"')
+    unknown = sorted(set(events) - {*WEBHOOK_EVENTS, "*"})
+    if unknown:
+        raise ValueError(f"unknown events {unknown}; events are {', '.join(WEBHOOK_EVENTS)} or *")
+    return ["*"] if "*" in events else list(dict.fromkeys(events))
+
+
 class WebhookTarget(BaseModel):
-    """One outgoing webhook endpoint."""
+    """One outgoing webhook endpoint of the settings file: it gets the events of every tenant."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str
     secret: str
     events: list[str] = Field(default_factory=lambda: ["*"])
+    active: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return check_webhook_url(url)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, secret: str) -> str:
+        return check_webhook_secret(secret)
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, events: Any) -> Any:
+        if events == "*":
+            return ["*"]
+        return check_webhook_events(events) if isinstance(events, list) else events
 
 
 class Settings(BaseModel):
@@ -143,6 +199,19 @@ class Settings(BaseModel):
     access_log: bool = True
 
     webhooks: list[WebhookTarget] = Field(default_factory=list)
+    # Webhook delivery (PROTOCOL §6): per node, at most `webhook_concurrency` requests in flight,
+    # at most `webhook_target_concurrency` of them to one target.
+    webhook_connect_timeout_s: float = Field(5.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(10, ge=1, le=100)
+    webhook_retry_base_s: float = Field(1.0, gt=0)
+    webhook_retry_max_s: float = Field(600.0, gt=0)
+    webhook_concurrency: int = Field(32, ge=1, le=1024)
+    webhook_target_concurrency: int = Field(4, ge=1, le=256)
+    # A claimed delivery is this node's for this long; a node that dies mid-attempt releases it then.
+    webhook_lease_s: float = Field(60.0, gt=0)
+    webhook_poll_s: float = Field(1.0, gt=0)
+    webhook_retention_s: float = Field(7 * 86_400.0, gt=0)
 
     @field_validator("jwt_secret")
     @classmethod
@@ -166,6 +235,12 @@ class Settings(BaseModel):
             if not _MEDIA_TYPE.fullmatch(media_type):
                 raise ValueError(f"{media_type!r} is not a media type like image/png")
         return types
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError("webhook_lease_s must be longer than webhook_timeout_s")
+        return self
 
     @model_validator(mode="after")
     def _rs256_needs_a_key(self) -> Settings:

@@ -37,6 +37,7 @@ from ..timestamps import utcnow
 from ..wire import message_deleted_event, message_edited_event, message_event, message_to_wire, sender_to_wire
 from .access import not_a_member, open_room
 from .text import check_attachment_ids, check_body, check_client_id
+from .webhook_events import enqueue
 
 log = logging.getLogger("roomcast.messaging")
 
@@ -82,7 +83,7 @@ def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to
     return Draft(room_id, body, reply_to, client_id, tuple(attachment_ids))
 
 
-def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], Append | None]:
+def _store(session: Session, node: Node, sender: User, draft: Draft) -> tuple[dict[str, Any], Append | None]:
     """Store one draft in the open transaction: (the message, its outbox row as the relay takes it),
     or (the original, None) for a client_id the sender already used in the room.
 
@@ -125,6 +126,7 @@ def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any]
         message = Message(id=message_id, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
                           reply_to_id=draft.reply_to, client_id=client_id, created_at=now)  # never added
         view = message_to_wire(message, sender, uploads)
+        enqueue(node, session, sender.tenant, "message.created", room_id, seq, message=view)
         return view, append_event(session, message_event(room_id, seq, view))
 
     if client_id is None:
@@ -153,7 +155,7 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
     taken_at = trio.current_time()
     draft = draft_message(node, sender, room_id, body, reply_to=reply_to, client_id=client_id,
                           attachments=attachments)
-    message, row = await node.database.write(_store, sender, draft)
+    message, row = await node.database.write(_store, node, sender, draft)
     if row is not None:
         node.notify_committed(room_id, [row])
         node.metrics.committed(1)
@@ -193,7 +195,7 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
         outcomes: list[_Stored] = []
         for draft in drafts:
             try:
-                outcomes.append(_store(session, sender, draft))
+                outcomes.append(_store(session, node, sender, draft))
             except ApiError as exc:  # refused before writing anything: the others stand
                 outcomes.append(exc)
             except Exception as exc:  # it may have written, or broken the transaction: start over
@@ -210,7 +212,7 @@ async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list
         for draft in drafts:
             savepoint = session.begin_nested()
             try:
-                outcome: _Stored = _store(session, sender, draft)
+                outcome: _Stored = _store(session, node, sender, draft)
             except Exception as exc:
                 if is_unavailable(exc):
                     raise
@@ -258,6 +260,7 @@ async def edit_message(node: Node, editor: User, room_id: int, message_id: int, 
         seq = take_next_seq(session, room_id)
         view = message_to_wire(message, sender, attachments)
         append_event(session, message_edited_event(room_id, seq, view))
+        enqueue(node, session, editor.tenant, "message.edited", room_id, seq, message=view)
         return view, True
 
     view, changed = await node.database.write(work)
@@ -287,6 +290,7 @@ async def delete_message(node: Node, caller: User, room_id: int, message_id: int
         if room.last_message_id == message.id:
             room.last_message_id = latest_visible_message_id(session, room_id)
         append_event(session, message_deleted_event(room_id, seq, message.id))
+        enqueue(node, session, caller.tenant, "message.deleted", room_id, seq, message_id=message.id)
         return True
 
     if await node.database.write(work):
