@@ -329,8 +329,9 @@ class WebhookDelivery:
         return values | {"next_attempt_at": now + timedelta(seconds=delay)}
 
     def _count(self, outcome: str, delivery: ClaimedDelivery) -> None:
-        """Every attempt's outcome passes here: the place for the webhook delivery/failure metrics."""
+        """Every attempt's outcome passes here: counted for /api/admin/actors and /metrics."""
         self.counts[outcome] += 1
+        self.node.metrics.webhook_attempt(succeeded=outcome == "delivered")
         if outcome == "dead":
             log_event(log, "webhooks.dead", logging.WARNING, delivery=delivery.id, target=delivery.target,
                       webhook_event=delivery.event)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from roomcast.http.app import create_app
 from roomcast.node import Node, open_node
@@ -160,6 +161,11 @@ async def test_a_failing_target_retries_with_the_same_id_and_honours_retry_after
     await eventually(settled)
     [delivery] = await deliveries(client, ann)
     assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("delivered", 4, 200)
+    # /metrics counts every attempt: three failures, one delivery.
+    scrape = await (await client.get("/metrics")).get_data(as_text=True)
+    exported = {sample.name: sample.value for family in text_string_to_metric_families(scrape)
+                for sample in family.samples}
+    assert (exported["roomcast_webhook_deliveries_total"], exported["roomcast_webhook_failures_total"]) == (1, 3)
 
 
 @pytest.mark.parametrize("webhook_settings", [{"webhook_max_attempts": 3}])
