@@ -97,7 +97,7 @@ async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:
 
 async def typing(node: Node, session: LiveSession, room_id: int, state: bool) -> None:
     """Tell the room's other sessions (the user's own other connections too) that the user types."""
-    node.typing_limiter.check(session.user.id)
+    await node.typing_limiter.acquire(session.user.id)
     if room_id not in session.subscriptions:
         await require_member(node, session.user, room_id)
     event = {"type": "typing", "room": room_id, "user": sender_to_wire(session.user), "state": state}

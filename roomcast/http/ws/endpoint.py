@@ -11,7 +11,8 @@ from ...identity.authenticate import authenticate, bearer_token
 from ...logs import log_event
 from ...node import Node
 from ...services import live
-from ..front_door import Draining, UpgradeRequest
+from ..front_door import Draining, UpgradeRequest, refuse
+from ..peer import TrustedProxies, origin_allowed
 from .connection import ConnectionClosed, WebSocket
 from .handlers import HANDLERS
 from .heartbeat import Heartbeat
@@ -29,9 +30,20 @@ class WebSocketEndpoint:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.heartbeat = Heartbeat(node.settings.heartbeat_s)
+        self.proxies = TrustedProxies(node.settings.trusted_proxies)
 
     async def serve(self, stream: trio.SocketStream, request: UpgradeRequest, draining: Draining) -> None:
-        """The front door's /ws handler: handshake, authenticate, run the session."""
+        """The front door's /ws handler: check the origin, handshake, authenticate, run the session."""
+        headers = request.headers
+        client, scheme = self.proxies.resolve(_peer_address(stream), "http", headers.get("x-forwarded-for"),
+                                              headers.get("x-forwarded-proto"))
+        if not origin_allowed(headers.get("origin"), host=headers.get("host"), scheme=scheme,
+                              allowed=self.node.settings.allowed_origins):
+            # Refused before the upgrade, as browsers expect of a cross-site WebSocket: a page on
+            # another origin must not ride on the user's token (allowed_origins names the ones that may).
+            log_event(log, "ws.origin_refused", client=client, origin=headers.get("origin"))
+            await refuse(stream, 403, "Forbidden", "forbidden", "this origin may not open /ws")
+            return
         socket = WebSocket(stream, self.node.settings.ws_max_frame_bytes)
         try:
             await socket.accept(request)
@@ -53,7 +65,7 @@ class WebSocketEndpoint:
             await socket.linger()
             return
         session = Session(self.node, socket, user, HANDLERS, claims.issued_at)
-        log_event(log, "ws.connected", session=session.session_id, user=user.id)
+        log_event(log, "ws.connected", session=session.session_id, user=user.id, client=client)
         self.heartbeat.add(session)
         try:
             code = await session.run(draining)
@@ -80,3 +92,11 @@ class WebSocketEndpoint:
                 log_event(log, "ws.audit_failed", logging.DEBUG, error=str(exc))
             except Exception:  # a bug: logged; the sessions and the next round go on
                 log.exception("ws.audit_crashed")
+
+
+def _peer_address(stream: trio.SocketStream) -> str | None:
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return None
+    return str(peer[0]) if isinstance(peer, tuple) else None
