@@ -73,7 +73,7 @@ def create_app(node: Node) -> RoomcastApp:
     async def _preflight() -> Response | None:
         # A CORS preflight carries no token: answered here, before any blueprint authenticates.
         if request.method == "OPTIONS" and request.path.startswith("/api/"):
-            return Response(status=204)
+            return Response(b"", status=204)
         return None
 
     if node.settings.allowed_origins:  # none: same origin only, no CORS headers at all
