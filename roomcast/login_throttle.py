@@ -13,7 +13,7 @@ Redis that cannot be reached lets attempts through (fail open), logged once.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import TypeVar
 
 import coredis
@@ -85,8 +85,11 @@ class LoginThrottle:
             stats = shared_stats
         return max(0.001, round(stats.reset_time - time.time(), 3))
 
-    async def _shared_call(self, call: Awaitable[T]) -> T | None:
+    async def _shared_call(self, call: Coroutine[object, object, T]) -> T | None:
         """What Redis answered; None (fail open, the outage logged once) when it failed or was too slow."""
+        if not self.health.should_try():
+            call.close()  # not sent: no "never awaited" warning
+            return None
         with trio.move_on_after(self.timeout_s):
             try:
                 result = await call

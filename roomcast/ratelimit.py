@@ -98,13 +98,30 @@ return tostring(wait)
 
 
 class FailOpen:
-    """Logs a shared store's outage once, and its end once, however many calls meet it."""
+    """A shared store's outage: logged once, and its end once, however many calls meet it.
 
-    def __init__(self, what: str) -> None:
+    While it lasts the store is asked again at most once per `retry_s` (the other calls go
+    without it at once), so a Redis that hangs does not add its timeout to every call.
+    """
+
+    def __init__(self, what: str, retry_s: float = 1.0) -> None:
         self.what = what
+        self.retry_s = retry_s
         self.down = False
+        self._next_try = 0.0
+
+    def should_try(self) -> bool:
+        """Whether to ask the store now: always while it answers; once per `retry_s` while it does not."""
+        if not self.down:
+            return True
+        now = trio.current_time()
+        if now < self._next_try:
+            return False
+        self._next_try = now + self.retry_s
+        return True
 
     def failed(self, error: BaseException | None) -> None:
+        self._next_try = trio.current_time() + self.retry_s
         if not self.down:
             self.down = True
             log_event(log, "ratelimit.store_unavailable", logging.WARNING, store=self.what,
@@ -131,6 +148,9 @@ class SharedRateLimiter:
         self.health = FailOpen(f"redis {key_prefix}")
 
     async def acquire(self, key: int) -> None:
+        if not self.health.should_try():
+            self.local.check(key)
+            return
         wait: float | None = None
         error: Exception | None = None
         with trio.move_on_after(self.timeout_s):  # a slow Redis must not hold a send

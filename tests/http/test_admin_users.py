@@ -206,3 +206,22 @@ def test_minted_tokens_carry_iat_in_milliseconds() -> None:
     codec = TokenCodec("HS256", JWT_SECRET, JWT_SECRET, 60)
     claims = jwt.decode(codec.mint(7), JWT_SECRET, algorithms=["HS256"])
     assert isinstance(claims["iat"], float) and round(claims["iat"] * 1000) == claims["iat"] * 1000
+
+
+async def test_openapi_documents_the_admin_user_routes(client: Any) -> None:
+    spec = await (await client.get("/openapi.json")).get_json()
+    expected = {
+        ("get", "/api/admin/users"): {"200", "400", "401", "403"},
+        ("get", "/api/admin/users/{user_id}"): {"200", "401", "403", "404"},
+        ("post", "/api/admin/users/{user_id}/disable"): {"200", "400", "401", "403", "404"},
+        ("post", "/api/admin/users/{user_id}/enable"): {"200", "401", "403", "404"},
+        ("post", "/api/admin/users/{user_id}/revoke-tokens"): {"200", "401", "403", "404"},
+        ("post", "/api/admin/users/{user_id}/password"): {"200", "400", "401", "403", "404"},
+        ("post", "/api/auth/login"): {"200", "400", "401", "429"},
+    }
+    for (method, path), statuses in expected.items():
+        assert set(spec["paths"][path][method]["responses"]) == statuses, (method, path)
+    listing = spec["paths"]["/api/admin/users"]["get"]
+    assert {p["name"] for p in listing["parameters"]} == {"q", "role", "active", "limit", "cursor"}
+    body = spec["paths"]["/api/admin/users/{user_id}/password"]["post"]["requestBody"]
+    assert body["required"] is True

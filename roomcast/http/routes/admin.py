@@ -30,6 +30,7 @@ async def actors() -> dict:
 @require_roles("admin")
 @validate_querystring(AdminUsersQuery)
 @document_response(AdminUserPage, 200)
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 403)
 async def list_users(query_args: AdminUsersQuery) -> dict:
     """The users of the caller's tenant by id, disabled ones too (admin only): `q` matches a part of
@@ -43,6 +44,7 @@ async def list_users(query_args: AdminUsersQuery) -> dict:
 @blueprint.get("/users/<id:user_id>")
 @require_roles("admin")
 @document_response(AdminUserOut, 200)
+@document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def get_user(user_id: int) -> dict:
     """One user of the caller's tenant as the admin tools show it (admin only)."""
@@ -52,6 +54,8 @@ async def get_user(user_id: int) -> dict:
 @blueprint.post("/users/<id:user_id>/disable")
 @require_roles("admin")
 @document_response(AdminUserOut, 200)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def disable(user_id: int) -> dict:
     """Disable a user: logins and every token refused (401), its open /ws sessions closed with 1008
@@ -63,6 +67,7 @@ async def disable(user_id: int) -> dict:
 @blueprint.post("/users/<id:user_id>/enable")
 @require_roles("admin")
 @document_response(AdminUserOut, 200)
+@document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def enable(user_id: int) -> dict:
     """Enable a user again: it logs in anew (the tokens it had stay revoked)."""
@@ -72,6 +77,7 @@ async def enable(user_id: int) -> dict:
 @blueprint.post("/users/<id:user_id>/revoke-tokens")
 @require_roles("admin")
 @document_response(AdminUserOut, 200)
+@document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def revoke_tokens(user_id: int) -> dict:
     """Refuse every token issued to the user until now (401) and close its open /ws sessions with 1008
@@ -83,6 +89,8 @@ async def revoke_tokens(user_id: int) -> dict:
 @require_roles("admin")
 @validate_request(PasswordResetIn)
 @document_response(AdminUserOut, 200)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def reset_password(user_id: int, data: PasswordResetIn) -> dict:
     """Set a user's password; unless `revoke_tokens` is false, its tokens and sessions end as with revoke-tokens."""

@@ -18,6 +18,7 @@ require_authentication(blueprint)
 @public
 @validate_request(LoginIn)
 @document_response(TokenOut, 200)
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 401)
 @document_response(ErrorOut, 429)
 async def login(data: LoginIn) -> tuple[dict, int]:
