@@ -6,6 +6,9 @@ anyone else could write them. Walking `X-Forwarded-For` from the right, trusted
 proxies are skipped; the first address that is not one is the client. The
 address feeds the login throttle and the logs; the scheme feeds the same-origin
 check of the `/ws` handshake.
+
+Hypercorn's ProxyFixMiddleware trusts a number of hops whoever the peer is, and
+would not see `/ws` (served below Quart): hence this one rule, for both.
 """
 
 from __future__ import annotations
