@@ -12,6 +12,7 @@ Redis that cannot be reached lets attempts through (fail open), logged once.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Coroutine
 from typing import TypeVar
@@ -50,7 +51,7 @@ class LoginThrottle:
     def _keys(self, tenant: str, username: str, address: str | None) -> list[tuple[RateLimitItem, str, str]]:
         keys = [(self.per_username, "user", f"{tenant}/{username}")]
         if address:
-            keys.append((self.per_address, "address", address))
+            keys.append((self.per_address, "address", _address_key(address)))
         return keys
 
     async def check(self, tenant: str, username: str, address: str | None) -> None:
@@ -100,3 +101,16 @@ class LoginThrottle:
             return result
         self.health.failed(None)
         return None
+
+
+def _address_key(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 one by its /64, which one client usually holds whole."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

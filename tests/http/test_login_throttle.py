@@ -77,6 +77,14 @@ async def test_failures_per_address_are_limited(client: Any, users: Any) -> None
     assert (await attempt(client, "carol", "correct horse", OTHER_ADDRESS)).status_code == 200
 
 
+async def test_an_ipv6_client_is_counted_by_its_64(client: Any) -> None:
+    for n in range(5):  # five addresses of one /64
+        scope = {"client": (f"2001:db8:1:2::{n + 1}", 40000)}
+        assert (await attempt(client, f"guess{n}", "wrong", scope)).status_code == 401
+    assert (await attempt(client, "guess9", "wrong", {"client": ("2001:db8:1:2:ffff::9", 1)})).status_code == 429
+    assert (await attempt(client, "guess9", "wrong", {"client": ("2001:db8:1:3::1", 1)})).status_code == 401
+
+
 async def test_successes_do_not_count(client: Any, users: Any) -> None:
     await users.create("member", username="dave", password="correct horse")
     for _ in range(12):
