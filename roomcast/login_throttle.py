@@ -39,9 +39,11 @@ class LoginThrottle:
         self.per_username: RateLimitItem = parse(per_username)
         self.per_address: RateLimitItem = parse(per_address)
         self.timeout_s = timeout_s
-        self._local = LocalWindow(MemoryStorage())
+        self._local: LocalWindow | None = None
         self._shared: SharedWindow | None = None
-        if redis is not None:
+        if redis is None:
+            self._local = LocalWindow(MemoryStorage())
+        else:
             storage = RedisStorage("async+redis://", implementation="coredis", key_prefix=f"{key_prefix}login",
                                    # typed as scalar options, but the documented way to share a pool
                                    connection_pool=redis.connection_pool)  # type: ignore[arg-type]
@@ -65,18 +67,18 @@ class LoginThrottle:
     async def failed(self, tenant: str, username: str, address: str | None) -> None:
         """Count one failed attempt against the username and the address."""
         for item, kind, identity in self._keys(tenant, username, address):
-            if self._shared is None:
+            if self._local is not None:
                 self._local.hit(item, kind, identity)
-                continue
-            await self._shared_call(self._shared.hit(item, kind, identity))
+            elif self._shared is not None:
+                await self._shared_call(self._shared.hit(item, kind, identity))
 
     async def _wait(self, item: RateLimitItem, kind: str, identity: str) -> float | None:
         """Seconds until this key may try again, or None if it may now."""
-        if self._shared is None:
+        if self._local is not None:
             if self._local.test(item, kind, identity):
                 return None
             stats = self._local.get_window_stats(item, kind, identity)
-        else:
+        elif self._shared is not None:
             allowed = await self._shared_call(self._shared.test(item, kind, identity))
             if allowed is None or allowed:
                 return None
@@ -84,6 +86,8 @@ class LoginThrottle:
             if shared_stats is None:
                 return None
             stats = shared_stats
+        else:
+            return None
         return max(0.001, round(stats.reset_time - time.time(), 3))
 
     async def _shared_call(self, call: Coroutine[object, object, T]) -> T | None:
