@@ -8,8 +8,8 @@ Membership is checked as REST checks it (`services.access`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import trio
@@ -23,11 +23,15 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
 from ..storage.users import access_states
-from ..wire import sender_to_wire
+from ..wire import JsonObject, sender_to_wire
 from .access import open_room
 from .presence import announce_presence, ensure_presence_keeper
 
 log = logging.getLogger("roomcast.live")
+
+# A control notice (services.admin_users publishes it): the sessions of its user act on it, closing
+# with 1008 if it no longer admits them; it is never forwarded to the client.
+ACCESS_CHANGED = "access_changed"
 
 # How long a disconnect may spend announcing its leaves: a dead Redis must not hold it.
 _DETACH_TIMEOUT_S = 5.0
@@ -97,7 +101,7 @@ async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:
 
 async def typing(node: Node, session: LiveSession, room_id: int, state: bool) -> None:
     """Tell the room's other sessions (the user's own other connections too) that the user types."""
-    node.typing_limiter.check(session.user.id)
+    await node.typing_limiter.acquire(session.user.id)
     if room_id not in session.subscriptions:
         await require_member(node, session.user, room_id)
     event = {"type": "typing", "room": room_id, "user": sender_to_wire(session.user), "state": state}
@@ -135,3 +139,22 @@ async def refused_sessions(node: Node, sessions: Sequence[S]) -> list[tuple[S, s
         if refusal is not None:
             refused.append((session, refusal))
     return refused
+
+
+def access_changed_event(user: User) -> JsonObject:
+    """The control notice telling every session of `user`, on every node, what admits it now."""
+    valid_after = user.tokens_valid_after
+    if valid_after is not None and valid_after.tzinfo is None:
+        valid_after = valid_after.replace(tzinfo=UTC)  # SQLite hands naive datetimes back
+    return {"type": ACCESS_CHANGED, "user": user.id, "is_active": user.is_active,
+            "tokens_valid_after": valid_after.isoformat() if valid_after is not None else None}
+
+
+def notice_refusal(event: Mapping[str, object], token_issued_at: datetime | None) -> str | None:
+    """Why an ACCESS_CHANGED notice ends a session whose token was issued at `token_issued_at`, or None."""
+    raw = event.get("tokens_valid_after")
+    try:
+        valid_after = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        valid_after = None
+    return access_refusal(event.get("is_active") is not False, valid_after, token_issued_at)
