@@ -23,9 +23,9 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
 from ..storage.users import access_states
-from ..wire import sender_to_wire
+from ..wire import JsonObject, sender_to_wire
 from .access import open_room
-from .presence import announce_presence, ensure_presence_keeper
+from .presence import announce_presence, ensure_presence_keeper, online_snapshot
 
 log = logging.getLogger("roomcast.live")
 
@@ -62,16 +62,19 @@ async def connect(node: Node, session: LiveSession) -> None:
 
 
 async def join_room(node: Node, session: LiveSession, room_id: int, since: int | None,
-                    on_attached: Callable[[int], None]) -> None:
+                    on_attached: Callable[[int, JsonObject | None], None], presence_diff: bool = False) -> None:
     """Follow a room the user is a member of, and announce the session's presence in it.
 
     Presence goes first: with the stream backend down it raises DependencyUnavailable
     (an `unavailable` error for the frame) before anything is subscribed.
+    `on_attached(last_seq, snapshot)`: with `presence_diff`, `snapshot` holds who is online
+    (`online`, `online_count`) for the `subscribed` reply, and later changes come as diffs.
     """
     subscriptions = session.subscriptions
     await require_member(node, session.user, room_id)
     if room_id in subscriptions:
-        await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
+        online = await node.presence.online_in(room_id) if presence_diff else None
+        await _subscribe(node, session, room_id, since, on_attached, online, presence_diff)
         return
     subscriptions.add(room_id)  # from here on, leaving (or disconnecting) undoes the presence entry
     try:
@@ -79,8 +82,16 @@ async def join_room(node: Node, session: LiveSession, room_id: int, since: int |
     except DependencyUnavailable:
         await leave_room(node, session, room_id)  # whatever part of the join went through
         raise
-    await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
+    await _subscribe(node, session, room_id, since, on_attached, online if presence_diff else None, presence_diff)
     await announce_presence(node, room_id, session.user, "joined", online)
+
+
+async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int | None,
+                     on_attached: Callable[[int, JsonObject | None], None], online: list[int] | None,
+                     presence_diff: bool) -> None:
+    snapshot = None if online is None else await online_snapshot(node, session.user.tenant, online)
+    await node.rooms.subscribe(room_id, session, since, on_attached=lambda last: on_attached(last, snapshot),
+                               presence_diff=presence_diff)
 
 
 async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:

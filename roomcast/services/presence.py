@@ -38,14 +38,22 @@ async def room_presence(node: Node, caller: User, room_id: int) -> list[dict[str
     return [user_to_wire(user, online=True) for user in await node.database.read(load)]
 
 
+async def online_snapshot(node: Node, tenant: str, online: list[int]) -> dict[str, Any]:
+    """`online` (badges of the first `presence_online_limit` ids) and `online_count`, as events carry them."""
+    shown = sorted(online)[:node.settings.presence_online_limit]
+    return {"online": await node.database.read(user_badges, tenant, shown), "online_count": len(online)}
+
+
 async def announce_presence(node: Node, room_id: int, user: User, status: str, online: list[int],
                             origin: str | None = None) -> None:
-    """Publish `user` `joined` or `left` to the room, with who is online now (best effort)."""
-    shown = sorted(online)[:node.settings.presence_online_limit]
+    """Publish `user` `joined` or `left` to the room, with who is online now (best effort).
+
+    What travels is the PROTOCOL §5 `presence` event plus `present` (is the user still
+    online in the room); each node's room actor folds these per window (actors/presence_fold.py).
+    """
     try:
-        badges = await node.database.read(user_badges, user.tenant, shown)
         event = {"type": "presence", "room": room_id, "user": sender_to_wire(user), "status": status,
-                 "online": badges, "online_count": len(online)}
+                 **await online_snapshot(node, user.tenant, online), "present": user.id in online}
         await node.rooms.publish_transient(room_id, event, origin=origin)
     except DependencyUnavailable as exc:  # best effort; subscriptions stand; the outage is logged once
         log_event(log, "presence.announce_failed", logging.DEBUG, room=room_id, error=str(exc))
