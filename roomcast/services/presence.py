@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,11 +50,13 @@ async def announce_presence(node: Node, room_id: int, user: User, status: str, o
     """Publish `user` `joined` or `left` to the room, with who is online now (best effort).
 
     What travels is the PROTOCOL §5 `presence` event plus `present` (is the user still
-    online in the room); each node's room actor folds these per window (actors/presence_fold.py).
+    online in the room) and `at` (when); each node's room actor folds these per window
+    (actors/presence_fold.py).
     """
+    at = time.time()  # just after the presence write: orders this record among concurrent ones
     try:
         event = {"type": "presence", "room": room_id, "user": sender_to_wire(user), "status": status,
-                 **await online_snapshot(node, user.tenant, online), "present": user.id in online}
+                 **await online_snapshot(node, user.tenant, online), "present": user.id in online, "at": at}
         await node.rooms.publish_transient(room_id, event, origin=origin)
     except DependencyUnavailable as exc:  # best effort; subscriptions stand; the outage is logged once
         log_event(log, "presence.announce_failed", logging.DEBUG, room=room_id, error=str(exc))
