@@ -39,7 +39,7 @@ class RoomHub:
     def __init__(self, *, database: Database, backend: StreamBackend, reader: StreamReader,
                  supervisor: Supervisor, idle_s: float, replay_buffer: int, replay_stall_s: float,
                  mailbox_size: int, retry: Backoff | None = None, presence_window_s: float = 0.1,
-                 presence_diff_limit: int = 50) -> None:
+                 presence_diff_limit: int = 20) -> None:
         self.database = database
         self.backend = backend
         self.reader = reader

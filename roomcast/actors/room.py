@@ -157,7 +157,7 @@ class RoomActor:
     def __init__(self, room_id: int, *, database: Database, reader: StreamReader, idle_s: float,
                  replay_buffer: int = 1024, replay_stall_s: float = 60.0, mailbox_size: int = 256,
                  on_idle: Callable[[RoomActor], bool] = lambda room: True, retry: Backoff | None = None,
-                 presence_window_s: float = 0.1, presence_diff_limit: int = 50) -> None:
+                 presence_window_s: float = 0.1, presence_diff_limit: int = 20) -> None:
         self.room_id = room_id
         self.database = database
         self.retry = retry or Backoff(base=0.1, cap=5.0)

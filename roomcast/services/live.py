@@ -8,6 +8,7 @@ Membership is checked as REST checks it (`services.access`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -71,25 +72,29 @@ async def join_room(node: Node, session: LiveSession, room_id: int, since: int |
     (`online`, `online_count`) for the `subscribed` reply, and later changes come as diffs.
     """
     subscriptions = session.subscriptions
-    await require_member(node, session.user, room_id)
+    user = session.user
+    await require_member(node, user, room_id)
     if room_id in subscriptions:
-        online = await node.presence.online_in(room_id) if presence_diff else None
-        await _subscribe(node, session, room_id, since, on_attached, online, presence_diff)
+        snapshot = (await online_snapshot(node, user.tenant, await node.presence.online_in(room_id))
+                    if presence_diff else None)
+        await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
         return
     subscriptions.add(room_id)  # from here on, leaving (or disconnecting) undoes the presence entry
     try:
-        online = await node.presence.join(room_id, session.user.id, session.session_id)
+        online = await node.presence.join(room_id, user.id, session.session_id)
+        at = time.time()
+        # One read of who is online, for the `subscribed` reply and the announcement alike.
+        snapshot = await online_snapshot(node, user.tenant, online) if presence_diff else None
     except DependencyUnavailable:
         await leave_room(node, session, room_id)  # whatever part of the join went through
         raise
-    await _subscribe(node, session, room_id, since, on_attached, online if presence_diff else None, presence_diff)
-    await announce_presence(node, room_id, session.user, "joined", online)
+    await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
+    await announce_presence(node, room_id, user, "joined", online, snapshot=snapshot, at=at)
 
 
 async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int | None,
-                     on_attached: Callable[[int, JsonObject | None], None], online: list[int] | None,
+                     on_attached: Callable[[int, JsonObject | None], None], snapshot: JsonObject | None,
                      presence_diff: bool) -> None:
-    snapshot = None if online is None else await online_snapshot(node, session.user.tenant, online)
     await node.rooms.subscribe(room_id, session, since, on_attached=lambda last: on_attached(last, snapshot),
                                presence_diff=presence_diff)
 
