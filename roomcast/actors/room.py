@@ -5,7 +5,9 @@ StreamReader), delivers stored events in strict `seq` order, fetches any gap
 from the database, and hands each event's bytes -- encoded once, the same object
 for everyone -- to every subscriber without ever waiting for one. The stored
 events of one stream batch go to each subscriber together (`push_many`), so a
-busy room costs a socket write per subscriber per batch, not per event.
+busy room costs a socket write per subscriber per batch, not per event. Presence
+records are not fanned out one by one: they are folded over `presence_window_s`
+(presence_fold.py) and each subscriber gets one event per window.
 
 State that must survive a crash (subscribers, last seq delivered, stream
 position, recent events) lives on the RoomActor object, not in the task: a
