@@ -90,3 +90,5 @@ async def test_a_bad_presence_option_is_a_validation_error(live_server: str, cli
                 assert error["type"] == "error" and error["code"] in ("not_found", "not_a_member")
         assert (await subscribe_diff(a, room))["online_count"] == 1  # still usable; `null` means the default
         assert "online" not in await a.request({"type": "subscribe", "room": room, "presence": None})
+        again = await subscribe_diff(a, room)  # subscribing again sets the shape anew
+        assert [u["id"] for u in again["online"]] == [alice.id] and again["online_count"] == 1
