@@ -192,6 +192,12 @@ class Settings(BaseModel):
     # Presence events list at most this many online users (plus the full count): a join in a
     # room of n subscribers otherwise costs O(n) bytes to each of n sockets.
     presence_online_limit: int = Field(50, ge=1, le=10_000)
+    # Presence changes of a room are folded over this long into one event per subscriber
+    # (a `presence_diff`, or the newest `presence`): a join storm costs each socket one event per window.
+    presence_window_s: float = Field(0.1, ge=0, le=10)
+    # A `presence_diff` lists at most this many users (joins first); the rest are only counted.
+    # 20 badges are about 1.2 KB: 1000 joins within 1 s cost the room's sockets ~10 MB, not 1.5 GB.
+    presence_diff_limit: int = Field(20, ge=1, le=10_000)
     # With Redis: how long a node's presence entries outlive it. Users of a node that died are
     # announced `left` within this plus a third of it.
     presence_ttl_s: float = Field(15.0, ge=1)

@@ -8,6 +8,7 @@ Membership is checked as REST checks it (`services.access`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -25,7 +26,7 @@ from ..storage.models import User
 from ..storage.users import access_states
 from ..wire import JsonObject, sender_to_wire
 from .access import open_room
-from .presence import announce_presence, ensure_presence_keeper
+from .presence import announce_presence, ensure_presence_keeper, online_snapshot
 
 log = logging.getLogger("roomcast.live")
 
@@ -66,25 +67,40 @@ async def connect(node: Node, session: LiveSession) -> None:
 
 
 async def join_room(node: Node, session: LiveSession, room_id: int, since: int | None,
-                    on_attached: Callable[[int], None]) -> None:
+                    on_attached: Callable[[int, JsonObject | None], None], presence_diff: bool = False) -> None:
     """Follow a room the user is a member of, and announce the session's presence in it.
 
     Presence goes first: with the stream backend down it raises DependencyUnavailable
     (an `unavailable` error for the frame) before anything is subscribed.
+    `on_attached(last_seq, snapshot)`: with `presence_diff`, `snapshot` holds who is online
+    (`online`, `online_count`) for the `subscribed` reply, and later changes come as diffs.
     """
     subscriptions = session.subscriptions
-    await require_member(node, session.user, room_id)
+    user = session.user
+    await require_member(node, user, room_id)
     if room_id in subscriptions:
-        await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
+        snapshot = (await online_snapshot(node, user.tenant, await node.presence.online_in(room_id))
+                    if presence_diff else None)
+        await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
         return
     subscriptions.add(room_id)  # from here on, leaving (or disconnecting) undoes the presence entry
     try:
-        online = await node.presence.join(room_id, session.user.id, session.session_id)
+        online = await node.presence.join(room_id, user.id, session.session_id)
+        at = time.time()
+        # One read of who is online, for the `subscribed` reply and the announcement alike.
+        snapshot = await online_snapshot(node, user.tenant, online) if presence_diff else None
     except DependencyUnavailable:
         await leave_room(node, session, room_id)  # whatever part of the join went through
         raise
-    await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
-    await announce_presence(node, room_id, session.user, "joined", online)
+    await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
+    await announce_presence(node, room_id, user, "joined", online, snapshot=snapshot, at=at)
+
+
+async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int | None,
+                     on_attached: Callable[[int, JsonObject | None], None], snapshot: JsonObject | None,
+                     presence_diff: bool) -> None:
+    await node.rooms.subscribe(room_id, session, since, on_attached=lambda last: on_attached(last, snapshot),
+                               presence_diff=presence_diff)
 
 
 async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:

@@ -30,10 +30,12 @@ async def subscribe(session: Session, frame: Subscribe) -> None:
     if room_id not in subscriptions and len(subscriptions) >= MAX_SUBSCRIPTIONS:
         raise ClientError(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
 
-    def attached(last_seq: int) -> None:
-        session.reply(_with_ref(frame.ref, {"type": "subscribed", "room": room_id, "last_seq": last_seq}))
+    def attached(last_seq: int, presence: dict[str, Any] | None) -> None:
+        reply = {"type": "subscribed", "room": room_id, "last_seq": last_seq, **(presence or {})}
+        session.reply(_with_ref(frame.ref, reply))
 
-    await live.join_room(session.node, session, room_id, frame.since, attached)
+    await live.join_room(session.node, session, room_id, frame.since, attached,
+                         presence_diff=frame.presence == "diff")
 
 
 async def unsubscribe(session: Session, frame: Unsubscribe) -> None:
