@@ -133,12 +133,12 @@ async def test_a_full_queue_makes_senders_wait_and_loses_nothing(
     async with trio.open_nursery() as nursery:
         for n in range(8):
             nursery.start_soon(one, n)
-        # One batch of two is at the (held) database, one more is taken for the next, two wait in
-        # the queue, and the other three senders wait to queue theirs.
+        # One batch of two is at the (held) database, two wait in the queue, and the other four
+        # senders wait to queue theirs.
         await eventually(lambda: committer.actor.backlog == 2)
         await trio.testing.wait_all_tasks_blocked()
         assert committer.actor.backlog == 2 and not done
-        assert committer.actor.outbox.statistics().tasks_waiting_send == 3
+        assert committer.actor.outbox.statistics().tasks_waiting_send == 4
         gate.set()
     assert len(done) == 8 and not [answer for answer in done if isinstance(answer, Exception)]
     assert (await room_seqs(node, [room]))[room] == list(range(1, 9))
