@@ -1,8 +1,9 @@
 """Messages: send, edit, delete, history and read pointers (PROTOCOL §4), for REST and /ws alike.
 
-Every stored event (message, edit, deletion) runs one transaction that locks the
-room, takes its next seq and writes the outbox row (DESIGN.md §1); the caller is
-answered only after that commit, and the outbox relay is woken right after it.
+Every stored event (message, edit, deletion) is written in a transaction that locks
+the room, takes its next seq and writes the outbox row (DESIGN.md §1); the caller is
+answered only after that commit, and the outbox relay is woken right after it. Sends
+share their transactions with whatever else the node is sending (`send_committer`).
 """
 
 from __future__ import annotations
