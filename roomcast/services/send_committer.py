@@ -115,10 +115,10 @@ class SendCommitter:
             async with trio.open_nursery() as nursery:
                 for _ in range(self.workers):
                     nursery.start_soon(self._work, ctx.mailbox)
-        except trio.Cancelled:
-            # Stopped for good (the node is stopping): nobody will take what waits.
+        finally:
+            # Stopped (the node is stopping) or crashed: what waits is answered "try again"
+            # rather than left waiting for a run that may never come.
             self._refuse_waiting(ctx.mailbox)
-            raise
 
     async def _work(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
         while True:

@@ -13,6 +13,7 @@ import trio.testing
 from sqlalchemy import select
 
 from roomcast.config import Settings
+from roomcast.errors import Unavailable
 from roomcast.node import Node, open_node
 from roomcast.services import messaging
 from roomcast.storage.models import Message
@@ -142,3 +143,38 @@ async def test_a_full_queue_makes_senders_wait_and_loses_nothing(
         gate.set()
     assert len(done) == 8 and not [answer for answer in done if isinstance(answer, Exception)]
     assert (await room_seqs(node, [room]))[room] == list(range(1, 9))
+
+
+@pytest.mark.parametrize("settings_overrides", [{"send_burst": 100_000, "send_rate_per_s": 100_000.0,
+                                                 "send_batch_max": 1, "send_committers": 1}])
+async def test_sends_waiting_when_the_committer_stops_are_answered_unavailable(
+        client: Any, users: Any, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = await users.create("member")
+    room = (await make_group(client, owner))["id"]
+    user = await node.database.read(get_user, owner.id)
+    committer = messaging.committer(node)
+    gate = trio.Event()
+    real_write = node.database.write
+
+    async def held_write(work: Any, *args: Any) -> Any:
+        if work.__qualname__.startswith("SendCommitter."):
+            await gate.wait()
+        return await real_write(work, *args)
+
+    monkeypatch.setattr(node.database, "write", held_write)
+    done: list[Any] = []
+
+    async def one(n: int) -> None:
+        done.extend(await messaging.send_drafts(node, user, [messaging.draft_message(node, user, room, f"m{n}")]))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(one, n)
+        await eventually(lambda: committer.actor.backlog == 2)  # one at the database, two queued
+        committer.actor.stop()
+    assert len(done) == 3 and all(isinstance(answer, Unavailable) for answer in done), done
+    monkeypatch.undo()
+    # The next send starts a new committer.
+    [answer] = await messaging.send_drafts(node, user, [messaging.draft_message(node, user, room, "after")])
+    assert not isinstance(answer, Exception) and messaging.committer(node) is not committer
+    assert (await room_seqs(node, [room]))[room] == [1]
