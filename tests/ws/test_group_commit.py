@@ -74,6 +74,14 @@ async def test_sends_of_many_rooms_from_ws_and_rest_commit_together_and_each_is_
     committer = messaging.committer(node)
     before = committer.transactions
     submitted = count_requests(committer, monkeypatch)
+    batches: list[list[Any]] = []  # the drafts of each transaction
+    real_commit = committer._commit
+
+    async def commit(batch: list[SendRequest]) -> None:
+        batches.append([draft for request in batch for draft in request.drafts])
+        await real_commit(batch)
+
+    monkeypatch.setattr(committer, "_commit", commit)
     gate = hold_commits(node, monkeypatch)
     rest_answers: dict[int, tuple[int, dict[str, Any]]] = {}
 
@@ -122,6 +130,10 @@ async def test_sends_of_many_rooms_from_ws_and_rest_commit_together_and_each_is_
     sends = ROOMS * PER_SOCKET + ROOMS + 3
     # Fewer transactions than rooms: several rooms share one (and far fewer than sends).
     assert committer.transactions - before < ROOMS, committer.transactions - before
+    assert len(batches) == committer.transactions - before
+    # One transaction held REST and /ws sends of several rooms together.
+    assert any({draft.body.split()[0] for draft in batch} >= {"rest", "ws"}
+               and len({draft.room_id for draft in batch}) > 1 for batch in batches), batches
     seqs: defaultdict[int, list[int]] = defaultdict(list)
     seqs[rooms[0]].append(1)  # "earlier"
     for index, answers in acks.items():
