@@ -178,3 +178,25 @@ async def test_sends_waiting_when_the_committer_stops_are_answered_unavailable(
     [answer] = await messaging.send_drafts(node, user, [messaging.draft_message(node, user, room, "after")])
     assert not isinstance(answer, Exception) and messaging.committer(node) is not committer
     assert (await room_seqs(node, [room]))[room] == [1]
+
+
+async def test_one_transaction_of_several_rooms_is_published_in_one_append(
+        client: Any, users: Any, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = await users.create("member")
+    rooms = [(await make_group(client, owner))["id"] for _ in range(5)]
+    user = await node.database.read(get_user, owner.id)
+    await eventually(lambda: not node.actors.relay.describe()["ready"])  # the rooms' own events are out
+    appended: list[list[int]] = []
+    relay = node.actors.relay
+    real_append = relay.backend.append
+
+    async def append(items: Any) -> Any:
+        appended.append([item.room_id for item in items])
+        return await real_append(items)
+
+    monkeypatch.setattr(relay.backend, "append", append)
+    outcomes = await messaging.send_drafts(node, user, [messaging.draft_message(node, user, room, "hello")
+                                                        for room in rooms])
+    assert not [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    await eventually(lambda: any(set(rooms) <= set(call) for call in appended))
+    assert [call for call in appended if set(call) & set(rooms)] == [sorted(rooms)]
