@@ -170,6 +170,12 @@ class Settings(BaseModel):
     attachment_orphan_ttl_s: float = Field(86_400.0, ge=60)
 
     send_rate_per_s: float = Field(10.0, gt=0)
+    # Group commit: the node's sends (every /ws session's and REST request's) share transactions
+    # of at most send_batch_max messages; send_queue_max sends' requests may wait for one (past it
+    # senders wait); send_committers transactions run at once on PostgreSQL (SQLite: always 1).
+    send_batch_max: int = Field(256, ge=1, le=10_000)
+    send_queue_max: int = Field(1024, ge=1, le=100_000)
+    send_committers: int = Field(2, ge=1, le=16)
     send_burst: int = Field(30, ge=1)
     typing_rate_per_s: float = Field(2.0, gt=0)
     typing_burst: int = Field(5, ge=1)
