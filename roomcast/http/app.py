@@ -18,7 +18,21 @@ from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, attachments, auth, client, docs, health, messages, metrics, publish, rooms, users, webhooks
+from .routes import (
+    admin,
+    attachments,
+    auth,
+    bots,
+    client,
+    docs,
+    health,
+    messages,
+    metrics,
+    publish,
+    rooms,
+    users,
+    webhooks,
+)
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -67,7 +81,7 @@ def create_app(node: Node) -> RoomcastApp:
     install_id_converter(app)
     install_route_recorder(app)
 
-    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, webhooks, docs,
+    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, webhooks, bots, docs,
                    client):
         app.register_blueprint(module.blueprint)
 
