@@ -55,7 +55,7 @@ def room_bots(session: Session, tenant: str, room_id: int) -> list[RoomBot]:
 def tenant_bots(session: Session, tenant: str) -> list[tuple[Bot, User]]:
     rows = session.execute(select(Bot, User).join(User, User.id == Bot.user_id).where(Bot.tenant == tenant)
                            .order_by(Bot.user_id))
-    return [(bot, user) for bot, user in rows.tuples()]
+    return [(bot, user) for bot, user in rows]
 
 
 def get_bot(session: Session, tenant: str, user_id: int) -> tuple[Bot, User] | None:
