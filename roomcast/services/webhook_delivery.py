@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 from .. import __version__
 from ..actors.actor import Actor, ActorContext
 from ..actors.backoff import Backoff, until_available
-from ..errors import ApiError, DependencyUnavailable
+from ..errors import ApiError, DependencyUnavailable, RateLimited
 from ..logs import log_event
 from ..node import Node
 from ..storage.bots import bots_by_user
@@ -256,8 +256,8 @@ class WebhookDelivery:
 
         The reply is sent as the bot with the event's `id` as its client_id, so a delivery sent
         twice posts one message. A reply that is malformed or refused is noted on the delivery
-        (which stays delivered); one the database could not take makes the attempt fail, to be
-        tried again (the bot is asked again, with the same `id`).
+        (which stays delivered); one the database could not take, or over the bot's send rate,
+        makes the attempt fail, to be tried again (the bot is asked again, with the same `id`).
         """
         if not target.key.startswith("bot:"):
             return answer
@@ -276,6 +276,8 @@ class WebhookDelivery:
                                client_id=delivery.event_id)
         except DependencyUnavailable as exc:
             return Answer(error=f"reply not posted: {exc}"[:_ERROR_MAX])
+        except RateLimited as exc:  # the bot replies faster than a user may send: asked again later
+            return Answer(error="reply not posted: the bot is over the send rate", retry_after=exc.retry_after_s)
         except ApiError as exc:
             return replace(answer, note=f"reply not posted: {exc.code}: {exc}"[:_ERROR_MAX])
         return answer

@@ -284,3 +284,25 @@ async def test_a_bot_token_works_over_rest_and_ws(node: Node, client: Any, users
         assert ack["type"] == "ack" and ack["message"]["sender"]["id"] == bot.id
     assert [m["body"] for m in await bot_messages(client, ann, room["id"], bot.id)] == ["posted over REST",
                                                                                        "posted over /ws"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FAST, "send_burst": 1, "send_rate_per_s": 0.5}])
+async def test_a_reply_over_the_bots_send_rate_is_posted_later_once(node: Node, client: Any, users: Any,
+                                                                    receiver: Receiver, nursery: trio.Nursery) -> None:
+    receiver.reply = echo
+    await receiver.start(nursery)
+    admin, ann, bob = await users.create("admin"), await users.create("member"), await users.create("member")
+    bot = AsBot(await make_bot(client, admin, receiver, "all"))
+    room = await make_group(client, ann, [bot, bob])
+    await send(client, ann, room["id"], "from ann")
+    await send(client, bob, room["id"], "from bob")
+
+    async def replies() -> list[str]:
+        return sorted(m["body"] for m in await bot_messages(client, ann, room["id"], bot.id))
+
+    await eventually(replies, until=["echo: from ann", "echo: from bob"])
+    await trio.sleep(0.3)
+    assert await replies() == ["echo: from ann", "echo: from bob"]
+    items = await deliveries(client, admin, bot.id)
+    assert [d["status"] for d in items] == ["delivered", "delivered"]
+    assert sum(d["attempts"] for d in items) >= 3  # the second reply waited for the bot's rate

@@ -186,3 +186,24 @@ async def test_two_nodes_sharing_postgresql_notify_once(node: Node, client: Any,
     queued = await node.database.read(lambda session: session.scalar(
         select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.event == "message.unread")))
     assert queued == total
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+@pytest.mark.parametrize("unread_settings", [{"notify_after_s": 0.2, "notify_poll_s": 0.05}])
+async def test_the_unread_actor_waits_out_a_database_outage(node: Node, client: Any, users: Any,
+                                                            receiver: Receiver, nursery: trio.Nursery,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.actors.faults import DatabaseOutage
+
+    await receiver.start(nursery)
+    ann, bob = await users.create("admin"), await users.create("member")
+    room = await make_group(client, ann, [bob])
+    await send(client, ann, room["id"], "while the database goes away")
+    outage = DatabaseOutage(node.database, monkeypatch)
+    outage.down = True
+    actor = ensure_unread_scanner(node)
+    await eventually(lambda: outage.failed_calls >= 4)
+    assert actor.restarts == 0 and not receiver.requests
+    outage.down = False
+    await eventually(lambda: len(receiver.requests) == 1, timeout=30)
+    assert receiver.bodies()[0]["user"] == bob.id and actor.restarts == 0
