@@ -207,3 +207,19 @@ async def test_the_unread_actor_waits_out_a_database_outage(node: Node, client: 
     outage.down = False
     await eventually(lambda: len(receiver.requests) == 1, timeout=30)
     assert receiver.bodies()[0]["user"] == bob.id and actor.restarts == 0
+
+
+async def test_a_member_added_later_is_not_notified_of_what_came_before(
+        node: Node, client: Any, users: Any, receiver: Receiver, nursery: trio.Nursery) -> None:
+    await receiver.start(nursery)
+    ann, bob = await users.create("admin"), await users.create("member")
+    room = await make_group(client, ann)
+    await send(client, ann, room["id"], "before bob")
+    await body_of(await client.post(f"/api/rooms/{room['id']}/members", headers=ann.headers,
+                                    json={"user_id": bob.id}), 201)
+    assert await scan_unread(node, later()) == 0
+    after = await send(client, ann, room["id"], "after bob")
+    assert await scan_unread(node, later()) == 1
+    await eventually(lambda: len(receiver.requests) == 1)
+    body = receiver.bodies()[0]
+    assert (body["user"], body["count"], body["first_seq"]) == (bob.id, 1, after["seq"])
