@@ -1,4 +1,4 @@
-"""`run.py` commands: serve (default), migrate, create-user, token, backup, restore.
+"""`run.py` commands: serve (default), migrate, create-user, token, users, backup, restore.
 
 Every command reads the settings once (data_dir made absolute there, config.py) and
 checks what it needs before doing anything (preflight.py): a problem is one line on
@@ -8,6 +8,7 @@ stderr that says how to fix it, and a non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Sequence
@@ -22,8 +23,10 @@ from .errors import ApiError, StartupError
 from .identity.passwords import hash_password_sync
 from .identity.tokens import TokenCodec, TokenError
 from .logs import configure_logging
+from .node import Node, open_node
 from .preflight import check_all, check_tokens
 from .server import bind_sockets, run_server
+from .services import admin_users
 from .storage import backup as sqlite_backup
 from .storage.database import create_database_engine
 from .storage.migrate import upgrade
@@ -54,8 +57,36 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default: token_ttl_s)")
 
     _add_backup_commands(commands)
+    _users_parser(commands)
+
     commands.add_parser("test", help="run the whole test suite (extra arguments go to pytest)")
     return parser
+
+
+def _users_parser(commands: argparse._SubParsersAction) -> None:
+    users = commands.add_parser("users", help="the admin's tools: list, disable, enable, revoke, set-password")
+    actions = users.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list users as JSON lines, by id")
+    listing.add_argument("--query", "-q", help="a part of the username or display name (any case)")
+    listing.add_argument("--role", choices=ROLES)
+    state = listing.add_mutually_exclusive_group()
+    state.add_argument("--active", dest="active", action="store_const", const=True, help="only active users")
+    state.add_argument("--disabled", dest="active", action="store_const", const=False, help="only disabled users")
+    listing.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    listing.add_argument("--tenant", help="tenant (default: the server's default tenant)")
+    helps = {
+        "disable": "refuse the user's logins and tokens; its open sessions close with 1008",
+        "enable": "let a disabled user log in again",
+        "revoke": "refuse every token issued to the user until now; its open sessions close with 1008",
+        "set-password": "set the user's password (and revoke its tokens unless --keep-tokens)",
+    }
+    for action, text in helps.items():
+        parser = actions.add_parser(action, help=text)
+        parser.add_argument("username")
+        parser.add_argument("--tenant", help="tenant (default: the server's default tenant)")
+        if action == "set-password":
+            parser.add_argument("--password", help="the new password (asked for when omitted)")
+            parser.add_argument("--keep-tokens", action="store_true", help="do not revoke the user's tokens")
 
 
 def _migrate(settings: Settings) -> None:
@@ -154,6 +185,55 @@ def _backup_or_restore(settings: Settings, command: str, path: Path) -> int:
 
 
 # ---------------------------------------------------------------- dispatch
+async def _users(settings: Settings, args: argparse.Namespace, password: str | None) -> None:
+    """`run.py users ...`: the admin service on a node of its own, so that with Redis every serving
+    node hears of a change at once (without Redis, each closes the sessions within heartbeat_s)."""
+    tenant = args.tenant or settings.default_tenant
+    refused: ApiError | None = None
+    async with open_node(settings) as node:
+        try:
+            await _users_action(node, tenant, args, password)
+        except ApiError as exc:  # raised out here, not through the node's nursery (as a group)
+            refused = exc
+    if refused is not None:
+        raise refused
+
+
+async def _users_action(node: Node, tenant: str, args: argparse.Namespace, password: str | None) -> None:
+    if args.action == "list":
+        after = 0
+        shown = 0
+        while shown < args.limit:
+            page, next_after = await admin_users.list_users(
+                node, tenant, query=args.query, role=args.role, active=args.active, after_id=after,
+                limit=min(500, args.limit - shown))
+            for user in page:
+                print(json.dumps(user, ensure_ascii=False))
+            shown += len(page)
+            if next_after is None:
+                break
+            after = next_after
+        return
+    user_id = await admin_users.find_user_id(node, tenant, args.username)
+    if args.action == "disable":
+        user = await admin_users.disable_user(node, tenant, user_id)
+    elif args.action == "enable":
+        user = await admin_users.enable_user(node, tenant, user_id)
+    elif args.action == "revoke":
+        user = await admin_users.revoke_tokens(node, tenant, user_id)
+    else:
+        assert password is not None
+        user = await admin_users.reset_password(node, tenant, user_id, password, revoke=not args.keep_tokens)
+    print(json.dumps(user, ensure_ascii=False))
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    password: str | None = args.password
+    if password is None:
+        password = getpass.getpass("new password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not 8 <= len(password) <= 1024:
+        raise SystemExit("run.py users set-password: a password has 8 to 1024 characters")
+    return password
 
 
 def main(argv: Sequence[str]) -> int:
@@ -180,6 +260,9 @@ def main(argv: Sequence[str]) -> int:
             _create_user(settings, args)
         elif command == "token":
             _token(settings, args)
+        elif command == "users":
+            password = _new_password(args) if args.action == "set-password" else None
+            trio.run(_users, settings, args, password)
         elif command in ("backup", "restore"):
             return _backup_or_restore(settings, command, args.path)
     except StartupError as exc:

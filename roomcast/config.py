@@ -12,6 +12,7 @@ from the file, else against the project folder (the one holding `run.py`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -43,6 +44,7 @@ DEFAULT_CONTACT_POLICY: dict[str, list[str]] = {
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
 # The folder holding run.py and the roomcast package: the base of a relative data_dir.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[^/\s:\[\]@?#]+)(:\d{1,5})?", re.IGNORECASE)
 
 # Environment variables with the prefix that are not settings.
 _NON_SETTING_ENV = {"ROOMCAST_CONFIG", "ROOMCAST_NO_BOOTSTRAP"}
@@ -171,6 +173,16 @@ class Settings(BaseModel):
     send_burst: int = Field(30, ge=1)
     typing_rate_per_s: float = Field(2.0, gt=0)
     typing_burst: int = Field(5, ge=1)
+    # Failed logins allowed per username (in its tenant) and per client address, in `limits`
+    # notation ("10/5 minutes"): beyond either, login answers 429 until the window moves on.
+    login_failures_per_username: str = "10/5 minutes"
+    login_failures_per_address: str = "50/5 minutes"
+
+    # Browser origins (scheme://host[:port]) allowed to call the API (CORS) and open /ws; "*" is
+    # any. Empty: same origin only.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Proxies (IP addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     ws_max_frame_bytes: int = Field(64 << 10, ge=1024)
     ws_outbound_queue: int = Field(1024, ge=8)
@@ -180,6 +192,12 @@ class Settings(BaseModel):
     # Presence events list at most this many online users (plus the full count): a join in a
     # room of n subscribers otherwise costs O(n) bytes to each of n sockets.
     presence_online_limit: int = Field(50, ge=1, le=10_000)
+    # Presence changes of a room are folded over this long into one event per subscriber
+    # (a `presence_diff`, or the newest `presence`): a join storm costs each socket one event per window.
+    presence_window_s: float = Field(0.1, ge=0, le=10)
+    # A `presence_diff` lists at most this many users (joins first); the rest are only counted.
+    # 20 badges are about 1.2 KB: 1000 joins within 1 s cost the room's sockets ~10 MB, not 1.5 GB.
+    presence_diff_limit: int = Field(20, ge=1, le=10_000)
     # With Redis: how long a node's presence entries outlive it. Users of a node that died are
     # announced `left` within this plus a third of it.
     presence_ttl_s: float = Field(15.0, ge=1)
@@ -247,6 +265,34 @@ class Settings(BaseModel):
         if self.webhook_lease_s <= self.webhook_timeout_s:
             raise ValueError("webhook_lease_s must be longer than webhook_timeout_s")
         return self
+    @field_validator("login_failures_per_username", "login_failures_per_address")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate like '10/5 minutes'") from None
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin like 'https://app.example.com' (scheme://host[:port])")
+        return [origin.lower() for origin in origins]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or CIDR network") from None
+        return proxies
 
     @model_validator(mode="after")
     def _rs256_needs_a_key(self) -> Settings:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from quart import Response
+from quart import Response, request
+from quart_cors import cors
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio.wrappers.request import TrioRequest
 
@@ -18,6 +19,7 @@ from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
+from .peer import ForwardedHeaders, TrustedProxies
 from .routes import (
     admin,
     attachments,
@@ -33,6 +35,9 @@ from .routes import (
     users,
     webhooks,
 )
+
+_CORS_HEADERS = ["Authorization", "Content-Type"]
+_CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -88,6 +93,17 @@ def create_app(node: Node) -> RoomcastApp:
     metrics.count_requests(app, node.metrics)
     monitor(node)  # the node's collectors and its `stats` actor, sampling from the start
 
+    @app.before_request
+    async def _preflight() -> Response | None:
+        # A CORS preflight carries no token: answered here, before any blueprint authenticates.
+        if request.method == "OPTIONS" and request.path.startswith("/api/"):
+            return Response(b"", status=204)
+        return None
+
+    if node.settings.allowed_origins:  # none: same origin only, no CORS headers at all
+        cors(app, allow_origin=node.settings.allowed_origins, allow_headers=_CORS_HEADERS,
+             allow_methods=_CORS_METHODS, expose_headers=["Retry-After"], max_age=600)
+
     @app.after_request
     async def _security_headers(response: Response) -> Response:
         for name, value in _SECURITY_HEADERS.items():
@@ -98,8 +114,11 @@ def create_app(node: Node) -> RoomcastApp:
     # RequestFraming speaks generic ASGI (MutableMapping scopes and messages), Quart declares Hypercorn's precise types.
     app.asgi_app = RequestFraming(  # type: ignore[method-assign, assignment]
         app.asgi_app, node.settings.max_request_bytes)  # type: ignore[arg-type]
-    # Outermost: the request id covers every line of the request, early refusals included.
+    # Around the access log: every layer below, the access log included, sees the client as
+    # trusted_proxies resolve it.
     app.asgi_app = AccessLog(app.asgi_app, node.settings.access_log)  # type: ignore[method-assign, assignment, arg-type]
+    app.asgi_app = ForwardedHeaders(  # type: ignore[method-assign, assignment]
+        app.asgi_app, TrustedProxies(node.settings.trusted_proxies))  # type: ignore[arg-type]
     return app
 
 

@@ -149,7 +149,7 @@ async def _read_head(stream: trio.SocketStream) -> bytes:
     return head
 
 
-async def _refuse(stream: trio.SocketStream, status: int, reason: str, code: str, message: str) -> None:
+async def refuse(stream: trio.SocketStream, status: int, reason: str, code: str, message: str) -> None:
     """Answer with PROTOCOL's error envelope; the caller closes the connection."""
     body = error_body(code, message)
     await stream.send_all(
@@ -210,7 +210,7 @@ class FrontDoor:
             parsed = _parse_head(head)
             if parsed is not None and is_websocket_upgrade(*parsed, path=self.websocket_path):
                 if ambiguous_framing(parsed[2]):  # other requests meet this rule in framing.py
-                    await _refuse(stream, 400, "Bad Request", "validation_error", AMBIGUOUS_FRAMING_MESSAGE)
+                    await refuse(stream, 400, "Bad Request", "validation_error", AMBIGUOUS_FRAMING_MESSAGE)
                     return
                 request = UpgradeRequest(head, parsed[1], parsed[2])
                 del head, parsed  # this frame lives as long as the WebSocket does

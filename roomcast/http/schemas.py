@@ -263,3 +263,29 @@ class BotTokenOut(BaseModel):
 
     user: UserOut
     token: str
+
+
+class AdminUserOut(UserOut):
+    """A user as the admin tools show it."""
+
+    is_active: bool
+    created_at: str
+    tokens_valid_after: str | None  # tokens issued before this are refused; null: never revoked
+
+
+class AdminUserPage(BaseModel):
+    items: list[AdminUserOut]
+    next_cursor: str | None
+
+
+class AdminUsersQuery(BaseModel):
+    q: str | None = Field(None, max_length=128)  # a part of the username or display name, any case
+    role: Role | None = None
+    active: bool | None = None
+    limit: int = Field(100, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=32)
+
+
+class PasswordResetIn(RequestModel):
+    password: str = Field(min_length=8, max_length=1024)
+    revoke_tokens: bool = True  # end the user's tokens and sessions too

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
@@ -51,7 +52,10 @@ class TokenCodec:
         if self._signing_key is None:
             raise TokenError("unauthorized", "this server verifies tokens but has no key to sign them")
         now = datetime.now(UTC)
-        claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(seconds=ttl_s or self.ttl_s)}
+        # `iat` in milliseconds, rounded down: a token minted in the same second as a revocation
+        # (tokens_valid_after) is then told apart, and one minted before it is never stamped after it.
+        issued = math.floor(now.timestamp() * 1000) / 1000
+        claims = {"sub": str(user_id), "iat": issued, "exp": int(issued) + (ttl_s or self.ttl_s)}
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
     def decode(self, token: str) -> Claims:

@@ -3,9 +3,9 @@
 A bot is a user with role `bot` plus where the messages that trigger it go (`bots` row:
 url, secret, trigger, active). Its token is an ordinary JWT for that user, minted with
 `bot_token_ttl_s`; `POST /api/bots/{id}/token` mints a new one and revokes the earlier ones
-(the user's `tokens_valid_after`). Deleting a bot disables its user (its messages stay) and
-forgets its configuration; queued deliveries to it are then dead. Another tenant's bot is as
-absent as a missing one (404).
+(the admin tools' revocation, services/admin_users.py). Deleting a bot disables its user with
+the same tools (its messages stay) and forgets its configuration; queued deliveries to it are
+then dead. Another tenant's bot is as absent as a missing one (404).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import trio
 from sqlalchemy.orm import Session
 
 from ..config import check_webhook_secret, check_webhook_url
@@ -23,6 +24,7 @@ from ..storage.bots import get_bot, tenant_bots
 from ..storage.models import Bot, User
 from ..timestamps import to_wire, utcnow
 from ..wire import MAX_ID, JsonObject, user_to_wire
+from . import admin_users
 from .webhook_events import BOT_TRIGGERS
 from .webhooks import retry_target_delivery, target_deliveries
 
@@ -111,30 +113,29 @@ async def update_bot(node: Node, caller: User, bot_id: int, *, url: str | None =
 
 
 async def delete_bot(node: Node, caller: User, bot_id: int) -> None:
-    """Disable the bot's user (its tokens stop working, its messages stay) and forget the bot."""
+    """Disable the bot's user with the admin tools (its tokens are revoked and its sessions closed
+    with 1008 on every node; its messages stay), then forget the bot."""
+    await node.database.read(_found, caller, bot_id)
+    await admin_users.disable_user(node, caller.tenant, bot_id)
 
     def work(session: Session) -> None:
-        bot, user = _found(session, caller, bot_id)
-        user.is_active = False
-        user.tokens_valid_after = utcnow()
-        session.delete(bot)
+        found = get_bot(session, caller.tenant, bot_id)
+        if found is not None:
+            session.delete(found[0])
 
     await node.database.write(work)
 
 
 async def rotate_token(node: Node, caller: User, bot_id: int) -> JsonObject:
-    """A new token for the bot; every token issued before it is revoked. `{"user", "token"}`."""
-    # Tokens carry `iat` in whole seconds: the new one's must not fall before the cut.
-    cut = utcnow().replace(microsecond=0)
-
-    def work(session: Session) -> User:
-        _, user = _found(session, caller, bot_id)
-        user.tokens_valid_after = cut
-        return user
-
-    user = await node.database.write(work)
-    token = _mint(node, user.id)
-    return {"user": user_to_wire(user), "token": token}
+    """A new token for the bot; every token issued before it is revoked (and the bot's open
+    sessions closed with 1008), with the admin tools' revocation. `{"user", "token"}`."""
+    await node.database.read(_found, caller, bot_id)
+    await admin_users.revoke_tokens(node, caller.tenant, bot_id)
+    # Tokens carry `iat` in milliseconds, rounded down: one minted in the revocation's own
+    # millisecond would be refused, so the new one is minted after it.
+    await trio.sleep(0.002)
+    user = await node.database.read(lambda session: _found(session, caller, bot_id)[1])
+    return {"user": user_to_wire(user), "token": _mint(node, user.id)}
 
 
 def _bot_key(caller: User, bot_id: int) -> Callable[[Session], str]:

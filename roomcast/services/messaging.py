@@ -73,10 +73,15 @@ class Draft:
     attachments: tuple[int, ...] = ()
 
 
+async def take_send_token(node: Node, sender: User) -> None:
+    """One send off the sender's budget (shared by every node with Redis); RateLimited when spent."""
+    await node.send_limiter.acquire(sender.id)
+
+
 def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
                   client_id: str | None = None, attachments: Sequence[int] = ()) -> Draft:
-    """Check what needs no database (the sender's rate, body, client_id, attachment ids)."""
-    node.send_limiter.check(sender.id)
+    """Check what needs no database (body, client_id, attachment ids); the sender's rate is taken
+    before, with `take_send_token`."""
     check_client_id(client_id)
     attachment_ids = check_attachment_ids(list(attachments))
     check_body(body, node.settings.max_body_chars, has_attachments=bool(attachment_ids))
@@ -154,6 +159,7 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
     the original message comes back with False. Over the sender's rate → RateLimited.
     """
     taken_at = trio.current_time()
+    await take_send_token(node, sender)
     draft = draft_message(node, sender, room_id, body, reply_to=reply_to, client_id=client_id,
                           attachments=attachments)
     message, row = await node.database.write(_store, node, sender, draft)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from roomcast.node import Node
 from tests.chat_helpers import body_of, expect_error, history, make_direct, make_group, send
@@ -118,7 +119,6 @@ async def test_the_bot_api(node: Node, client: Any, users: Any, receiver: Receiv
 async def test_a_new_token_revokes_the_old_one(node: Node, client: Any, users: Any, receiver: Receiver) -> None:
     admin = await users.create("admin")
     created = await make_bot(client, admin, receiver, "direct")
-    await trio.sleep(1.1)  # tokens carry iat in whole seconds: the cut falls after the first one's
     rotated = await body_of(await client.post(f"/api/bots/{created['user']['id']}/token", headers=admin.headers), 200)
     await expect_error(await client.get("/api/me", headers=AsBot(created).headers), 401, "unauthorized")
     assert (await body_of(await client.get("/api/me", headers=AsBot(rotated).headers), 200))["role"] == "bot"
@@ -284,6 +284,29 @@ async def test_a_bot_token_works_over_rest_and_ws(node: Node, client: Any, users
         assert ack["type"] == "ack" and ack["message"]["sender"]["id"] == bot.id
     assert [m["body"] for m in await bot_messages(client, ann, room["id"], bot.id)] == ["posted over REST",
                                                                                        "posted over /ws"]
+
+
+async def test_rotating_or_deleting_a_bot_closes_its_sessions_with_1008(client: Any, users: Any, receiver: Receiver,
+                                                                        live_server: str) -> None:
+    admin = await users.create("admin")
+    created = await make_bot(client, admin, receiver, "direct")
+    bot = AsBot(created)
+    async with ws_connect(live_server, bot.token) as ws:
+        rotated = AsBot(await body_of(await client.post(f"/api/bots/{bot.id}/token", headers=admin.headers), 200))
+        with pytest.raises(ConnectionClosed) as caught, trio.fail_after(10):
+            while True:
+                await ws.event(timeout=10)
+        assert caught.value.reason.code == 1008
+    async with ws_connect(live_server, rotated.token) as ws:
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"
+        assert (await client.delete(f"/api/bots/{bot.id}", headers=admin.headers)).status_code == 204
+        with pytest.raises(ConnectionClosed) as caught, trio.fail_after(10):
+            while True:
+                await ws.event(timeout=10)
+        assert caught.value.reason.code == 1008
+    await expect_error(await client.get("/api/me", headers=rotated.headers), 401, "unauthorized")
+    user = await body_of(await client.get(f"/api/users/{bot.id}", headers=admin.headers), 200)
+    assert user["role"] == "bot"  # the user stays (its messages name it), disabled
 
 
 @pytest.mark.parametrize("settings_overrides", [{**FAST, "send_burst": 1, "send_rate_per_s": 0.5}])

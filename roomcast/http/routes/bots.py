@@ -87,7 +87,8 @@ async def update_bot(bot_id: int, data: BotPatchIn) -> dict:
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def delete_bot(bot_id: int) -> tuple[str, int]:
-    """Delete a bot: its user is disabled (its tokens stop working; its messages stay) and it gets nothing more."""
+    """Delete a bot: its user is disabled (its tokens stop working, its sessions close with 1008; its messages
+    stay) and it gets nothing more."""
     await bots.delete_bot(current_node(), current_user(), bot_id)
     return "", 204
 
@@ -98,7 +99,7 @@ async def delete_bot(bot_id: int) -> tuple[str, int]:
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def rotate_token(bot_id: int) -> dict:
-    """A new token for the bot; every token issued to it before (in an earlier second) is revoked."""
+    """A new token for the bot; every token issued to it before is revoked and its sessions closed (1008)."""
     return await bots.rotate_token(current_node(), current_user(), bot_id)
 
 
