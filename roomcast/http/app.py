@@ -20,7 +20,21 @@ from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
 from .peer import ForwardedHeaders, TrustedProxies
-from .routes import admin, attachments, auth, client, docs, health, messages, metrics, publish, rooms, users, webhooks
+from .routes import (
+    admin,
+    attachments,
+    auth,
+    bots,
+    client,
+    docs,
+    health,
+    messages,
+    metrics,
+    publish,
+    rooms,
+    users,
+    webhooks,
+)
 
 _CORS_HEADERS = ["Authorization", "Content-Type"]
 _CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -72,7 +86,7 @@ def create_app(node: Node) -> RoomcastApp:
     install_id_converter(app)
     install_route_recorder(app)
 
-    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, webhooks, docs,
+    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, webhooks, bots, docs,
                    client):
         app.register_blueprint(module.blueprint)
 
