@@ -17,7 +17,7 @@ from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, attachments, auth, client, docs, health, messages, metrics, publish, rooms, users
+from .routes import admin, attachments, auth, client, config, docs, health, messages, metrics, publish, rooms, users
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -65,7 +65,7 @@ def create_app(node: Node) -> RoomcastApp:
     install_error_handlers(app)
     install_id_converter(app)
 
-    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, docs, client):
+    for module in (health, metrics, auth, users, config, rooms, messages, attachments, publish, admin, docs, client):
         app.register_blueprint(module.blueprint)
 
     metrics.count_requests(app, node.metrics)

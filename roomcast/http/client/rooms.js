@@ -1,6 +1,8 @@
-// The room list: name, last message, time, unread badge and an online dot for direct chats.
+// The room list: name, last message, time, unread badge and an online dot for direct chats;
+// the unread total goes to the tab title with every redraw.
 
 import { byId, el, nameOf, shortTime } from "./dom.js";
+import { renderTitle } from "./notify.js";
 import { activityOf, roomName, store } from "./store.js";
 
 const items = new Map();  // room id → <li>
@@ -20,7 +22,8 @@ function preview(room) {
   const last = room.last_message;
   if (!last) return room.kind === "direct" ? "New conversation" : "No messages yet";
   const who = store.me && last.sender.id === store.me.id ? "You" : nameOf(last.sender);
-  return `${who}: ${last.body || "(attachment)"}`;
+  const files = (last.attachments || []).map((a) => `📎 ${a.filename}`).join(", ");
+  return `${who}: ${last.body || files || "(attachment)"}`;
 }
 
 function renderItem(room) {
@@ -36,13 +39,15 @@ function renderItem(room) {
     },
     onclick: () => onOpen(room.id),
   },
-  el("span", { className: "room-line" },
-    el("span", { className: `dot${isOtherOnline(room) ? " on" : ""}`, attrs: { "aria-hidden": "true" } }),
-    el("span", { className: "room-name" }, name),
-    el("span", { className: "room-time" }, shortTime(room.last_message && room.last_message.created_at))),
-  el("span", { className: "room-line" },
-    el("span", { className: "room-preview" }, preview(room)),
-    unread ? el("span", { className: "badge", attrs: { "aria-hidden": "true" } }, unread > 99 ? "99+" : String(unread)) : null));
+  // The dot has a column of its own, so the name and the preview line up under each other.
+  el("span", { className: `dot${isOtherOnline(room) ? " on" : ""}`, attrs: { "aria-hidden": "true" } }),
+  el("span", { className: "room-text" },
+    el("span", { className: "room-line" },
+      el("span", { className: "room-name" }, name),
+      el("span", { className: "room-time" }, shortTime(room.last_message && room.last_message.created_at))),
+    el("span", { className: "room-line" },
+      el("span", { className: "room-preview" }, preview(room)),
+      unread ? el("span", { className: "badge", attrs: { "aria-hidden": "true" } }, unread > 99 ? "99+" : String(unread)) : null)));
   let li = items.get(room.id);
   if (!li) {
     li = el("li", { dataset: { roomId: String(room.id) } });
@@ -72,4 +77,5 @@ export function renderRoomList() {
     if (focused && list.contains(focused) && document.activeElement !== focused) focused.focus();
   }
   byId("room-list-empty").hidden = rooms.length > 0;
+  renderTitle();
 }
