@@ -46,12 +46,12 @@ export function plural(count, one, other = `${one}s`) {
   return `${count} ${plurals.select(count) === "one" ? one : other}`;
 }
 
-/** A file size as people read it: "512 bytes", "14 KB", "3.2 MB". */
+/** A file size as people read it: "512 bytes", "14 KB", "64.1 KB", "3.2 MB" (a size just over a limit never reads as the limit). */
 export function fileSize(bytes) {
   if (bytes < 1024) return plural(bytes, "byte");
-  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
-  const mb = bytes / (1024 * 1024);
-  return `${mb < 10 ? mb.toFixed(1) : Math.round(mb)} MB`;
+  const [amount, unit] = bytes < 1024 * 1024 ? [bytes / 1024, "KB"] : [bytes / (1024 * 1024), "MB"];
+  const shown = amount < 100 ? (Math.ceil(amount * 10) / 10).toFixed(1).replace(/\.0$/, "") : String(Math.ceil(amount));
+  return `${shown} ${unit}`;
 }
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
