@@ -72,7 +72,7 @@ def test_an_image_and_a_file_reach_the_other_user_as_a_preview_and_a_download_ch
     with b.expect_download() as download:
         chip.click()
     assert download.value.suggested_filename == "notes.txt"
-    assert open(download.value.path(), "rb").read() == b"Agenda:\n1. ship\n"
+    assert download.value.path().read_bytes() == b"Agenda:\n1. ship\n"
 
     # The room list previews an attachment-only message by its file name.
     a.locator("#attach-input").set_input_files([{"name": "only.png", "mimeType": "image/png", "buffer": png(8, 8)}])

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from quart import Blueprint
 from quart_schema import document_response
 
 from ..auth import require_authentication
 from ..context import current_node
-from ..schemas import ErrorOut
+from ..schemas import ClientConfigOut, ErrorOut
 
 blueprint = Blueprint("config", __name__, url_prefix="/api")
 require_authentication(blueprint)
-
-
-class ClientConfigOut(BaseModel):
-    max_body_chars: int
-    attachment_max_bytes: int
-    attachment_types: list[str]
 
 
 @blueprint.get("/config")
