@@ -21,9 +21,12 @@ function isOtherOnline(room) {
 function preview(room) {
   const last = room.last_message;
   if (!last) return room.kind === "direct" ? "New conversation" : "No messages yet";
-  const who = store.me && last.sender.id === store.me.id ? "You" : nameOf(last.sender);
+  const mine = store.me && last.sender.id === store.me.id;
   const files = (last.attachments || []).map((a) => `📎 ${a.filename}`).join(", ");
-  return `${who}: ${last.body || files || "(attachment)"}`;
+  const text = last.body || files || "(attachment)";
+  // In a direct chat the room already bears the other person's name.
+  if (room.kind === "direct" && !mine) return text;
+  return `${mine ? "You" : nameOf(last.sender)}: ${text}`;
 }
 
 function renderItem(room) {
