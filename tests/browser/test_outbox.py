@@ -33,7 +33,9 @@ def test_a_message_sent_while_the_server_is_down_is_delivered_once_when_it_retur
     bob = server.create_user("bob", display_name="Bob")
     room = server.group(alice, "Outage", bob)
     page = open_page(bob)
+    other = open_page(alice)
     open_room(page, "Outage")
+    open_room(other, "Outage")
     write(page, "before the outage")
     expect(bodies(page)).to_have_text(["before the outage"])
 
@@ -57,6 +59,8 @@ def test_a_message_sent_while_the_server_is_down_is_delivered_once_when_it_retur
     expect(page.locator("#connection-banner")).to_be_hidden()
     assert stored(server, bob, room) == ["before the outage", "sent while the server was down"]
     assert outbox(page) == []
+    # The other member's page, reconnected too, shows it once.
+    expect(bodies(other)).to_have_text(["before the outage", "sent while the server was down"])
     artifact(page, "delivered-after-restart")
 
 

@@ -81,7 +81,10 @@ async function enterChat() {
   store.me = await api.me();
   // The outbox of this user on this browser: messages a reload interrupted go out once connected.
   client.useOutbox(outboxKeyFor(store.me));
-  api.config().then((config) => { store.config = config; }, () => {});
+  api.config().then((config) => {
+    store.config = config;
+    byId("composer-input").maxLength = config.max_body_chars;
+  }, () => {});
   byId("me-name").textContent = nameOf(store.me);
   byId("me-name").title = `Signed in as @${store.me.username}`;
   byId("me-name").dataset.username = store.me.username;
@@ -149,7 +152,7 @@ async function resync() {
 
 function forgetRoom(roomId) {
   store.rooms.delete(roomId);
-  client.unsubscribe(roomId);
+  client.forget(roomId);  // removed from it: the server has already dropped the subscription
   store.online.delete(roomId);
   store.onlineCount.delete(roomId);
   store.readers.delete(roomId);

@@ -86,6 +86,7 @@ export declare class RoomcastClient {
   sendFrame(frame: { type: string; [field: string]: unknown }): boolean;
   subscribe(roomId: number, since?: number): void;
   unsubscribe(roomId: number): void;
+  forget(roomId: number): void;
   lastSeq(roomId: number): number;
   request<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
   send(roomId: number, body: string,

@@ -282,6 +282,12 @@ export class RoomcastClient {
     if (this.subscribed.delete(roomId)) this.sendFrame({ type: "unsubscribe", room: roomId });
   }
 
+  /** Stop following a room the server already dropped us from (`room_removed`): nothing to tell it. */
+  forget(roomId) {
+    this.rooms.delete(roomId);
+    this.subscribed.delete(roomId);
+  }
+
   /** The last stored-event seq seen in a room (0 if none). */
   lastSeq(roomId) {
     return this.rooms.get(roomId) ?? 0;
