@@ -110,6 +110,20 @@ def test_unread_count_in_the_title_and_a_notification_for_a_background_room(
     expect(bodies(page)).to_have_text(["you are looking at this one"])
     assert page.evaluate("window.__notifications.length") == 2
     expect(page).to_have_title("(2) roomcast")
+    # The tab in the background: a message in the open room counts and notifies too, until the tab is back.
+    page.evaluate("""() => {
+        Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    server.send(alice, open_room_["id"], "while you were away")
+    expect(page).to_have_title("(3) roomcast")
+    page.wait_for_function("window.__notifications.length === 3")
+    assert page.evaluate("window.__notifications[2]") == {"title": "Alice in In view", "body": "while you were away"}
+    page.evaluate("""() => {
+        delete document.visibilityState;
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    expect(page).to_have_title("(2) roomcast")
     open_room(page, "Elsewhere")
     expect(page).to_have_title("roomcast")
 
