@@ -8,11 +8,21 @@ the outbox and the room stream, fanned out by the room actor. Scenarios:
   flat-100x10    100 rooms x 10 subscribers, a publisher per room     -> deliveries/s
   rate-1x1000    1 room x 1000 subscribers, 20 messages/s             -> p50/p99 send->receive
   idle-5000      5000 idle connections                                -> RSS per connection
+  storm-1x1000   1000 subscribers join one room within ~1 s while 20 messages/s start at once
+                 (no warm-up)     -> p50/p99 send->receive, bytes received (presence bytes apart),
+                                     bytes the server wrote (/proc/<pid>/io wchar) during the storm
+  drop-1x1000    1000 subscribers, then every client resets its TCP connection at once
+                                  -> the server stays up (/readyz 200), its fd count settles
+
+Presence as subscribers ask for it: `--presence legacy` (PROTOCOL §5 `presence` events, the
+default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
 
     python bench/fanout.py                       # every scenario, SQLite + in-process streams
     python bench/fanout.py --stack postgresql-redis --scenario flat-1x1000
     python bench/fanout.py --profile             # also sample the server with py-spy (pip install py-spy)
     python bench/fanout.py --no-pin              # let server and load generator share every core
+    python bench/fanout.py --stack postgresql-redis --scenario storm-1x1000 --presence diff
+    python bench/fanout.py --scenario drop-1x1000 --subscribers 100   # a smoke run at small scale
 
 By default the load generator gets the last CPU core and the server the others (Linux
 sched_setaffinity; PostgreSQL and Redis are left to float). Sharing cores, the
@@ -36,6 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +74,9 @@ SCENARIOS = {
     "rate-1x1000": {"mode": "rate", "rooms": 1, "subscribers": 1000, "rate_per_s": 20, "duration_s": 60,
                     "warmup_s": 3},
     "idle-5000": {"mode": "idle", "rooms": 1, "subscribers": 5000},
+    "storm-1x1000": {"mode": "storm", "rooms": 1, "subscribers": 1000, "rate_per_s": 20, "join_over_s": 1.0,
+                     "duration_s": 10},
+    "drop-1x1000": {"mode": "drop", "rooms": 1, "subscribers": 1000, "settle_s": 30},
 }
 
 
@@ -137,8 +152,8 @@ def prepare(url: str, users: int, seats: list[list[int]]) -> tuple[list[int], li
 
 
 @contextmanager
-def server(stack: str, url: str, workdir: Path, log_path: Path,
-           cores: set[int] | None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server(stack: str, url: str, workdir: Path, log_path: Path, cores: set[int] | None,
+           extra_env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")} | {
         "ROOMCAST_NO_BOOTSTRAP": "1",
         "ROOMCAST_DATA_DIR": str(workdir),
@@ -148,6 +163,9 @@ def server(stack: str, url: str, workdir: Path, log_path: Path,
         "ROOMCAST_SEND_BURST": "1000000",
         "ROOMCAST_LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG_LEVEL", "warning"),
     }
+    if webhooks := os.environ.get("BENCH_WEBHOOKS"):  # JSON, as ROOMCAST_WEBHOOKS (see bench/webhook_receiver.py)
+        env["ROOMCAST_WEBHOOKS"] = webhooks
+    env |= extra_env or {}
     if stack.endswith("redis"):
         env |= {"ROOMCAST_REDIS_URL": REDIS, "ROOMCAST_REDIS_KEY_PREFIX": f"rc-bench:{secrets.token_hex(4)}:"}
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], env=env,
@@ -178,11 +196,65 @@ def ensure_loadgen() -> None:
                        cwd=LOADGEN, check=True)
 
 
-def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None = None, pin: bool = True) -> dict:
+def socket_count(pid: int) -> int:
+    """The server's open sockets (its database files and pool come and go apart from the clients)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+def ready_status(base: str) -> int | None:
+    """GET /readyz's status; None when the server does not answer at all."""
+    try:
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def after_the_drop(gen: subprocess.Popen[str], process: subprocess.Popen[str], base: str,
+                   idle_sockets: int, settle_s: float) -> dict:
+    """Tell the load generator to reset every connection; then watch the server until its fds settle."""
+    assert gen.stdin is not None and gen.stdout is not None
+    connected_sockets = socket_count(process.pid)
+    gen.stdin.write("go\n")
+    gen.stdin.flush()
+    result = json.loads(gen.stdout.readline())
+    dropped_at = time.monotonic()
+    statuses: dict[str, int] = {}
+    fds = connected_sockets
+    settled_after = None
+    while time.monotonic() - dropped_at < settle_s and process.poll() is None:
+        status = ready_status(base)
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        fds = socket_count(process.pid)
+        # Settled: the dropped clients' sockets are gone (database and Redis connections stay).
+        if fds <= connected_sockets - result["dropped"] + 2 and settled_after is None:
+            settled_after = round(time.monotonic() - dropped_at, 2)
+            break
+        time.sleep(0.25)
+    return result | {"server_alive": process.poll() is None, "readyz_after": ready_status(base),
+                     "readyz_while_settling": statuses, "sockets_idle": idle_sockets,
+                     "sockets_connected": connected_sockets, "sockets_after": fds,
+                     "sockets_settled_after_s": settled_after}
+
+
+def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None = None, pin: bool = True,
+                 presence: str = "legacy", subscribers: int | None = None,
+                 presence_window_s: float | None = None) -> dict:
     spec = dict(SCENARIOS[name])
     server_cores, loadgen_cores = core_split(pin)
     if duration_s is not None and "duration_s" in spec:
         spec["duration_s"] = duration_s
+    if subscribers is not None:
+        spec["subscribers"] = subscribers
+    extra_env = {"ROOMCAST_PRESENCE_WINDOW_S": str(presence_window_s)} if presence_window_s is not None else {}
     with tempfile.TemporaryDirectory(prefix="rc-fanout-") as tmp:
         workdir = Path(tmp)
         subscriber_users = spec["rooms"] * spec["subscribers"]  # one user per connection, as in life
@@ -194,9 +266,11 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
             rooms = [{"id": room_id, "publisher": tokens[-1], "subscribers": [tokens[index] for index in room_seats]}
                      for room_id, room_seats in zip(room_ids, seats, strict=True)]
             log_path = ARTIFACTS / f"{name}-{stack}-server.log"
-            with server(stack, url, workdir, log_path, server_cores) as (process, base):
+            with server(stack, url, workdir, log_path, server_cores, extra_env) as (process, base):
                 plan = {"url": base.replace("http://", "ws://"), **spec, "rooms": rooms, "server_pid": process.pid,
-                        "latency_sample_every": 1 if spec["mode"] == "rate" else 50}
+                        "presence": presence,
+                        "latency_sample_every": 1 if spec["mode"] in ("rate", "storm") else 50}
+                idle_sockets = socket_count(process.pid)
                 (workdir / "plan.json").write_text(json.dumps(plan))
                 before = rss_kib(process.pid)
                 gen = subprocess.Popen(["node", str(LOADGEN / "loadgen.mjs"), str(workdir / "plan.json")],
@@ -214,6 +288,8 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                 if not line:
                     raise SystemExit(f"load generator failed; the server's log is {log_path}")
                 result = json.loads(line)
+                if spec["mode"] == "drop":
+                    result = after_the_drop(gen, process, base, idle_sockets, spec["settle_s"])
                 if spec["mode"] == "idle":
                     time.sleep(2)  # let allocations settle
                     after = rss_kib(process.pid)
@@ -228,7 +304,7 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                         shutil.copy(workdir / "profile.txt", ARTIFACTS / f"{name}-{stack}-profile.txt")
     cores = ({"server": sorted(server_cores), "loadgen": sorted(loadgen_cores)}
              if server_cores and loadgen_cores else "shared")
-    return {"scenario": name, "stack": stack, "cores": cores, **result}
+    return {"scenario": name, "stack": stack, "cores": cores, "presence": presence, **result}
 
 
 def summarize_profile(path: Path, top: int = 25) -> list[tuple[str, float]]:
@@ -255,6 +331,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds to measure, instead of the scenario's own")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not keep the load generator on a core of its own")
+    parser.add_argument("--presence", choices=["legacy", "diff"], default="legacy",
+                        help="how subscribers take presence: PROTOCOL §5 events, or opted-in presence_diff")
+    parser.add_argument("--presence-window", type=float, help="the server's presence_window_s (default: its own)")
+    parser.add_argument("--subscribers", type=int, help="subscribers per room, instead of the scenario's own")
     args = parser.parse_args()
     if shutil.which("node") is None:
         raise SystemExit("the load generator needs Node.js (node) on PATH")
@@ -262,7 +342,8 @@ def main() -> None:
     ensure_loadgen()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name in SCENARIOS if args.scenario == "all" else [args.scenario]:
-        result = run_scenario(name, args.stack, args.profile, args.duration, args.pin)
+        result = run_scenario(name, args.stack, args.profile, args.duration, args.pin, args.presence,
+                              args.subscribers, args.presence_window)
         print(json.dumps(result), flush=True)
 
 

@@ -4,10 +4,15 @@ Every setting has a field below. In the environment it is `ROOMCAST_<NAME>`
 (upper case); lists and tables are given there as JSON. The TOML file named by
 `ROOMCAST_CONFIG` uses the field names as keys. An unknown key or a bad value
 stops start-up with a message naming it and where it came from.
+
+A relative `data_dir` is resolved once, here, so every command finds the same files
+whatever its working directory: against the config file's folder when the value comes
+from the file, else against the project folder (the one holding `run.py`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -15,6 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -36,20 +42,78 @@ DEFAULT_CONTACT_POLICY: dict[str, list[str]] = {
 
 # A lowercase media type without parameters, as the upload sniffer names them (image/png, text/plain).
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
+# The folder holding run.py and the roomcast package: the base of a relative data_dir.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[^/\s:\[\]@?#]+)(:\d{1,5})?", re.IGNORECASE)
 
 # Environment variables with the prefix that are not settings.
 _NON_SETTING_ENV = {"ROOMCAST_CONFIG", "ROOMCAST_NO_BOOTSTRAP"}
 _NON_SETTING_ENV_PREFIXES = ("ROOMCAST_TEST_",)
 
 
+# Every webhook event (PROTOCOL §6). `message.unread` is enqueued by its own scheduler.
+WEBHOOK_EVENTS = (
+    "message.created", "message.edited", "message.deleted",
+    "room.created", "room.updated", "room.deleted",
+    "member.added", "member.removed",
+    "message.unread",
+)
+WEBHOOK_URL_MAX = 2048
+WEBHOOK_SECRET_MAX = 256
+
+
+def check_webhook_url(url: str) -> str:
+    """An absolute http(s) URL with a host, or ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("url must be an absolute http:// or https:// URL")
+    if len(url) > WEBHOOK_URL_MAX or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise ValueError(f"url must be at most {WEBHOOK_URL_MAX} characters, without spaces")
+    return url
+
+
+def check_webhook_secret(secret: str) -> str:
+    if not secret or len(secret) > WEBHOOK_SECRET_MAX:
+        raise ValueError(f"secret must be 1 to {WEBHOOK_SECRET_MAX} characters")
+    return secret
+
+
+def check_webhook_events(events: list[str]) -> list[str]:
+    """A non-empty list of known event names, or ["*"] for every event."""
+    if not events:
+        raise ValueError('events must name at least one event, or be "*"')
+    unknown = sorted(set(events) - {*WEBHOOK_EVENTS, "*"})
+    if unknown:
+        raise ValueError(f"unknown events {unknown}; events are {', '.join(WEBHOOK_EVENTS)} or *")
+    return ["*"] if "*" in events else list(dict.fromkeys(events))
+
+
 class WebhookTarget(BaseModel):
-    """One outgoing webhook endpoint."""
+    """One outgoing webhook endpoint of the settings file: it gets the events of every tenant."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str
     secret: str
     events: list[str] = Field(default_factory=lambda: ["*"])
+    active: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return check_webhook_url(url)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, secret: str) -> str:
+        return check_webhook_secret(secret)
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, events: Any) -> Any:
+        if events == "*":
+            return ["*"]
+        return check_webhook_events(events) if isinstance(events, list) else events
 
 
 class Settings(BaseModel):
@@ -106,9 +170,25 @@ class Settings(BaseModel):
     attachment_orphan_ttl_s: float = Field(86_400.0, ge=60)
 
     send_rate_per_s: float = Field(10.0, gt=0)
+    # Group commit: the node's sends (every /ws session's and REST request's) share transactions
+    # of at most send_batch_max messages; send_queue_max sends' requests may wait for one (past it
+    # senders wait); send_committers transactions run at once on PostgreSQL (SQLite: always 1).
+    send_batch_max: int = Field(256, ge=1, le=10_000)
+    send_queue_max: int = Field(1024, ge=1, le=100_000)
+    send_committers: int = Field(2, ge=1, le=16)
     send_burst: int = Field(30, ge=1)
     typing_rate_per_s: float = Field(2.0, gt=0)
     typing_burst: int = Field(5, ge=1)
+    # Failed logins allowed per username (in its tenant) and per client address, in `limits`
+    # notation ("10/5 minutes"): beyond either, login answers 429 until the window moves on.
+    login_failures_per_username: str = "10/5 minutes"
+    login_failures_per_address: str = "50/5 minutes"
+
+    # Browser origins (scheme://host[:port]) allowed to call the API (CORS) and open /ws; "*" is
+    # any. Empty: same origin only.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Proxies (IP addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     ws_max_frame_bytes: int = Field(64 << 10, ge=1024)
     ws_outbound_queue: int = Field(1024, ge=8)
@@ -118,6 +198,12 @@ class Settings(BaseModel):
     # Presence events list at most this many online users (plus the full count): a join in a
     # room of n subscribers otherwise costs O(n) bytes to each of n sockets.
     presence_online_limit: int = Field(50, ge=1, le=10_000)
+    # Presence changes of a room are folded over this long into one event per subscriber
+    # (a `presence_diff`, or the newest `presence`): a join storm costs each socket one event per window.
+    presence_window_s: float = Field(0.1, ge=0, le=10)
+    # A `presence_diff` lists at most this many users (joins first); the rest are only counted.
+    # 20 badges are about 1.2 KB: 1000 joins within 1 s cost the room's sockets ~10 MB, not 1.5 GB.
+    presence_diff_limit: int = Field(20, ge=1, le=10_000)
     # With Redis: how long a node's presence entries outlive it. Users of a node that died are
     # announced `left` within this plus a third of it.
     presence_ttl_s: float = Field(15.0, ge=1)
@@ -133,8 +219,29 @@ class Settings(BaseModel):
 
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One line per HTTP request (method, route, path, status, duration, request id, client).
+    access_log: bool = True
 
     webhooks: list[WebhookTarget] = Field(default_factory=list)
+    # Webhook delivery (PROTOCOL §6): per node, at most `webhook_concurrency` requests in flight,
+    # at most `webhook_target_concurrency` of them to one target.
+    webhook_connect_timeout_s: float = Field(5.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(10, ge=1, le=100)
+    webhook_retry_base_s: float = Field(1.0, gt=0)
+    webhook_retry_max_s: float = Field(600.0, gt=0)
+    webhook_concurrency: int = Field(32, ge=1, le=1024)
+    webhook_target_concurrency: int = Field(4, ge=1, le=256)
+    # A claimed delivery is this node's for this long; a node that dies mid-attempt releases it then.
+    webhook_lease_s: float = Field(60.0, gt=0)
+    webhook_poll_s: float = Field(1.0, gt=0)
+    webhook_retention_s: float = Field(7 * 86_400.0, gt=0)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _empty_secret_is_none(cls, secret: str | None) -> str | None:
+        # `ROOMCAST_JWT_SECRET=` (e.g. compose's `${ROOMCAST_JWT_SECRET:-}`) means "not set".
+        return secret or None
 
     @field_validator("contact_policy")
     @classmethod
@@ -152,6 +259,40 @@ class Settings(BaseModel):
             if not _MEDIA_TYPE.fullmatch(media_type):
                 raise ValueError(f"{media_type!r} is not a media type like image/png")
         return types
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError("webhook_lease_s must be longer than webhook_timeout_s")
+        return self
+    @field_validator("login_failures_per_username", "login_failures_per_address")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate like '10/5 minutes'") from None
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin like 'https://app.example.com' (scheme://host[:port])")
+        return [origin.lower() for origin in origins]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or CIDR network") from None
+        return proxies
 
     @model_validator(mode="after")
     def _rs256_needs_a_key(self) -> Settings:
@@ -205,16 +346,34 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
     return values
 
 
-def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge defaults < TOML file < environment < flags into one validated Settings."""
+def _resolve_data_dir(merged: dict[str, tuple[Any, str]], config_path: Path | None, base_dir: Path) -> None:
+    value, source = merged.get("data_dir", ("var", "defaults"))
+    if not isinstance(value, str | Path) or not str(value):
+        return  # validation names the problem
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        from_file = config_path is not None and source.startswith("config file")
+        path = ((config_path.resolve().parent if from_file and config_path else base_dir) / path)
+    merged["data_dir"] = (path.resolve(), source)
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                  base_dir: Path = PROJECT_ROOT) -> Settings:
+    """Merge defaults < TOML file < environment < flags into one validated Settings.
+
+    A relative `data_dir` becomes absolute: against the config file's folder when it comes
+    from the file, else against `base_dir` (the project folder).
+    """
     environ = os.environ if environ is None else environ
     merged: dict[str, tuple[Any, str]] = {}
-    if config_path := environ.get("ROOMCAST_CONFIG"):
-        merged.update(_file_values(Path(config_path)))
+    config_path = Path(environ["ROOMCAST_CONFIG"]) if environ.get("ROOMCAST_CONFIG") else None
+    if config_path is not None:
+        merged.update(_file_values(config_path))
     merged.update(_env_values(environ))
     for key, value in (flags or {}).items():
         if value is not None:
             merged[key] = (value, f"flag --{key.replace('_', '-')}")
+    _resolve_data_dir(merged, config_path, base_dir)
     try:
         return Settings.model_validate({key: value for key, (value, _) in merged.items()})
     except ValidationError as exc:

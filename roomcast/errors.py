@@ -84,3 +84,7 @@ class DependencyUnavailable(Unavailable):
 
     def __str__(self) -> str:
         return self.detail or self.message
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line that says what is wrong and how to fix it."""

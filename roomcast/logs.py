@@ -1,20 +1,66 @@
-"""Structured logs: one line per event, JSON by default or key=value for terminals."""
+"""Structured logs: one line per event, JSON by default or key=value for terminals.
+
+Each line carries the fields bound to the current context (`bind`): the HTTP request's
+`request_id`, the WebSocket's `session`. Trio copies the context into every task started
+from within, so the lines a request or session causes anywhere below it carry them too.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from .timestamps import to_wire, utcnow
 
 _FIELDS = "roomcast_fields"
+_CONTEXT = "roomcast_context"
+
+# Fields every line logged in this context carries; a new mapping on each bind, never mutated.
+_bound: ContextVar[dict[str, str]] = ContextVar("roomcast_log_context", default={})  # noqa: B039
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log `event` (e.g. `actor.started`) with structured fields."""
     logger.log(level, event, extra={_FIELDS: fields})
+
+
+@contextmanager
+def bind(**fields: str) -> Iterator[None]:
+    """Add `fields` to every line logged in this context (and in the tasks it starts)."""
+    token = _bound.set({**_bound.get(), **fields})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def bound_fields() -> dict[str, str]:
+    """The fields `bind` has added in this context."""
+    return _bound.get()
+
+
+def _stamp_context(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """Wrap a LogRecord factory so each record keeps the fields bound where it was made
+    (a handler may format it later, or in another context)."""
+    if getattr(factory, "roomcast_stamps", False):
+        return factory
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        setattr(record, _CONTEXT, _bound.get())
+        return record
+
+    make.roomcast_stamps = True  # type: ignore[attr-defined]
+    return make
+
+
+logging.setLogRecordFactory(_stamp_context(logging.getLogRecordFactory()))
 
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -24,9 +70,12 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "event": record.getMessage(),
     }
+    fields.update(getattr(record, _CONTEXT, {}))
     fields.update(getattr(record, _FIELDS, {}))
     if record.exc_info and record.exc_info[1] is not None:
-        fields["exception"] = repr(record.exc_info[1])
+        error = record.exc_info[1]
+        fields["exception"] = repr(error)
+        fields["traceback"] = "".join(traceback.format_exception(error)).rstrip("\n")
     return fields
 
 
@@ -36,11 +85,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class KeyValueFormatter(logging.Formatter):
+    """key=value pairs on one line; a value with spaces, quotes or line breaks is a JSON string."""
+
     def format(self, record: logging.LogRecord) -> str:
         parts = []
         for key, value in _record_fields(record).items():
             text = str(value)
-            parts.append(f"{key}={json.dumps(text, ensure_ascii=False) if (' ' in text or not text) else text}")
+            plain = text and not any(char in text for char in ' "=\n\r\t')
+            parts.append(f"{key}={text if plain else json.dumps(text, ensure_ascii=False)}")
         return " ".join(parts)
 
 

@@ -45,6 +45,7 @@ class NodeMetrics:
         ProcessCollector(registry=self.registry)  # process_*: memory, CPU, open files of the process
         self.wire = WireCounters()
         self.messages_committed = 0
+        self.send_transactions = 0  # the transactions that committed them (group commit: many per transaction)
         self.send_latency = Histogram(
             "roomcast_send_latency_seconds",
             "Time from taking a message send (REST request or /ws send frame) to its commit, when it is acked.",
@@ -63,6 +64,7 @@ class NodeMetrics:
     def committed(self, messages: int) -> None:
         """`messages` new messages were committed (once per transaction, not per message)."""
         self.messages_committed += messages
+        self.send_transactions += 1
 
     def webhook_attempt(self, *, succeeded: bool) -> None:
         """Count one webhook delivery attempt: call it once per HTTP attempt, retries included."""

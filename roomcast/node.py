@@ -14,8 +14,9 @@ from .actors.system import ActorSystem
 from .config import Settings
 from .identity.contact_policy import ContactPolicy
 from .identity.tokens import TokenCodec
+from .login_throttle import LoginThrottle
 from .metrics import NodeMetrics
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from .storage.blobs import BlobStore, DatabaseBlobs
 from .storage.database import Database
 from .storage.migrate import upgrade
@@ -36,10 +37,11 @@ class Node:
     streams: StreamBackend
     actors: ActorSystem
     presence: Presence
-    send_limiter: RateLimiter
-    typing_limiter: RateLimiter
     metrics: NodeMetrics
     stats_board: RedisStatsBoard | None  # where nodes sharing a Redis post their figures; None without Redis
+    send_limiter: Limiter
+    typing_limiter: Limiter
+    login_throttle: LoginThrottle
 
     @property
     def rooms(self) -> RoomHub:
@@ -65,6 +67,22 @@ class Node:
         self.actors.notify_committed(room_id, events)
 
 
+def _limits(settings: Settings, streams: StreamBackend) -> tuple[Limiter, Limiter, LoginThrottle]:
+    """The send and typing buckets and the login throttle: in Redis, shared by every node, when
+    the streams are there (on their connection pool), else in this process."""
+    from .storage.streams.redis import RedisStreamBackend
+
+    if not isinstance(streams, RedisStreamBackend):
+        return (RateLimiter(settings.send_rate_per_s, settings.send_burst),
+                RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
+                LoginThrottle(settings.login_failures_per_username, settings.login_failures_per_address))
+    client, prefix = streams.client, settings.redis_key_prefix
+    return (SharedRateLimiter(client, f"{prefix}rate:send:", settings.send_rate_per_s, settings.send_burst),
+            SharedRateLimiter(client, f"{prefix}rate:typing:", settings.typing_rate_per_s, settings.typing_burst),
+            LoginThrottle(settings.login_failures_per_username, settings.login_failures_per_address,
+                          redis=client, key_prefix=prefix))
+
+
 @asynccontextmanager
 async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Node]:
     """Connect to the database (migrating it first, unless told not to) and the stream
@@ -77,6 +95,7 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
             actors = ActorSystem(settings, database, streams)
             await nursery.start(lambda task_status: actors.run(task_status=task_status))
             presence = open_presence(settings, streams)
+            send_limiter, typing_limiter, login_throttle = _limits(settings, streams)
             node = Node(
                 settings=settings,
                 database=database,
@@ -86,8 +105,9 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
                 streams=streams,
                 actors=actors,
                 presence=presence,
-                send_limiter=RateLimiter(settings.send_rate_per_s, settings.send_burst),
-                typing_limiter=RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
+                send_limiter=send_limiter,
+                typing_limiter=typing_limiter,
+                login_throttle=login_throttle,
                 metrics=NodeMetrics(),
                 stats_board=open_stats_board(settings, streams),
             )

@@ -1,12 +1,25 @@
-"""Per-user token buckets for sends and typing, on Trio's clock (so tests can drive it)."""
+"""Per-user token buckets for sends and typing: in the process, or in Redis shared by every node.
+
+The in-process buckets run on Trio's clock (so tests can drive it). With `redis_url`
+set, a user's bucket lives in Redis and every node takes from the same one (a Lua
+script refills and takes atomically, on Redis's clock). When Redis cannot be reached
+the node falls back to its own buckets (fail open: each node then counts alone, as
+without Redis), logs that once, and goes back to Redis once it answers again.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
+from typing import Protocol
 
+import coredis
 import trio
 
 from .errors import RateLimited
+from .logs import log_event
+
+log = logging.getLogger("roomcast.ratelimit")
 
 
 class TokenBucket:
@@ -31,6 +44,14 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate_per_s
 
 
+class Limiter(Protocol):
+    """What the services take a token from: one bucket per key (a user id)."""
+
+    async def acquire(self, key: int) -> None:
+        """Take one token for `key` or raise RateLimited with the wait in `retry_after`."""
+        ...
+
+
 class RateLimiter:
     """One bucket per key (a user id), shared by that user's REST calls and WebSocket sessions.
 
@@ -52,4 +73,97 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         wait = bucket.take()
         if wait:
+            raise RateLimited(round(wait, 3))
+
+    async def acquire(self, key: int) -> None:
+        self.check(key)
+
+
+# KEYS[1]: the bucket (a hash: t = tokens, u = when last refilled); ARGV: rate per second, burst.
+# Returns the wait in seconds as a string ("0" when a token was taken): Lua numbers come back as integers.
+_TAKE = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens, updated = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or updated == nil then tokens, updated = burst, now end
+tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class FailOpen:
+    """A shared store's outage: logged once, and its end once, however many calls meet it.
+
+    While it lasts the store is asked again at most once per `retry_s` (the other calls go
+    without it at once), so a Redis that hangs does not add its timeout to every call.
+    """
+
+    def __init__(self, what: str, retry_s: float = 1.0) -> None:
+        self.what = what
+        self.retry_s = retry_s
+        self.down = False
+        self._next_try = 0.0
+
+    def should_try(self) -> bool:
+        """Whether to ask the store now: always while it answers; once per `retry_s` while it does not."""
+        if not self.down:
+            return True
+        now = trio.current_time()
+        if now < self._next_try:
+            return False
+        self._next_try = now + self.retry_s
+        return True
+
+    def failed(self, error: BaseException | None) -> None:
+        self._next_try = trio.current_time() + self.retry_s
+        if not self.down:
+            self.down = True
+            log_event(log, "ratelimit.store_unavailable", logging.WARNING, store=self.what,
+                      error=repr(error) if error is not None else "timed out",
+                      effect="allowing; each node counts on its own until it answers")
+
+    def succeeded(self) -> None:
+        if self.down:
+            self.down = False
+            log_event(log, "ratelimit.store_recovered", store=self.what)
+
+
+class SharedRateLimiter:
+    """Token buckets in Redis, shared by every node; this node's own buckets while Redis is down."""
+
+    def __init__(self, client: coredis.Redis[bytes], key_prefix: str, rate_per_s: float, burst: int, *,
+                 timeout_s: float = 1.0) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.key_prefix = key_prefix
+        self.timeout_s = timeout_s
+        self._script = client.register_script(_TAKE)
+        self.local = RateLimiter(rate_per_s, burst)
+        self.health = FailOpen(f"redis {key_prefix}")
+
+    async def acquire(self, key: int) -> None:
+        if not self.health.should_try():
+            self.local.check(key)
+            return
+        wait: float | None = None
+        error: Exception | None = None
+        with trio.move_on_after(self.timeout_s):  # a slow Redis must not hold a send
+            try:
+                answer = await self._script.execute(keys=[f"{self.key_prefix}{key}"],
+                                                    args=[repr(self.rate_per_s), str(self.burst)])
+                wait = float(answer.decode() if isinstance(answer, bytes) else str(answer))
+            except Exception as exc:  # unreachable, timed out, a script error: never refuse everyone for it
+                error = exc
+        if wait is None:
+            self.health.failed(error)
+            self.local.check(key)
+            return
+        self.health.succeeded()
+        if wait > 0:
             raise RateLimited(round(wait, 3))

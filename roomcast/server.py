@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 
 from .config import Settings
+from .errors import StartupError
 from .http.app import create_app
 from .http.front_door import FrontDoor
 from .http.ws.endpoint import WebSocketEndpoint
 from .logs import log_event
 from .node import Node, open_node
 from .services.attachments import ensure_orphan_sweeper
+from .services.webhook_delivery import ensure_webhook_delivery
 
 log = logging.getLogger("roomcast.server")
 
@@ -30,19 +34,62 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
-async def serve_node(node: Node, *, shutdown: trio.Event,
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bind and listen on `host`:`port` (each address it resolves to), before anything else starts.
+
+    A failure is a StartupError of one line that says how to fix it. Port 0 picks one free
+    port, the same on every address.
+    """
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot resolve host {host!r} ({exc.strerror}); fix --host or ROOMCAST_HOST") from None
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(bound) > 1:
+                address = (address[0], bound[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        for sock in bound:
+            sock.close()
+        raise StartupError(_bind_failure(host, port, exc)) from None
+    return bound
+
+
+def _bind_failure(host: str, port: int, error: OSError) -> str:
+    where = f"port {port} on {host}"
+    if error.errno == errno.EADDRINUSE:
+        return f"{where} is in use; pick another with --port or stop the other server"
+    if error.errno == errno.EACCES:
+        return f"{where} needs privileges this user lacks; pick a port above 1023 with --port"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; fix --host (0.0.0.0 listens on every address)"
+    return f"cannot listen on {where} ({error.strerror}); pick another with --host or --port"
+
+
+async def serve_node(node: Node, *, shutdown: trio.Event, sockets: list[socket.socket] | None = None,
                      task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `node` (REST, web client and /ws on one port) until `shutdown` is set.
 
+    `sockets`: from bind_sockets (else the settings' host and port are bound here).
     Reports the bound URL through task_status; at shutdown WebSocket clients get 1012.
     """
     websockets = WebSocketEndpoint(node)
+    ensure_webhook_delivery(node)  # deliveries queued before this start (or by other nodes) go out
     front_door = FrontDoor(create_app(node), hypercorn_config(node.settings), websockets.serve)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(websockets.heartbeats)
         nursery.start_soon(websockets.audits)
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets or ()]
         await front_door.serve(node.settings.host, node.settings.port, shutdown_trigger=shutdown.wait,
-                               task_status=task_status)
+                               listeners=listeners or None, task_status=task_status)
         nursery.cancel_scope.cancel()
 
 
@@ -54,14 +101,20 @@ async def _set_on_signal(shutdown: trio.Event) -> None:
             return
 
 
-async def run_server(settings: Settings, on_listening: Callable[[str], None] = print) -> None:
-    """`run.py serve`: open the node, serve it, stop gracefully on SIGINT/SIGTERM."""
+async def run_server(settings: Settings, on_listening: Callable[[str], None] = print,
+                     sockets: list[socket.socket] | None = None) -> None:
+    """`run.py serve`: open the node, serve it, stop gracefully on SIGINT/SIGTERM.
+
+    `sockets`: bound beforehand by bind_sockets, so a busy port stops start-up before the
+    database is migrated and the actors start.
+    """
     shutdown = trio.Event()
     async with open_node(settings) as node, trio.open_nursery() as nursery:
         nursery.start_soon(_set_on_signal, shutdown)
         # Uploads left unsent (by this node before a restart, say) are swept even if none comes again.
         ensure_orphan_sweeper(node)
-        url = await nursery.start(lambda task_status: serve_node(node, shutdown=shutdown, task_status=task_status))
+        url = await nursery.start(
+            lambda task_status: serve_node(node, shutdown=shutdown, sockets=sockets, task_status=task_status))
         # What start-up made lives as long as the process: frozen, the collector's full passes
         # no longer walk it, which would stall every connection for milliseconds at a time.
         gc.collect()

@@ -30,6 +30,16 @@ def user_to_wire(user: User, online: bool = False) -> dict[str, Any]:
     }
 
 
+def admin_user_to_wire(user: User, online: bool = False) -> dict[str, Any]:
+    """A user as the admin tools show it: the user object and what admits it."""
+    return {
+        **user_to_wire(user, online),
+        "is_active": user.is_active,
+        "created_at": to_wire(user.created_at),
+        "tokens_valid_after": to_wire(user.tokens_valid_after),
+    }
+
+
 def sender_to_wire(user: User) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "display_name": user.display_name}
 

@@ -58,6 +58,11 @@ export class LeanSocket {
     this.socket.write(clientFrame(OP_TEXT, Buffer.from(text)));
   }
 
+  /** Drop the connection with a TCP reset (RST), as a crashed client or a dead network does. */
+  reset() {
+    this.socket.resetAndDestroy();
+  }
+
   terminate() {
     this.socket.destroy();
   }

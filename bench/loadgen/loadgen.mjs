@@ -1,8 +1,14 @@
 // roomcast fan-out load generator: many WebSocket subscribers, a few publishers, one process.
 // Run by bench/fanout.py with a JSON plan; prints one JSON result line on stdout.
 //
-// plan = {url, duration_s, warmup_s, mode: "flat" | "rate" | "idle", rate_per_s, window,
-//         rooms: [{id, publisher: token, subscribers: [token, ...]}]}
+// plan = {url, duration_s, warmup_s, mode: "flat" | "rate" | "idle" | "storm" | "drop", rate_per_s, window,
+//         presence: "legacy" | "diff", join_over_s, rooms: [{id, publisher: token, subscribers: [token, ...]}]}
+//
+// storm: every subscriber connects first; then they all subscribe within `join_over_s` while the
+//   publishers start at `rate_per_s` at once (no warm-up, no waiting for quiet); latency, bytes
+//   received and presence bytes are counted from the first subscribe on.
+// drop: every subscriber connects and subscribes, then all drop their TCP connection at once with a
+//   reset; bench/fanout.py then checks the server.
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
@@ -14,6 +20,7 @@ const log = (...args) => console.error("[loadgen]", ...args);
 let deliveries = 0;
 let frames = 0;  // subscriber frames while measuring: deliveries / frames is the coalescing
 let measuring = false;
+let countingBytes = false;
 // Latency samples in fixed-size chunks: a million samples pushed onto one array would make V8
 // copy it as it grows, pauses that would show up as server latency.
 const CHUNK = 1 << 16;
@@ -34,12 +41,16 @@ const closes = {};
 const LATENCY_SAMPLE_EVERY = plan.latency_sample_every ?? 1;
 let sampleCounter = 0;
 let lastSubscriberFrameAt = 0;
+let receivedBytes = 0;  // every subscriber byte while measuring (payloads, without WebSocket framing)
+let presenceBytes = 0;  // of which presence events (`presence` and `presence_diff` lines)
+let presenceEvents = 0;
 
 // Publishers use the `ws` package; subscribers, a thousand of them in this one process, use
 // LeanSocket, and a `message` line is counted (and its body, the send time, read for latency)
 // straight from the frame's bytes, without decoding or parsing it: the load generator must not
 // be the bottleneck. Every other line (welcome, subscribed) is parsed.
 const MESSAGE_PREFIX = Buffer.from('{"type":"message",');
+const PRESENCE_PREFIX = Buffer.from('{"type":"presence');
 const BODY_KEY = Buffer.from('"body":"');
 const NEWLINE = 0x0a;
 const QUOTE = 0x22;
@@ -66,6 +77,20 @@ function connect(token, onEvent) {
   });
 }
 
+function startsWith(payload, pos, end, prefix) {
+  return end - pos > prefix.length && payload.compare(prefix, 0, prefix.length, pos, pos + prefix.length) === 0;
+}
+
+function countBytes(payload) {
+  receivedBytes += payload.length;
+  for (let pos = 0; pos < payload.length;) {
+    let end = payload.indexOf(NEWLINE, pos);
+    if (end === -1) end = payload.length;
+    if (startsWith(payload, pos, end, PRESENCE_PREFIX)) { presenceBytes += end - pos; presenceEvents += 1; }
+    pos = end + 1;
+  }
+}
+
 function countMessages(payload) {
   frames += 1;
   for (let pos = 0; pos < payload.length;) {
@@ -84,13 +109,15 @@ function countMessages(payload) {
   }
 }
 
-/** A subscriber connection: welcome, then (unless idle) subscribed to `room`, then counting. */
-async function subscriber(token, room) {
+/** A subscriber connection: welcome, then (unless idle) subscribed to `room`, then counting.
+ * With `gate` (a promise), it connects, then waits for the gate before it subscribes. */
+async function subscriber(token, room, gate = null) {
   let live = false;
   const inbox = [];  // parsed events before going live (the welcome may come with the handshake)
   let wake = null;
   const lean = await LeanSocket.open(`${plan.url}/ws?token=${token}`, (payload) => {
     lastSubscriberFrameAt = performance.now();
+    if (countingBytes) countBytes(payload);
     if (live) {
       if (measuring) countMessages(payload);
       return;
@@ -106,8 +133,11 @@ async function subscriber(token, room) {
     }
   };
   await next("welcome");
+  if (gate !== null) await gate();
   if (room !== null) {
-    lean.sendText(JSON.stringify({ type: "subscribe", room, ref: `s${room}` }));
+    const frame = { type: "subscribe", room, ref: `s${room}` };
+    if (plan.presence === "diff") frame.presence = "diff";
+    lean.sendText(JSON.stringify(frame));
     await next("subscribed");
     live = true;
   }
@@ -135,8 +165,111 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
+/** The server's /proc/<pid>/io counters (wchar: bytes it wrote through write calls, sockets included). */
+function serverIo() {
+  try {
+    return Object.fromEntries(readFileSync(`/proc/${plan.server_pid}/io`, "utf8").trim().split("\n")
+      .map((line) => { const [key, value] = line.split(": "); return [key, Number(value)]; }));
+  } catch { return null; }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+/** Connect every subscriber (100 at a time), each stopping at a gate before it subscribes.
+ * Returns release(): they then subscribe, spread evenly over `join_over_s`, and a promise of them all. */
+async function connectHeld(subscriptions) {
+  let open;
+  const opened = new Promise((r) => { open = r; });
+  let releasedAt = 0;
+  const spreadMs = (plan.join_over_s * 1000) / subscriptions.length;
+  const all = [];
+  for (let i = 0; i < subscriptions.length; i += 100) {
+    await Promise.all(subscriptions.slice(i, i + 100).map(({ room, token }, k) => {
+      let arrived;
+      const atGate = new Promise((r) => { arrived = r; });
+      const done = subscriber(token, room, async () => {
+        arrived();
+        await opened;
+        await sleep((i + k) * spreadMs - (performance.now() - releasedAt));
+      });
+      all.push(done);
+      return Promise.race([atGate, done]);  // `done` rejects if the connection fails
+    }));
+  }
+  return { release: () => { releasedAt = performance.now(); open(); }, subscribed: Promise.all(all) };
+}
+
+async function connectPublishers(counts) {
+  return Promise.all(plan.rooms.map(async (room) => {
+    const publisher = { room: room.id, inflight: 0 };
+    publisher.ws = await connect(room.publisher, (event) => {
+      if (event.type === "ack") { counts.acked += 1; publisher.inflight -= 1; }
+      else if (event.type === "error") { counts.errors += 1; publisher.inflight -= 1; }
+    });
+    return publisher;
+  }));
+}
+
+/** storm: the joins and the first messages at once; what it costs and how late messages are. */
+async function storm(subscriptions) {
+  log(`connecting ${subscriptions.length} subscribers (not yet subscribed)`);
+  const held = await connectHeld(subscriptions);
+  const counts = { sent: 0, acked: 0, errors: 0 };
+  const publishers = await connectPublishers(counts);
+  log("storm");
+  const ioBefore = serverIo();
+  const serverBefore = serverCpuMs();
+  measuring = countingBytes = true;
+  const started = performance.now();
+  let joinedAfter = null;
+  held.subscribed.then(() => { joinedAfter = (performance.now() - started) / 1000; });
+  held.release();
+  const interval = 1000 / (plan.rate_per_s / publishers.length);
+  for (const p of publishers) {
+    p.timer = setInterval(() => {
+      p.inflight += 1; counts.sent += 1;
+      p.ws.send(JSON.stringify({ type: "send", room: p.room, body: String(performance.now()) }));
+    }, interval);
+  }
+  await sleep(plan.duration_s * 1000);
+  for (const p of publishers) clearInterval(p.timer);
+  await sleep(1000);  // the last messages' deliveries
+  measuring = countingBytes = false;
+  const elapsed = (performance.now() - started) / 1000;
+  const ioAfter = serverIo();
+  const latencies = sortedLatencies();
+  const result = {
+    mode: plan.mode, presence: plan.presence, rooms: plan.rooms.length, subscribers: subscriptions.length,
+    seconds: elapsed, join_over_s: plan.join_over_s, all_subscribed_after_s: joinedAfter, ...counts, deliveries, closes,
+    received_bytes: receivedBytes, presence_bytes: presenceBytes, presence_events: presenceEvents,
+    server_wchar_bytes: ioBefore && ioAfter ? ioAfter.wchar - ioBefore.wchar : null,
+    server_cpu_share: (serverCpuMs() - serverBefore) / (elapsed * 1000),
+    latency_ms: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99),
+                  max: latencies.length ? latencies[latencies.length - 1] : null, samples: latencies.length },
+  };
+  process.stdout.write(JSON.stringify(result) + "\n");
+  for (const p of publishers) p.ws.terminate();
+  for (const lean of await held.subscribed) lean.terminate();
+  process.exit(0);
+}
+
+/** drop: everyone subscribed, then every connection reset at once; the caller checks the server. */
+async function drop(subscriptions) {
+  log(`connecting ${subscriptions.length} subscribers`);
+  const sockets = await inBatches(subscriptions, 100, ({ room, token }) => subscriber(token, room));
+  await sleep(1000);
+  process.stdout.write(JSON.stringify({ ready: true, connections: sockets.length }) + "\n");
+  await new Promise((resolve) => process.stdin.once("data", resolve).resume());
+  for (const lean of sockets) lean.reset();
+  process.stdout.write(JSON.stringify({ mode: plan.mode, presence: plan.presence, dropped: sockets.length, closes }) + "\n");
+  await sleep(200);  // the resets leave before we exit
+  process.exit(0);
+}
+
 async function main() {
   const subscriptions = plan.rooms.flatMap((room) => room.subscribers.map((token) => ({ room: room.id, token })));
+  if (plan.mode === "storm") return storm(subscriptions);
+  if (plan.mode === "drop") return drop(subscriptions);
   log(`connecting ${subscriptions.length} subscribers`);
   const sockets = await inBatches(subscriptions, 100,
     ({ room, token }) => subscriber(token, plan.mode === "idle" ? null : room));

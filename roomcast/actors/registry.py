@@ -38,7 +38,8 @@ class RoomHub:
 
     def __init__(self, *, database: Database, backend: StreamBackend, reader: StreamReader,
                  supervisor: Supervisor, idle_s: float, replay_buffer: int, replay_stall_s: float,
-                 mailbox_size: int, retry: Backoff | None = None) -> None:
+                 mailbox_size: int, retry: Backoff | None = None, presence_window_s: float = 0.1,
+                 presence_diff_limit: int = 20) -> None:
         self.database = database
         self.backend = backend
         self.reader = reader
@@ -48,6 +49,8 @@ class RoomHub:
         self.replay_stall_s = replay_stall_s
         self.mailbox_size = mailbox_size
         self.retry = retry  # how room actors wait out a database outage
+        self.presence_window_s = presence_window_s  # how long a room actor folds presence changes
+        self.presence_diff_limit = presence_diff_limit  # users listed in one `presence_diff` at most
         self._rooms: dict[int, RoomActor] = {}
         self._retired_deliveries = 0  # deliveries of room actors that have ended
 
@@ -80,13 +83,14 @@ class RoomHub:
                 self._retired_deliveries += room.deliveries
             room = RoomActor(room_id, database=self.database, reader=self.reader, idle_s=self.idle_s,
                              replay_buffer=self.replay_buffer, replay_stall_s=self.replay_stall_s,
-                             mailbox_size=self.mailbox_size, on_idle=self._forget, retry=self.retry)
+                             mailbox_size=self.mailbox_size, on_idle=self._forget, retry=self.retry,
+                             presence_window_s=self.presence_window_s, presence_diff_limit=self.presence_diff_limit)
             self._rooms[room_id] = room
             self.supervisor.add(room.actor)
         return room
 
     async def subscribe(self, room_id: int, subscriber: Subscriber, since: int | None = None,
-                        on_attached: Callable[[int], None] | None = None) -> int:
+                        on_attached: Callable[[int], None] | None = None, presence_diff: bool = False) -> int:
         """Deliver `room_id`'s events to `subscriber` until unsubscribed or it overflows.
 
         Returns the room's last seq at the moment of attaching. `on_attached(last_seq)`
@@ -98,11 +102,12 @@ class RoomHub:
 
         The caller checks membership first; this does not. An exception from
         `on_attached` propagates here and nothing is subscribed. RoomUnavailable if the
-        room's actor cannot be reached (the node is shutting down).
+        room's actor cannot be reached (the node is shutting down). `presence_diff`: the
+        subscriber gets the room's presence as `presence_diff` events, else as `presence`.
         """
         for _ in range(_SUBSCRIBE_ATTEMPTS):
             room = self.touch(room_id)
-            request = Subscribe(subscriber, since, on_attached)
+            request = Subscribe(subscriber, since, on_attached, presence_diff)
             try:
                 await room.actor.send(request)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

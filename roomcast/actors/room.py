@@ -5,7 +5,9 @@ StreamReader), delivers stored events in strict `seq` order, fetches any gap
 from the database, and hands each event's bytes -- encoded once, the same object
 for everyone -- to every subscriber without ever waiting for one. The stored
 events of one stream batch go to each subscriber together (`push_many`), so a
-busy room costs a socket write per subscriber per batch, not per event.
+busy room costs a socket write per subscriber per batch, not per event. Presence
+records are not fanned out one by one: they are folded over `presence_window_s`
+(presence_fold.py) and each subscriber gets one event per window.
 
 State that must survive a crash (subscribers, last seq delivered, stream
 position, recent events) lives on the RoomActor object, not in the task: a
@@ -36,6 +38,7 @@ from ..storage.outbox import events_after, room_last_seq
 from ..storage.streams import StreamUnavailable
 from .actor import Actor, ActorContext, Restart
 from .backoff import Backoff, until_available
+from .presence_fold import PresenceFold, is_presence_record
 from .stream_reader import Resync, StreamBatch, StreamReader
 
 log = logging.getLogger("roomcast.actors.room")
@@ -97,6 +100,8 @@ class Subscription:
     active: bool = True
     # The replay's wait for room, cancelled when the subscription ends.
     waiting: trio.CancelScope | None = None
+    # Presence as `presence_diff` events (opted in) rather than PROTOCOL §5 `presence` events.
+    presence_diff: bool = False
 
     def end(self) -> None:
         self.active = False
@@ -144,6 +149,7 @@ class Subscribe:
     subscriber: Subscriber
     since: int | None
     on_attached: Callable[[int], None] | None
+    presence_diff: bool = False
     reply: _Reply = field(default_factory=_Reply)
 
 
@@ -152,7 +158,8 @@ class RoomActor:
 
     def __init__(self, room_id: int, *, database: Database, reader: StreamReader, idle_s: float,
                  replay_buffer: int = 1024, replay_stall_s: float = 60.0, mailbox_size: int = 256,
-                 on_idle: Callable[[RoomActor], bool] = lambda room: True, retry: Backoff | None = None) -> None:
+                 on_idle: Callable[[RoomActor], bool] = lambda room: True, retry: Backoff | None = None,
+                 presence_window_s: float = 0.1, presence_diff_limit: int = 20) -> None:
         self.room_id = room_id
         self.database = database
         self.retry = retry or Backoff(base=0.1, cap=5.0)
@@ -175,6 +182,10 @@ class RoomActor:
         self._epoch = 0
         self._idle_scope: trio.CancelScope | None = None
         self._replays: trio.Nursery | None = None
+        # Presence changes wait here until `_presence_due`, then go out as one event per subscriber.
+        self.presence_window_s = presence_window_s
+        self._presence = PresenceFold(room_id, presence_diff_limit)
+        self._presence_due = math.inf
 
     # ------------------------------------------------------------------ called by RoomHub
 
@@ -244,11 +255,14 @@ class RoomActor:
         mailbox = ctx.mailbox
         while True:
             deadline = trio.current_time() + self.idle_s if not self.subscriptions else math.inf
-            with trio.CancelScope(deadline=deadline) as waiting:
+            with trio.CancelScope(deadline=min(deadline, self._presence_due)) as waiting:
                 self._idle_scope = waiting
                 message = await mailbox.receive()
             self._idle_scope = None
             if waiting.cancelled_caught:
+                if trio.current_time() >= self._presence_due:
+                    self._emit_presence()
+                    continue
                 # Idle: no subscriber and nothing received for idle_s. Leave the hub and refuse
                 # mail in this same step, so a new subscriber gets a new actor, never a dying one.
                 if not self.subscriptions and self.actor.backlog == 0 and self.on_idle(self):
@@ -267,6 +281,8 @@ class RoomActor:
                     await self._handle(message)
             finally:
                 self._flush()  # what was accepted goes out, even if a later entry crashed the run
+            if trio.current_time() >= self._presence_due:
+                self._emit_presence()  # a busy mailbox does not hold the window open
 
     async def _handle(self, message: object) -> None:
         if isinstance(message, StreamBatch):
@@ -274,8 +290,10 @@ class RoomActor:
                 return  # read for an earlier run; this run's attachment re-reads it
             for entry in message.entries:
                 if entry.seq is None:
-                    self._flush()  # keep stored and transient events in stream order
-                    self._fan_out(entry.data, entry.origin)
+                    # A presence change waits for its window; other transient events go now.
+                    if not (is_presence_record(entry.data) and self._fold_presence(entry.data)):
+                        self._flush()  # keep stored and transient events in stream order
+                        self._fan_out(entry.data, entry.origin)
                 else:
                     await self._stored(entry.seq, entry.data)
                 self.position = entry.id
@@ -369,6 +387,35 @@ class RoomActor:
         for subscription in overflowed:
             self._overflow(subscription)
 
+    # ------------------------------------------------------------------ presence, folded per window
+
+    def _fold_presence(self, data: bytes) -> bool:
+        if not self._presence.add(data):
+            return False
+        if self._presence_due == math.inf:
+            self._presence_due = trio.current_time() + self.presence_window_s
+            if self._idle_scope is not None:
+                self._idle_scope.deadline = min(self._idle_scope.deadline, self._presence_due)
+        return True
+
+    def _emit_presence(self) -> None:
+        """The window closes: one event to each subscriber, in the shape it asked for."""
+        self._presence_due = math.inf
+        subscriptions = list(self.subscriptions.values())
+        diffs = sum(1 for s in subscriptions if s.presence_diff)
+        legacy_event, diff_event = self._presence.take(legacy=diffs < len(subscriptions), diff=diffs > 0)
+        self._flush()
+        overflowed = []
+        for subscription in subscriptions:
+            data = diff_event if subscription.presence_diff else legacy_event
+            if data is None:
+                continue
+            self.deliveries += 1
+            if not self._push(subscription, data):
+                overflowed.append(subscription)
+        for subscription in overflowed:
+            self._overflow(subscription)
+
     # ------------------------------------------------------------------ subscribers
 
     def _push(self, subscription: Subscription, data: bytes) -> bool:
@@ -403,7 +450,7 @@ class RoomActor:
 
     def _maybe_idle(self) -> None:
         if not self.subscriptions and self._idle_scope is not None:
-            self._idle_scope.deadline = trio.current_time() + self.idle_s
+            self._idle_scope.deadline = min(trio.current_time() + self.idle_s, self._presence_due)
 
     def _subscribe(self, request: Subscribe) -> None:
         assert self.last_seq is not None
@@ -414,9 +461,11 @@ class RoomActor:
         if previous is not None:
             previous.end()
         if request.since is None or request.since >= last:
-            subscription = Subscription(request.subscriber, next_seq=max(last, request.since or 0) + 1, live=True)
+            subscription = Subscription(request.subscriber, next_seq=max(last, request.since or 0) + 1, live=True,
+                                        presence_diff=request.presence_diff)
         else:
-            subscription = Subscription(request.subscriber, next_seq=max(request.since, 0) + 1, live=False)
+            subscription = Subscription(request.subscriber, next_seq=max(request.since, 0) + 1, live=False,
+                                        presence_diff=request.presence_diff)
         if request.on_attached is not None:
             try:
                 request.on_attached(last)  # before any event for it: the caller's "subscribed" goes first
@@ -426,7 +475,7 @@ class RoomActor:
                 return
         self.subscriptions[id(request.subscriber)] = subscription
         if self._idle_scope is not None:
-            self._idle_scope.deadline = math.inf
+            self._idle_scope.deadline = self._presence_due
         request.reply.set(last)
         if not subscription.live:
             assert self._replays is not None

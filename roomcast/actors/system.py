@@ -50,7 +50,8 @@ class ActorSystem:
         self.rooms = RoomHub(database=database, backend=backend, reader=self.reader, supervisor=supervisor("rooms"),
                              idle_s=settings.room_idle_s, replay_buffer=settings.room_replay_buffer,
                              replay_stall_s=settings.room_replay_stall_s, mailbox_size=settings.room_mailbox_size,
-                             retry=retry)
+                             retry=retry, presence_window_s=settings.presence_window_s,
+                             presence_diff_limit=settings.presence_diff_limit)
         self.root.add(Actor("stream_reader", self.reader.run, describe_extra=self.reader.describe))
         self.notices = NoticesHub(backend, self.reader)
         self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from quart import Response
+from quart import Response, request
+from quart_cors import cors
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio.wrappers.request import TrioRequest
 
@@ -12,12 +13,31 @@ from .. import __version__
 from ..errors import BadRequest
 from ..node import Node
 from ..services.monitoring import monitor
+from .access import AccessLog, install_route_recorder
 from .context import RoomcastApp
 from .errors import install_error_handlers
 from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
-from .routes import admin, attachments, auth, client, config, docs, health, messages, metrics, publish, rooms, users
+from .peer import ForwardedHeaders, TrustedProxies
+from .routes import (
+    admin,
+    attachments,
+    auth,
+    client,
+    config,
+    docs,
+    health,
+    messages,
+    metrics,
+    publish,
+    rooms,
+    users,
+    webhooks,
+)
+
+_CORS_HEADERS = ["Authorization", "Content-Type"]
+_CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -64,12 +84,25 @@ def create_app(node: Node) -> RoomcastApp:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install_error_handlers(app)
     install_id_converter(app)
+    install_route_recorder(app)
 
-    for module in (health, metrics, auth, users, config, rooms, messages, attachments, publish, admin, docs, client):
+    for module in (health, metrics, auth, users, config, rooms, messages, attachments, publish, admin, webhooks, docs,
+                   client):
         app.register_blueprint(module.blueprint)
 
     metrics.count_requests(app, node.metrics)
     monitor(node)  # the node's collectors and its `stats` actor, sampling from the start
+
+    @app.before_request
+    async def _preflight() -> Response | None:
+        # A CORS preflight carries no token: answered here, before any blueprint authenticates.
+        if request.method == "OPTIONS" and request.path.startswith("/api/"):
+            return Response(b"", status=204)
+        return None
+
+    if node.settings.allowed_origins:  # none: same origin only, no CORS headers at all
+        cors(app, allow_origin=node.settings.allowed_origins, allow_headers=_CORS_HEADERS,
+             allow_methods=_CORS_METHODS, expose_headers=["Retry-After"], max_age=600)
 
     @app.after_request
     async def _security_headers(response: Response) -> Response:
@@ -81,6 +114,11 @@ def create_app(node: Node) -> RoomcastApp:
     # RequestFraming speaks generic ASGI (MutableMapping scopes and messages), Quart declares Hypercorn's precise types.
     app.asgi_app = RequestFraming(  # type: ignore[method-assign, assignment]
         app.asgi_app, node.settings.max_request_bytes)  # type: ignore[arg-type]
+    # Around the access log: every layer below, the access log included, sees the client as
+    # trusted_proxies resolve it.
+    app.asgi_app = AccessLog(app.asgi_app, node.settings.access_log)  # type: ignore[method-assign, assignment, arg-type]
+    app.asgi_app = ForwardedHeaders(  # type: ignore[method-assign, assignment]
+        app.asgi_app, TrustedProxies(node.settings.trusted_proxies))  # type: ignore[arg-type]
     return app
 
 

@@ -149,7 +149,7 @@ async def _read_head(stream: trio.SocketStream) -> bytes:
     return head
 
 
-async def _refuse(stream: trio.SocketStream, status: int, reason: str, code: str, message: str) -> None:
+async def refuse(stream: trio.SocketStream, status: int, reason: str, code: str, message: str) -> None:
     """Answer with PROTOCOL's error envelope; the caller closes the connection."""
     body = error_body(code, message)
     await stream.send_all(
@@ -171,13 +171,19 @@ class FrontDoor:
         self.draining = Draining()  # set at shutdown: sessions close with 1012
 
     async def serve(self, host: str, port: int, *, shutdown_trigger: Callable[[], Awaitable[None]],
+                    listeners: list[trio.SocketListener] | None = None,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until `shutdown_trigger` returns, then drain for up to the graceful timeout."""
+        """Serve until `shutdown_trigger` returns, then drain for up to the graceful timeout.
+
+        `listeners`: sockets bound already (`run.py serve` binds before anything starts);
+        without them, `host` and `port` are bound here.
+        """
         lifespan = Lifespan(self.app, self.config, self.lifespan_state)
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            if listeners is None:
+                listeners = await trio.open_tcp_listeners(port, host=host)
             sockname = listeners[0].socket.getsockname()
             shown_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
             async with trio.open_nursery() as connections:
@@ -204,7 +210,7 @@ class FrontDoor:
             parsed = _parse_head(head)
             if parsed is not None and is_websocket_upgrade(*parsed, path=self.websocket_path):
                 if ambiguous_framing(parsed[2]):  # other requests meet this rule in framing.py
-                    await _refuse(stream, 400, "Bad Request", "validation_error", AMBIGUOUS_FRAMING_MESSAGE)
+                    await refuse(stream, 400, "Bad Request", "validation_error", AMBIGUOUS_FRAMING_MESSAGE)
                     return
                 request = UpgradeRequest(head, parsed[1], parsed[2])
                 del head, parsed  # this frame lives as long as the WebSocket does

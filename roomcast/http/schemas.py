@@ -146,3 +146,96 @@ class StatsOut(BaseModel):
 class ContactsQuery(BaseModel):
     limit: int = Field(100, ge=1, le=500)
     cursor: str | None = Field(None, max_length=32)
+
+
+# --------------------------------------------------------------------------- webhooks (PROTOCOL §6)
+
+WebhookEvent = Literal["message.created", "message.edited", "message.deleted", "room.created", "room.updated",
+                       "room.deleted", "member.added", "member.removed", "message.unread", "*"]
+WebhookEvents = Annotated[list[str], Field(min_length=1, max_length=32)] | Literal["*"]
+
+
+class WebhookIn(RequestModel):
+    """A target: `url` (http or https) gets a signed POST of every event `events` names ("*": all)."""
+
+    url: str = Field(min_length=1, max_length=2048)
+    secret: str = Field(min_length=1, max_length=256, description="signs each body (HMAC-SHA256); never shown again")
+    events: WebhookEvents = Field("*", description='event names, or "*" for every event')
+    active: bool = True
+
+
+class WebhookPatchIn(RequestModel):
+    url: str | None = Field(None, min_length=1, max_length=2048)
+    secret: str | None = Field(None, min_length=1, max_length=256)
+    events: WebhookEvents | None = None
+    active: bool | None = None
+
+
+class WebhookOut(BaseModel):
+    """`id`: an integer, or `config:N` for the settings file's targets (`source` "settings", read-only)."""
+
+    id: int | str
+    url: str
+    events: list[str]
+    active: bool
+    source: Literal["api", "settings"]
+    created_at: str | None
+    updated_at: str | None
+
+
+class WebhookPage(BaseModel):
+    items: list[WebhookOut]
+    next_cursor: str | None
+
+
+class DeliveryOut(BaseModel):
+    """One event for one target. `status`: pending (`next_attempt_at` says when), delivered, dead."""
+
+    id: int
+    event_id: str
+    event: str
+    room: int
+    seq: int | None
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    delivered_at: str | None
+    created_at: str
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class DeliveriesQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=32)
+    status: Literal["pending", "delivered", "dead"] | None = None
+class AdminUserOut(UserOut):
+    """A user as the admin tools show it."""
+
+    is_active: bool
+    created_at: str
+    tokens_valid_after: str | None  # tokens issued before this are refused; null: never revoked
+
+
+class AdminUserPage(BaseModel):
+    items: list[AdminUserOut]
+    next_cursor: str | None
+
+
+class AdminUsersQuery(BaseModel):
+    q: str | None = Field(None, max_length=128)  # a part of the username or display name, any case
+    role: Role | None = None
+    active: bool | None = None
+    limit: int = Field(100, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=32)
+
+
+class PasswordResetIn(RequestModel):
+    password: str = Field(min_length=8, max_length=1024)
+    revoke_tokens: bool = True  # end the user's tokens and sessions too

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
@@ -51,7 +52,10 @@ class TokenCodec:
         if self._signing_key is None:
             raise TokenError("unauthorized", "this server verifies tokens but has no key to sign them")
         now = datetime.now(UTC)
-        claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(seconds=ttl_s or self.ttl_s)}
+        # `iat` in milliseconds, rounded down: a token minted in the same second as a revocation
+        # (tokens_valid_after) is then told apart, and one minted before it is never stamped after it.
+        issued = math.floor(now.timestamp() * 1000) / 1000
+        claims = {"sub": str(user_id), "iat": issued, "exp": int(issued) + (ttl_s or self.ttl_s)}
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
     def decode(self, token: str) -> Claims:
@@ -73,15 +77,21 @@ class TokenCodec:
 
 
 def _stored_secret(data_dir: Path) -> str:
-    """The embedded default's secret: made once, kept beside the database, shared by the CLI."""
+    """The embedded default's secret: made once, kept beside the database, shared by the CLI
+    and by every node that shares data_dir (made whole under a temporary name, then linked into
+    place, so a node starting at the same moment reads the whole secret or makes none)."""
     path = data_dir / "jwt_secret"
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
+    draft = data_dir / f".jwt_secret.{secrets.token_hex(4)}"
     try:
-        with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as handle:
+        with open(draft, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as handle:
             handle.write(secret)
+        os.link(draft, path)
     except FileExistsError:  # another process made it first
         return path.read_text().strip()
+    finally:
+        draft.unlink(missing_ok=True)
     return secret

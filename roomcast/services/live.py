@@ -8,8 +8,9 @@ Membership is checked as REST checks it (`services.access`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import trio
@@ -23,11 +24,15 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
 from ..storage.users import access_states
-from ..wire import sender_to_wire
+from ..wire import JsonObject, sender_to_wire
 from .access import open_room
-from .presence import announce_presence, ensure_presence_keeper
+from .presence import announce_presence, ensure_presence_keeper, online_snapshot
 
 log = logging.getLogger("roomcast.live")
+
+# A control notice (services.admin_users publishes it): the sessions of its user act on it, closing
+# with 1008 if it no longer admits them; it is never forwarded to the client.
+ACCESS_CHANGED = "access_changed"
 
 # How long a disconnect may spend announcing its leaves: a dead Redis must not hold it.
 _DETACH_TIMEOUT_S = 5.0
@@ -62,25 +67,40 @@ async def connect(node: Node, session: LiveSession) -> None:
 
 
 async def join_room(node: Node, session: LiveSession, room_id: int, since: int | None,
-                    on_attached: Callable[[int], None]) -> None:
+                    on_attached: Callable[[int, JsonObject | None], None], presence_diff: bool = False) -> None:
     """Follow a room the user is a member of, and announce the session's presence in it.
 
     Presence goes first: with the stream backend down it raises DependencyUnavailable
     (an `unavailable` error for the frame) before anything is subscribed.
+    `on_attached(last_seq, snapshot)`: with `presence_diff`, `snapshot` holds who is online
+    (`online`, `online_count`) for the `subscribed` reply, and later changes come as diffs.
     """
     subscriptions = session.subscriptions
-    await require_member(node, session.user, room_id)
+    user = session.user
+    await require_member(node, user, room_id)
     if room_id in subscriptions:
-        await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
+        snapshot = (await online_snapshot(node, user.tenant, await node.presence.online_in(room_id))
+                    if presence_diff else None)
+        await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
         return
     subscriptions.add(room_id)  # from here on, leaving (or disconnecting) undoes the presence entry
     try:
-        online = await node.presence.join(room_id, session.user.id, session.session_id)
+        online = await node.presence.join(room_id, user.id, session.session_id)
+        at = time.time()
+        # One read of who is online, for the `subscribed` reply and the announcement alike.
+        snapshot = await online_snapshot(node, user.tenant, online) if presence_diff else None
     except DependencyUnavailable:
         await leave_room(node, session, room_id)  # whatever part of the join went through
         raise
-    await node.rooms.subscribe(room_id, session, since, on_attached=on_attached)
-    await announce_presence(node, room_id, session.user, "joined", online)
+    await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
+    await announce_presence(node, room_id, user, "joined", online, snapshot=snapshot, at=at)
+
+
+async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int | None,
+                     on_attached: Callable[[int, JsonObject | None], None], snapshot: JsonObject | None,
+                     presence_diff: bool) -> None:
+    await node.rooms.subscribe(room_id, session, since, on_attached=lambda last: on_attached(last, snapshot),
+                               presence_diff=presence_diff)
 
 
 async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:
@@ -97,7 +117,7 @@ async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:
 
 async def typing(node: Node, session: LiveSession, room_id: int, state: bool) -> None:
     """Tell the room's other sessions (the user's own other connections too) that the user types."""
-    node.typing_limiter.check(session.user.id)
+    await node.typing_limiter.acquire(session.user.id)
     if room_id not in session.subscriptions:
         await require_member(node, session.user, room_id)
     event = {"type": "typing", "room": room_id, "user": sender_to_wire(session.user), "state": state}
@@ -135,3 +155,22 @@ async def refused_sessions(node: Node, sessions: Sequence[S]) -> list[tuple[S, s
         if refusal is not None:
             refused.append((session, refusal))
     return refused
+
+
+def access_changed_event(user: User) -> JsonObject:
+    """The control notice telling every session of `user`, on every node, what admits it now."""
+    valid_after = user.tokens_valid_after
+    if valid_after is not None and valid_after.tzinfo is None:
+        valid_after = valid_after.replace(tzinfo=UTC)  # SQLite hands naive datetimes back
+    return {"type": ACCESS_CHANGED, "user": user.id, "is_active": user.is_active,
+            "tokens_valid_after": valid_after.isoformat() if valid_after is not None else None}
+
+
+def notice_refusal(event: Mapping[str, object], token_issued_at: datetime | None) -> str | None:
+    """Why an ACCESS_CHANGED notice ends a session whose token was issued at `token_issued_at`, or None."""
+    raw = event.get("tokens_valid_after")
+    try:
+        valid_after = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        valid_after = None
+    return access_refusal(event.get("is_active") is not False, valid_after, token_issued_at)

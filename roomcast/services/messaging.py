@@ -1,8 +1,9 @@
 """Messages: send, edit, delete, history and read pointers (PROTOCOL §4), for REST and /ws alike.
 
-Every stored event (message, edit, deletion) runs one transaction that locks the
-room, takes its next seq and writes the outbox row (DESIGN.md §1); the caller is
-answered only after that commit, and the outbox relay is woken right after it.
+Every stored event (message, edit, deletion) is written in a transaction that locks
+the room, takes its next seq and writes the outbox row (DESIGN.md §1); the caller is
+answered only after that commit, and the outbox relay is woken right after it. Sends
+share their transactions with whatever else the node is sending (`send_committer`).
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import ApiError, BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, Forbidden, NotFound
 from ..logs import log_event
 from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
-from ..storage.database import is_unavailable
 from ..storage.events import append_event, take_next_seq
 from ..storage.messages import (
     find_by_client_id,
@@ -36,7 +37,9 @@ from ..storage.streams import Append, StreamUnavailable
 from ..timestamps import utcnow
 from ..wire import message_deleted_event, message_edited_event, message_event, message_to_wire, sender_to_wire
 from .access import not_a_member, open_room
+from .send_committer import SendCommitter, SendOutcome, SendRequest, ensure_committer
 from .text import check_attachment_ids, check_body, check_client_id
+from .webhook_events import enqueue
 
 log = logging.getLogger("roomcast.messaging")
 
@@ -72,17 +75,22 @@ class Draft:
     attachments: tuple[int, ...] = ()
 
 
+async def take_send_token(node: Node, sender: User) -> None:
+    """One send off the sender's budget (shared by every node with Redis); RateLimited when spent."""
+    await node.send_limiter.acquire(sender.id)
+
+
 def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
                   client_id: str | None = None, attachments: Sequence[int] = ()) -> Draft:
-    """Check what needs no database (the sender's rate, body, client_id, attachment ids)."""
-    node.send_limiter.check(sender.id)
+    """Check what needs no database (body, client_id, attachment ids); the sender's rate is taken
+    before, with `take_send_token`."""
     check_client_id(client_id)
     attachment_ids = check_attachment_ids(list(attachments))
     check_body(body, node.settings.max_body_chars, has_attachments=bool(attachment_ids))
     return Draft(room_id, body, reply_to, client_id, tuple(attachment_ids))
 
 
-def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], Append | None]:
+def _store(node: Node, session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], Append | None]:
     """Store one draft in the open transaction: (the message, its outbox row as the relay takes it),
     or (the original, None) for a client_id the sender already used in the room.
 
@@ -125,6 +133,7 @@ def _store(session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any]
         message = Message(id=message_id, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
                           reply_to_id=draft.reply_to, client_id=client_id, created_at=now)  # never added
         view = message_to_wire(message, sender, uploads)
+        enqueue(node, session, sender.tenant, "message.created", room_id, seq, message=view)
         return view, append_event(session, message_event(room_id, seq, view))
 
     if client_id is None:
@@ -149,90 +158,38 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
 
     With a `client_id` the sender already used in this room, nothing is stored and
     the original message comes back with False. Over the sender's rate → RateLimited.
+    It commits with whatever else the node is sending (`send_drafts`).
     """
     taken_at = trio.current_time()
+    await take_send_token(node, sender)
     draft = draft_message(node, sender, room_id, body, reply_to=reply_to, client_id=client_id,
                           attachments=attachments)
-    message, row = await node.database.write(_store, sender, draft)
-    if row is not None:
-        node.notify_committed(room_id, [row])
-        node.metrics.committed(1)
+    outcome = (await send_drafts(node, sender, [draft]))[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    if outcome[1]:
         node.metrics.send_latency.observe(trio.current_time() - taken_at)
-    return message, row is not None
-
-
-# The message and whether it was stored now; or why the draft was refused (ApiError); or,
-# for a draft that failed unexpectedly on its own, the exception it raised.
-SendOutcome = tuple[dict[str, Any], bool] | Exception
-_Stored = tuple[dict[str, Any], Append | None] | Exception
-
-
-class _DraftFailed(Exception):
-    """One draft of a shared transaction failed unexpectedly: that transaction is rolled back."""
+    return outcome
 
 
 async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list[SendOutcome]:
-    """Store drafts of one sender into ONE room, in order, in one transaction: one commit for all.
+    """Store drafts of one sender, in order, through the node's committer (group commit).
 
+    They are committed in one transaction with the sends waiting on the node at that
+    moment, from every session and REST request, and answered only after that commit.
     Each outcome is what `send_message` would have returned for that draft, or the
-    ApiError it would have raised; a refused draft (refused before it wrote anything)
-    leaves the others be. A draft that fails otherwise (a bug, a value the database
-    rejects) fails alone too: the transaction is rolled back and the drafts stored
-    again, each in a savepoint, and that draft's outcome is the exception it raised.
-    What fails the transaction as a whole (the database is down, say) is raised.
-
-    A connection that sends faster than one commit at a time gets its messages
-    committed together instead of queueing a commit each. One room per call means one
-    room lock per transaction, so two such batches never deadlock.
+    ApiError it would have raised; a refused draft leaves the others be, and so does
+    one that fails otherwise (a bug, a value the database rejects): its outcome is the
+    exception it raised. Drafts to one room are stored in the order given. When the
+    database is down, every outcome is DatabaseUnavailable. Waits while the committer's
+    queue is full.
     """
-    room_id = drafts[0].room_id
-    if any(draft.room_id != room_id for draft in drafts):
-        raise ValueError("send_drafts takes the drafts of one room")
+    return await committer(node).submit(SendRequest(sender, drafts))
 
-    def together(session: Session) -> list[_Stored]:
-        outcomes: list[_Stored] = []
-        for draft in drafts:
-            try:
-                outcomes.append(_store(session, sender, draft))
-            except ApiError as exc:  # refused before writing anything: the others stand
-                outcomes.append(exc)
-            except Exception as exc:  # it may have written, or broken the transaction: start over
-                if is_unavailable(exc):
-                    raise  # not this draft's fault: the gateway makes it DatabaseUnavailable for all
-                raise _DraftFailed from exc
-        return outcomes
 
-    def each_in_a_savepoint(session: Session) -> list[_Stored]:
-        # The slow path, taken only after an unexpected failure: a savepoint per draft undoes
-        # exactly the draft that fails. Failing to take or undo one (the connection is gone,
-        # say) fails the transaction as a whole.
-        outcomes: list[_Stored] = []
-        for draft in drafts:
-            savepoint = session.begin_nested()
-            try:
-                outcome: _Stored = _store(session, sender, draft)
-            except Exception as exc:
-                if is_unavailable(exc):
-                    raise
-                savepoint.rollback()
-                outcomes.append(exc)
-            else:
-                savepoint.commit()
-                outcomes.append(outcome)
-        return outcomes
-
-    try:
-        stored = await node.database.write(together)
-    except ApiError as exc:  # the transaction as a whole was refused
-        return [exc] * len(drafts)
-    except _DraftFailed:
-        stored = await node.database.write(each_in_a_savepoint)
-    rows = [outcome[1] for outcome in stored if not isinstance(outcome, Exception) and outcome[1] is not None]
-    if rows:
-        node.notify_committed(room_id, rows)
-        node.metrics.committed(len(rows))
-    return [outcome if isinstance(outcome, Exception) else (outcome[0], outcome[1] is not None)
-            for outcome in stored]
+def committer(node: Node) -> SendCommitter:
+    """The node's send committer, started on first use."""
+    return ensure_committer(node, partial(_store, node))
 
 
 async def edit_message(node: Node, editor: User, room_id: int, message_id: int, body: str) -> dict[str, Any]:
@@ -258,6 +215,7 @@ async def edit_message(node: Node, editor: User, room_id: int, message_id: int, 
         seq = take_next_seq(session, room_id)
         view = message_to_wire(message, sender, attachments)
         append_event(session, message_edited_event(room_id, seq, view))
+        enqueue(node, session, editor.tenant, "message.edited", room_id, seq, message=view)
         return view, True
 
     view, changed = await node.database.write(work)
@@ -287,6 +245,7 @@ async def delete_message(node: Node, caller: User, room_id: int, message_id: int
         if room.last_message_id == message.id:
             room.last_message_id = latest_visible_message_id(session, room_id)
         append_event(session, message_deleted_event(room_id, seq, message.id))
+        enqueue(node, session, caller.tenant, "message.deleted", room_id, seq, message_id=message.id)
         return True
 
     if await node.database.write(work):

@@ -156,6 +156,8 @@ class Monitor:
         yield _gauge("roomcast_room_actors", "Live room actors on this node.", len(node.rooms))
         yield _counter("roomcast_messages_committed", "Messages committed by this node (REST and /ws sends).",
                        node.metrics.messages_committed)
+        yield _counter("roomcast_send_transactions", "Transactions that committed those messages (group commit: "
+                       "several sends, of any rooms, per transaction).", node.metrics.send_transactions)
         deliveries = CounterMetricFamily("roomcast_deliveries", "Events handed to this node's sessions "
                                          "(an event to n sessions counts n), by source.", labels=["source"])
         deliveries.add_metric(["room"], node.rooms.deliveries)

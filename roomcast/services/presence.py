@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,14 +39,28 @@ async def room_presence(node: Node, caller: User, room_id: int) -> list[dict[str
     return [user_to_wire(user, online=True) for user in await node.database.read(load)]
 
 
-async def announce_presence(node: Node, room_id: int, user: User, status: str, online: list[int],
-                            origin: str | None = None) -> None:
-    """Publish `user` `joined` or `left` to the room, with who is online now (best effort)."""
+async def online_snapshot(node: Node, tenant: str, online: list[int]) -> dict[str, Any]:
+    """`online` (badges of the first `presence_online_limit` ids) and `online_count`, as events carry them."""
     shown = sorted(online)[:node.settings.presence_online_limit]
+    return {"online": await node.database.read(user_badges, tenant, shown), "online_count": len(online)}
+
+
+async def announce_presence(node: Node, room_id: int, user: User, status: str, online: list[int],
+                            origin: str | None = None, *, snapshot: dict[str, Any] | None = None,
+                            at: float | None = None) -> None:
+    """Publish `user` `joined` or `left` to the room, with who is online now (best effort).
+
+    What travels is the PROTOCOL §5 `presence` event plus `present` (is the user still
+    online in the room) and `at` (when the presence write was made); each node's room
+    actor folds these per window (actors/presence_fold.py). `snapshot`/`at`: the
+    `online_snapshot` of `online` and its time, when the caller has them already.
+    """
+    at = time.time() if at is None else at  # just after the presence write: orders concurrent records
     try:
-        badges = await node.database.read(user_badges, user.tenant, shown)
+        if snapshot is None:
+            snapshot = await online_snapshot(node, user.tenant, online)
         event = {"type": "presence", "room": room_id, "user": sender_to_wire(user), "status": status,
-                 "online": badges, "online_count": len(online)}
+                 **snapshot, "present": user.id in online, "at": at}
         await node.rooms.publish_transient(room_id, event, origin=origin)
     except DependencyUnavailable as exc:  # best effort; subscriptions stand; the outage is logged once
         log_event(log, "presence.announce_failed", logging.DEBUG, room=room_id, error=str(exc))

@@ -33,6 +33,7 @@ from ..wire import member_to_wire, message_to_wire, room_to_wire, room_updated_e
 from .access import is_admin, open_room
 from .announcements import note_membership, write_and_announce
 from .text import check_external_ref, require_storable
+from .webhook_events import enqueue
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -67,11 +68,29 @@ def _member_list(session: Session, room_id: int) -> list[dict[str, Any]]:
     return [member_to_wire(user, role) for user, role in members_of(session, [room_id]).get(room_id, ())]
 
 
-def _record_room_update(session: Session, room: Room, changes: dict[str, Any]) -> None:
-    """Store a `room_updated` event for `changes` (already applied) with the room's next seq."""
+def _record_room_update(node: Node, session: Session, room: Room, changes: dict[str, Any]) -> None:
+    """Store a `room_updated` event for `changes` (already applied) with the room's next seq,
+    and its webhook events: `member.added` / `member.removed` for each user who came or went,
+    `room.updated` for anything else (settings, room roles), all with that seq."""
     room.updated_at = utcnow()
     seq = take_next_seq(session, room.id)
     append_event(session, room_updated_event(room.id, seq, changes))
+    added, removed = changes.get("added", []), changes.get("removed", [])
+    roles = {member["id"]: member["room_role"] for member in changes.get("members", [])}
+    for user_id in added:
+        enqueue(node, session, room.tenant, "member.added", room.id, seq, user=user_id, room_role=roles.get(user_id))
+    for user_id in removed:
+        enqueue(node, session, room.tenant, "member.removed", room.id, seq, user=user_id)
+    settings_changed = changes.keys() - {"members", "added", "removed"}
+    if settings_changed or ("members" in changes and not (added or removed)):
+        enqueue(node, session, room.tenant, "room.updated", room.id, seq, changes=changes)
+
+
+def _record_room_created(node: Node, session: Session, room: Room, members: Mapping[int, str]) -> None:
+    """The `room.created` webhook event of a new room, with its first members."""
+    enqueue(node, session, room.tenant, "room.created", room.id, kind=room.kind, name=room.name, topic=room.topic,
+            external_ref=room.external_ref,
+            members=[{"id": user_id, "room_role": role} for user_id, role in sorted(members.items())])
 
 
 def _keyset(room: Room) -> RoomKeyset:
@@ -191,6 +210,7 @@ async def open_direct_room(node: Node, caller: User, other_id: int) -> tuple[dic
             created = room is not None
             if room is not None:
                 note_membership(session, room.id, added=[caller.id, other.id])
+                _record_room_created(node, session, room, {caller.id: "member", other.id: "member"})
             # None: a concurrent request made the pair's room first; it is the one to return.
             room = room or find_direct_room(session, caller.tenant, key)
             assert room is not None
@@ -212,6 +232,7 @@ async def create_group_room(node: Node, caller: User, *, kind: str, name: str, t
         room = insert_room(session, _new_room(caller.tenant, kind, name=name, topic=topic), members)
         assert room is not None, "a group room has no unique key to collide on"
         note_membership(session, room.id, added=members)
+        _record_room_created(node, session, room, members)
         return room_view(session, caller, room.id)
 
     return await write_and_announce(node, work)
@@ -237,7 +258,7 @@ async def update_room(node: Node, caller: User, room_id: int, *, name: str | Non
         for field, value in changes.items():
             setattr(room, field, value)
         if changes:
-            _record_room_update(session, room, changes)
+            _record_room_update(node, session, room, changes)
         return room_view(session, caller, room.id), bool(changes)
 
     view, changed = await node.database.write(work)
@@ -271,7 +292,7 @@ async def add_member(node: Node, caller: User, room_id: int, user_id: int,
         desired = {uid: m.room_role for uid, m in current.items()} | {user_id: role}
         changes = _apply_members(session, room, desired)
         if changes:
-            _record_room_update(session, room, changes)
+            _record_room_update(node, session, room, changes)
         return room_view(session, caller, room.id), existing is None, bool(changes)
 
     view, added, changed = await write_and_announce(node, work)
@@ -297,7 +318,7 @@ async def remove_member(node: Node, caller: User, room_id: int, user_id: int) ->
         if not leaving and target.room_role == "owner" and not (is_admin(caller) or access.room_role == "owner"):
             raise Forbidden("only an owner or an admin may remove an owner")
         desired = {uid: m.room_role for uid, m in current.items() if uid != user_id}
-        _record_room_update(session, room, _apply_members(session, room, desired))
+        _record_room_update(node, session, room, _apply_members(session, room, desired))
 
     await write_and_announce(node, work)
     node.notify_committed(room_id)
@@ -327,6 +348,7 @@ async def provision_room(node: Node, caller: User, external_ref: str, *, kind: s
                               is_active=True if is_active is None else is_active, external_ref=external_ref)
             if insert_room(session, fresh, members) is not None:
                 note_membership(session, fresh.id, added=members)
+                _record_room_created(node, session, fresh, members)
                 return room_view(session, caller, fresh.id), True, False
             # A concurrent PUT of the same reference created it first: update that room instead.
             room = find_room_by_ref(session, caller.tenant, external_ref, lock=True)
@@ -338,7 +360,7 @@ async def provision_room(node: Node, caller: User, external_ref: str, *, kind: s
             setattr(room, field, value)
         changes |= _apply_members(session, room, members)
         if changes:
-            _record_room_update(session, room, changes)
+            _record_room_update(node, session, room, changes)
         return room_view(session, caller, room.id), False, bool(changes)
 
     view, created, changed = await write_and_announce(node, work)
@@ -355,6 +377,7 @@ async def unprovision_room(node: Node, caller: User, external_ref: str) -> None:
         if room is None:
             raise NotFound("no room has that reference")
         note_membership(session, room.id, removed=room_memberships(session, room.id))
+        enqueue(node, session, room.tenant, "room.deleted", room.id, external_ref=room.external_ref)
         delete_room(session, room.id)
 
     await write_and_announce(node, work)

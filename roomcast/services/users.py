@@ -16,13 +16,20 @@ from .presence import users_with_presence
 __all__ = ["User", "check_login", "create_user", "get_user", "list_contacts"]
 
 
-async def check_login(node: Node, tenant: str | None, username: str, password: str) -> User:
-    """The active user with these credentials (`tenant` defaults to the server's); Unauthorized otherwise."""
+async def check_login(node: Node, tenant: str | None, username: str, password: str,
+                      address: str | None = None) -> User:
+    """The active user with these credentials (`tenant` defaults to the server's); Unauthorized otherwise.
+
+    RateLimited, before anything is checked, once this username or the client's `address` has
+    failed too often lately (`login_throttle`); every failure counts against both.
+    """
     tenant = tenant or node.settings.default_tenant
+    await node.login_throttle.check(tenant, username, address)
     user = await node.database.read(stored.find_user, tenant, username)
     # Verified even without a user: timing must not reveal which usernames exist.
     matches = await verify_password(user.password_hash if user else None, password)
     if user is None or not matches or not user.is_active:
+        await node.login_throttle.failed(tenant, username, address)
         raise Unauthorized("wrong username or password")
     return user
 

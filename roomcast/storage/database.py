@@ -44,6 +44,20 @@ _UNAVAILABLE_SQLSTATE_PREFIX = "57P"
 _UNAVAILABLE_SQLITE_CODES = {5, 6, 10, 14}
 
 
+_ON_COMMIT = "roomcast_on_commit"
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback()` on the event loop once this session's transaction has committed.
+
+    For wake-ups that must not run before the rows they announce are visible (a queue's
+    worker, say); never run if the transaction rolls back. It must not block or raise.
+    """
+    callbacks: list[Callable[[], None]] = session.info.setdefault(_ON_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
+
+
 class DatabaseUnavailable(DependencyUnavailable):
     """The database cannot be reached or cannot take the work now; nothing was committed
     (except if the connection broke during COMMIT itself, when the outcome is unknown)."""
@@ -154,7 +168,8 @@ class Database:
     async def _run(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
         started = trio.current_time()
         try:
-            result = await trio.to_thread.run_sync(self._transaction, work, args, writes, limiter=self.limiter)
+            result, committed = await trio.to_thread.run_sync(self._transaction, work, args, writes,
+                                                              limiter=self.limiter)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             if not is_unavailable(exc):
                 raise
@@ -162,11 +177,16 @@ class Database:
             self.availability.failed(exc, started, detail)
             raise DatabaseUnavailable(detail) from exc
         self.availability.succeeded(started)
+        for callback in committed:
+            callback()
         return result
 
-    def _transaction(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
-        with Session(self._writer_bind if writes else self.engine, expire_on_commit=False) as session, session.begin():
-            return work(session, *args)
+    def _transaction(self, work: Callable[..., T], args: tuple[Any, ...],
+                     writes: bool) -> tuple[T, list[Callable[[], None]]]:
+        with Session(self._writer_bind if writes else self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                result = work(session, *args)
+            return result, session.info.pop(_ON_COMMIT, [])
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable if the database cannot be reached."""

@@ -162,3 +162,56 @@ class OutboxEvent(Base):
     payload: Mapped[str] = mapped_column(Text)  # the event as JSON, exactly as delivered
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Webhook(Base):
+    """A tenant's webhook target made through the admin API (settings-file targets live in the settings)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index(None, "tenant"), NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(256))
+    events: Mapped[str] = mapped_column(Text)  # a JSON list of event names, or ["*"]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one target: the durable webhook queue, written in the event's own transaction.
+
+    `target` names the target ("config:0" for the settings file's first, "api:12" for webhook 12);
+    deliveries of one target and room go out in `id` order, which is commit order per room.
+    No foreign key to rooms: a `room.deleted` delivery outlives its room.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_order", "target", "room_id", "status", "id"),
+        Index("ix_webhook_deliveries_listing", "tenant", "target", "id"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    webhook_id: Mapped[int | None] = mapped_column(Id, ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    room_id: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)  # the JSON body without `delivered_at`, added at each attempt
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

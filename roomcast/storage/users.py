@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -82,3 +82,35 @@ def get_tenant_users(session: Session, tenant: str, user_ids: Collection[int]) -
         return []
     return list(session.scalars(select(User).where(User.tenant == tenant, User.id.in_(list(user_ids)))
                                 .order_by(User.id)))
+
+
+def search_users(session: Session, *, tenant: str, query: str | None, role: str | None, active: bool | None,
+                 after_id: int, limit: int) -> list[User]:
+    """Users of `tenant` by id after `after_id`: those whose username or display name contains
+    `query` (case-insensitive), with `role`, active or not, where given."""
+    statement = select(User).where(User.tenant == tenant, User.id > after_id)
+    if query:
+        needle = query.lower()
+        statement = statement.where(or_(func.lower(User.username).contains(needle, autoescape=True),
+                                        func.lower(User.display_name).contains(needle, autoescape=True)))
+    if role is not None:
+        statement = statement.where(User.role == role)
+    if active is not None:
+        statement = statement.where(User.is_active.is_(active))
+    return list(session.scalars(statement.order_by(User.id).limit(limit)))
+
+
+def update_access(session: Session, tenant: str, user_id: int, *, is_active: bool | None = None,
+                  tokens_valid_after: datetime | None = None, password_hash: str | None = None) -> User | None:
+    """Change what admits a user of `tenant` (what is given); None when there is no such user there."""
+    user = get_tenant_user(session, tenant, user_id)
+    if user is None:
+        return None
+    if is_active is not None:
+        user.is_active = is_active
+    if tokens_valid_after is not None:
+        user.tokens_valid_after = tokens_valid_after
+    if password_hash is not None:
+        user.password_hash = password_hash
+    session.flush()
+    return user

@@ -76,7 +76,8 @@ async def test_sigint_stops_gracefully(server: tuple[subprocess.Popen[str], str]
     assert "server.stopped" in process.stderr.read()
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["create-user"], ["token"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["create-user"], ["token"], ["users"],
+                                     ["users", "list"], ["users", "set-password"]])
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = run_cli(tmp_path, *command, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout
@@ -100,3 +101,47 @@ def test_bad_settings_stop_start_up_naming_the_key(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(ROOT / "run.py"), "serve"], env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "ROOMCAST_PORT" in result.stderr
+
+
+async def test_users_commands_disable_enable_revoke_and_set_password(
+        server: tuple[subprocess.Popen[str], str], tmp_path: Path) -> None:
+    _, url = server
+    for name, display in (("ann", "Ann Admin"), ("bea", "Beatrice"), ("cy", "Cyrus BEAr")):
+        assert run_cli(tmp_path, "create-user", name, "--password", "first password", "--display-name",
+                       display).returncode == 0
+    listed = run_cli(tmp_path, "users", "list", "-q", "bea")
+    assert [json.loads(line)["username"] for line in listed.stdout.splitlines()] == ["bea", "cy"]
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async def login(password: str) -> int:
+            response = await http.post("/api/auth/login", json={"username": "bea", "password": password})
+            return response.status_code
+
+        token = (await http.post("/api/auth/login", json={"username": "bea", "password": "first password"})
+                 ).json()["access_token"]
+        disabled = await trio.to_thread.run_sync(run_cli, tmp_path, "users", "disable", "bea")
+        assert disabled.returncode == 0 and json.loads(disabled.stdout)["is_active"] is False
+        assert await login("first password") == 401
+        assert (await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+        listed = await trio.to_thread.run_sync(run_cli, tmp_path, "users", "list", "--disabled")
+        assert [json.loads(line)["username"] for line in listed.stdout.splitlines()] == ["bea"]
+
+        assert (await trio.to_thread.run_sync(run_cli, tmp_path, "users", "enable", "bea")).returncode == 0
+        assert await login("first password") == 200
+        reset = await trio.to_thread.run_sync(run_cli, tmp_path, "users", "set-password", "bea", "--password",
+                                              "second password")
+        assert reset.returncode == 0
+        assert await login("first password") == 401 and await login("second password") == 200
+        assert (await trio.to_thread.run_sync(run_cli, tmp_path, "users", "revoke", "bea")).returncode == 0
+
+
+def test_users_commands_fail_clearly(tmp_path: Path) -> None:
+    missing = run_cli(tmp_path, "users", "disable", "nobody")
+    assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr
+    assert run_cli(tmp_path, "create-user", "dan").returncode == 0
+    short = run_cli(tmp_path, "users", "set-password", "dan", "--password", "short")
+    assert short.returncode != 0 and "8 to 1024" in short.stderr
+    piped = subprocess.run([sys.executable, str(ROOT / "run.py"), "users", "set-password", "dan"],
+                           env=cli_env(tmp_path), input="from stdin 123\n", capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert run_cli(tmp_path, "users", "list", "--role", "nonsense").returncode == 2

@@ -57,6 +57,8 @@ async def test_counters_move_after_a_rest_send_and_a_ws_delivery(live_server: st
             assert value(after_rest, "roomcast_room_actors") >= 1
             assert value(after_rest, "roomcast_messages_committed_total") == value(
                 before, "roomcast_messages_committed_total") + 1
+            assert value(after_rest, "roomcast_send_transactions_total") == value(
+                before, "roomcast_send_transactions_total") + 1
             # The message and bob's own presence `joined` at least.
             assert value(after_rest, "roomcast_deliveries_total", source="room") >= value(
                 before, "roomcast_deliveries_total", source="room") + 2

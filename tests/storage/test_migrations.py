@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import trio
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from roomcast.storage.database import create_database_engine
-from roomcast.storage.migrate import downgrade, upgrade
+from roomcast.storage.migrate import alembic_config, downgrade, upgrade
 from roomcast.storage.models import Base
 from tests.helpers import POSTGRES_URL
 
@@ -158,7 +159,7 @@ def test_models_give_fresh_sqlite_schemas_autoincrement(tmp_path: Path) -> None:
         tables = {name for (name,) in connection.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%'")}
     engine.dispose()
-    assert tables == {"users", "rooms", "messages", "attachments"}
+    assert tables == {"users", "rooms", "messages", "attachments", "webhooks", "webhook_deliveries"}
 
 
 # --------------------------------------------------------------------------- 0004: attachment chunks
@@ -206,3 +207,27 @@ def test_upgrading_moves_attachment_bytes_into_chunks_and_back(fresh_database_ur
         assert "attachment_chunks" not in inspect(connection).get_table_names()
     engine.dispose()
     assert {key: bytes(value) if value is not None else None for key, value in rows.items()} == {1: big, 3: None}
+
+
+# --------------------------------------------------------------------------- 0005: webhooks
+
+
+def test_webhook_tables_come_and_go_with_their_migration(fresh_database_url: str) -> None:
+    """0005 adds the webhook tables to a database holding data, and its downgrade takes them away again."""
+    engine = create_database_engine(fresh_database_url)
+    upgrade(engine, "a7c4d2e19b30")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(_ROWS[0].replace("'member', 1,", "'member', true,"))
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert {"webhooks", "webhook_deliveries"} <= set(inspect(connection).get_table_names())
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        assert connection.exec_driver_sql("SELECT count(*) FROM users").scalar() == 2
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "a7c4d2e19b30")
+    with engine.connect() as connection:
+        assert not {"webhooks", "webhook_deliveries"} & set(inspect(connection).get_table_names())
+        assert connection.exec_driver_sql("SELECT count(*) FROM users").scalar() == 2
+    engine.dispose()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 import trio.testing
 
 from roomcast.errors import RateLimited
-from roomcast.ratelimit import RateLimiter
+from roomcast.ratelimit import FailOpen, RateLimiter
 
 
 @pytest.fixture
@@ -51,3 +53,19 @@ async def test_memory_is_bounded(autojump_clock: trio.testing.MockClock) -> None
     for user in range(100):
         limiter.check(user)
     assert len(limiter._buckets) == 10
+
+
+async def test_a_shared_store_that_is_down_is_asked_again_once_per_retry(
+        mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="roomcast.ratelimit")
+    health = FailOpen("redis", retry_s=1.0)
+    assert health.should_try()
+    health.failed(OSError("connection refused"))
+    health.failed(OSError("connection refused"))
+    assert not health.should_try()  # the calls meanwhile go without it at once
+    mock_clock.jump(1.0)
+    assert health.should_try() and not health.should_try()
+    health.succeeded()
+    assert health.should_try() and health.should_try()
+    events = [record.getMessage() for record in caplog.records if record.name == "roomcast.ratelimit"]
+    assert events == ["ratelimit.store_unavailable", "ratelimit.store_recovered"]  # once each way

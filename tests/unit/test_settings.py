@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from roomcast.config import DEFAULT_CONTACT_POLICY, SettingsError, load_settings
+from roomcast.config import DEFAULT_CONTACT_POLICY, PROJECT_ROOT, SettingsError, load_settings
 
 
 def test_defaults_need_nothing() -> None:
     settings = load_settings(environ={})
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.resolved_database_url == "sqlite:///var/roomcast.db"
+    assert settings.data_dir == PROJECT_ROOT / "var" and (PROJECT_ROOT / "run.py").exists()
+    assert settings.resolved_database_url == f"sqlite:///{PROJECT_ROOT}/var/roomcast.db"
     assert settings.redis_url is None
     assert settings.max_body_chars == 4000
     assert settings.contact_policy == DEFAULT_CONTACT_POLICY
@@ -91,3 +92,26 @@ def test_attachment_types_are_media_types() -> None:
         load_settings(environ={"ROOMCAST_ATTACHMENT_TYPES": '["PNG"]'})
     with pytest.raises(SettingsError, match="attachment_orphan_ttl_s"):
         load_settings(environ={"ROOMCAST_ATTACHMENT_ORPHAN_TTL_S": "5"})
+
+
+def test_a_relative_data_dir_is_resolved_once_against_the_project_folder(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={"ROOMCAST_DATA_DIR": "state"}).data_dir == PROJECT_ROOT / "state"
+    assert load_settings(environ={}, base_dir=tmp_path / "x").data_dir == tmp_path / "x" / "var"
+    assert load_settings(environ={"ROOMCAST_DATA_DIR": str(tmp_path / "abs")}).data_dir == tmp_path / "abs"
+
+
+def test_a_relative_data_dir_from_the_config_file_is_resolved_against_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "roomcast.toml").write_text('data_dir = "../state"\n')
+    settings = load_settings(environ={"ROOMCAST_CONFIG": str(folder / "roomcast.toml")})
+    assert settings.data_dir == tmp_path / "state"
+    # The environment still wins, and its relative value is the project folder's.
+    settings = load_settings(environ={"ROOMCAST_CONFIG": str(folder / "roomcast.toml"), "ROOMCAST_DATA_DIR": "s"})
+    assert settings.data_dir == PROJECT_ROOT / "s"
+
+
+def test_an_empty_jwt_secret_means_unset() -> None:
+    assert load_settings(environ={"ROOMCAST_JWT_SECRET": ""}).jwt_secret is None

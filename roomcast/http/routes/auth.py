@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, request
 from quart_schema import document_response, validate_request
 
 from ...services.users import check_login
@@ -18,10 +18,17 @@ require_authentication(blueprint)
 @public
 @validate_request(LoginIn)
 @document_response(TokenOut, 200)
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 401)
+@document_response(ErrorOut, 429)
 async def login(data: LoginIn) -> tuple[dict, int]:
-    """Exchange a username and password for a bearer token."""
+    """Exchange a username and password for a bearer token.
+
+    Failed attempts are counted per username and per client address: beyond
+    `login_failures_per_username` or `login_failures_per_address`, 429 with `Retry-After`.
+    """
     node = current_node()
-    user = await check_login(node, data.tenant, data.username, data.password)
+    # remote_addr: the client as trusted_proxies resolve it (peer.ForwardedHeaders)
+    user = await check_login(node, data.tenant, data.username, data.password, request.remote_addr)
     token = node.tokens.mint(user.id)
     return {"access_token": token, "token_type": "bearer", "expires_in": node.tokens.ttl_s}, 200

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...services import live
-from ...services.messaging import draft_message, mark_read
+from ...services.messaging import draft_message, mark_read, take_send_token
 from .protocol import ClientError, Ping, Read, Send, Subscribe, Typing, Unsubscribe
 from .session import Handler, Session
 
@@ -30,10 +30,12 @@ async def subscribe(session: Session, frame: Subscribe) -> None:
     if room_id not in subscriptions and len(subscriptions) >= MAX_SUBSCRIPTIONS:
         raise ClientError(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
 
-    def attached(last_seq: int) -> None:
-        session.reply(_with_ref(frame.ref, {"type": "subscribed", "room": room_id, "last_seq": last_seq}))
+    def attached(last_seq: int, presence: dict[str, Any] | None) -> None:
+        reply = {"type": "subscribed", "room": room_id, "last_seq": last_seq, **(presence or {})}
+        session.reply(_with_ref(frame.ref, reply))
 
-    await live.join_room(session.node, session, room_id, frame.since, attached)
+    await live.join_room(session.node, session, room_id, frame.since, attached,
+                         presence_diff=frame.presence == "diff")
 
 
 async def unsubscribe(session: Session, frame: Unsubscribe) -> None:
@@ -42,6 +44,7 @@ async def unsubscribe(session: Session, frame: Unsubscribe) -> None:
 
 
 async def send(session: Session, frame: Send) -> None:
+    await take_send_token(session.node, session.user)
     draft = draft_message(session.node, session.user, frame.room, frame.body, reply_to=frame.reply_to,
                           client_id=frame.client_id, attachments=frame.attachments)
     await session.submit_send(draft, frame.ref)  # acked once committed; reading goes on meanwhile

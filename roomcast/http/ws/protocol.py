@@ -40,6 +40,7 @@ class Subscribe:
     ref: str | None
     room: int
     since: int | None
+    presence: str = "legacy"  # "diff": presence as `presence_diff` events, the online list with `subscribed`
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,13 @@ def _ids(data: dict[str, Any], name: str) -> tuple[int, ...]:
 
 
 def _subscribe(data: dict[str, Any], ref: str | None) -> Subscribe:
-    return Subscribe(ref, _int(data, "room", 1), _optional_int(data, "since", 0))
+    presence = "legacy" if data.get("presence") is None else data["presence"]
+    if presence not in _PRESENCE_MODES:
+        raise ClientError("'presence' must be \"diff\" or \"legacy\"", details={"field": "presence"})
+    return Subscribe(ref, _int(data, "room", 1), _optional_int(data, "since", 0), presence)
+
+
+_PRESENCE_MODES = ("diff", "legacy")
 
 
 def _unsubscribe(data: dict[str, Any], ref: str | None) -> Unsubscribe:

@@ -3,10 +3,13 @@
 Answering each `send` frame only after its own commit would let one connection
 commit one message per round trip to the database. Instead the reader checks a
 send and queues it here, then goes on reading; one task (alive only while sends
-are pending) commits whatever has piled up for one room in one transaction
-(`send_drafts`) and answers each with its `ack` or `error`, in order. Still every
-`ack` follows the commit of its message (PROTOCOL §5). A send that fails fails
-alone: the others of its transaction are committed and acked all the same.
+are pending) hands whatever has piled up to the node's committer (`send_drafts`),
+which commits it together with the other sessions' and REST requests' sends, and
+answers each with its `ack` or `error`, in order. One batch of a session is in the
+committer at a time, so its sends to a room are sequenced and acked in the order
+sent. Still every `ack` follows the commit of its message (PROTOCOL §5). A send
+that fails fails alone: the others of its transaction are committed and acked all
+the same.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...errors import ApiError
-from ...services.messaging import Draft, SendOutcome, send_drafts
+from ...services.messaging import Draft, send_drafts
+from ...services.send_committer import SendOutcome
 
 if TYPE_CHECKING:
     from .session import Session
@@ -26,7 +30,7 @@ log = logging.getLogger("roomcast.ws")
 
 # Sends one connection may have waiting; past it the reader waits (the client is pushed back).
 MAX_PENDING_SENDS = 64
-# Messages per transaction, at most.
+# Sends of one session handed to the committer at once, at most (and never more than send_batch_max).
 MAX_BATCH = 32
 
 
@@ -54,16 +58,12 @@ class SendPipeline:
     async def _commit_pending(self) -> None:
         try:
             while self._pending:
-                room_id = self._pending[0][0].room_id
-                count = 1
-                while (count < len(self._pending) and count < MAX_BATCH
-                       and self._pending[count][0].room_id == room_id):
-                    count += 1
+                node = self._session.node
+                count = min(MAX_BATCH, node.settings.send_batch_max)
                 batch, self._pending = self._pending[:count], self._pending[count:]
                 if self._room_for_more is not None:
                     self._room_for_more.set()
                     self._room_for_more = None
-                node = self._session.node
                 outcomes = await send_drafts(node, self._session.user, [draft for draft, _, _ in batch])
                 now = trio.current_time()
                 for (_, ref, taken_at), outcome in zip(batch, outcomes, strict=True):

@@ -80,6 +80,11 @@ class Session:
 
     def notice(self, event: dict[str, Any], data: bytes) -> None:
         """Take one notice to this session's user (the notices hub's side)."""
+        if event.get("type") == live.ACCESS_CHANGED:  # a control notice: acted on, never forwarded
+            refusal = live.notice_refusal(event, self.token_issued_at)
+            if refusal is not None:
+                self.revoke(refusal)
+            return
         if event.get("type") == "room_removed":
             self._forget_room(event["room"])
         self._deliver(data)

@@ -1,0 +1,242 @@
+"""Group commit: the sends waiting anywhere on a node are stored together, several rooms per transaction.
+
+One committer per node (an actor under the root, started on the first send) takes the
+sends of every `/ws` session and REST request from one bounded mailbox. While a
+transaction runs the next sends pile up, and the next transaction takes them all (up to
+`send_batch_max` messages): no added delay when the node is idle, fewer commits the
+busier it gets. Each sender waits for its own request's outcomes, which are set only
+after the commit.
+
+Within a transaction the drafts are stored in room-id order (stable, so a request's
+drafts to one room keep the order sent), so every transaction takes its room locks in
+the same order and two of them (on two nodes, say) never deadlock. A draft refused
+(not a member, the room inactive, a repeated client_id) is an outcome of its own and
+leaves the others be; one that fails unexpectedly makes the transaction start over
+with a savepoint per draft, so that it fails alone. What fails the transaction as a
+whole (the database is down) is the outcome of every send in it, and of no other.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+from sqlalchemy.orm import Session
+
+from ..actors.actor import Actor, ActorContext
+from ..errors import ApiError, Unavailable
+from ..node import Node
+from ..storage.database import is_unavailable
+from ..storage.models import User
+from ..storage.streams import Append
+from ..wire import JsonObject
+
+if TYPE_CHECKING:
+    from .messaging import Draft
+
+log = logging.getLogger("roomcast.messaging")
+
+ACTOR_NAME = "committer"
+
+# The message and whether it was stored now; or why the draft was refused (ApiError); or,
+# for a draft that failed unexpectedly on its own, the exception it raised.
+SendOutcome = tuple[JsonObject, bool] | Exception
+# What storing one draft in the open transaction gives: the message and its outbox row
+# (None for a repeated client_id: the original comes back); or a refusal (ApiError).
+Stored = tuple[JsonObject, Append | None]
+StoreDraft = Callable[[Session, User, "Draft"], Stored]
+
+
+@dataclass(eq=False, slots=True)
+class SendRequest:
+    """The drafts of one sender (a /ws session's pending sends, or one REST send), answered together."""
+
+    sender: User
+    drafts: Sequence[Draft]
+    outcomes: list[SendOutcome] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def answer(self, outcomes: list[SendOutcome]) -> None:
+        if not self.done.is_set():
+            self.outcomes = outcomes
+            self.done.set()
+
+    def fail(self, error: Exception) -> None:
+        self.answer([error] * len(self.drafts))
+
+
+# Each committer by its actor: what `ensure_committer` finds behind `ActorSystem.ensure`.
+_BY_ACTOR: weakref.WeakKeyDictionary[Actor, SendCommitter] = weakref.WeakKeyDictionary()
+
+
+def ensure_committer(node: Node, store: StoreDraft) -> SendCommitter:
+    """The node's committer, started (storing each draft with `store`) on first use."""
+    actor = node.actors.ensure(ACTOR_NAME, lambda: SendCommitter(node, store).actor)
+    return _BY_ACTOR[actor]
+
+
+class _DraftFailed(Exception):
+    """One draft of a shared transaction failed unexpectedly: that transaction is rolled back."""
+
+
+class SendCommitter:
+    """The node's one committer of sends: a bounded mailbox of SendRequests, one transaction per batch."""
+
+    def __init__(self, node: Node, store: StoreDraft) -> None:
+        settings = node.settings
+        self.node = node
+        self.store = store
+        self.max_rows = settings.send_batch_max
+        # SQLite has one writer: a second transaction would only queue behind the first.
+        self.workers = 1 if node.database.is_sqlite else settings.send_committers
+        self.transactions = 0  # committed, since the node started
+        self.messages = 0  # stored by those transactions
+        self._held: deque[SendRequest] = deque()  # taken from the mailbox, left for the next batch
+        self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=settings.send_queue_max,
+                           describe_extra=self.describe)
+        _BY_ACTOR[self.actor] = self
+
+    async def submit(self, request: SendRequest) -> list[SendOutcome]:
+        """Queue `request` (waiting while the mailbox is full) and return its outcomes once committed."""
+        try:
+            await self.actor.send(request)
+        except trio.BrokenResourceError:
+            raise Unavailable("the node is stopping; try again") from None
+        await request.done.wait()
+        return request.outcomes
+
+    async def run(self, ctx: ActorContext) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.workers):
+                    nursery.start_soon(self._work, ctx.mailbox)
+        finally:
+            # Stopped (the node is stopping) or crashed: what waits is answered "try again"
+            # rather than left waiting for a run that may never come.
+            self._refuse_waiting(ctx.mailbox)
+
+    async def _work(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
+        while True:
+            batch = await self._take(mailbox)
+            try:
+                await self._commit(batch)
+            finally:
+                for request in batch:  # cancelled or crashed mid-transaction: its outcome is unknown
+                    request.fail(Unavailable("the message may not have been stored; try again"))
+
+    async def _take(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> list[SendRequest]:
+        """The next batch: what waits, oldest first, up to max_rows messages (always at least one request)."""
+        first = self._held.popleft() if self._held else await mailbox.receive()
+        # Senders already woken in this scheduling round queue theirs before the batch closes.
+        await trio.lowlevel.checkpoint()
+        batch, rows = [first], len(first.drafts)
+        while rows < self.max_rows:
+            if self._held:
+                request = self._held.popleft()
+            else:
+                try:
+                    request = mailbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            if rows + len(request.drafts) > self.max_rows:
+                self._held.appendleft(request)
+                break
+            batch.append(request)
+            rows += len(request.drafts)
+        return batch
+
+    def _refuse_waiting(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
+        stopping = Unavailable("the node is stopping; try again")
+        while self._held:
+            self._held.popleft().fail(stopping)
+        while True:
+            try:
+                mailbox.receive_nowait().fail(stopping)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                return
+
+    async def _commit(self, batch: list[SendRequest]) -> None:
+        # In room-id order (a stable sort: each room's drafts keep the order they came in).
+        entries = sorted(((request.sender, draft, r, d) for r, request in enumerate(batch)
+                          for d, draft in enumerate(request.drafts)), key=lambda entry: entry[1].room_id)
+        store = self.store
+
+        def together(session: Session) -> list[Stored | Exception]:
+            outcomes: list[Stored | Exception] = []
+            for sender, draft, _, _ in entries:
+                try:
+                    outcomes.append(store(session, sender, draft))
+                except ApiError as exc:  # refused before writing anything: the others stand
+                    outcomes.append(exc)
+                except Exception as exc:  # it may have written, or broken the transaction: start over
+                    if is_unavailable(exc):
+                        raise  # not this draft's fault: the gateway makes it DatabaseUnavailable for all
+                    raise _DraftFailed from exc
+            return outcomes
+
+        def each_in_a_savepoint(session: Session) -> list[Stored | Exception]:
+            # The slow path, taken only after an unexpected failure: a savepoint per draft undoes
+            # exactly the draft that fails. Failing to take or undo one (the connection is gone,
+            # say) fails the transaction as a whole.
+            outcomes: list[Stored | Exception] = []
+            for sender, draft, _, _ in entries:
+                savepoint = session.begin_nested()
+                try:
+                    outcome: Stored | Exception = store(session, sender, draft)
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        raise
+                    savepoint.rollback()
+                    outcomes.append(exc)
+                else:
+                    savepoint.commit()
+                    outcomes.append(outcome)
+            return outcomes
+
+        try:
+            try:
+                stored = await self.node.database.write(together)
+            except _DraftFailed:
+                stored = await self.node.database.write(each_in_a_savepoint)
+        except ApiError as exc:  # the transaction as a whole was refused, or the database is down
+            for request in batch:
+                request.fail(exc)
+            return
+        except Exception as exc:  # a bug outside any one draft: this batch's sends fail, the committer goes on
+            log.error("a batch of sends failed", exc_info=exc)
+            for request in batch:
+                request.fail(exc)
+            return
+        self._committed(batch, entries, stored)
+
+    def _committed(self, batch: list[SendRequest], entries: list[tuple[User, Draft, int, int]],
+                   stored: list[Stored | Exception]) -> None:
+        answers: list[list[SendOutcome]] = [[] for _ in batch]
+        for request, answer in zip(batch, answers, strict=True):
+            answer.extend([Unavailable("not stored")] * len(request.drafts))  # each overwritten below
+        rows: defaultdict[int, list[Append]] = defaultdict(list)  # room -> its new outbox rows, in seq order
+        for (_, _, r, d), outcome in zip(entries, stored, strict=True):
+            if isinstance(outcome, Exception):
+                answers[r][d] = outcome
+                continue
+            message, row = outcome
+            if row is not None:
+                rows[row.room_id].append(row)
+            answers[r][d] = (message, row is not None)
+        self.transactions += 1
+        if rows:
+            count = sum(len(room_rows) for room_rows in rows.values())
+            self.messages += count
+            for room_id, room_rows in rows.items():
+                self.node.notify_committed(room_id, room_rows)  # the relay appends them all in one call
+            self.node.metrics.committed(count)
+        for request, answer in zip(batch, answers, strict=True):
+            request.answer(answer)
+
+    def describe(self) -> JsonObject:
+        return {"transactions": self.transactions, "messages": self.messages, "held": len(self._held)}

@@ -1,0 +1,178 @@
+"""Presence folded per window in the room actor: one event per subscriber per window, in its shape.
+
+On MockClock (autojump): the window is virtual time, so "within one window" is exact.
+Records are published as `announce_presence` publishes them, through the node's stream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from roomcast.actors.presence_fold import PresenceFold
+from roomcast.node import Node
+from roomcast.wire import encode
+
+from .helpers import Recorder, create_rooms
+
+LEGACY_KEYS = {"type", "room", "user", "status", "online", "online_count"}
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"presence_window_s": 0.1, "presence_diff_limit": 100}
+
+
+def badge(user_id: int) -> dict[str, Any]:
+    return {"id": user_id, "username": f"u{user_id}", "display_name": f"User {user_id}"}
+
+
+def record(room: int, user_id: int, status: str, online: list[int]) -> dict[str, Any]:
+    """A presence record as `announce_presence` publishes it."""
+    return {"type": "presence", "room": room, "user": badge(user_id), "status": status,
+            "online": [badge(u) for u in sorted(online)[:50]], "online_count": len(online),
+            "present": user_id in online}
+
+
+async def subscribed_pair(node: Node) -> tuple[int, Recorder, Recorder]:
+    [room] = await create_rooms(node)
+    diff, legacy = Recorder(), Recorder()
+    await node.rooms.subscribe(room, diff, presence_diff=True)
+    await node.rooms.subscribe(room, legacy)
+    return room, diff, legacy
+
+
+async def joins(node: Node, room: int, user_ids: list[int], online: list[int]) -> None:
+    for user_id in user_ids:
+        online.append(user_id)
+        await node.rooms.publish_transient(room, record(room, user_id, "joined", online))
+
+
+async def test_fifty_joins_within_a_window_are_one_event_per_subscriber(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    room, diff, legacy = await subscribed_pair(node)
+    online: list[int] = []
+    await joins(node, room, list(range(1, 51)), online)
+    await trio.sleep(0.05)
+    assert diff.items == legacy.items == []  # the window is still open
+    await diff.wait_for(1)
+    await legacy.wait_for(1)
+    await trio.sleep(1)  # nothing else follows
+    [event] = diff.events
+    assert event == {"type": "presence_diff", "room": room, "joins": [badge(u) for u in range(1, 51)], "leaves": [],
+                     "joins_truncated": 0, "leaves_truncated": 0, "online_count": 50}
+    # The PROTOCOL §5 event, exactly: the last change, with the newest online list.
+    [old] = legacy.events
+    assert set(old) == LEGACY_KEYS
+    assert old["user"] == badge(50) and old["status"] == "joined" and old["online_count"] == 50
+    assert [u["id"] for u in old["online"]] == list(range(1, 51))
+
+
+async def test_leaves_and_the_next_window(autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    room, diff, legacy = await subscribed_pair(node)
+    online: list[int] = []
+    await joins(node, room, [1, 2, 3, 4], online)
+    await diff.wait_for(1)
+    for user_id in (2, 3):
+        online.remove(user_id)
+        await node.rooms.publish_transient(room, record(room, user_id, "left", online))
+    await diff.wait_for(2)
+    await legacy.wait_for(2)
+    assert diff.events[1] == {"type": "presence_diff", "room": room, "joins": [], "leaves": [badge(2), badge(3)],
+                              "joins_truncated": 0, "leaves_truncated": 0, "online_count": 2}
+    assert legacy.events[1]["status"] == "left" and legacy.events[1]["user"] == badge(3)
+    assert [u["id"] for u in legacy.events[1]["online"]] == [1, 4]
+
+
+async def test_a_join_and_leave_within_one_window_is_listed_once_as_where_it_ended(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    room, diff, _ = await subscribed_pair(node)
+    online = [1]
+    await node.rooms.publish_transient(room, record(room, 1, "joined", online))
+    await diff.wait_for(1)
+    online.append(2)
+    await node.rooms.publish_transient(room, record(room, 2, "joined", online))  # joined and left: leaves only
+    online.remove(2)
+    await node.rooms.publish_transient(room, record(room, 2, "left", online))
+    online.remove(1)
+    await node.rooms.publish_transient(room, record(room, 1, "left", online))  # left and came back: joins only
+    online.append(1)
+    await node.rooms.publish_transient(room, record(room, 1, "joined", online))
+    await diff.wait_for(2)
+    assert diff.events[1] == {"type": "presence_diff", "room": room, "joins": [badge(1)], "leaves": [badge(2)],
+                              "joins_truncated": 0, "leaves_truncated": 0, "online_count": 1}
+
+
+async def test_a_user_whose_other_session_stays_is_not_a_leave(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    room, diff, legacy = await subscribed_pair(node)
+    await node.rooms.publish_transient(room, record(room, 1, "joined", [1]))
+    await diff.wait_for(1)
+    await node.rooms.publish_transient(room, record(room, 1, "left", [1]))  # one of two sessions left
+    await diff.wait_for(2)
+    await legacy.wait_for(2)
+    assert diff.events[1]["joins"] == [badge(1)] and diff.events[1]["leaves"] == []
+    assert legacy.events[1]["status"] == "left"  # the PROTOCOL §5 event says what happened, as before
+
+
+@pytest.mark.parametrize("settings_overrides", [{"presence_diff_limit": 10}])
+async def test_the_listed_users_are_capped_and_the_rest_counted(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    room, diff, _ = await subscribed_pair(node)
+    online: list[int] = []
+    await joins(node, room, list(range(1, 31)), online)
+    await diff.wait_for(1)
+    [event] = diff.events
+    assert event["joins"] == [badge(u) for u in range(1, 11)] and event["joins_truncated"] == 20
+    assert event["online_count"] == 30 and len(encode(event)) < 1500
+
+
+async def test_other_transient_events_are_not_held_by_the_window(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    room, diff, _ = await subscribed_pair(node)
+    await node.rooms.publish_transient(room, record(room, 1, "joined", [1]))
+    start = trio.current_time()
+    await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": badge(1), "state": True})
+    await diff.wait_for(1)
+    assert diff.events[0]["type"] == "typing" and trio.current_time() - start < 0.1
+    await diff.wait_for(2)
+    assert diff.events[1]["type"] == "presence_diff"
+
+
+def test_the_fold_refuses_what_it_cannot_read() -> None:
+    fold = PresenceFold(1, 5)
+    for data in (b'{"type":"presence",', b'{"type":"presence","user":{"id":"x"},"status":"joined"}',
+                 b'{"type":"presence","user":{"id":1},"status":"maybe","online":[]}', b'{"type":"presence"}'):
+        assert not fold.add(data)
+    assert not fold
+    assert fold.add(json.dumps({"type": "presence", "user": badge(1), "status": "joined", "online": []}).encode())
+    legacy_event, diff_event = fold.take(legacy=True, diff=True)
+    assert legacy_event is not None and diff_event is not None
+    assert json.loads(diff_event)["joins"] == [badge(1)]  # an older node's record: the status says it
+    assert not fold
+
+
+def test_records_that_arrive_out_of_order_are_ordered_by_when_they_were_made() -> None:
+    fold = PresenceFold(1, 5)
+
+    def add(user_id: int, status: str, count: int, at: float) -> None:
+        event = {"type": "presence", "room": 1, "user": badge(user_id), "status": status, "online": [],
+                 "online_count": count, "present": status == "joined", "at": at}
+        assert fold.add(encode(event))
+
+    add(2, "joined", 2, at=10.0)
+    add(1, "joined", 1, at=9.0)  # published late: its count is older
+    add(2, "joined", 2, at=11.0)
+    add(2, "left", 1, at=10.5)  # older than 2's newest change: 2 stays joined
+    legacy_event, diff_event = fold.take(legacy=True, diff=True)
+    assert legacy_event is not None and diff_event is not None
+    diff = json.loads(diff_event)
+    assert diff["joins"] == [badge(1), badge(2)] and diff["online_count"] == 2
+    old = json.loads(legacy_event)
+    assert set(old) == LEGACY_KEYS and old["user"] == badge(2) and old["status"] == "joined"
+    add(3, "joined", 1, at=10.8)  # next window, but older than the count already sent
+    assert json.loads(fold.take(legacy=False, diff=True)[1] or b"")["online_count"] == 2
