@@ -13,11 +13,11 @@ import { initDetails, refreshDetails } from "./details.js";
 import { initDialogs } from "./dialogs.js";
 import { byId, nameOf } from "./dom.js";
 import { initNotifications, notifyMessage, renderNotificationButton } from "./notify.js";
-import { applyPresence } from "./presence.js";
+import { applyPresence, forgetPresence, PRESENCE_MODE, refreshPresence } from "./presence.js";
 import { initRoomList, renderRoomList } from "./rooms.js";
 import { store } from "./store.js";
 
-const client = new RoomcastClient({ token: getToken });
+const client = new RoomcastClient({ token: getToken, presence: PRESENCE_MODE });
 const readSent = new Map();  // room id → seq last reported read
 const SESSION_ENDED = "Your session has ended. Please sign in again.";
 
@@ -44,8 +44,7 @@ function signOut(message = "") {
   forgetAttachments();
   store.me = null;
   store.rooms.clear();
-  store.online.clear();
-  store.onlineCount.clear();
+  forgetPresence();
   store.readers.clear();
   readSent.clear();
   closeConversation();
@@ -153,8 +152,7 @@ async function resync() {
 function forgetRoom(roomId) {
   store.rooms.delete(roomId);
   client.forget(roomId);  // removed from it: the server has already dropped the subscription
-  store.online.delete(roomId);
-  store.onlineCount.delete(roomId);
+  forgetPresence(roomId);
   store.readers.delete(roomId);
   refreshDetails(roomId);
   if (store.openRoomId === roomId) {
@@ -183,11 +181,10 @@ function onEvent(event) {
     case "read":
       onRead(event);
       break;
+    case "subscribed":
     case "presence":
-      applyPresence(event);
-      renderRoomList();
-      if (event.room === currentRoomId()) renderHeader();
-      refreshDetails(event.room);
+    case "presence_diff":
+      if (store.rooms.has(event.room) && applyPresence(event)) presenceChanged(event.room);
       break;
     case "room_added":
       if (addRoom(event.room)) {
@@ -203,8 +200,14 @@ function onEvent(event) {
       if (event.code === "not_a_member") resync();
       break;
     default:
-      break;  // subscribed, unsubscribed, pong, ack, event, broadcast: nothing to show
+      break;  // unsubscribed, pong, ack, event, broadcast: nothing to show
   }
+}
+
+function presenceChanged(roomId) {
+  renderRoomList();
+  if (roomId === currentRoomId()) renderHeader();
+  refreshDetails(roomId);
 }
 
 function onStoredEvent(event) {
@@ -279,6 +282,8 @@ function openRoom(roomId) {
   store.openRoomId = roomId;
   document.body.classList.add("room-open");
   renderRoomList();
+  // The header names who is online: complete the list if diffs left it short.
+  refreshPresence(roomId).then((changed) => changed && presenceChanged(roomId));
   openConversation(roomId).then(() => {
     if (store.openRoomId === roomId) byId("composer-input").focus();
   });

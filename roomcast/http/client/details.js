@@ -3,7 +3,7 @@
 
 import { allPages, api } from "./api.js";
 import { byId, el, fullName, plural } from "./dom.js";
-import { isOnline } from "./presence.js";
+import { isOnline, refreshPresence } from "./presence.js";
 import { canManage, roomName, store } from "./store.js";
 
 const ROLE_NAMES = { owner: "Owner", moderator: "Moderator" };
@@ -41,6 +41,7 @@ async function openDetails(roomId) {
   renderDetails();
   byId("details-dialog").showModal();
   byId("details-close").focus();
+  refreshPresence(roomId).then((changed) => changed && refreshDetails(roomId));
   if (canManage(store.rooms.get(roomId))) {
     try {
       contacts = await allPages((cursor) => api.contacts(cursor));

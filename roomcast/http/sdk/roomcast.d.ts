@@ -18,7 +18,10 @@ export interface Room {
 
 export interface ServerEvents {
   welcome: { type: "welcome"; user: User; session_id: string; server_time: string; heartbeat_s: number };
-  subscribed: { type: "subscribed"; ref?: string; room: number; last_seq: number };
+  subscribed: {
+    type: "subscribed"; ref?: string; room: number; last_seq: number;
+    online?: UserBadge[]; online_count?: number;  // with presence "diff"
+  };
   unsubscribed: { type: "unsubscribed"; ref?: string; room: number };
   message: { type: "message"; room: number; seq: number; message: Message };
   message_edited: { type: "message_edited"; room: number; seq: number; message: Message };
@@ -29,6 +32,10 @@ export interface ServerEvents {
   presence: {
     type: "presence"; room: number; user: UserBadge; status: "joined" | "left";
     online: UserBadge[]; online_count?: number;
+  };
+  presence_diff: {
+    type: "presence_diff"; room: number; joins: UserBadge[]; leaves: UserBadge[];
+    joins_truncated: number; leaves_truncated: number; online_count: number;
   };
   room_added: { type: "room_added"; room: Room };
   room_removed: { type: "room_removed"; room: number };
@@ -65,6 +72,8 @@ export interface ClientOptions {
   storage?: Storage | null;
   /** The storage key of the outbox; default one per tenant and user, chosen at welcome. */
   outboxKey?: string | null;
+  /** "diff": subscribe with presence diffs (`subscribed.online`, then `presence_diff`); default: `presence` events. */
+  presence?: "diff" | "legacy" | null;
 }
 
 export declare class RoomcastError extends Error {

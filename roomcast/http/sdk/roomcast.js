@@ -71,11 +71,12 @@ export class RoomcastError extends Error {
  * "authfailed" (the token was refused: get a new one, then call start() again).
  */
 export class RoomcastClient {
-  constructor({ token, url = "", storage = globalThis.localStorage, outboxKey = null } = {}) {
+  constructor({ token, url = "", storage = globalThis.localStorage, outboxKey = null, presence = null } = {}) {
     this.tokenOf = typeof token === "function" ? token : () => token;
     this.base = String(url).replace(/\/$/, "");
     this.storage = storage || null;
     this.fixedOutboxKey = outboxKey;
+    this.presence = presence;  // "diff": presence as `presence_diff` events (docs/protocol.md "Presence")
     this.outboxKey = outboxKey;
     this.outbox = [];
     this.handlers = new Map();
@@ -294,7 +295,9 @@ export class RoomcastClient {
   }
 
   sendSubscribe(roomId) {
-    if (this.sendFrame({ type: "subscribe", room: roomId, since: this.lastSeq(roomId) })) this.subscribed.add(roomId);
+    const frame = { type: "subscribe", room: roomId, since: this.lastSeq(roomId) };
+    if (this.presence) frame.presence = this.presence;
+    if (this.sendFrame(frame)) this.subscribed.add(roomId);
   }
 
   /** Record a stored event's seq; false when it was already seen. Rooms not followed pass. */
