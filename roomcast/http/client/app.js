@@ -322,7 +322,7 @@ function start() {
   initRoomList(openRoom);
   initConversation({ sendFrame: (frame) => client.sendFrame(frame), onRead: markRead, client });
   initAttachments({ roomId: currentRoomId, onChange: () => {} });
-  initDetails({ onRoom: roomChanged, onLeft: roomLeft });
+  initDetails({ onRoom: roomChanged, onLeft: roomLeft, onPresence: presenceChanged });
   initDialogs(roomCreated);
   initNotifications(openRoom);
   if (getToken()) {

@@ -639,13 +639,18 @@ export function renderHeader() {
   const { users, count } = onlineIn(room.id);
   const others = users.filter((u) => !store.me || u.id !== store.me.id);
   const members = (room.members || []).length;
+  // Diffs may leave the list short or long (truncated); the count is exact, and includes us.
+  const othersTotal = count ? count - 1 : others.length;
   let online;
   if (room.kind === "direct") {
-    online = others.length ? "Online" : "Offline";
+    online = othersTotal ? "Online" : "Offline";
+  } else if (!othersTotal) {
+    online = "Nobody else online";
+  } else if (others.length && others.length <= othersTotal) {
+    const unlisted = othersTotal - others.length;
+    online = `Online: ${others.map(nameOf).join(", ")}${unlisted ? ` and ${unlisted} more` : ""}`;
   } else {
-    const names = others.map(nameOf);
-    const extra = count - users.length;
-    online = names.length ? `Online: ${names.join(", ")}${extra > 0 ? ` and ${extra} more` : ""}` : "Nobody else online";
+    online = `${plural(othersTotal, "other")} online`;  // who exactly is fetched when details open
   }
   byId("room-online").textContent = room.kind === "direct" ? online : `${plural(members, "member")} · ${online}`;
   const closed = room.is_active === false;

@@ -10,7 +10,7 @@ const ROLE_NAMES = { owner: "Owner", moderator: "Moderator" };
 
 let detailsRoomId = null;
 let contacts = null;  // loaded once per opening: who could be added
-let hooks = { onRoom: () => {}, onLeft: () => {} };
+let hooks = { onRoom: () => {}, onLeft: () => {}, onPresence: () => {} };
 
 export function initDetails(options) {
   hooks = { ...hooks, ...options };
@@ -41,7 +41,7 @@ async function openDetails(roomId) {
   renderDetails();
   byId("details-dialog").showModal();
   byId("details-close").focus();
-  refreshPresence(roomId).then((changed) => changed && refreshDetails(roomId));
+  refreshPresence(roomId).then((changed) => changed && hooks.onPresence(roomId));
   if (canManage(store.rooms.get(roomId))) {
     try {
       contacts = await allPages((cursor) => api.contacts(cursor));

@@ -3,6 +3,7 @@
 
 import { byId, el, nameOf, shortTime } from "./dom.js";
 import { renderTitle } from "./notify.js";
+import { onlineIn } from "./presence.js";
 import { activityOf, roomName, store } from "./store.js";
 
 const items = new Map();  // room id → <li>
@@ -14,8 +15,9 @@ export function initRoomList(openRoom) {
 
 function isOtherOnline(room) {
   if (room.kind !== "direct" || !store.me) return false;
-  const online = store.online.get(room.id) || [];
-  return online.some((u) => u.id !== store.me.id);
+  const { users, count } = onlineIn(room.id);
+  // The count is exact (a diff's list may lag); in a direct chat more than us means the other.
+  return count ? count > 1 : users.some((u) => u.id !== store.me.id);
 }
 
 function preview(room) {

@@ -219,7 +219,8 @@ export class RoomcastClient {
       else this.sendFrame({ type: "ping" });
     }, this.heartbeatMs);
     this.setStatus("open");
-    for (const room of this.rooms.keys()) this.sendSubscribe(room);
+    // Rooms a "status" handler subscribed just now already went out.
+    for (const room of this.rooms.keys()) if (!this.subscribed.has(room)) this.sendSubscribe(room);
     this.flush();
   }
 
