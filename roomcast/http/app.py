@@ -26,6 +26,7 @@ from .routes import (
     auth,
     bots,
     client,
+    config,
     docs,
     health,
     messages,
@@ -86,8 +87,8 @@ def create_app(node: Node) -> RoomcastApp:
     install_id_converter(app)
     install_route_recorder(app)
 
-    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, webhooks, bots, docs,
-                   client):
+    for module in (health, metrics, auth, users, config, rooms, messages, attachments, publish, admin, webhooks, bots,
+                   docs, client):
         app.register_blueprint(module.blueprint)
 
     metrics.count_requests(app, node.metrics)

@@ -49,6 +49,14 @@ class UserPage(BaseModel):
     next_cursor: str | None
 
 
+class ClientConfigOut(BaseModel):
+    """GET /api/config: the limits a client checks before sending."""
+
+    max_body_chars: int
+    attachment_max_bytes: int
+    attachment_types: list[str]
+
+
 class LoginIn(RequestModel):
     username: Username
     password: str = Field(min_length=1, max_length=1024)
