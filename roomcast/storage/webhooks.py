@@ -13,8 +13,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, insert, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, Table, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from .models import Webhook, WebhookDelivery
 
@@ -91,28 +91,39 @@ class ClaimedDelivery:
     attempts: int
 
 
-def _due(now: datetime, busy_targets: Collection[str]) -> list[object]:
-    """Pending, due, not leased, of no paused target, and first of its target and room."""
-    earlier = aliased(WebhookDelivery)
-    paused = aliased(Webhook)
-    conditions: list[object] = [
-        WebhookDelivery.status == PENDING,
-        WebhookDelivery.next_attempt_at <= now,
-        or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
-        ~exists().where(earlier.target == WebhookDelivery.target, earlier.room_id == WebhookDelivery.room_id,
-                        earlier.status == PENDING, earlier.id < WebhookDelivery.id),
-        ~exists().where(paused.id == WebhookDelivery.webhook_id, paused.active.is_(False)),
+def _due_conditions() -> list[ColumnElement[bool]]:
+    """Pending, due (`now`), not leased, of no paused target, and first of its target and room."""
+    deliveries = _DELIVERIES
+    earlier = deliveries.alias("earlier")
+    return [
+        deliveries.c.status == PENDING,
+        deliveries.c.next_attempt_at <= bindparam("now"),
+        or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < bindparam("now")),
+        ~exists().where(earlier.c.target == deliveries.c.target, earlier.c.room_id == deliveries.c.room_id,
+                        earlier.c.status == PENDING, earlier.c.id < deliveries.c.id),
+        ~exists().where(_WEBHOOKS.c.id == deliveries.c.webhook_id, _WEBHOOKS.c.active.is_(False)),
     ]
-    if busy_targets:
-        conditions.append(WebhookDelivery.target.not_in(list(busy_targets)))
-    return conditions
+
+
+# Built once (Core): the webhooks actor asks after every event committed while targets are busy,
+# and building the ORM form anew each time cost more than running it.
+_DUE_IDS = (
+    select(_DELIVERIES.c.id, _DELIVERIES.c.target)
+    .where(*_due_conditions(), _DELIVERIES.c.target.not_in(bindparam("busy", expanding=True)))
+    .order_by(_DELIVERIES.c.id)
+    .limit(bindparam("limit"))
+)
+_STILL_DUE = (
+    select(_DELIVERIES.c.id)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), *_due_conditions())
+    .order_by(_DELIVERIES.c.id)
+)
 
 
 def due_ids(session: Session, now: datetime, busy_targets: Collection[str], limit: int) -> list[tuple[int, str]]:
     """(id, target) of deliveries that could be claimed now, oldest first (a read: nothing is locked)."""
-    query = (select(WebhookDelivery.id, WebhookDelivery.target).where(and_(*_due(now, busy_targets)))  # type: ignore[arg-type]
-             .order_by(WebhookDelivery.id).limit(limit))
-    return [(row[0], row[1]) for row in session.execute(query)]
+    rows = session.connection().execute(_DUE_IDS, {"now": now, "busy": list(busy_targets), "limit": limit})
+    return [(row[0], row[1]) for row in rows]
 
 
 def claim(session: Session, ids: Collection[int], owner: str, now: datetime, lease_until: datetime,
@@ -125,11 +136,8 @@ def claim(session: Session, ids: Collection[int], owner: str, now: datetime, lea
     """
     if not ids:
         return []
-    query = (select(WebhookDelivery.id).where(WebhookDelivery.id.in_(list(ids)), *_due(now, ()))  # type: ignore[arg-type]
-             .order_by(WebhookDelivery.id))
-    if skip_locked:
-        query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
-    held = list(session.scalars(query))
+    query = _STILL_DUE.with_for_update(skip_locked=True, of=_DELIVERIES) if skip_locked else _STILL_DUE
+    held = list(session.connection().execute(query, {"ids": list(ids), "now": now}).scalars())
     if not held:
         return []
     session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(held))
