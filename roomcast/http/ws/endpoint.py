@@ -54,7 +54,7 @@ class WebSocketEndpoint:
         token = (tokens[0] if tokens else None) or bearer_token(request.headers.get("authorization"))
         request.release()  # the session may last for hours; its request head is not needed
         try:
-            user, claims = await authenticate(self.node.database, self.node.tokens, token)
+            user, claims = await authenticate(self.node.database, self.node.tokens, token, self.node.user_cache)
         except DependencyUnavailable as exc:
             # PROTOCOL §5: a dependency down at connect time is 1013, try again later.
             await socket.close(TRY_AGAIN_LATER, unavailable_reason(exc))

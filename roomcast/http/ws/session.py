@@ -21,7 +21,7 @@ from ...errors import ApiError, DependencyUnavailable, RateLimited
 from ...node import Node
 from ...services import live
 from ...services.messaging import Draft
-from ...services.users import User
+from ...services.users import UserSnapshot
 from ...timestamps import to_wire, utcnow
 from ...wire import encode, user_to_wire
 from ..front_door import Draining
@@ -55,7 +55,7 @@ class Session:
     `overflowed`) and the notices hub's recipient (`notice`).
     """
 
-    def __init__(self, node: Node, socket: WebSocket, user: User, handlers: dict[str, Handler],
+    def __init__(self, node: Node, socket: WebSocket, user: UserSnapshot, handlers: dict[str, Handler],
                  token_issued_at: datetime | None = None) -> None:
         self.node = node
         self.handlers = handlers
