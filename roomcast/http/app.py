@@ -21,6 +21,7 @@ from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
 from .peer import ForwardedHeaders, TrustedProxies
 from .routes import admin, attachments, auth, client, docs, health, messages, metrics, publish, rooms, users, webhooks
+from .validation import answer_plain_values_directly
 
 _CORS_HEADERS = ["Authorization", "Content-Type"]
 _CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -68,6 +69,7 @@ def create_app(node: Node) -> RoomcastApp:
     # After QuartSchema, which installs its own JSON provider: keep field order and raw UTF-8.
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    answer_plain_values_directly(app)
     install_error_handlers(app)
     install_id_converter(app)
     install_route_recorder(app)
