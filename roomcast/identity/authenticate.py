@@ -21,22 +21,24 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 async def authenticate(database: Database, tokens: TokenCodec, token: str | None,
-                       users: UserCache | None = None) -> tuple[UserSnapshot, Claims]:
+                       users: UserCache | None = None, *, keep: bool = True) -> tuple[UserSnapshot, Claims]:
     """The token's user and claims; Unauthorized (or token_expired) for anything else.
 
-    With `users`, a user seen lately costs no database read (`UserCache`).
+    With `users`, a user seen lately costs no database read (`UserCache`). Without `keep`, what
+    was not known already (the token's check, the user) is not kept: a /ws connection checks
+    its token once, and keeping it would cost memory per connection for nothing.
     """
     if not token:
         raise Unauthorized("missing bearer token")
     try:
-        claims = tokens.decode(token)
+        claims = tokens.decode(token, remember=keep)
     except TokenError as exc:
         raise Unauthorized(str(exc), code=exc.code) from None
 
     async def load(user_id: int) -> UserAccess | None:
         return await database.read(user_access, user_id)
 
-    access = await (users.get(claims.user_id, load) if users is not None else load(claims.user_id))
+    access = await (users.get(claims.user_id, load, keep=keep) if users is not None else load(claims.user_id))
     if access is None:
         raise Unauthorized("unknown or disabled user")
     refusal = access_refusal(access.is_active, access.tokens_valid_after, claims.issued_at)

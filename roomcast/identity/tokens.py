@@ -68,13 +68,14 @@ class TokenCodec:
         claims = {"sub": str(user_id), "iat": issued, "exp": int(issued) + (ttl_s or self.ttl_s)}
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
-    def decode(self, token: str) -> Claims:
+    def decode(self, token: str, *, remember: bool = True) -> Claims:
+        """The token's claims; TokenError if it is unusable. With `remember`, kept for its next use."""
         known = self._verified.get(token)
         if known is not None and time.time() < known[1]:
             return known[0]
-        return self._decode(token)
+        return self._decode(token, remember)
 
-    def _decode(self, token: str) -> Claims:
+    def _decode(self, token: str, remember: bool) -> Claims:
         try:
             claims = jwt.decode(
                 token, self._verify_key, algorithms=[self.algorithm], options={"require": ["exp", "sub"]}
@@ -91,7 +92,7 @@ class TokenCodec:
         issued_at = datetime.fromtimestamp(issued, UTC) if isinstance(issued, int | float) else None
         checked = Claims(int(subject), issued_at)
         expires = claims["exp"]
-        if isinstance(expires, int | float):  # PyJWT has checked it is a number
+        if remember and isinstance(expires, int | float):  # PyJWT has checked it is a number
             self._verified[token] = (checked, float(expires))
             if len(self._verified) > self.VERIFIED_KEPT:
                 self._verified.popitem(last=False)

@@ -37,8 +37,10 @@ class UserCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, user_id: int, load: Callable[[int], Awaitable[UserAccess | None]]) -> UserAccess | None:
-        """The user's cached access, or `load(user_id)` (kept for next time); None for no such user."""
+    async def get(self, user_id: int, load: Callable[[int], Awaitable[UserAccess | None]], *,
+                  keep: bool = True) -> UserAccess | None:
+        """The user's cached access, or `load(user_id)` (kept for next time unless not `keep`);
+        None for no such user."""
         if self.ttl_s > 0:
             found = self._entries.get(user_id)
             if found is not None:
@@ -51,7 +53,7 @@ class UserCache:
         self.misses += 1
         generation = self._generation
         loaded = await load(user_id)
-        if loaded is not None and self.ttl_s > 0 and generation == self._generation:
+        if loaded is not None and keep and self.ttl_s > 0 and generation == self._generation:
             self._entries[user_id] = (loaded, trio.current_time() + self.ttl_s)
             self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:

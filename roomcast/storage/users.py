@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,8 +51,9 @@ def user_access(session: Session, user_id: int) -> UserAccess | None:
     valid_after = row.tokens_valid_after
     if valid_after is not None and valid_after.tzinfo is None:
         valid_after = valid_after.replace(tzinfo=UTC)  # SQLite hands naive datetimes back
-    return UserAccess(UserSnapshot(row.id, row.tenant, row.username, row.display_name, row.role),
-                      bool(row.is_active), valid_after)
+    # Tenants and roles are few: one string each, not one per connection.
+    user = UserSnapshot(row.id, sys.intern(row.tenant), row.username, row.display_name, sys.intern(row.role))
+    return UserAccess(user, bool(row.is_active), valid_after)
 
 
 def create_user(session: Session, *, tenant: str, username: str, role: str,
