@@ -241,6 +241,12 @@ class Settings(BaseModel):
     webhook_lease_s: float = Field(60.0, gt=0)
     webhook_poll_s: float = Field(1.0, gt=0)
     webhook_retention_s: float = Field(7 * 86_400.0, gt=0)
+    # `message.unread`: a member with no live connection who has not read a message this long
+    # after it was sent is notified; the scan for such members runs every `notify_poll_s`.
+    notify_after_s: float = Field(60.0, gt=0)
+    notify_poll_s: float = Field(5.0, gt=0)
+    # The token POST /api/bots returns lives this long (revoke it with POST /api/bots/{id}/token).
+    bot_token_ttl_s: int = Field(365 * 86_400, ge=60)
 
     @field_validator("jwt_secret")
     @classmethod

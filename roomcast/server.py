@@ -20,6 +20,7 @@ from .http.ws.endpoint import WebSocketEndpoint
 from .logs import log_event
 from .node import Node, open_node
 from .services.attachments import ensure_orphan_sweeper
+from .services.unread import ensure_unread_scanner
 from .services.webhook_delivery import ensure_webhook_delivery
 
 log = logging.getLogger("roomcast.server")
@@ -83,6 +84,7 @@ async def serve_node(node: Node, *, shutdown: trio.Event, sockets: list[socket.s
     """
     websockets = WebSocketEndpoint(node)
     ensure_webhook_delivery(node)  # deliveries queued before this start (or by other nodes) go out
+    ensure_unread_scanner(node)  # message.unread
     front_door = FrontDoor(create_app(node), hypercorn_config(node.settings), websockets.serve)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(websockets.heartbeats)

@@ -20,7 +20,22 @@ from .framing import RequestFraming
 from .ids import install_id_converter
 from .openapi import RoomcastOpenAPIProvider
 from .peer import ForwardedHeaders, TrustedProxies
-from .routes import admin, attachments, auth, client, docs, health, messages, metrics, publish, rooms, users, webhooks
+from .routes import (
+    admin,
+    attachments,
+    auth,
+    bots,
+    client,
+    config,
+    docs,
+    health,
+    messages,
+    metrics,
+    publish,
+    rooms,
+    users,
+    webhooks,
+)
 from .validation import answer_plain_values_directly
 
 _CORS_HEADERS = ["Authorization", "Content-Type"]
@@ -74,8 +89,8 @@ def create_app(node: Node) -> RoomcastApp:
     install_id_converter(app)
     install_route_recorder(app)
 
-    for module in (health, metrics, auth, users, rooms, messages, attachments, publish, admin, webhooks, docs,
-                   client):
+    for module in (health, metrics, auth, users, config, rooms, messages, attachments, publish, admin, webhooks, bots,
+                   docs, client):
         app.register_blueprint(module.blueprint)
 
     metrics.count_requests(app, node.metrics)

@@ -49,6 +49,14 @@ class UserPage(BaseModel):
     next_cursor: str | None
 
 
+class ClientConfigOut(BaseModel):
+    """GET /api/config: the limits a client checks before sending."""
+
+    max_body_chars: int
+    attachment_max_bytes: int
+    attachment_types: list[str]
+
+
 class LoginIn(RequestModel):
     username: Username
     password: str = Field(min_length=1, max_length=1024)
@@ -207,6 +215,64 @@ class DeliveriesQuery(BaseModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=32)
     status: Literal["pending", "delivered", "dead"] | None = None
+
+
+# --------------------------------------------------------------------------- bots (PROTOCOL §6)
+
+BotTrigger = Literal["direct", "mention", "all"]
+
+
+class BotIn(RequestModel):
+    """A bot: its user's `username` and `display_name`, where the messages that trigger it go
+    (`url`, signed with `secret`), and which messages do (`trigger`)."""
+
+    username: Username
+    display_name: DisplayName | None = None
+    url: str = Field(min_length=1, max_length=2048)
+    secret: str = Field(min_length=1, max_length=256, description="signs each body (HMAC-SHA256); never shown again")
+    trigger: BotTrigger = Field(description="direct: messages in a direct chat with the bot; mention: messages "
+                                            "naming @username in its rooms; all: every message in its rooms")
+
+
+class BotPatchIn(RequestModel):
+    url: str | None = Field(None, min_length=1, max_length=2048)
+    secret: str | None = Field(None, min_length=1, max_length=256)
+    trigger: BotTrigger | None = None
+    active: bool | None = None
+
+
+class BotOut(BaseModel):
+    """A bot; `id` is its user's id. The secret is never shown."""
+
+    id: int
+    user: UserOut
+    url: str
+    trigger: BotTrigger
+    active: bool
+    created_at: str
+    updated_at: str
+
+
+class BotPage(BaseModel):
+    items: list[BotOut]
+    next_cursor: str | None
+
+
+class BotCreatedOut(BaseModel):
+    """The bot's user and a token for it (`bot_token_ttl_s`); the token is not shown again."""
+
+    user: UserOut
+    token: str
+    bot: BotOut
+
+
+class BotTokenOut(BaseModel):
+    """A new token for the bot; every earlier one is revoked."""
+
+    user: UserOut
+    token: str
+
+
 class AdminUserOut(UserOut):
     """A user as the admin tools show it."""
 

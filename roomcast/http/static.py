@@ -10,7 +10,8 @@ from quart import Response
 from ..errors import NotFound
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml",
+                 ".ts": "text/plain; charset=utf-8"}  # TypeScript declarations, read by tools, never run
 
 
 def _suffix(name: str) -> str:

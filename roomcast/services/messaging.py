@@ -134,7 +134,8 @@ def _store(node: Node, session: Session, sender: UserSnapshot, draft: Draft) -> 
         message = Message(id=message_id, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
                           reply_to_id=draft.reply_to, client_id=client_id, created_at=now)  # never added
         view = message_to_wire(message, sender, uploads)
-        enqueue(node, session, sender.tenant, "message.created", room_id, seq, message=view)
+        enqueue(node, session, sender.tenant, "message.created", room_id, seq, message=view,
+                to_bots=sender.role != "bot")  # a bot's messages never trigger bots
         return view, append_event(session, message_event(room_id, seq, view))
 
     if client_id is None:

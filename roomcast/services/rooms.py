@@ -138,7 +138,7 @@ def _apply_members(session: Session, room: Room, desired: Mapping[int, str]) -> 
     for uid in regraded:
         current[uid].room_role = desired[uid]
     for uid in added:
-        add_membership(session, room.id, uid, desired[uid])
+        add_membership(session, room.id, uid, desired[uid], since_seq=room.last_seq)  # no notice of the past
     return _membership_changes(session, room.id, added=added, removed=removed)
 
 

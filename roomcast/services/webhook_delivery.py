@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import socket
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from functools import partial
@@ -46,10 +47,12 @@ from sqlalchemy.orm import Session
 from .. import __version__
 from ..actors.actor import Actor, ActorContext
 from ..actors.backoff import Backoff, until_available
-from ..errors import DependencyUnavailable
+from ..errors import ApiError, DependencyUnavailable, RateLimited
 from ..logs import log_event
 from ..node import Node
-from ..storage.models import Webhook
+from ..storage.bots import bots_by_user
+from ..storage.models import Bot, Webhook
+from ..storage.users import UserSnapshot, get_user
 from ..storage.webhooks import (
     DEAD,
     DELIVERED,
@@ -62,8 +65,9 @@ from ..storage.webhooks import (
     webhooks_by_id,
 )
 from ..timestamps import to_wire, utcnow
-from ..wire import JsonObject
-from .webhook_events import Target, api_target, config_targets
+from ..wire import MAX_ID, JsonObject
+from .messaging import send_message
+from .webhook_events import Target, api_target, bot_target, config_targets
 
 log = logging.getLogger("roomcast.webhooks")
 
@@ -110,6 +114,7 @@ class Answer:
     error: str | None = None
     retry_after: float | None = None
     body: bytes = b""
+    note: str | None = None  # kept as `last_error` of a delivered delivery (a bot reply that was not posted)
 
     @property
     def delivered(self) -> bool:
@@ -204,17 +209,20 @@ class WebhookDelivery:
         lease_until = now + timedelta(seconds=self.settings.webhook_lease_s)
         skip_locked = not self.node.database.is_sqlite
 
-        def work(session: Session) -> tuple[list[ClaimedDelivery], dict[int, Webhook]]:
+        def work(session: Session) -> tuple[list[ClaimedDelivery], dict[int, Webhook], dict[int, Bot]]:
             held = claim(session, chosen, self.owner, now, lease_until, skip_locked=skip_locked)
-            return held, webhooks_by_id(session, {d.webhook_id for d in held if d.webhook_id is not None})
+            bot_ids = {int(ident) for kind, _, ident in (d.target.partition(":") for d in held)
+                       if kind == "bot" and ident.isdigit()}
+            return (held, webhooks_by_id(session, {d.webhook_id for d in held if d.webhook_id is not None}),
+                    bots_by_user(session, bot_ids))
 
-        held, webhooks = await self.node.database.write(work)
-        return [(delivery, self._target(delivery, webhooks)) for delivery in held]
+        held, webhooks, bots = await self.node.database.write(work)
+        return [(delivery, self._target(delivery, webhooks, bots)) for delivery in held]
 
-    def _target(self, delivery: ClaimedDelivery, webhooks: dict[int, Webhook]) -> Target | None:
-        """Where the delivery goes now, or None if its target no longer exists.
+    def _target(self, delivery: ClaimedDelivery, webhooks: dict[int, Webhook], bots: dict[int, Bot]) -> Target | None:
+        """Where the delivery goes now, or None if its target no longer exists (or is a disabled bot).
 
-        One place per kind of target key; a new kind (bots) resolves here.
+        One place per kind of target key.
         """
         kind, _, ident = delivery.target.partition(":")
         if kind == "config":
@@ -223,6 +231,8 @@ class WebhookDelivery:
             return targets[index] if 0 <= index < len(targets) else None
         if kind == "api" and delivery.webhook_id in webhooks:
             return api_target(webhooks[delivery.webhook_id])
+        if kind == "bot" and ident.isdigit() and int(ident) in bots and bots[int(ident)].active:
+            return bot_target(bots[int(ident)], "")
         return None
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: ClaimedDelivery, target: Target | None) -> None:
@@ -233,7 +243,7 @@ class WebhookDelivery:
             else:
                 answer = await self._post(client, delivery, target)
                 if answer.delivered:
-                    await self._after_delivery(delivery, target, answer)
+                    answer = await self._after_delivery(delivery, target, answer)
                 values = self._outcome(delivery, answer)
         except Exception as exc:  # a bug, not an outage: its lease runs out and it is tried again
             log_event(log, "webhooks.attempt_failed", logging.ERROR, delivery=delivery.id, error=repr(exc))
@@ -241,12 +251,36 @@ class WebhookDelivery:
             return
         await self._outcomes.send((delivery, values))  # never blocks long: one place per request in flight
 
-    async def _after_delivery(self, delivery: ClaimedDelivery, target: Target, answer: Answer) -> None:
-        """What a 2xx answer leads to beyond `delivered`: nothing for plain webhooks.
+    async def _after_delivery(self, delivery: ClaimedDelivery, target: Target, answer: Answer) -> Answer:
+        """What a 2xx answer leads to beyond `delivered`: for a bot, its reply posted to the room.
 
-        The place for a bot's reply (`answer.body`, at most RESPONSE_KEEP_BYTES), posted as the bot
-        with the event's `id` as its client_id, so that a delivery sent twice posts one reply.
+        The reply is sent as the bot with the event's `id` as its client_id, so a delivery sent
+        twice posts one message. A reply that is malformed or refused is noted on the delivery
+        (which stays delivered); one the database could not take, or over the bot's send rate,
+        makes the attempt fail, to be tried again (the bot is asked again, with the same `id`).
         """
+        if not target.key.startswith("bot:"):
+            return answer
+        try:
+            reply = _bot_reply(answer.body)
+        except ValueError as exc:
+            return replace(answer, note=f"reply ignored: {exc}"[:_ERROR_MAX])
+        if reply is None:
+            return answer
+        bot_id = int(target.key.removeprefix("bot:"))
+        try:
+            bot = await self.node.database.read(get_user, bot_id)
+            if bot is None or not bot.is_active:
+                return replace(answer, note="reply not posted: the bot is disabled")
+            await send_message(self.node, UserSnapshot.of(bot), delivery.room_id, reply.body, reply_to=reply.reply_to,
+                               client_id=delivery.event_id)
+        except DependencyUnavailable as exc:
+            return Answer(error=f"reply not posted: {exc}"[:_ERROR_MAX])
+        except RateLimited as exc:  # the bot replies faster than a user may send: asked again later
+            return Answer(error="reply not posted: the bot is over the send rate", retry_after=exc.retry_after_s)
+        except ApiError as exc:
+            return replace(answer, note=f"reply not posted: {exc.code}: {exc}"[:_ERROR_MAX])
+        return answer
 
     async def _record(self) -> None:
         """Store attempts' outcomes, as many as have come in per transaction; then their places are free."""
@@ -317,7 +351,7 @@ class WebhookDelivery:
                               "last_error": answer.error}
         if answer.delivered:
             self._count("delivered", delivery)
-            return values | {"status": DELIVERED, "delivered_at": now, "last_error": None}
+            return values | {"status": DELIVERED, "delivered_at": now, "last_error": answer.note}
         if answer.status is not None and answer.error is None:
             detail = answer.body[:200].decode(errors="replace").strip()
             values["last_error"] = f"HTTP {answer.status}" + (f": {detail}" if detail else "")
@@ -348,6 +382,42 @@ class WebhookDelivery:
         return {"in_flight": sum(self.in_flight.values()), "targets_in_flight": len(self.in_flight),
                 "delivered": self.counts["delivered"], "retried": self.counts["retried"],
                 "dead": self.counts["dead"]}
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    body: str
+    reply_to: int | None = None
+
+
+def _bot_reply(body: bytes) -> _Reply | None:
+    """A bot's reply from its answer's body: None if it has none (no body, or no `reply`).
+
+    ValueError (saying what is wrong) if the body is not what PROTOCOL §6 asks for:
+    `{"reply": {"body": "<text>", "reply_to"?: <message id>}}`.
+    """
+    if not body.strip():
+        return None
+    if len(body) >= RESPONSE_KEEP_BYTES:
+        raise ValueError(f"the answer is longer than {RESPONSE_KEEP_BYTES} bytes")
+    try:
+        answer = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"the answer is not JSON ({type(exc).__name__})") from None
+    if not isinstance(answer, dict):
+        raise ValueError("the answer must be a JSON object")
+    reply = answer.get("reply")
+    if reply is None:
+        return None
+    if not isinstance(reply, dict):
+        raise ValueError("reply must be an object")
+    text, reply_to = reply.get("body"), reply.get("reply_to")
+    if not isinstance(text, str):
+        raise ValueError("reply.body must be a string")
+    if reply_to is not None and (isinstance(reply_to, bool) or not isinstance(reply_to, int)
+                                 or not 1 <= reply_to <= MAX_ID):
+        raise ValueError("reply.reply_to must be a message id")
+    return _Reply(text, reply_to)
 
 
 def ensure_webhook_delivery(node: Node) -> Actor:

@@ -12,14 +12,16 @@ What it costs a send is one indexed lookup of the tenant's active API targets pe
 transaction (cached on the session for the rest of it); an event that no target wants
 writes nothing.
 
-Targets come from sources: the settings file (`config:N`, every tenant) and the admin
-API (`api:ID`, its tenant). A further source (bots, say) adds targets the same way: a
-key, a URL, a secret and a filter (`Target.wants`).
+Targets come from sources: the settings file (`config:N`, every tenant), the admin
+API (`api:ID`, its tenant), and bots (`bot:USER_ID`): a message that is not a bot's own
+(`to_bots`) goes to the room's bots whose trigger it meets (`bot_target`). A bot's lookup
+is one more indexed query in a transaction that stores a message, cached like the first.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +30,18 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..node import Node
+from ..storage.bots import RoomBot, room_bots
 from ..storage.database import on_commit
-from ..storage.models import Webhook
+from ..storage.models import Bot, Webhook
 from ..storage.webhooks import PENDING, ActiveWebhook, active_webhooks, insert_deliveries
 from ..timestamps import utcnow
 from ..wire import JsonObject, encode_text
 
 _TARGETS = "roomcast_webhook_targets"
 _WAKE = "roomcast_webhook_wake"
+_ROOM_BOTS = "roomcast_room_bots"
+BOT_EVENT = "message.created"
+BOT_TRIGGERS = ("direct", "mention", "all")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,46 @@ def api_target(webhook: Webhook | ActiveWebhook) -> Target:
                   webhook.id, active)
 
 
+def bot_target(bot: Bot | RoomBot, username: str, room_kind: str | None = None) -> Target:
+    """A bot as a target of `message.created`: the messages its trigger takes.
+
+    `direct`: messages in a direct room with the bot; `mention`: messages naming `@username` as
+    a whole word; `all`: every message of its rooms. `room_kind` None (a delivery already
+    queued, resolved to be sent) accepts what was queued.
+    """
+    active = bot.active if isinstance(bot, Bot) else True
+    trigger = bot.trigger
+    accepts = None if room_kind is None else _trigger(trigger, username, room_kind)
+    return Target(f"bot:{bot.user_id}", bot.url, bot.secret, frozenset({BOT_EVENT}), active=active, accepts=accepts)
+
+
+def mentions(username: str) -> re.Pattern[str]:
+    """`@username` as a whole word: not part of a longer name, nor of an address (a@username)."""
+    return re.compile(rf"(?<![\w@.]){re.escape('@' + username)}(?![\w@]|\.\w)", re.IGNORECASE)
+
+
+def _trigger(trigger: str, username: str, room_kind: str) -> Callable[[JsonObject], bool]:
+    if trigger == "direct":
+        return lambda body: room_kind == "direct"
+    if trigger == "mention":
+        pattern = mentions(username)
+
+        def mentioned(body: JsonObject) -> bool:
+            message = body.get("message")
+            text = message.get("body") if isinstance(message, dict) else None
+            return isinstance(text, str) and pattern.search(text) is not None
+
+        return mentioned
+    return lambda body: trigger == "all"
+
+
+def _bot_targets(session: Session, tenant: str, room_id: int) -> list[Target]:
+    cache: dict[int, list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
+    if room_id not in cache:
+        cache[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in room_bots(session, tenant, room_id)]
+    return cache[room_id]
+
+
 def _tenant_targets(session: Session, settings: Settings, tenant: str) -> list[Target]:
     """Every target that may get the tenant's events, read once per transaction (each source adds its own)."""
     cache: dict[str, list[Target]] = session.info.setdefault(_TARGETS, {})
@@ -80,18 +126,21 @@ def _tenant_targets(session: Session, settings: Settings, tenant: str) -> list[T
 
 
 def enqueue(node: Node, session: Session, tenant: str, event: str, room_id: int, seq: int | None = None,
-            **fields: object) -> int:
+            *, to_bots: bool = False, **fields: object) -> int:
     """Queue `event` for every target of `tenant` that wants it, in this transaction; how many.
 
     The body is PROTOCOL §6's without `delivered_at` (added at each attempt); its `id` is the
     same for every target and every retry. The node's delivery actor is woken once the
-    transaction commits.
+    transaction commits. `to_bots`: a message not sent by a bot, which the room's bots may take.
     """
     body: JsonObject = {"id": "", "event": event, "tenant": tenant, "room": room_id}
     if seq is not None:
         body["seq"] = seq
     body.update(fields)
-    targets = [target for target in _tenant_targets(session, node.settings, tenant) if target.wants(event, body)]
+    candidates = _tenant_targets(session, node.settings, tenant)
+    if to_bots and event == BOT_EVENT:
+        candidates = candidates + _bot_targets(session, tenant, room_id)
+    targets = [target for target in candidates if target.wants(event, body)]
     if not targets:
         return 0
     body["id"] = uuid.uuid4().hex

@@ -183,16 +183,9 @@ async def delete_webhook(node: Node, caller: UserSnapshot, webhook_id: str) -> N
 async def list_deliveries(node: Node, caller: UserSnapshot, webhook_id: str, *, limit: int, before: int | None,
                           status: str | None = None) -> tuple[list[JsonObject], int | None]:
     """A page of the target's deliveries of the caller's tenant, newest first, and where the next starts."""
-    if not 1 <= limit <= DELIVERIES_MAX_LIMIT:
-        raise BadRequest(f"limit must be 1 to {DELIVERIES_MAX_LIMIT}", details={"field": "limit"})
-
-    def work(session: Session) -> tuple[list[JsonObject], int | None]:
-        key, _ = _target_key(node, caller.tenant, webhook_id, session)
-        rows = deliveries_page(session, caller.tenant, key, before=before, limit=limit + 1, status=status)
-        page = rows[:limit]
-        return [delivery_to_wire(row) for row in page], (page[-1].id if len(rows) > limit else None)
-
-    return await node.database.read(work)
+    return await target_deliveries(node, caller, lambda session: _target_key(node, caller.tenant, webhook_id,
+                                                                             session)[0],
+                                   limit=limit, before=before, status=status)
 
 
 async def retry_delivery(node: Node, caller: UserSnapshot, webhook_id: str, delivery_id: int) -> JsonObject:
@@ -201,10 +194,31 @@ async def retry_delivery(node: Node, caller: UserSnapshot, webhook_id: str, deli
     The body keeps its `id`. Until it is delivered (or dead again) later events of its
     target and room wait behind it, as for any pending delivery.
     """
+    return await retry_target_delivery(node, caller, lambda session: _target_key(node, caller.tenant, webhook_id,
+                                                                                 session)[0], delivery_id)
+
+
+async def target_deliveries(node: Node, caller: UserSnapshot, key_of: Callable[[Session], str], *, limit: int,
+                            before: int | None, status: str | None = None) -> tuple[list[JsonObject], int | None]:
+    """`list_deliveries` for any kind of target: `key_of` names it (NotFound if the caller cannot see it)."""
+    if not 1 <= limit <= DELIVERIES_MAX_LIMIT:
+        raise BadRequest(f"limit must be 1 to {DELIVERIES_MAX_LIMIT}", details={"field": "limit"})
+
+    def work(session: Session) -> tuple[list[JsonObject], int | None]:
+        rows = deliveries_page(session, caller.tenant, key_of(session), before=before, limit=limit + 1,
+                               status=status)
+        page = rows[:limit]
+        return [delivery_to_wire(row) for row in page], (page[-1].id if len(rows) > limit else None)
+
+    return await node.database.read(work)
+
+
+async def retry_target_delivery(node: Node, caller: UserSnapshot, key_of: Callable[[Session], str],
+                                delivery_id: int) -> JsonObject:
+    """`retry_delivery` for any kind of target."""
 
     def work(session: Session) -> JsonObject:
-        key, _ = _target_key(node, caller.tenant, webhook_id, session)
-        delivery = get_delivery(session, caller.tenant, key, delivery_id)
+        delivery = get_delivery(session, caller.tenant, key_of(session), delivery_id)
         if delivery is None:
             raise NotFound("no such delivery")
         if delivery.status != PENDING or delivery.lease_until is None:

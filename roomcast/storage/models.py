@@ -93,6 +93,8 @@ class Membership(Base):
     user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     room_role: Mapped[str] = mapped_column(String(16), default="member")
     last_read_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The last seq a `message.unread` notification covered (or passed over: the member was online).
+    notified_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     joined_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
@@ -215,3 +217,19 @@ class WebhookDelivery(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Bot(Base):
+    """A bot: its user (role `bot`) and where the messages that trigger it go (PROTOCOL §6)."""
+
+    __tablename__ = "bots"
+    __table_args__ = (Index(None, "tenant"),)
+
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(256))
+    trigger: Mapped[str] = mapped_column(String(16))  # direct | mention | all
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

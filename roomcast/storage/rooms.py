@@ -146,8 +146,9 @@ def room_memberships(session: Session, room_id: int) -> dict[int, Membership]:
     return {m.user_id: m for m in session.scalars(select(Membership).where(Membership.room_id == room_id))}
 
 
-def add_membership(session: Session, room_id: int, user_id: int, room_role: str) -> None:
-    session.add(Membership(room_id=room_id, user_id=user_id, room_role=room_role))
+def add_membership(session: Session, room_id: int, user_id: int, room_role: str, *, since_seq: int = 0) -> None:
+    """Make the user a member; `message.unread` will not notify them of events up to `since_seq`."""
+    session.add(Membership(room_id=room_id, user_id=user_id, room_role=room_role, notified_seq=since_seq))
     session.flush()
 
 

@@ -193,3 +193,22 @@ def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"still not true after {timeout} s")
         time.sleep(0.05)
+
+
+def png(width: int = 48, height: int = 32, rgb: tuple[int, int, int] = (38, 87, 197)) -> bytes:
+    """A real PNG image of one colour (the browser must be able to draw the preview)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes(rgb) * width
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+
+
+def write(page: Any, text: str) -> None:
+    """Type a message in the composer and send it with Enter."""
+    page.get_by_label("Write a message").fill(text)
+    page.get_by_label("Write a message").press("Enter")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.chat_helpers import make_group
+from tests.chat_helpers import make_group, send
 from tests.faults.churn_client import connect_and_drop
 from tests.helpers import eventually
 from tests.ws.conftest import db_backend, settings_overrides, stack  # both stacks, as the /ws tests
@@ -67,6 +67,8 @@ async def test_connection_churn_leaves_the_node_up_and_nothing_behind(live_serve
                                                                       node: Any) -> None:
     owner, member = await users.create("member"), await users.create("member")
     room = (await make_group(client, owner, [member]))["id"]
+    # The node's long-lived actors that a first send starts (the committer) are not churn's to leave behind.
+    await send(client, owner, room, "before the churn")
     async with ws_connect(live_server, owner.token) as listener:
         await listener.subscribe(room)
         await listener.request({"type": "ping"})

@@ -42,8 +42,8 @@ async def test_unknown_client_files_are_404_and_docs_keep_their_policy(client: A
 
 def test_no_user_text_reaches_html_parsing() -> None:
     # The client renders user text with textContent only; keep HTML-parsing sinks out of it.
-    folder = files("roomcast.http") / "client"
     sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function")
-    for entry in folder.iterdir():
-        if entry.name.endswith(".js"):
-            assert not sinks.search(entry.read_text()), entry.name
+    for folder in ("client", "sdk"):
+        for entry in (files("roomcast.http") / folder).iterdir():
+            if entry.name.endswith(".js"):
+                assert not sinks.search(entry.read_text()), entry.name

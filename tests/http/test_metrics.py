@@ -59,9 +59,9 @@ async def test_counters_move_after_a_rest_send_and_a_ws_delivery(live_server: st
                 before, "roomcast_messages_committed_total") + 1
             assert value(after_rest, "roomcast_send_transactions_total") == value(
                 before, "roomcast_send_transactions_total") + 1
-            # The message and bob's own presence `joined` at least.
+            # The message at least (bob's own presence `joined` comes when its fold window closes).
             assert value(after_rest, "roomcast_deliveries_total", source="room") >= value(
-                before, "roomcast_deliveries_total", source="room") + 2
+                before, "roomcast_deliveries_total", source="room") + 1
             assert value(after_rest, "roomcast_ws_frames_out_total") > value(before, "roomcast_ws_frames_out_total")
             assert value(after_rest, "roomcast_ws_bytes_out_total") > value(before, "roomcast_ws_bytes_out_total")
             assert value(after_rest, "roomcast_send_latency_seconds_count") == 1

@@ -76,7 +76,66 @@ export const api = {
   edit: (roomId, messageId, body) => call("PATCH", `/api/rooms/${roomId}/messages/${messageId}`, { body }),
   remove: (roomId, messageId) => call("DELETE", `/api/rooms/${roomId}/messages/${messageId}`),
   read: (roomId, seq) => call("POST", `/api/rooms/${roomId}/read`, { seq }),
+  config: () => call("GET", "/api/config"),
+  rename: (roomId, name) => call("PATCH", `/api/rooms/${roomId}`, { name }),
+  addMember: (roomId, userId) => call("POST", `/api/rooms/${roomId}/members`, { user_id: userId }),
+  removeMember: (roomId, userId) => call("DELETE", `/api/rooms/${roomId}/members/${userId}`),
 };
+
+/**
+ * Upload a file to a room (multipart field `file`) with XMLHttpRequest, which reports upload
+ * progress as fetch cannot. Returns {promise, abort}; the promise resolves to the attachment and
+ * rejects with an ApiError (413 too_large, 415 unsupported_type, status 0 for the network).
+ */
+export function upload(roomId, file, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    xhr.open("POST", `/api/rooms/${roomId}/attachments`);
+    xhr.setRequestHeader("Authorization", `Bearer ${getToken()}`);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.responseType = "json";
+    xhr.upload.onprogress = (event) => {
+      if (event.lengthComputable) onProgress(event.loaded / event.total);
+    };
+    xhr.onload = () => {
+      if (xhr.status === 201) {
+        resolve(xhr.response);
+        return;
+      }
+      const error = (xhr.response && xhr.response.error) || {};
+      if (xhr.status === 401) onUnauthorized();
+      reject(new ApiError(xhr.status, error.code || "http_error", error.message || `HTTP ${xhr.status}`));
+    };
+    xhr.onerror = () => reject(new ApiError(0, "network", "The server cannot be reached."));
+    xhr.onabort = () => reject(new ApiError(0, "aborted", "The upload was cancelled."));
+    const form = new FormData();
+    form.append("file", file, file.name);
+    xhr.send(form);
+  });
+  return { promise, abort: () => xhr.abort() };
+}
+
+const blobs = new Map();  // attachment url → Promise of an object URL
+
+/** An attachment's bytes as a blob: URL (the download needs the token, so <img src> cannot fetch it). */
+export function attachmentUrl(url) {
+  if (!blobs.has(url)) {
+    const loading = fetch(url, { headers: { Authorization: `Bearer ${getToken()}` }, credentials: "omit" })
+      .then(async (response) => {
+        if (!response.ok) throw new ApiError(response.status, "http_error", `HTTP ${response.status}`);
+        return URL.createObjectURL(await response.blob());
+      });
+    loading.catch(() => blobs.delete(url));  // a later look may succeed
+    blobs.set(url, loading);
+  }
+  return blobs.get(url);
+}
+
+/** Let go of every blob: URL (on sign-out). */
+export function forgetAttachments() {
+  for (const loading of blobs.values()) loading.then((u) => URL.revokeObjectURL(u), () => {});
+  blobs.clear();
+}
 
 /** Every item of a paged list endpoint (PROTOCOL §1: items + next_cursor). */
 export async function allPages(fetchPage, maxPages = 20) {

@@ -1,18 +1,31 @@
-// The roomcast web client: sign in, then rooms and live chat over one /ws connection.
+// The roomcast web client: sign in, then rooms and live chat, built on the connection SDK
+// (/sdk/roomcast.js: one /ws connection that reconnects and resubscribes with `since`, and the
+// outbox that keeps messages sent while offline until they are committed).
 
-import { allPages, api, getToken, setToken, setUnauthorizedHandler } from "./api.js";
+import { RoomcastClient, outboxKeyFor } from "/sdk/roomcast.js";
+import { allPages, api, forgetAttachments, getToken, setToken, setUnauthorizedHandler } from "./api.js";
+import { initAttachments } from "./attachments.js";
 import {
   applyRead, applyRoomEvent, applyTyping, closeConversation, currentRoomId, initConversation,
-  isSeeing, openConversation, renderHeader,
+  isSeeing, messageSent, openConversation, renderHeader, renderOutbox,
 } from "./conversation.js";
+import { initDetails, refreshDetails } from "./details.js";
 import { initDialogs } from "./dialogs.js";
 import { byId, nameOf } from "./dom.js";
+import { initNotifications, notifyMessage, renderNotificationButton } from "./notify.js";
+import { applyPresence, forgetPresence, PRESENCE_MODE, refreshPresence } from "./presence.js";
 import { initRoomList, renderRoomList } from "./rooms.js";
-import { ChatSocket } from "./socket.js";
-import { advanceSeq, store } from "./store.js";
+import { store } from "./store.js";
 
-const socket = new ChatSocket({ onEvent, onStatus, onAuthFailed: () => signOut("Your session has ended. Please sign in again.") });
+const client = new RoomcastClient({ token: getToken, presence: PRESENCE_MODE });
 const readSent = new Map();  // room id → seq last reported read
+const SESSION_ENDED = "Your session has ended. Please sign in again.";
+
+client.on("*", onEvent);
+client.on("status", ({ status }) => onStatus(status));
+client.on("authfailed", () => signOut(SESSION_ENDED));
+client.on("outbox", () => renderOutbox());
+client.on("sent", ({ message }) => messageSent(message));
 
 // ------------------------------------------------------------------ sign in / out
 
@@ -25,12 +38,13 @@ function showSignIn(message = "") {
 }
 
 function signOut(message = "") {
-  socket.stop();
+  client.stop();
+  client.reset();
   setToken(null);
+  forgetAttachments();
   store.me = null;
   store.rooms.clear();
-  store.lastSeq.clear();
-  store.online.clear();
+  forgetPresence();
   store.readers.clear();
   readSent.clear();
   closeConversation();
@@ -64,13 +78,20 @@ async function signIn(event) {
 
 async function enterChat() {
   store.me = await api.me();
+  // The outbox of this user on this browser: messages a reload interrupted go out once connected.
+  client.useOutbox(outboxKeyFor(store.me));
+  api.config().then((config) => {
+    store.config = config;
+    byId("composer-input").maxLength = config.max_body_chars;
+  }, () => {});
   byId("me-name").textContent = nameOf(store.me);
   byId("me-name").title = `Signed in as @${store.me.username}`;
   byId("me-name").dataset.username = store.me.username;
   byId("signin").hidden = true;
   byId("chat").hidden = false;
   document.body.classList.remove("room-open");
-  socket.start();
+  renderNotificationButton();
+  client.start();
 }
 
 // ------------------------------------------------------------------ connection
@@ -81,6 +102,8 @@ function onStatus(status) {
   if (status === "open") {
     banner.hidden = true;
     banner.textContent = "";
+    // Whatever failed for want of a connection is being retried now: its notice is stale.
+    byId("composer-error").textContent = "";
   } else if (status === "connecting") {
     banner.hidden = false;
     banner.textContent = "Connecting…";
@@ -89,11 +112,7 @@ function onStatus(status) {
     banner.textContent = "Connection lost. Reconnecting…";
   }
   document.body.dataset.connection = status;
-}
-
-function subscribe(roomId) {
-  // `since` = the last seq we saw: the server replays what we missed, then goes live.
-  socket.send({ type: "subscribe", room: roomId, since: store.lastSeq.get(roomId) ?? 0 });
+  renderOutbox();
 }
 
 function addRoom(room) {
@@ -104,11 +123,15 @@ function addRoom(room) {
     return false;
   }
   store.rooms.set(room.id, room);
-  if (!store.lastSeq.has(room.id)) store.lastSeq.set(room.id, room.last_seq || 0);
   return true;
 }
 
-/** After every welcome: refresh the room list, then (re)subscribe to every room with since. */
+/** Follow a room from where it stands (its history comes by REST when it is opened). */
+function follow(room) {
+  client.subscribe(room.id, room.last_seq || 0);
+}
+
+/** After every welcome: refresh the room list; the SDK has resubscribed known rooms with since. */
 async function resync() {
   let rooms;
   try {
@@ -118,17 +141,20 @@ async function resync() {
   }
   const ids = new Set(rooms.map((r) => r.id));
   for (const id of [...store.rooms.keys()]) if (!ids.has(id)) forgetRoom(id);
-  for (const room of rooms) addRoom(room);
+  for (const room of rooms) {
+    addRoom(room);
+    follow(room);
+  }
   renderRoomList();
   renderHeader();
-  for (const room of rooms) subscribe(room.id);
 }
 
 function forgetRoom(roomId) {
   store.rooms.delete(roomId);
-  store.lastSeq.delete(roomId);
-  store.online.delete(roomId);
+  client.forget(roomId);  // removed from it: the server has already dropped the subscription
+  forgetPresence(roomId);
   store.readers.delete(roomId);
+  refreshDetails(roomId);
   if (store.openRoomId === roomId) {
     store.openRoomId = null;
     closeConversation();
@@ -146,7 +172,8 @@ function onEvent(event) {
     case "message_edited":
     case "message_deleted":
     case "room_updated":
-      if (store.rooms.has(event.room) && advanceSeq(event.room, event.seq)) onStoredEvent(event);
+      // Already de-duplicated by seq in the SDK.
+      if (store.rooms.has(event.room)) onStoredEvent(event);
       break;
     case "typing":
       applyTyping(event);
@@ -154,15 +181,15 @@ function onEvent(event) {
     case "read":
       onRead(event);
       break;
+    case "subscribed":
     case "presence":
-      store.online.set(event.room, event.online || []);
-      renderRoomList();
-      if (event.room === currentRoomId()) renderHeader();
+    case "presence_diff":
+      if (store.rooms.has(event.room) && applyPresence(event)) presenceChanged(event.room);
       break;
     case "room_added":
       if (addRoom(event.room)) {
         renderRoomList();
-        subscribe(event.room.id);
+        follow(event.room);
       }
       break;
     case "room_removed":
@@ -173,8 +200,14 @@ function onEvent(event) {
       if (event.code === "not_a_member") resync();
       break;
     default:
-      break;  // subscribed, unsubscribed, pong, ack, event, broadcast: nothing to show
+      break;  // unsubscribed, pong, ack, event, broadcast: nothing to show
   }
+}
+
+function presenceChanged(roomId) {
+  renderRoomList();
+  if (roomId === currentRoomId()) renderHeader();
+  refreshDetails(roomId);
 }
 
 function onStoredEvent(event) {
@@ -183,13 +216,17 @@ function onStoredEvent(event) {
     room.last_message = event.message;
     room.last_seq = event.seq;
     const fromOther = !store.me || event.message.sender.id !== store.me.id;
-    if (fromOther && !isSeeing(event.room)) room.unread_count = (room.unread_count || 0) + 1;
+    if (fromOther && !isSeeing(event.room)) {
+      room.unread_count = (room.unread_count || 0) + 1;
+      notifyMessage(room, event.message);
+    }
   } else if (event.type === "message_edited") {
     if (room.last_message && room.last_message.id === event.message.id) room.last_message = event.message;
   } else if (event.type === "message_deleted") {
     if (room.last_message && room.last_message.id === event.message_id) refreshRoom(event.room);
   } else if (event.type === "room_updated") {
     Object.assign(room, event.changes || {});
+    refreshDetails(event.room);
   }
   applyRoomEvent(event);
   renderRoomList();
@@ -226,14 +263,14 @@ function onRead(event) {
 function markRead(roomId) {
   const room = store.rooms.get(roomId);
   if (!room) return;
-  const seq = store.lastSeq.get(roomId) ?? 0;
+  const seq = client.lastSeq(roomId);
   if (room.unread_count) {
     room.unread_count = 0;
     renderRoomList();
   }
   if (seq <= (readSent.get(roomId) ?? 0)) return;
   readSent.set(roomId, seq);
-  if (!socket.send({ type: "read", room: roomId, seq })) {
+  if (!client.sendFrame({ type: "read", room: roomId, seq })) {
     api.read(roomId, seq).catch(() => readSent.delete(roomId));
   }
 }
@@ -241,24 +278,40 @@ function markRead(roomId) {
 // ------------------------------------------------------------------ rooms
 
 function openRoom(roomId) {
+  if (!store.rooms.has(roomId)) return;
   store.openRoomId = roomId;
   document.body.classList.add("room-open");
   renderRoomList();
+  // The header names who is online: complete the list if diffs left it short.
+  refreshPresence(roomId).then((changed) => changed && presenceChanged(roomId));
   openConversation(roomId).then(() => {
     if (store.openRoomId === roomId) byId("composer-input").focus();
   });
 }
 
 function roomCreated(room) {
-  if (addRoom(room)) subscribe(room.id);
+  if (addRoom(room)) follow(room);
   renderRoomList();
   openRoom(room.id);
+}
+
+/** Details changed the room (members, name): take the server's copy, keeping our counters. */
+function roomChanged(room) {
+  addRoom(room);
+  renderRoomList();
+  if (room.id === currentRoomId()) renderHeader();
+}
+
+function roomLeft(roomId) {
+  forgetRoom(roomId);
+  renderRoomList();
+  byId("new-direct").focus();
 }
 
 // ------------------------------------------------------------------ start
 
 function start() {
-  setUnauthorizedHandler(() => signOut("Your session has ended. Please sign in again."));
+  setUnauthorizedHandler(() => signOut(SESSION_ENDED));
   byId("signin-form").addEventListener("submit", signIn);
   byId("signout").addEventListener("click", () => signOut());
   byId("back").addEventListener("click", () => {
@@ -267,8 +320,11 @@ function start() {
     if (item) item.focus();
   });
   initRoomList(openRoom);
-  initConversation({ sendFrame: (frame) => socket.send(frame), onRead: markRead });
+  initConversation({ sendFrame: (frame) => client.sendFrame(frame), onRead: markRead, client });
+  initAttachments({ roomId: currentRoomId, onChange: () => {} });
+  initDetails({ onRoom: roomChanged, onLeft: roomLeft, onPresence: presenceChanged });
   initDialogs(roomCreated);
+  initNotifications(openRoom);
   if (getToken()) {
     enterChat().catch((err) => {
       if (err.status !== 401) showSignIn(`Could not reach the server: ${err.message}`);

@@ -1,7 +1,7 @@
 // "New chat" (a direct chat with a contact) and "New group".
 
 import { allPages, api } from "./api.js";
-import { byId, el, nameOf } from "./dom.js";
+import { byId, el, fullName } from "./dom.js";
 
 let onRoom = () => {};
 
@@ -17,9 +17,6 @@ export function initDialogs(roomCreated) {
   byId("group-cancel").addEventListener("click", () => byId("group-dialog").close());
 }
 
-function contactLabel(user) {
-  return `${nameOf(user)}${user.display_name ? ` (@${user.username})` : ""}`;
-}
 
 async function loadContacts(target, errorBox) {
   target.replaceChildren(el("li", { className: "hint" }, "Loading contacts…"));
@@ -46,11 +43,11 @@ async function openDirectDialog() {
       type: "button",
       className: "contact",
       dataset: { username: user.username },
-      attrs: { "aria-label": `Chat with ${contactLabel(user)}${user.online ? ", online" : ""}` },
+      attrs: { "aria-label": `Chat with ${fullName(user)}${user.online ? ", online" : ""}` },
       onclick: () => startDirect(user),
     },
     el("span", { className: `dot${user.online ? " on" : ""}`, attrs: { "aria-hidden": "true" } }),
-    contactLabel(user)))));
+    fullName(user)))));
   list.querySelector("button")?.focus();
 }
 
@@ -76,7 +73,7 @@ async function openGroupDialog() {
     const id = `group-member-${user.id}`;
     return el("li", {},
       el("input", { type: "checkbox", id, value: String(user.id), dataset: { username: user.username } }),
-      el("label", { htmlFor: id }, contactLabel(user)));
+      el("label", { htmlFor: id }, fullName(user)));
   }));
 }
 

@@ -33,8 +33,31 @@ export function nameOf(user) {
   return user.display_name || user.username;
 }
 
+/** A name with the handle, "Carol Diaz (@carol)", but a name that is the handle only once: "carol". */
+export function fullName(user) {
+  const name = nameOf(user);
+  return name === user.username ? name : `${name} (@${user.username})`;
+}
+
+const plurals = new Intl.PluralRules("en");
+
+/** "1 member", "2 members": `forms` is {one, other} with the count put in place of "#". */
+export function plural(count, one, other = `${one}s`) {
+  return `${count} ${plurals.select(count) === "one" ? one : other}`;
+}
+
+/** A file size as people read it: "512 bytes", "14 KB", "64.1 KB", "3.2 MB" (a size just over a limit never reads as the limit). */
+export function fileSize(bytes) {
+  if (bytes < 1024) return plural(bytes, "byte");
+  const [amount, unit] = bytes < 1024 * 1024 ? [bytes / 1024, "KB"] : [bytes / (1024 * 1024), "MB"];
+  const shown = amount < 100 ? (Math.ceil(amount * 10) / 10).toFixed(1).replace(/\.0$/, "") : String(Math.ceil(amount));
+  return `${shown} ${unit}`;
+}
+
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const dateFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", month: "long", day: "numeric", year: "numeric" });
 
 /** A short time: "14:05" today, "Jan 8, 14:05" otherwise. */
 export function shortTime(iso) {
@@ -44,9 +67,34 @@ export function shortTime(iso) {
   return when.toDateString() === now.toDateString() ? timeFormat.format(when) : dateFormat.format(when);
 }
 
-/** A random id for idempotent sends (PROTOCOL §4 client_id). */
-export function randomId() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+/** The whole date and time, for a tooltip: "Wednesday, 2 December 2026 at 07:05:12". */
+export function fullTime(iso) {
+  return iso ? fullFormat.format(new Date(iso)) : "";
 }
+
+/** Relative to now: "just now", "5 min ago", "3 h ago", then the clock time (day separators say the day). */
+export function relativeTime(iso, now = Date.now()) {
+  const when = new Date(iso);
+  const seconds = Math.max(0, (now - when.getTime()) / 1000);
+  if (seconds < 45) return "just now";
+  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min ago`;
+  if (seconds < 6 * 3600) return `${Math.round(seconds / 3600)} h ago`;
+  return timeFormat.format(when);
+}
+
+/** The local calendar day of a timestamp, as a key. */
+export function dayKey(iso) {
+  return new Date(iso).toDateString();
+}
+
+/** "Today", "Yesterday" or the full date, for a day separator. */
+export function dayLabel(iso) {
+  const key = dayKey(iso);
+  const today = new Date();
+  if (key === today.toDateString()) return "Today";
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (key === yesterday.toDateString()) return "Yesterday";
+  return dayFormat.format(new Date(iso));
+}
+
+export { randomId } from "/sdk/roomcast.js";

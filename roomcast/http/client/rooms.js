@@ -1,6 +1,9 @@
-// The room list: name, last message, time, unread badge and an online dot for direct chats.
+// The room list: name, last message, time, unread badge and an online dot for direct chats;
+// the unread total goes to the tab title with every redraw.
 
 import { byId, el, nameOf, shortTime } from "./dom.js";
+import { renderTitle } from "./notify.js";
+import { onlineIn } from "./presence.js";
 import { activityOf, roomName, store } from "./store.js";
 
 const items = new Map();  // room id → <li>
@@ -12,15 +15,20 @@ export function initRoomList(openRoom) {
 
 function isOtherOnline(room) {
   if (room.kind !== "direct" || !store.me) return false;
-  const online = store.online.get(room.id) || [];
-  return online.some((u) => u.id !== store.me.id);
+  const { users, count } = onlineIn(room.id);
+  // The count is exact (a diff's list may lag); in a direct chat more than us means the other.
+  return count ? count > 1 : users.some((u) => u.id !== store.me.id);
 }
 
 function preview(room) {
   const last = room.last_message;
   if (!last) return room.kind === "direct" ? "New conversation" : "No messages yet";
-  const who = store.me && last.sender.id === store.me.id ? "You" : nameOf(last.sender);
-  return `${who}: ${last.body || "(attachment)"}`;
+  const mine = store.me && last.sender.id === store.me.id;
+  const files = (last.attachments || []).map((a) => `📎 ${a.filename}`).join(", ");
+  const text = last.body || files || "(attachment)";
+  // In a direct chat the room already bears the other person's name.
+  if (room.kind === "direct" && !mine) return text;
+  return `${mine ? "You" : nameOf(last.sender)}: ${text}`;
 }
 
 function renderItem(room) {
@@ -36,13 +44,15 @@ function renderItem(room) {
     },
     onclick: () => onOpen(room.id),
   },
-  el("span", { className: "room-line" },
-    el("span", { className: `dot${isOtherOnline(room) ? " on" : ""}`, attrs: { "aria-hidden": "true" } }),
-    el("span", { className: "room-name" }, name),
-    el("span", { className: "room-time" }, shortTime(room.last_message && room.last_message.created_at))),
-  el("span", { className: "room-line" },
-    el("span", { className: "room-preview" }, preview(room)),
-    unread ? el("span", { className: "badge", attrs: { "aria-hidden": "true" } }, unread > 99 ? "99+" : String(unread)) : null));
+  // The dot has a column of its own, so the name and the preview line up under each other.
+  el("span", { className: `dot${isOtherOnline(room) ? " on" : ""}`, attrs: { "aria-hidden": "true" } }),
+  el("span", { className: "room-text" },
+    el("span", { className: "room-line" },
+      el("span", { className: "room-name" }, name),
+      el("span", { className: "room-time" }, shortTime(room.last_message && room.last_message.created_at))),
+    el("span", { className: "room-line" },
+      el("span", { className: "room-preview" }, preview(room)),
+      unread ? el("span", { className: "badge", attrs: { "aria-hidden": "true" } }, unread > 99 ? "99+" : String(unread)) : null)));
   let li = items.get(room.id);
   if (!li) {
     li = el("li", { dataset: { roomId: String(room.id) } });
@@ -72,4 +82,5 @@ export function renderRoomList() {
     if (focused && list.contains(focused) && document.activeElement !== focused) focused.focus();
   }
   byId("room-list-empty").hidden = rooms.length > 0;
+  renderTitle();
 }

@@ -1,0 +1,166 @@
+"""Room details (members, roles, add, remove, rename, leave), unread counts in the tab title,
+browser notifications, names and plurals as people read them, and the layout at 360 px."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from .harness import ServerProcess, bodies, open_room, png, room_item, sign_in, write
+
+pytestmark = pytest.mark.browser
+
+# Notifications are recorded instead of shown (headless Chromium draws none); permission is real.
+RECORD_NOTIFICATIONS = """
+window.__notifications = [];
+const Real = window.Notification;
+class Recorded extends Real {
+  constructor(title, options) {
+    super(title, options);
+    window.__notifications.push({title, body: options && options.body});
+  }
+}
+window.Notification = Recorded;
+"""
+
+
+def test_room_details_add_remove_rename_and_leave(server: ServerProcess, open_page: Any, artifact: Any) -> None:
+    owner = server.create_user("olga", display_name="Olga")
+    carol = server.create_user("carol")  # no display name: shown once, as the username
+    dave = server.create_user("dave", display_name="Dave")
+    server.group(owner, "Planning", carol)
+    o = open_page(owner)
+    c = open_page(carol)
+    open_room(o, "Planning")
+    open_room(c, "Planning")
+    expect(o.locator("#room-online")).to_have_text("2 members · Online: " + carol.username)
+
+    o.get_by_role("button", name="Details").click()
+    dialog = o.get_by_role("dialog", name="Planning")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#details-count")).to_have_text("2 members")
+    members = dialog.locator(".member")
+    expect(members.filter(has_text="Olga")).to_contain_text("Owner")
+    expect(members.filter(has_text=carol.username).locator(".member-name")).to_have_text(carol.username)
+    expect(members.filter(has_text=carol.username).locator(".dot.on")).to_have_count(1)
+
+    # Add Dave from the contacts.
+    dialog.get_by_label("Add a member").select_option(label=f"Dave (@{dave.username})")
+    dialog.get_by_role("button", name="Add", exact=True).click()
+    expect(dialog.locator("#details-count")).to_have_text("3 members")
+    expect(c.locator("#room-online")).to_contain_text("3 members")  # live for the others
+    artifact(o, "details")
+
+    # Remove Dave again, rename the room.
+    dialog.get_by_role("button", name=f"Remove Dave (@{dave.username}) from the room").click()
+    expect(dialog.locator("#details-count")).to_have_text("2 members")
+    dialog.get_by_label("Room name").fill("Planning Q3")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(o.locator("#room-title")).to_have_text("Planning Q3")
+    expect(c.locator("#room-title")).to_have_text("Planning Q3")
+    expect(room_item(c, "Planning Q3")).to_be_visible()
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    expect(o.get_by_role("button", name="Details")).to_be_focused()
+
+    # A plain member sees the members but no controls; leaving takes a second click.
+    c.get_by_role("button", name="Details").click()
+    theirs = c.get_by_role("dialog", name="Planning Q3")
+    expect(theirs.locator(".member")).to_have_count(2)
+    expect(theirs.get_by_role("button", name=re.compile("^Remove"))).to_have_count(0)
+    expect(theirs.get_by_label("Room name")).to_be_hidden()
+    theirs.get_by_role("button", name="Leave room").click()
+    expect(theirs.get_by_role("button", name="Really leave?")).to_be_visible()
+    theirs.get_by_role("button", name="Really leave?").click()
+    expect(theirs).to_be_hidden()
+    expect(room_item(c, "Planning Q3")).to_have_count(0)
+    expect(c.locator("#room-title")).to_have_text("Pick a conversation")
+    expect(o.locator("#room-online")).to_contain_text("1 member ·")
+
+
+def test_unread_count_in_the_title_and_a_notification_for_a_background_room(
+        server: ServerProcess, browser: Any, open_page: Any) -> None:
+    alice = server.create_user("alice", display_name="Alice")
+    bob = server.create_user("bob", display_name="Bob")
+    open_room_ = server.group(alice, "In view", bob)
+    other = server.group(alice, "Elsewhere", bob)
+    page = open_page()
+    page.context.grant_permissions(["notifications"], origin=server.url)
+    page.add_init_script(RECORD_NOTIFICATIONS)
+    page.reload()
+    sign_in(page, bob)
+    open_room(page, "In view")
+    assert page.evaluate("Notification.permission") == "granted"
+    expect(page.get_by_role("button", name="Turn on notifications")).to_be_hidden()
+    expect(page).to_have_title("roomcast")
+
+    server.send(alice, other["id"], "psst, over here")
+    server.send(alice, other["id"], "and again")
+    expect(page).to_have_title("(2) roomcast")
+    expect(room_item(page, "Elsewhere").locator(".badge")).to_have_text("2")
+    page.wait_for_function("window.__notifications.length === 2")
+    assert page.evaluate("window.__notifications") == [
+        {"title": "Alice in Elsewhere", "body": "psst, over here"},
+        {"title": "Alice in Elsewhere", "body": "and again"}]
+    # A message in the room being read raises nothing and counts as read.
+    server.send(alice, open_room_["id"], "you are looking at this one")
+    expect(bodies(page)).to_have_text(["you are looking at this one"])
+    assert page.evaluate("window.__notifications.length") == 2
+    expect(page).to_have_title("(2) roomcast")
+    # The tab in the background: a message in the open room counts and notifies too, until the tab is back.
+    page.evaluate("""() => {
+        Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    server.send(alice, open_room_["id"], "while you were away")
+    expect(page).to_have_title("(3) roomcast")
+    page.wait_for_function("window.__notifications.length === 3")
+    assert page.evaluate("window.__notifications[2]") == {"title": "Alice in In view", "body": "while you were away"}
+    page.evaluate("""() => {
+        delete document.visibilityState;
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    expect(page).to_have_title("(2) roomcast")
+    open_room(page, "Elsewhere")
+    expect(page).to_have_title("roomcast")
+
+
+def test_notifications_are_offered_when_the_browser_has_not_been_asked(server: ServerProcess, open_page: Any) -> None:
+    user = server.create_user("asker")
+    page = open_page(user)
+    if page.evaluate("Notification.permission") != "default":
+        pytest.skip("this browser has already decided about notifications")
+    expect(page.get_by_role("button", name="Turn on notifications")).to_be_visible()
+
+
+def test_the_whole_client_fits_360_px(server: ServerProcess, open_page: Any, artifact: Any) -> None:
+    alice = server.create_user("alice", display_name="Alice Wonderland-Smith")
+    bob = server.create_user("bob", display_name="Bob")
+    room = server.group(alice, "A group with a rather long name for a phone", bob)
+    server.send(alice, room["id"], "A message long enough to wrap a few times on a narrow phone screen 📱🚀")
+    page = open_page(bob, viewport={"width": 360, "height": 740})
+    expect(room_item(page, "A group with a rather long name")).to_be_visible()
+    # Name and preview line up.
+    item = room_item(page, "A group with a rather long name")
+    name_x = item.locator(".room-name").bounding_box()["x"]
+    preview_x = item.locator(".room-preview").bounding_box()["x"]
+    assert abs(name_x - preview_x) < 1
+    artifact(page, "phone-list")
+    open_room(page, "A group with a rather long name for a phone")
+    page.locator("#attach-input").set_input_files([{"name": "screenshot-from-my-phone.png", "mimeType": "image/png",
+                                                     "buffer": png(900, 400)}])
+    expect(page.locator("#attach-list .upload.done")).to_have_count(1)
+    write(page, "Here it is")
+    expect(page.locator("#message-list .message").last.locator(".preview img")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert page.locator("#messages").evaluate("n => n.scrollWidth <= n.clientWidth")
+    artifact(page, "phone-room")
+    page.get_by_role("button", name="Details").click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    dialog_box = page.get_by_role("dialog").bounding_box()
+    assert dialog_box["x"] >= 0 and dialog_box["x"] + dialog_box["width"] <= 360
+    artifact(page, "phone-details")
