@@ -156,6 +156,11 @@ class Settings(BaseModel):
     jwt_public_key_file: Path | None = None
     jwt_private_key_file: Path | None = None
     token_ttl_s: int = Field(86_400, ge=60)
+    # A valid token costs no database read while its user is cached (identity/user_cache.py): changes
+    # made through the admin tools reach every node's cache at once by the notices stream; the ttl
+    # bounds staleness when that stream is down or a user is changed in the database directly.
+    user_cache_ttl_s: float = Field(30.0, ge=0)
+    user_cache_size: int = Field(10_000, ge=1)
 
     default_tenant: str = "default"
     contact_policy: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CONTACT_POLICY))

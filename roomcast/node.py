@@ -14,6 +14,7 @@ from .actors.system import ActorSystem
 from .config import Settings
 from .identity.contact_policy import ContactPolicy
 from .identity.tokens import TokenCodec
+from .identity.user_cache import UserCache
 from .login_throttle import LoginThrottle
 from .metrics import NodeMetrics
 from .ratelimit import Limiter, RateLimiter, SharedRateLimiter
@@ -33,6 +34,7 @@ class Node:
     database: Database
     blobs: BlobStore  # attachment bytes
     tokens: TokenCodec
+    user_cache: UserCache  # users by id for authentication, forgotten on every node when changed
     contact_policy: ContactPolicy
     streams: StreamBackend
     actors: ActorSystem
@@ -95,12 +97,15 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
             actors = ActorSystem(settings, database, streams)
             await nursery.start(lambda task_status: actors.run(task_status=task_status))
             presence = open_presence(settings, streams)
+            user_cache = UserCache(settings.user_cache_ttl_s, settings.user_cache_size)
+            actors.notices.watch(user_cache)
             send_limiter, typing_limiter, login_throttle = _limits(settings, streams)
             node = Node(
                 settings=settings,
                 database=database,
                 blobs=DatabaseBlobs(database),
                 tokens=TokenCodec.from_settings(settings),
+                user_cache=user_cache,
                 contact_policy=ContactPolicy(settings.contact_policy),
                 streams=streams,
                 actors=actors,

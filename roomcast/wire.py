@@ -13,13 +13,14 @@ from .timestamps import to_wire
 
 if TYPE_CHECKING:
     from .storage.models import Attachment, Message, Room, User
+    from .storage.users import UserSnapshot
 
 # Ids are signed 64-bit (PostgreSQL BIGINT, SQLite INTEGER): nothing outside 1..MAX_ID exists,
 # so anything a client names outside it is rejected before it reaches the database.
 MAX_ID = 2**63 - 1
 
 
-def user_to_wire(user: User, online: bool = False) -> dict[str, Any]:
+def user_to_wire(user: User | UserSnapshot, online: bool = False) -> dict[str, Any]:
     return {
         "id": user.id,
         "username": user.username,
@@ -40,11 +41,11 @@ def admin_user_to_wire(user: User, online: bool = False) -> dict[str, Any]:
     }
 
 
-def sender_to_wire(user: User) -> dict[str, Any]:
+def sender_to_wire(user: User | UserSnapshot) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "display_name": user.display_name}
 
 
-def member_to_wire(user: User, room_role: str) -> dict[str, Any]:
+def member_to_wire(user: User | UserSnapshot, room_role: str) -> dict[str, Any]:
     return {
         "id": user.id,
         "username": user.username,
@@ -64,7 +65,8 @@ def attachment_to_wire(attachment: Attachment) -> dict[str, Any]:
     }
 
 
-def message_to_wire(message: Message, sender: User, attachments: Iterable[Attachment] = ()) -> dict[str, Any]:
+def message_to_wire(message: Message, sender: User | UserSnapshot,
+                    attachments: Iterable[Attachment] = ()) -> dict[str, Any]:
     return {
         "id": message.id,
         "room_id": message.room_id,

@@ -39,6 +39,18 @@ class Recipient(Protocol):
         ...
 
 
+class Watcher(Protocol):
+    """Something of the node that follows every notice read, whatever its audience (the user cache)."""
+
+    def notice_seen(self, event: JsonObject) -> None:
+        """One notice's event, on every node, before its sessions get it. Must not block."""
+        ...
+
+    def notices_missed(self) -> None:
+        """Notices may have been missed (the reader lost its place in the stream)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Audience:
     """Whom a notice is for.
@@ -99,7 +111,12 @@ class NoticesHub:
         self.delivered = 0
         self.failed = 0
         self._epoch = 0
+        self._watchers: list[Watcher] = []
         self.actor = Actor("notices", self.run, mailbox_size=mailbox_size, describe_extra=self.describe)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Show `watcher` every notice this node reads from now on."""
+        self._watchers.append(watcher)
 
     def add(self, user_id: int, session: Recipient, *, tenant: str | None = None, role: str | None = None) -> None:
         """Deliver `user_id`'s notices to `session` from now on, and, given its user's tenant and
@@ -171,11 +188,16 @@ class NoticesHub:
         self.reader.attach(NOTICES_STREAM, self.actor, self.position, epoch)
         try:
             async for message in ctx.mailbox:
-                # A Resync asks to fetch what may have been missed: notices are not stored, so there is none.
-                if isinstance(message, StreamBatch) and message.epoch == epoch:
-                    for entry in message.entries:
-                        self._deliver(entry.data)
-                        self.position = entry.id
+                if isinstance(message, StreamBatch):
+                    if message.epoch == epoch:
+                        for entry in message.entries:
+                            self._deliver(entry.data)
+                            self.position = entry.id
+                else:
+                    # A Resync asks to fetch what may have been missed: notices are not stored, so there
+                    # is none, but what the watchers keep may be stale.
+                    for watcher in self._watchers:
+                        watcher.notices_missed()
         finally:
             self.reader.detach(NOTICES_STREAM, epoch)
 
@@ -188,6 +210,8 @@ class NoticesHub:
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # written by a node of another version, say
             log_event(log, "notices.unreadable", logging.WARNING, error=repr(exc))
             return
+        for watcher in self._watchers:
+            watcher.notice_seen(event)
         payload = encode(event)
         for session in self.recipients(audience):
             self.delivered += 1

@@ -36,6 +36,7 @@ from .routes import (
     users,
     webhooks,
 )
+from .validation import answer_plain_values_directly
 
 _CORS_HEADERS = ["Authorization", "Content-Type"]
 _CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -83,6 +84,7 @@ def create_app(node: Node) -> RoomcastApp:
     # After QuartSchema, which installs its own JSON provider: keep field order and raw UTF-8.
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    answer_plain_values_directly(app)
     install_error_handlers(app)
     install_id_converter(app)
     install_route_recorder(app)

@@ -10,7 +10,7 @@ from quart import Blueprint, Quart, current_app, g, request
 
 from ..errors import Forbidden
 from ..identity.authenticate import bearer_token, user_for_token
-from ..services.users import User
+from ..services.users import UserSnapshot
 from .context import current_node
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -35,7 +35,8 @@ def require_authentication(blueprint: Blueprint) -> None:
         if view is not None and getattr(view, _PUBLIC_ATTR, False):
             return
         node = current_node()
-        g.user = await user_for_token(node.database, node.tokens, bearer_token(request.headers.get("Authorization")))
+        g.user = await user_for_token(node.database, node.tokens, bearer_token(request.headers.get("Authorization")),
+                                      node.user_cache)
 
 
 def needs_token(app: Quart, endpoint: str) -> bool:
@@ -45,7 +46,7 @@ def needs_token(app: Quart, endpoint: str) -> bool:
     return getattr(blueprint, _AUTHENTICATED_ATTR, False) and not getattr(view, _PUBLIC_ATTR, False)
 
 
-def current_user() -> User:
+def current_user() -> UserSnapshot:
     """The authenticated caller of this request."""
     return g.user
 

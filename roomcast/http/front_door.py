@@ -58,7 +58,7 @@ class Draining:
         self._listeners.discard(listener)
 
 
-@dataclass
+@dataclass(slots=True)
 class UpgradeRequest:
     """The head of a `GET /ws` upgrade, as read by the front door."""
 

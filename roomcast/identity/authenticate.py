@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from ..errors import Unauthorized
 from ..storage.database import Database
-from ..storage.models import User
-from ..storage.users import get_user
+from ..storage.users import UserAccess, UserSnapshot, user_access
 from .tokens import Claims, TokenCodec, TokenError
+from .user_cache import UserCache
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -20,26 +20,37 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-async def authenticate(database: Database, tokens: TokenCodec, token: str | None) -> tuple[User, Claims]:
-    """The token's user and claims; Unauthorized (or token_expired) for anything else."""
+async def authenticate(database: Database, tokens: TokenCodec, token: str | None,
+                       users: UserCache | None = None, *, keep: bool = True) -> tuple[UserSnapshot, Claims]:
+    """The token's user and claims; Unauthorized (or token_expired) for anything else.
+
+    With `users`, a user seen lately costs no database read (`UserCache`). Without `keep`, what
+    was not known already (the token's check, the user) is not kept: a /ws connection checks
+    its token once, and keeping it would cost memory per connection for nothing.
+    """
     if not token:
         raise Unauthorized("missing bearer token")
     try:
-        claims = tokens.decode(token)
+        claims = tokens.decode(token, remember=keep)
     except TokenError as exc:
         raise Unauthorized(str(exc), code=exc.code) from None
-    user = await database.read(get_user, claims.user_id)
-    if user is None:
+
+    async def load(user_id: int) -> UserAccess | None:
+        return await database.read(user_access, user_id)
+
+    access = await (users.get(claims.user_id, load, keep=keep) if users is not None else load(claims.user_id))
+    if access is None:
         raise Unauthorized("unknown or disabled user")
-    refusal = access_refusal(user.is_active, user.tokens_valid_after, claims.issued_at)
+    refusal = access_refusal(access.is_active, access.tokens_valid_after, claims.issued_at)
     if refusal is not None:
         raise Unauthorized(refusal)
-    return user, claims
+    return access.user, claims
 
 
-async def user_for_token(database: Database, tokens: TokenCodec, token: str | None) -> User:
+async def user_for_token(database: Database, tokens: TokenCodec, token: str | None,
+                         users: UserCache | None = None) -> UserSnapshot:
     """The token's user; Unauthorized (or token_expired) for anything else."""
-    return (await authenticate(database, tokens, token))[0]
+    return (await authenticate(database, tokens, token, users))[0]
 
 
 def access_refusal(is_active: bool, tokens_valid_after: datetime | None, issued_at: datetime | None) -> str | None:

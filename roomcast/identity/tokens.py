@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,13 +32,21 @@ class Claims:
 
 
 class TokenCodec:
-    """Mints and checks access tokens."""
+    """Mints and checks access tokens.
+
+    A token checked once is remembered until its `exp` (the last `VERIFIED_KEPT` of them): the
+    same string has the same signature, and a client sends the same token with every request,
+    so only its first request pays for the signature (HS256: ~0.3 ms; RS256: more).
+    """
+
+    VERIFIED_KEPT = 10_000
 
     def __init__(self, algorithm: str, verify_key: str | bytes, signing_key: str | bytes | None, ttl_s: int) -> None:
         self.algorithm = algorithm
         self._verify_key = verify_key
         self._signing_key = signing_key
         self.ttl_s = ttl_s
+        self._verified: OrderedDict[str, tuple[Claims, float]] = OrderedDict()  # token -> (claims, its exp)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenCodec:
@@ -58,7 +68,14 @@ class TokenCodec:
         claims = {"sub": str(user_id), "iat": issued, "exp": int(issued) + (ttl_s or self.ttl_s)}
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
-    def decode(self, token: str) -> Claims:
+    def decode(self, token: str, *, remember: bool = True) -> Claims:
+        """The token's claims; TokenError if it is unusable. With `remember`, kept for its next use."""
+        known = self._verified.get(token)
+        if known is not None and time.time() < known[1]:
+            return known[0]
+        return self._decode(token, remember)
+
+    def _decode(self, token: str, remember: bool) -> Claims:
         try:
             claims = jwt.decode(
                 token, self._verify_key, algorithms=[self.algorithm], options={"require": ["exp", "sub"]}
@@ -73,7 +90,13 @@ class TokenCodec:
             raise TokenError("unauthorized", "invalid token: sub must be a user id")
         issued = claims.get("iat")
         issued_at = datetime.fromtimestamp(issued, UTC) if isinstance(issued, int | float) else None
-        return Claims(int(subject), issued_at)
+        checked = Claims(int(subject), issued_at)
+        expires = claims["exp"]
+        if remember and isinstance(expires, int | float):  # PyJWT has checked it is a number
+            self._verified[token] = (checked, float(expires))
+            if len(self._verified) > self.VERIFIED_KEPT:
+                self._verified.popitem(last=False)
+        return checked
 
 
 def _stored_secret(data_dir: Path) -> str:

@@ -9,12 +9,13 @@ from sqlalchemy.orm import Session
 from ..errors import Forbidden, NotFound
 from ..storage.models import Membership, Room, User
 from ..storage.rooms import load_room
+from ..storage.users import UserSnapshot
 
 ROOM_ROLES = ("owner", "moderator", "member")
 MANAGING_ROOM_ROLES = frozenset({"owner", "moderator"})
 
 
-def is_admin(user: User) -> bool:
+def is_admin(user: User | UserSnapshot) -> bool:
     return user.role == "admin"
 
 
@@ -23,7 +24,7 @@ class RoomAccess:
     """A room as opened by one caller, with the caller's membership (None for a non-member admin)."""
 
     room: Room
-    caller: User
+    caller: UserSnapshot
     membership: Membership | None
 
     @property
@@ -49,7 +50,7 @@ def not_a_member() -> Forbidden:
     return Forbidden("you are not a member of this room", code="not_a_member")
 
 
-def open_room(session: Session, caller: User, room_id: int, *, lock: bool = False) -> RoomAccess:
+def open_room(session: Session, caller: UserSnapshot, room_id: int, *, lock: bool = False) -> RoomAccess:
     """The room for `caller`: 404 if absent or in another tenant, 403 `not_a_member` unless a
     member (admins of the tenant may open any room of it, to moderate).
 

@@ -1,10 +1,11 @@
 """The admin's tools for users of one tenant: list and search, disable and enable, revoke tokens,
 reset a password (REST under /api/admin/users and `run.py users`).
 
-Every change that takes access away is written first, then announced on the notices stream
-(`live.ACCESS_CHANGED`): each node closes the user's open sessions that it no longer admits
-with 1008 at once. Should the announcement fail (the stream backend down), the change still
-stands and each node's audit closes those sessions within `heartbeat_s`.
+Every change is written first, then announced on the notices stream (`live.ACCESS_CHANGED`):
+each node forgets the user in its user cache and closes the user's open sessions that it no
+longer admits with 1008 at once. Should the announcement fail (the stream backend down), the
+change still stands: this node's cache has forgotten the user already, each node's audit closes
+those sessions within `heartbeat_s`, and other nodes' caches forget it within `user_cache_ttl_s`.
 """
 
 from __future__ import annotations
@@ -66,11 +67,15 @@ async def _change(node: Node, tenant: str, user_id: int, *, is_active: bool | No
         raise NotFound("no such user")
     log_event(log, "admin.user_changed", user=user.id, tenant=tenant, is_active=user.is_active, revoked=revoke,
               password_reset=password_hash is not None)
-    if revoke or is_active is False:
-        try:
-            await node.notices.publish([user.id], access_changed_event(user))
-        except DependencyUnavailable as exc:  # the audit of each node closes the sessions within heartbeat_s
-            log_event(log, "admin.announce_failed", logging.WARNING, user=user.id, error=str(exc))
+    # Every change is announced, not only those that take access away: each node's user cache
+    # forgets the user on it (this node's at once, whatever the stream does).
+    node.user_cache.invalidate(user.id)
+    try:
+        await node.notices.publish([user.id], access_changed_event(user))
+    except DependencyUnavailable as exc:
+        # The audit of each node closes the sessions within heartbeat_s; other nodes' caches
+        # forget the user within user_cache_ttl_s.
+        log_event(log, "admin.announce_failed", logging.WARNING, user=user.id, error=str(exc))
     return (await _with_presence(node, [user]))[0]
 
 

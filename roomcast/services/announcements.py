@@ -23,7 +23,7 @@ from ..actors.actor import Actor, ActorContext
 from ..actors.backoff import Backoff, until_available
 from ..logs import log_event
 from ..node import Node
-from ..storage.users import get_user
+from ..storage.users import UserSnapshot, get_user
 
 log = logging.getLogger("roomcast.announcements")
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class Announcer:
             for user_id in change.added:
                 user = get_user(session, user_id)
                 if user is not None:
-                    found[user_id] = room_view(session, user, change.room_id)
+                    found[user_id] = room_view(session, UserSnapshot.of(user), change.room_id)
             return found
 
         events = [(uid, {"type": "room_removed", "room": change.room_id}) for uid in change.removed]

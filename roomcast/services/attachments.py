@@ -27,8 +27,9 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.attachments import begin_upload, delete_orphans, drop_upload, finish_upload, stored_attachment
 from ..storage.blobs import BlobWriter
-from ..storage.models import Attachment, User
+from ..storage.models import Attachment
 from ..storage.rooms import load_room
+from ..storage.users import UserSnapshot
 from ..timestamps import utcnow
 from ..wire import JsonObject, attachment_to_wire
 from .access import not_a_member
@@ -55,7 +56,7 @@ def safe_filename(raw: str) -> str:
     return name[:MAX_FILENAME_CHARS] or DEFAULT_FILENAME
 
 
-def _room_for_upload(session: Session, uploader: User, room_id: int) -> None:
+def _room_for_upload(session: Session, uploader: UserSnapshot, room_id: int) -> None:
     room, membership = load_room(session, uploader.tenant, room_id, uploader.id)
     if room is None:
         raise NotFound("no such room")
@@ -65,7 +66,7 @@ def _room_for_upload(session: Session, uploader: User, room_id: int) -> None:
         raise BadRequest("the room is inactive", code="room_inactive")
 
 
-async def check_upload(node: Node, uploader: User, room_id: int) -> None:
+async def check_upload(node: Node, uploader: UserSnapshot, room_id: int) -> None:
     """Refuse (404, 403 `not_a_member`, 400 `room_inactive`) before a byte of the upload is read."""
     await node.database.read(_room_for_upload, uploader, room_id)
     ensure_orphan_sweeper(node)
@@ -76,7 +77,7 @@ class _Upload:
     """One upload under way: what it has seen, and where its bytes go once its type is known."""
 
     node: Node
-    uploader: User
+    uploader: UserSnapshot
     room_id: int
     filename: str
     sniffer: TypeSniffer
@@ -112,7 +113,7 @@ class _Upload:
             raise TooLarge(f"the file is larger than {self.max_bytes} bytes", details={"max_bytes": self.max_bytes})
 
 
-async def store_upload(node: Node, uploader: User, room_id: int, filename: str,
+async def store_upload(node: Node, uploader: UserSnapshot, room_id: int, filename: str,
                        data: AsyncIterable[bytes]) -> JsonObject:
     """Store the file whose bytes `data` yields as an attachment of the room; its wire object.
 
@@ -181,7 +182,7 @@ class Download:
     chunks: AsyncGenerator[bytes, None]
 
 
-async def open_download(node: Node, reader: User, attachment_id: int) -> Download:
+async def open_download(node: Node, reader: UserSnapshot, attachment_id: int) -> Download:
     """The attachment for a member of its room: 404 if absent or another tenant's, 403 `not_a_member`."""
 
     def work(session: Session) -> Attachment:

@@ -22,6 +22,7 @@ from ..node import Node
 from ..storage import users as stored_users
 from ..storage.bots import get_bot, tenant_bots
 from ..storage.models import Bot, User
+from ..storage.users import UserSnapshot
 from ..timestamps import to_wire, utcnow
 from ..wire import MAX_ID, JsonObject, user_to_wire
 from . import admin_users
@@ -49,7 +50,7 @@ def _check_trigger(trigger: str) -> None:
         raise BadRequest(f"trigger must be one of {', '.join(BOT_TRIGGERS)}", details={"field": "trigger"})
 
 
-def _found(session: Session, caller: User, bot_id: int) -> tuple[Bot, User]:
+def _found(session: Session, caller: UserSnapshot, bot_id: int) -> tuple[Bot, User]:
     found = get_bot(session, caller.tenant, bot_id) if 1 <= bot_id <= MAX_ID else None
     if found is None:
         raise NotFound("no such bot")
@@ -60,8 +61,8 @@ def _mint(node: Node, user_id: int) -> str:
     return node.tokens.mint(user_id, node.settings.bot_token_ttl_s)
 
 
-async def create_bot(node: Node, caller: User, *, username: str, display_name: str | None, url: str, secret: str,
-                     trigger: str) -> JsonObject:
+async def create_bot(node: Node, caller: UserSnapshot, *, username: str, display_name: str | None, url: str,
+                     secret: str, trigger: str) -> JsonObject:
     """A new bot of the caller's tenant: `{"user", "token", "bot"}`. A taken username → Conflict."""
     _checked("url", check_webhook_url, url)
     _checked("secret", check_webhook_secret, secret)
@@ -81,17 +82,17 @@ async def create_bot(node: Node, caller: User, *, username: str, display_name: s
     return {"user": user_to_wire(user), "token": _mint(node, user.id), "bot": bot_to_wire(bot, user)}
 
 
-async def list_bots(node: Node, caller: User) -> list[JsonObject]:
+async def list_bots(node: Node, caller: UserSnapshot) -> list[JsonObject]:
     return await node.database.read(
         lambda session: [bot_to_wire(bot, user) for bot, user in tenant_bots(session, caller.tenant)])
 
 
-async def get_bot_view(node: Node, caller: User, bot_id: int) -> JsonObject:
+async def get_bot_view(node: Node, caller: UserSnapshot, bot_id: int) -> JsonObject:
     return await node.database.read(lambda session: bot_to_wire(*_found(session, caller, bot_id)))
 
 
-async def update_bot(node: Node, caller: User, bot_id: int, *, url: str | None = None, secret: str | None = None,
-                     trigger: str | None = None, active: bool | None = None) -> JsonObject:
+async def update_bot(node: Node, caller: UserSnapshot, bot_id: int, *, url: str | None = None,
+                     secret: str | None = None, trigger: str | None = None, active: bool | None = None) -> JsonObject:
     """Change a bot's url, secret, trigger or active flag (an inactive bot is sent nothing new)."""
     if url is not None:
         _checked("url", check_webhook_url, url)
@@ -112,7 +113,7 @@ async def update_bot(node: Node, caller: User, bot_id: int, *, url: str | None =
     return await node.database.write(work)
 
 
-async def delete_bot(node: Node, caller: User, bot_id: int) -> None:
+async def delete_bot(node: Node, caller: UserSnapshot, bot_id: int) -> None:
     """Disable the bot's user with the admin tools (its tokens are revoked and its sessions closed
     with 1008 on every node; its messages stay), then forget the bot."""
     await node.database.read(_found, caller, bot_id)
@@ -126,7 +127,7 @@ async def delete_bot(node: Node, caller: User, bot_id: int) -> None:
     await node.database.write(work)
 
 
-async def rotate_token(node: Node, caller: User, bot_id: int) -> JsonObject:
+async def rotate_token(node: Node, caller: UserSnapshot, bot_id: int) -> JsonObject:
     """A new token for the bot; every token issued before it is revoked (and the bot's open
     sessions closed with 1008), with the admin tools' revocation. `{"user", "token"}`."""
     await node.database.read(_found, caller, bot_id)
@@ -138,7 +139,7 @@ async def rotate_token(node: Node, caller: User, bot_id: int) -> JsonObject:
     return {"user": user_to_wire(user), "token": _mint(node, user.id)}
 
 
-def _bot_key(caller: User, bot_id: int) -> Callable[[Session], str]:
+def _bot_key(caller: UserSnapshot, bot_id: int) -> Callable[[Session], str]:
     def key_of(session: Session) -> str:
         _found(session, caller, bot_id)
         return f"bot:{bot_id}"
@@ -146,13 +147,13 @@ def _bot_key(caller: User, bot_id: int) -> Callable[[Session], str]:
     return key_of
 
 
-async def list_bot_deliveries(node: Node, caller: User, bot_id: int, *, limit: int, before: int | None,
+async def list_bot_deliveries(node: Node, caller: UserSnapshot, bot_id: int, *, limit: int, before: int | None,
                               status: str | None = None) -> tuple[list[JsonObject], int | None]:
     """The messages sent to the bot, as webhook deliveries (newest first)."""
     return await target_deliveries(node, caller, _bot_key(caller, bot_id), limit=limit, before=before,
                                    status=status)
 
 
-async def retry_bot_delivery(node: Node, caller: User, bot_id: int, delivery_id: int) -> JsonObject:
+async def retry_bot_delivery(node: Node, caller: UserSnapshot, bot_id: int, delivery_id: int) -> JsonObject:
     """Send a message to the bot again (same `id`: a reply it gives is posted once all the same)."""
     return await retry_target_delivery(node, caller, _bot_key(caller, bot_id), delivery_id)

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from ..actors.notices import Recipient
 from ..actors.room import Subscriber
 from ..errors import DependencyUnavailable
+from ..identity import user_cache
 from ..identity.authenticate import access_refusal
 from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
-from ..storage.users import access_states
+from ..storage.users import UserSnapshot, access_states
 from ..wire import JsonObject, sender_to_wire
 from .access import open_room
 from .presence import announce_presence, ensure_presence_keeper, online_snapshot
@@ -31,8 +32,9 @@ from .presence import announce_presence, ensure_presence_keeper, online_snapshot
 log = logging.getLogger("roomcast.live")
 
 # A control notice (services.admin_users publishes it): the sessions of its user act on it, closing
-# with 1008 if it no longer admits them; it is never forwarded to the client.
-ACCESS_CHANGED = "access_changed"
+# with 1008 if it no longer admits them, and every node's user cache forgets the user; it is never
+# forwarded to the client.
+ACCESS_CHANGED = user_cache.ACCESS_CHANGED
 
 # How long a disconnect may spend announcing its leaves: a dead Redis must not hold it.
 _DETACH_TIMEOUT_S = 5.0
@@ -44,13 +46,13 @@ S = TypeVar("S", bound="LiveSession")
 class LiveSession(Subscriber, Recipient, Protocol):
     """A connected client as the rules see it: who it is, and which rooms it follows."""
 
-    user: User
+    user: UserSnapshot
     session_id: str
     subscriptions: set[int]
     token_issued_at: datetime | None  # when its token was issued: checked against revocations
 
 
-async def require_member(node: Node, user: User, room_id: int) -> None:
+async def require_member(node: Node, user: UserSnapshot, room_id: int) -> None:
     """404 for absent or other tenants' rooms, not_a_member for rooms the user is not in."""
 
     def check(db: Session) -> None:

@@ -31,9 +31,10 @@ from ..storage.messages import (
     latest_visible_message_id,
     message_with_sender,
 )
-from ..storage.models import Message, Room, User
+from ..storage.models import Message, Room
 from ..storage.rooms import advance_read_pointer, lock_room_for_send, record_room_message
 from ..storage.streams import Append, StreamUnavailable
+from ..storage.users import UserSnapshot
 from ..timestamps import utcnow
 from ..wire import message_deleted_event, message_edited_event, message_event, message_to_wire, sender_to_wire
 from .access import not_a_member, open_room
@@ -46,7 +47,7 @@ log = logging.getLogger("roomcast.messaging")
 HISTORY_MAX_LIMIT = 200
 
 
-def _message_view(session: Session, message: Message, sender: User) -> dict[str, Any]:
+def _message_view(session: Session, message: Message, sender: UserSnapshot) -> dict[str, Any]:
     return message_to_wire(message, sender, attachments_of(session, [message.id]).get(message.id, ()))
 
 
@@ -75,12 +76,12 @@ class Draft:
     attachments: tuple[int, ...] = ()
 
 
-async def take_send_token(node: Node, sender: User) -> None:
+async def take_send_token(node: Node, sender: UserSnapshot) -> None:
     """One send off the sender's budget (shared by every node with Redis); RateLimited when spent."""
     await node.send_limiter.acquire(sender.id)
 
 
-def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
+def draft_message(node: Node, sender: UserSnapshot, room_id: int, body: str, *, reply_to: int | None = None,
                   client_id: str | None = None, attachments: Sequence[int] = ()) -> Draft:
     """Check what needs no database (body, client_id, attachment ids); the sender's rate is taken
     before, with `take_send_token`."""
@@ -90,7 +91,7 @@ def draft_message(node: Node, sender: User, room_id: int, body: str, *, reply_to
     return Draft(room_id, body, reply_to, client_id, tuple(attachment_ids))
 
 
-def _store(node: Node, session: Session, sender: User, draft: Draft) -> tuple[dict[str, Any], Append | None]:
+def _store(node: Node, session: Session, sender: UserSnapshot, draft: Draft) -> tuple[dict[str, Any], Append | None]:
     """Store one draft in the open transaction: (the message, its outbox row as the relay takes it),
     or (the original, None) for a client_id the sender already used in the room.
 
@@ -152,7 +153,7 @@ def _store(node: Node, session: Session, sender: User, draft: Draft) -> tuple[di
         return _message_view(session, original, sender), None
 
 
-async def send_message(node: Node, sender: User, room_id: int, body: str, *, reply_to: int | None = None,
+async def send_message(node: Node, sender: UserSnapshot, room_id: int, body: str, *, reply_to: int | None = None,
                        client_id: str | None = None,
                        attachments: Sequence[int] = ()) -> tuple[dict[str, Any], bool]:
     """Store a message from `sender`; returns it and True, once committed.
@@ -173,7 +174,7 @@ async def send_message(node: Node, sender: User, room_id: int, body: str, *, rep
     return outcome
 
 
-async def send_drafts(node: Node, sender: User, drafts: Sequence[Draft]) -> list[SendOutcome]:
+async def send_drafts(node: Node, sender: UserSnapshot, drafts: Sequence[Draft]) -> list[SendOutcome]:
     """Store drafts of one sender, in order, through the node's committer (group commit).
 
     They are committed in one transaction with the sends waiting on the node at that
@@ -193,7 +194,7 @@ def committer(node: Node) -> SendCommitter:
     return ensure_committer(node, partial(_store, node))
 
 
-async def edit_message(node: Node, editor: User, room_id: int, message_id: int, body: str) -> dict[str, Any]:
+async def edit_message(node: Node, editor: UserSnapshot, room_id: int, message_id: int, body: str) -> dict[str, Any]:
     """Replace the body of the editor's own message; stores a `message_edited` event if it changed."""
 
     def work(session: Session) -> tuple[dict[str, Any], bool]:
@@ -225,7 +226,7 @@ async def edit_message(node: Node, editor: User, room_id: int, message_id: int, 
     return view
 
 
-async def delete_message(node: Node, caller: User, room_id: int, message_id: int) -> None:
+async def delete_message(node: Node, caller: UserSnapshot, room_id: int, message_id: int) -> None:
     """Soft-delete a message (its sender, the room's owners and moderators, admins).
 
     Deleting a deleted message changes nothing and succeeds, so retries are safe.
@@ -253,7 +254,7 @@ async def delete_message(node: Node, caller: User, room_id: int, message_id: int
         node.notify_committed(room_id)
 
 
-async def list_messages(node: Node, caller: User, room_id: int, *, limit: int = 50, before: int | None = None,
+async def list_messages(node: Node, caller: UserSnapshot, room_id: int, *, limit: int = 50, before: int | None = None,
                         after: int | None = None) -> tuple[list[dict[str, Any]], bool]:
     """A page of the room's visible messages, oldest first, and whether there are more beyond it."""
     if before is not None and after is not None:
@@ -270,7 +271,7 @@ async def list_messages(node: Node, caller: User, room_id: int, *, limit: int = 
     return await node.database.read(work)
 
 
-async def mark_read(node: Node, reader: User, room_id: int, seq: int) -> int:
+async def mark_read(node: Node, reader: UserSnapshot, room_id: int, seq: int) -> int:
     """Move the reader's read pointer up to `seq` (clamped to the room's last seq, never backwards).
 
     Returns the pointer as it now stands. When it moved, the room's subscribers get a

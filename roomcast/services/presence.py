@@ -15,20 +15,20 @@ from ..errors import DependencyUnavailable
 from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
-from ..storage.users import get_tenant_users, get_user, user_badges
+from ..storage.users import UserSnapshot, get_tenant_users, get_user, user_badges
 from ..wire import sender_to_wire, user_to_wire
 from .access import open_room
 
 log = logging.getLogger("roomcast.presence")
 
 
-async def users_with_presence(node: Node, users: Sequence[User]) -> list[dict[str, Any]]:
+async def users_with_presence(node: Node, users: Sequence[User | UserSnapshot]) -> list[dict[str, Any]]:
     """User objects with `online` filled in from presence (one lookup for the lot)."""
     online = await node.presence.online_users(user.id for user in users)
     return [user_to_wire(user, online=user.id in online) for user in users]
 
 
-async def room_presence(node: Node, caller: User, room_id: int) -> list[dict[str, Any]]:
+async def room_presence(node: Node, caller: UserSnapshot, room_id: int) -> list[dict[str, Any]]:
     """The users subscribed to the room right now, on any node (members and the tenant's admins ask)."""
     await node.database.read(lambda session: open_room(session, caller, room_id))
     online_ids = await node.presence.online_in(room_id)
@@ -45,7 +45,7 @@ async def online_snapshot(node: Node, tenant: str, online: list[int]) -> dict[st
     return {"online": await node.database.read(user_badges, tenant, shown), "online_count": len(online)}
 
 
-async def announce_presence(node: Node, room_id: int, user: User, status: str, online: list[int],
+async def announce_presence(node: Node, room_id: int, user: User | UserSnapshot, status: str, online: list[int],
                             origin: str | None = None, *, snapshot: dict[str, Any] | None = None,
                             at: float | None = None) -> None:
     """Publish `user` `joined` or `left` to the room, with who is online now (best effort).

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from ..actors.notices import Audience
 from ..errors import BadRequest, NotFound, TooLarge
 from ..node import Node
-from ..storage.models import User
 from ..storage.rooms import load_room
+from ..storage.users import UserSnapshot
 from ..wire import JsonValue, encode_json
 from .text import text_problem
 
@@ -40,7 +40,7 @@ def require_sendable(name: str, data: JsonValue) -> None:
                        details={"field": "data", "limit": MAX_EVENT_DATA_BYTES})
 
 
-async def publish_room_event(node: Node, caller: User, room_id: int, name: str, data: JsonValue) -> None:
+async def publish_room_event(node: Node, caller: UserSnapshot, room_id: int, name: str, data: JsonValue) -> None:
     """Deliver `{"type": "event", "room", "name", "data"}` to the room's subscribers on every node.
 
     404 for a room that is absent or in another tenant; 400 `room_inactive` for an inactive
@@ -62,7 +62,7 @@ async def publish_room_event(node: Node, caller: User, room_id: int, name: str, 
     await node.rooms.publish_transient(room_id, event, start_actor=False)
 
 
-async def broadcast(node: Node, caller: User, *, roles: Sequence[str] | None, user_ids: Sequence[int] | None,
+async def broadcast(node: Node, caller: UserSnapshot, *, roles: Sequence[str] | None, user_ids: Sequence[int] | None,
                     name: str, data: JsonValue) -> None:
     """Deliver `{"type": "broadcast", "name", "data"}` to the caller's tenant's sessions, on every node.
 

@@ -28,6 +28,7 @@ from ..storage.rooms import (
     tenant_users,
     user_room_rows,
 )
+from ..storage.users import UserSnapshot
 from ..timestamps import utcnow
 from ..wire import member_to_wire, message_to_wire, room_to_wire, room_updated_event
 from .access import is_admin, open_room
@@ -57,7 +58,7 @@ def room_views(session: Session, rows: Sequence[RoomRow]) -> list[dict[str, Any]
     return views
 
 
-def room_view(session: Session, caller: User, room_id: int) -> dict[str, Any]:
+def room_view(session: Session, caller: UserSnapshot, room_id: int) -> dict[str, Any]:
     """The wire room as `caller` sees it, read fresh in this transaction."""
     row = room_row(session, caller.tenant, caller.id, room_id)
     assert row is not None, "the room was opened in this transaction"
@@ -110,7 +111,7 @@ def _require_users(session: Session, tenant: str, user_ids: Iterable[int]) -> di
     return found
 
 
-def _require_contactable(node: Node, caller: User, others: Iterable[User]) -> None:
+def _require_contactable(node: Node, caller: UserSnapshot, others: Iterable[User]) -> None:
     """Only what the contact policy allows may share a room with the caller; admins are exempt."""
     if is_admin(caller):
         return
@@ -158,7 +159,7 @@ def _membership_changes(session: Session, room_id: int, *, added: Sequence[int] 
 # --------------------------------------------------------------------------- reading
 
 
-async def list_rooms(node: Node, caller: User, *, limit: int,
+async def list_rooms(node: Node, caller: UserSnapshot, *, limit: int,
                      after: RoomKeyset | None = None) -> tuple[list[dict[str, Any]], RoomKeyset | None]:
     """The caller's rooms, most recent activity first, and where the next page starts (if any)."""
     try:
@@ -174,7 +175,7 @@ async def list_rooms(node: Node, caller: User, *, limit: int,
     return await node.database.read(work)
 
 
-async def get_room(node: Node, caller: User, room_id: int) -> dict[str, Any]:
+async def get_room(node: Node, caller: UserSnapshot, room_id: int) -> dict[str, Any]:
     def work(session: Session) -> dict[str, Any]:
         open_room(session, caller, room_id)
         return room_view(session, caller, room_id)
@@ -192,7 +193,7 @@ def _new_room(tenant: str, kind: str, *, name: str = "", topic: str = "", is_act
                 direct_key=direct, last_seq=0, created_at=now, updated_at=now, last_activity_at=now)
 
 
-async def open_direct_room(node: Node, caller: User, other_id: int) -> tuple[dict[str, Any], bool]:
+async def open_direct_room(node: Node, caller: UserSnapshot, other_id: int) -> tuple[dict[str, Any], bool]:
     """The direct room of the caller and `other_id`, made if new; True when it was created."""
     if other_id == caller.id:
         raise BadRequest("a direct chat needs someone other than yourself", code="self_chat")
@@ -219,7 +220,7 @@ async def open_direct_room(node: Node, caller: User, other_id: int) -> tuple[dic
     return await write_and_announce(node, work)
 
 
-async def create_group_room(node: Node, caller: User, *, kind: str, name: str, topic: str,
+async def create_group_room(node: Node, caller: UserSnapshot, *, kind: str, name: str, topic: str,
                             member_ids: Sequence[int]) -> dict[str, Any]:
     """A new group (or forum) room; the caller is its owner."""
     require_storable(name, "name")
@@ -241,7 +242,7 @@ async def create_group_room(node: Node, caller: User, *, kind: str, name: str, t
 # --------------------------------------------------------------------------- changing
 
 
-async def update_room(node: Node, caller: User, room_id: int, *, name: str | None = None,
+async def update_room(node: Node, caller: UserSnapshot, room_id: int, *, name: str | None = None,
                       topic: str | None = None, is_active: bool | None = None) -> dict[str, Any]:
     """Change a room's name, topic or active flag (owners, moderators, admins)."""
     for field, text in (("name", name), ("topic", topic)):
@@ -267,7 +268,7 @@ async def update_room(node: Node, caller: User, room_id: int, *, name: str | Non
     return view
 
 
-async def add_member(node: Node, caller: User, room_id: int, user_id: int,
+async def add_member(node: Node, caller: UserSnapshot, room_id: int, user_id: int,
                      room_role: str | None = None) -> tuple[dict[str, Any], bool]:
     """Add `user_id` to the room, or change its room role; True when the user was not a member.
 
@@ -301,7 +302,7 @@ async def add_member(node: Node, caller: User, room_id: int, user_id: int,
     return view, added
 
 
-async def remove_member(node: Node, caller: User, room_id: int, user_id: int) -> None:
+async def remove_member(node: Node, caller: UserSnapshot, room_id: int, user_id: int) -> None:
     """Remove `user_id` from the room: a manager removing someone, or anyone leaving."""
 
     def work(session: Session) -> None:
@@ -327,7 +328,7 @@ async def remove_member(node: Node, caller: User, room_id: int, user_id: int) ->
 # --------------------------------------------------------------------------- provisioning
 
 
-async def provision_room(node: Node, caller: User, external_ref: str, *, kind: str, name: str,
+async def provision_room(node: Node, caller: UserSnapshot, external_ref: str, *, kind: str, name: str,
                          members: Mapping[int, str], topic: str | None = None,
                          is_active: bool | None = None) -> tuple[dict[str, Any], bool]:
     """Create or update the tenant's room with `external_ref`; True when it was created.
@@ -369,7 +370,7 @@ async def provision_room(node: Node, caller: User, external_ref: str, *, kind: s
     return view, created
 
 
-async def unprovision_room(node: Node, caller: User, external_ref: str) -> None:
+async def unprovision_room(node: Node, caller: UserSnapshot, external_ref: str) -> None:
     """Delete the tenant's room with `external_ref`, with its messages; 404 if there is none."""
 
     def work(session: Session) -> None:

@@ -32,8 +32,8 @@ from ..actors.actor import Actor, ActorContext
 from ..errors import ApiError, Unavailable
 from ..node import Node
 from ..storage.database import is_unavailable
-from ..storage.models import User
 from ..storage.streams import Append
+from ..storage.users import UserSnapshot
 from ..wire import JsonObject
 
 if TYPE_CHECKING:
@@ -49,14 +49,14 @@ SendOutcome = tuple[JsonObject, bool] | Exception
 # What storing one draft in the open transaction gives: the message and its outbox row
 # (None for a repeated client_id: the original comes back); or a refusal (ApiError).
 Stored = tuple[JsonObject, Append | None]
-StoreDraft = Callable[[Session, User, "Draft"], Stored]
+StoreDraft = Callable[[Session, UserSnapshot, "Draft"], Stored]
 
 
 @dataclass(eq=False, slots=True)
 class SendRequest:
     """The drafts of one sender (a /ws session's pending sends, or one REST send), answered together."""
 
-    sender: User
+    sender: UserSnapshot
     drafts: Sequence[Draft]
     outcomes: list[SendOutcome] = field(default_factory=list)
     done: trio.Event = field(default_factory=trio.Event)
@@ -214,7 +214,7 @@ class SendCommitter:
             return
         self._committed(batch, entries, stored)
 
-    def _committed(self, batch: list[SendRequest], entries: list[tuple[User, Draft, int, int]],
+    def _committed(self, batch: list[SendRequest], entries: list[tuple[UserSnapshot, Draft, int, int]],
                    stored: list[Stored | Exception]) -> None:
         answers: list[list[SendOutcome]] = [[] for _ in batch]
         for request, answer in zip(batch, answers, strict=True):

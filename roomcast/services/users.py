@@ -1,6 +1,7 @@
 """Users: logging in, creating users by the caller's rules, lookups in the caller's tenant, contacts (PROTOCOL §2).
 
-`User` is re-exported here so that http names the type without importing storage.
+`User` (a stored user) and `UserSnapshot` (who makes a request or holds a connection) are
+re-exported here so that http names them without importing storage.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from ..identity.passwords import hash_password, verify_password
 from ..node import Node
 from ..storage import users as stored
 from ..storage.models import User
+from ..storage.users import UserSnapshot
 from ..wire import JsonObject, user_to_wire
 from .presence import users_with_presence
 
-__all__ = ["User", "check_login", "create_user", "get_user", "list_contacts"]
+__all__ = ["User", "UserSnapshot", "check_login", "create_user", "get_user", "list_contacts"]
 
 
 async def check_login(node: Node, tenant: str | None, username: str, password: str,
@@ -34,7 +36,7 @@ async def check_login(node: Node, tenant: str | None, username: str, password: s
     return user
 
 
-async def create_user(node: Node, caller: User, *, username: str, role: str, display_name: str | None,
+async def create_user(node: Node, caller: UserSnapshot, *, username: str, role: str, display_name: str | None,
                       password: str | None, tenant: str | None) -> JsonObject:
     """A new user of the caller's tenant, as wire; only an admin creates an admin (Forbidden otherwise)."""
     if tenant is not None and tenant != caller.tenant:
@@ -49,7 +51,7 @@ async def create_user(node: Node, caller: User, *, username: str, role: str, dis
     return user_to_wire(user)
 
 
-async def get_user(node: Node, caller: User, user_id: int) -> JsonObject:
+async def get_user(node: Node, caller: UserSnapshot, user_id: int) -> JsonObject:
     """A user of the caller's tenant with `online`; NotFound for any other id."""
     user = await node.database.read(stored.get_tenant_user, caller.tenant, user_id)
     if user is None:
@@ -57,7 +59,7 @@ async def get_user(node: Node, caller: User, user_id: int) -> JsonObject:
     return (await users_with_presence(node, [user]))[0]
 
 
-async def list_contacts(node: Node, caller: User, *, after_id: int,
+async def list_contacts(node: Node, caller: UserSnapshot, *, after_id: int,
                         limit: int) -> tuple[list[JsonObject], int | None]:
     """Up to `limit` users the caller may open a direct chat with (by the contact policy), by id after
     `after_id`, with `online`; and the id to continue after when there are more, else None."""

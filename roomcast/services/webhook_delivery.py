@@ -52,7 +52,7 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.bots import bots_by_user
 from ..storage.models import Bot, Webhook
-from ..storage.users import get_user
+from ..storage.users import UserSnapshot, get_user
 from ..storage.webhooks import (
     DEAD,
     DELIVERED,
@@ -272,7 +272,7 @@ class WebhookDelivery:
             bot = await self.node.database.read(get_user, bot_id)
             if bot is None or not bot.is_active:
                 return replace(answer, note="reply not posted: the bot is disabled")
-            await send_message(self.node, bot, delivery.room_id, reply.body, reply_to=reply.reply_to,
+            await send_message(self.node, UserSnapshot.of(bot), delivery.room_id, reply.body, reply_to=reply.reply_to,
                                client_id=delivery.event_id)
         except DependencyUnavailable as exc:
             return Answer(error=f"reply not posted: {exc}"[:_ERROR_MAX])

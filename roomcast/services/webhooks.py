@@ -17,7 +17,8 @@ from ..config import check_webhook_events, check_webhook_secret, check_webhook_u
 from ..errors import BadRequest, Forbidden, NotFound
 from ..node import Node
 from ..storage.database import on_commit
-from ..storage.models import User, Webhook, WebhookDelivery
+from ..storage.models import Webhook, WebhookDelivery
+from ..storage.users import UserSnapshot
 from ..storage.webhooks import (
     PENDING,
     deliveries_page,
@@ -102,7 +103,7 @@ def _events_in(events: Events) -> str:
 # --------------------------------------------------------------------------- targets
 
 
-async def create_webhook(node: Node, caller: User, *, url: str, secret: str, events: Events = "*",
+async def create_webhook(node: Node, caller: UserSnapshot, *, url: str, secret: str, events: Events = "*",
                          active: bool = True) -> JsonObject:
     _checked("url", check_webhook_url, url)
     _checked("secret", check_webhook_secret, secret)
@@ -119,14 +120,14 @@ async def create_webhook(node: Node, caller: User, *, url: str, secret: str, eve
     return await node.database.write(work)
 
 
-async def list_webhooks(node: Node, caller: User) -> list[JsonObject]:
+async def list_webhooks(node: Node, caller: UserSnapshot) -> list[JsonObject]:
     """The settings file's targets, then the tenant's own, oldest first."""
     own = await node.database.read(
         lambda session: [webhook_to_wire(webhook) for webhook in tenant_webhooks(session, caller.tenant)])
     return [_config_view(target) for target in config_targets(node.settings)] + own
 
 
-async def get_webhook_view(node: Node, caller: User, webhook_id: str) -> JsonObject:
+async def get_webhook_view(node: Node, caller: UserSnapshot, webhook_id: str) -> JsonObject:
     def work(session: Session) -> JsonObject:
         key, webhook = _target_key(node, caller.tenant, webhook_id, session)
         if webhook is None:
@@ -136,14 +137,14 @@ async def get_webhook_view(node: Node, caller: User, webhook_id: str) -> JsonObj
     return await node.database.read(work)
 
 
-def _editable(node: Node, caller: User, session: Session, webhook_id: str) -> Webhook:
+def _editable(node: Node, caller: UserSnapshot, session: Session, webhook_id: str) -> Webhook:
     _, webhook = _target_key(node, caller.tenant, webhook_id, session)
     if webhook is None:
         raise Forbidden("targets from the settings file cannot be changed through the API")
     return webhook
 
 
-async def update_webhook(node: Node, caller: User, webhook_id: str, *, url: str | None = None,
+async def update_webhook(node: Node, caller: UserSnapshot, webhook_id: str, *, url: str | None = None,
                          secret: str | None = None, events: Events | None = None,
                          active: bool | None = None) -> JsonObject:
     """Change a target; what is queued already goes to the target as it is when it is sent."""
@@ -167,7 +168,7 @@ async def update_webhook(node: Node, caller: User, webhook_id: str, *, url: str 
     return await node.database.write(work)
 
 
-async def delete_webhook(node: Node, caller: User, webhook_id: str) -> None:
+async def delete_webhook(node: Node, caller: UserSnapshot, webhook_id: str) -> None:
     """Delete a target with its deliveries, sent or not."""
 
     def work(session: Session) -> None:
@@ -179,7 +180,7 @@ async def delete_webhook(node: Node, caller: User, webhook_id: str) -> None:
 # --------------------------------------------------------------------------- deliveries
 
 
-async def list_deliveries(node: Node, caller: User, webhook_id: str, *, limit: int, before: int | None,
+async def list_deliveries(node: Node, caller: UserSnapshot, webhook_id: str, *, limit: int, before: int | None,
                           status: str | None = None) -> tuple[list[JsonObject], int | None]:
     """A page of the target's deliveries of the caller's tenant, newest first, and where the next starts."""
     return await target_deliveries(node, caller, lambda session: _target_key(node, caller.tenant, webhook_id,
@@ -187,7 +188,7 @@ async def list_deliveries(node: Node, caller: User, webhook_id: str, *, limit: i
                                    limit=limit, before=before, status=status)
 
 
-async def retry_delivery(node: Node, caller: User, webhook_id: str, delivery_id: int) -> JsonObject:
+async def retry_delivery(node: Node, caller: UserSnapshot, webhook_id: str, delivery_id: int) -> JsonObject:
     """Send a delivery again, whatever became of it: pending now, its attempts counted afresh.
 
     The body keeps its `id`. Until it is delivered (or dead again) later events of its
@@ -197,7 +198,7 @@ async def retry_delivery(node: Node, caller: User, webhook_id: str, delivery_id:
                                                                                  session)[0], delivery_id)
 
 
-async def target_deliveries(node: Node, caller: User, key_of: Callable[[Session], str], *, limit: int,
+async def target_deliveries(node: Node, caller: UserSnapshot, key_of: Callable[[Session], str], *, limit: int,
                             before: int | None, status: str | None = None) -> tuple[list[JsonObject], int | None]:
     """`list_deliveries` for any kind of target: `key_of` names it (NotFound if the caller cannot see it)."""
     if not 1 <= limit <= DELIVERIES_MAX_LIMIT:
@@ -212,7 +213,7 @@ async def target_deliveries(node: Node, caller: User, key_of: Callable[[Session]
     return await node.database.read(work)
 
 
-async def retry_target_delivery(node: Node, caller: User, key_of: Callable[[Session], str],
+async def retry_target_delivery(node: Node, caller: UserSnapshot, key_of: Callable[[Session], str],
                                 delivery_id: int) -> JsonObject:
     """`retry_delivery` for any kind of target."""
 

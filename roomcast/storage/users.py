@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +13,47 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict
 from .models import User
+
+
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    """Who a caller is, as a request or a connection holds it: a few slots, not an ORM instance
+    (no identity map, no instance state), shared by every request and session of the user on a node."""
+
+    id: int
+    tenant: str
+    username: str
+    display_name: str
+    role: str
+
+    @classmethod
+    def of(cls, user: User) -> UserSnapshot:
+        return cls(user.id, user.tenant, user.username, user.display_name, user.role)
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccess:
+    """A user and what admits its tokens (`identity.authenticate.access_refusal`)."""
+
+    user: UserSnapshot
+    is_active: bool
+    tokens_valid_after: datetime | None  # always aware (UTC)
+
+
+def user_access(session: Session, user_id: int) -> UserAccess | None:
+    """The user with that id and what admits it (one Core query, no ORM instance), or None."""
+    row = session.execute(
+        select(User.id, User.tenant, User.username, User.display_name, User.role, User.is_active,
+               User.tokens_valid_after).where(User.id == user_id)
+    ).first()
+    if row is None:
+        return None
+    valid_after = row.tokens_valid_after
+    if valid_after is not None and valid_after.tzinfo is None:
+        valid_after = valid_after.replace(tzinfo=UTC)  # SQLite hands naive datetimes back
+    # Tenants and roles are few: one string each, not one per connection.
+    user = UserSnapshot(row.id, sys.intern(row.tenant), row.username, row.display_name, sys.intern(row.role))
+    return UserAccess(user, bool(row.is_active), valid_after)
 
 
 def create_user(session: Session, *, tenant: str, username: str, role: str,

@@ -139,6 +139,9 @@ async def test_a_token_without_iat_is_refused_once_tokens_were_revoked(client: A
     await node.database.write(
         lambda s: s.execute(update(User).where(User.id == frank.id).values(tokens_valid_after=earlier))
     )
+    # Changed in the database directly, not through the admin tools: cached users see it after
+    # user_cache_ttl_s; forgetting the user here stands for that wait.
+    node.user_cache.invalidate(frank.id)
     assert await error_of(await client.get("/api/me", headers=headers)) == (401, "unauthorized")
     fresh = {**claims, "iat": datetime.now(UTC)}
     fresh_headers = {"Authorization": f"Bearer {jwt.encode(fresh, JWT_SECRET, algorithm='HS256')}"}

@@ -48,7 +48,7 @@ async def test_a_full_socket_refuses_without_writing() -> None:
 async def test_nothing_is_written_while_another_write_holds_the_socket() -> None:
     ours, theirs = socket_pair()
     websocket = WebSocket(ours, max_message_bytes=1 << 16)
-    async with websocket._send_lock:
+    async with websocket._lock():
         assert not websocket.try_write_now(b"later")
     assert websocket.try_write_now(b"now")
     assert await theirs.receive_some(16) == b"now"

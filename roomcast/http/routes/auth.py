@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from quart import Blueprint, request
-from quart_schema import document_response, validate_request
+from quart_schema import document_response
 
 from ...services.users import check_login
 from ..auth import public, require_authentication
 from ..context import current_node
 from ..schemas import ErrorOut, LoginIn, TokenOut
+from ..validation import validate_request
 
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
 require_authentication(blueprint)

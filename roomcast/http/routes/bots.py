@@ -4,7 +4,7 @@ the messages sent to it, and replays."""
 from __future__ import annotations
 
 from quart import Blueprint
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring
 
 from ...services import bots
 from ..auth import current_user, require_authentication, require_roles
@@ -23,6 +23,7 @@ from ..schemas import (
     DeliveryPage,
     ErrorOut,
 )
+from ..validation import validate_request
 
 blueprint = Blueprint("bots", __name__, url_prefix="/api/bots")
 require_authentication(blueprint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring
 
 from ...services import messaging
 from ..auth import current_user, require_authentication
@@ -11,6 +11,7 @@ from ..chat_schemas import EditMessageIn, HistoryQuery, MessageOut, MessagePage,
 from ..context import current_node
 from ..openapi import documents_no_content
 from ..schemas import ErrorOut
+from ..validation import validate_request
 from .rooms import ROOM
 
 blueprint = Blueprint("messages", __name__, url_prefix="/api/rooms")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from quart_schema import document_response, validate_request
+from quart_schema import document_response
 
 from ...services import publish
 from ...services.publish import PUBLISHER_ROLES
@@ -11,6 +11,7 @@ from ..auth import current_user, require_authentication, require_roles
 from ..chat_schemas import AcceptedOut, BroadcastIn, RoomEventIn
 from ..context import current_node
 from ..schemas import ErrorOut
+from ..validation import validate_request
 from .rooms import ROOM
 
 blueprint = Blueprint("publish", __name__, url_prefix="/api")

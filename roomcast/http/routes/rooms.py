@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring
 
 from ...services import rooms
 from ...services.presence import room_presence
@@ -22,6 +22,7 @@ from ..context import current_node
 from ..openapi import documents_no_content
 from ..pagination import decode_keyset, encode_keyset
 from ..schemas import ErrorOut
+from ..validation import validate_request
 
 blueprint = Blueprint("rooms", __name__, url_prefix="/api/rooms")
 require_authentication(blueprint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring
 
 from ...services import users
 from ...services.presence import users_with_presence
@@ -11,6 +11,7 @@ from ..auth import current_user, require_authentication, require_roles
 from ..context import current_node
 from ..pagination import decode_cursor, encode_cursor
 from ..schemas import ContactsQuery, CreateUserIn, ErrorOut, UserOut, UserPage
+from ..validation import validate_request
 
 blueprint = Blueprint("users", __name__, url_prefix="/api")
 require_authentication(blueprint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import document_response, validate_querystring
 
 from ...services import webhooks
 from ..auth import current_user, require_authentication, require_roles
@@ -20,6 +20,7 @@ from ..schemas import (
     WebhookPage,
     WebhookPatchIn,
 )
+from ..validation import validate_request
 
 blueprint = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
 require_authentication(blueprint)

@@ -42,13 +42,17 @@ class ConnectionClosed(Exception):
 class WebSocket:
     """One accepted WebSocket: receive text messages, send frames, close with a code."""
 
+    # Slotted, and the send lock made only when a write must wait for another: one of each per connection.
+    __slots__ = ("_fragment_bytes", "_fragments", "_peer_closed", "_protocol", "_send_lock", "_tail", "_torn",
+                 "closed", "counters", "last_heard", "max_message_bytes", "stream")
+
     def __init__(self, stream: trio.abc.Stream, max_message_bytes: int, counters: WireCounters | None = None) -> None:
         self.stream = stream
         self.counters = counters or WireCounters()  # the node's: frames and bytes written, for /metrics
         self.max_message_bytes = max_message_bytes
         # Frames only: the handshake is answered by hand, so no HTTP parser stays alive per socket.
         self._protocol = Connection(ConnectionType.SERVER)
-        self._send_lock = trio.StrictFIFOLock()
+        self._send_lock: trio.StrictFIFOLock | None = None  # see `_lock`
         self._fragments: list[str] = []
         self._fragment_bytes = 0
         self.closed: ConnectionClosed | None = None
@@ -135,7 +139,7 @@ class WebSocket:
             self._peer_closed = True
             if self.closed is None:
                 self.closed = ConnectionClosed(event.code, event.reason or "")
-                async with self._send_lock:
+                async with self._lock():
                     await self._write_quietly(frames.close_frame(1000))
         return None
 
@@ -146,7 +150,8 @@ class WebSocket:
         non-blocking write, no task switch. If the kernel takes only part of the frame, the
         rest is kept as the tail and `has_tail` tells the caller to have it flushed.
         """
-        if (self._torn or self.closed is not None or self._tail is not None or self._send_lock.locked()
+        if (self._torn or self.closed is not None or self._tail is not None
+                or (self._send_lock is not None and self._send_lock.locked())
                 or not isinstance(self.stream, trio.SocketStream)):
             return False
         try:
@@ -162,6 +167,13 @@ class WebSocket:
         counters.bytes += len(frame)  # the tail, if any, goes out later and is not counted again
         return True
 
+    def _lock(self) -> trio.StrictFIFOLock:
+        """The lock that keeps frames whole, made on first use (an idle connection's writes all go
+        through `try_write_now`, which needs none)."""
+        if self._send_lock is None:
+            self._send_lock = trio.StrictFIFOLock()
+        return self._send_lock
+
     @property
     def has_tail(self) -> bool:
         return self._tail is not None
@@ -170,14 +182,15 @@ class WebSocket:
         """Write one or more pre-built frames; raises ConnectionClosed if the socket is gone."""
         # Uncontended (the usual case), take the lock without `acquire`'s trip through the
         # scheduler: the writer calls this once per batch, for every subscriber.
+        lock = self._lock()
         try:
-            self._send_lock.acquire_nowait()
+            lock.acquire_nowait()
         except trio.WouldBlock:
-            await self._send_lock.acquire()
+            await lock.acquire()
         try:
             await self._write(frame)
         finally:
-            self._send_lock.release()
+            lock.release()
         if frame:
             self.counters.frames += 1
 
@@ -190,7 +203,7 @@ class WebSocket:
             return
         with trio.move_on_after(1) as scope:
             scope.shield = True
-            async with self._send_lock:
+            async with self._lock():
                 await self._write_quietly(frames.close_frame(code, reason))
 
     async def linger(self, timeout_s: float = 2.0) -> None:

@@ -54,7 +54,8 @@ class WebSocketEndpoint:
         token = (tokens[0] if tokens else None) or bearer_token(request.headers.get("authorization"))
         request.release()  # the session may last for hours; its request head is not needed
         try:
-            user, claims = await authenticate(self.node.database, self.node.tokens, token)
+            user, claims = await authenticate(self.node.database, self.node.tokens, token, self.node.user_cache,
+                                             keep=False)
         except DependencyUnavailable as exc:
             # PROTOCOL §5: a dependency down at connect time is 1013, try again later.
             await socket.close(TRY_AGAIN_LATER, unavailable_reason(exc))
@@ -68,6 +69,8 @@ class WebSocketEndpoint:
             log_event(log, "ws.refused", code=POLICY_VIOLATION, reason=exc.code, client=client)
             return
         session = Session(self.node, socket, user, HANDLERS, claims.issued_at)
+        # This frame lives as long as the session: keep none of the handshake alive with it.
+        del headers, scheme, tokens, token, claims, request
         started = time.perf_counter()
         # Every line this session causes, in its tasks and the ones they start, names it.
         with bind(session=session.session_id):

@@ -26,6 +26,8 @@ class OutboundQueue:
     in `wait_for_room` until the writer has taken and written what was pending.
     """
 
+    __slots__ = ("_in_flight", "_items", "_on_closing", "_room", "_stopped", "catch_up_limit", "limit", "overflowed")
+
     def __init__(self, limit: int, on_closing: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
         # A list, not a deque: an idle session's empty queue then costs 56 bytes, not 600.

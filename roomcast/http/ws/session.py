@@ -21,7 +21,7 @@ from ...errors import ApiError, DependencyUnavailable, RateLimited
 from ...node import Node
 from ...services import live
 from ...services.messaging import Draft
-from ...services.users import User
+from ...services.users import UserSnapshot
 from ...timestamps import to_wire, utcnow
 from ...wire import encode, user_to_wire
 from ..front_door import Draining
@@ -52,10 +52,16 @@ class Session:
     """What one connected client has: its user, socket, outbound queue and subscriptions.
 
     The session is itself the room actors' subscriber (`push`, `push_many`,
-    `overflowed`) and the notices hub's recipient (`notice`).
+    `overflowed`) and the notices hub's recipient (`notice`). Slotted, and holding nothing it
+    could share: `user` is the node's snapshot of its user (`UserSnapshot`, one per user, not per
+    connection); what only some sessions need (abuse counts, a send pipeline, a writer task) is
+    made when first needed.
     """
 
-    def __init__(self, node: Node, socket: WebSocket, user: User, handlers: dict[str, Handler],
+    __slots__ = ("_abuse", "_nursery", "_ping_due", "_sends", "_writing", "handlers", "heartbeat_slice", "node",
+                 "outbound", "session_id", "socket", "subscriptions", "token_issued_at", "user")
+
+    def __init__(self, node: Node, socket: WebSocket, user: UserSnapshot, handlers: dict[str, Handler],
                  token_issued_at: datetime | None = None) -> None:
         self.node = node
         self.handlers = handlers
@@ -65,7 +71,7 @@ class Session:
         self.session_id = secrets.token_hex(8)
         self.outbound = OutboundQueue(node.settings.ws_outbound_queue, on_closing=self._closing_started)
         self.subscriptions: set[int] = set()
-        self._abuse: list[float] = []
+        self._abuse: list[float] | None = None  # when the last bad frames came; made at the first
         self._nursery: trio.Nursery | None = None
         self._sends: SendPipeline | None = None  # made on the first send: most sessions mostly listen
         self._writing = False
@@ -251,7 +257,7 @@ class Session:
 
     def _count_abuse(self) -> None:
         now = trio.current_time()
-        self._abuse = [t for t in self._abuse if now - t < _ABUSE_WINDOW_S] + [now]
+        self._abuse = [t for t in self._abuse or () if now - t < _ABUSE_WINDOW_S] + [now]
         if len(self._abuse) > _ABUSE_LIMIT:
             raise _Abusive
 

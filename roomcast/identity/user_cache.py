@@ -1,0 +1,82 @@
+"""A short-lived per-node cache of users, so that a valid token costs no database read.
+
+Each entry holds a user's snapshot and what admits its tokens (`UserAccess`), for at most
+`user_cache_ttl_s`, at most `user_cache_size` of them (least recently used go first).
+Whatever changes a user is told to `invalidate` at once: the admin tools do it on their node,
+and every node does it on the `access_changed` notice they publish (`notice_seen`), so a
+disable or a revocation is refused everywhere as soon as the notices stream carries it.
+With the notices stream down, the TTL bounds how long another node may still admit a token
+(and a notices gap, `notices_missed`, empties the cache). A ttl of 0 turns the cache off.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+
+import trio
+
+from ..storage.users import UserAccess
+
+# The control notice that names a changed user (published by services.admin_users).
+ACCESS_CHANGED = "access_changed"
+
+
+class UserCache:
+    """Users by id, each for at most `ttl_s` seconds (trio's clock), at most `size` of them."""
+
+    def __init__(self, ttl_s: float, size: int) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self._entries: OrderedDict[int, tuple[UserAccess, float]] = OrderedDict()  # id -> (access, expires at)
+        # Bumped by every invalidation: a read that started before one must not store what it read.
+        self._generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, user_id: int, load: Callable[[int], Awaitable[UserAccess | None]], *,
+                  keep: bool = True) -> UserAccess | None:
+        """The user's cached access, or `load(user_id)` (kept for next time unless not `keep`);
+        None for no such user."""
+        if self.ttl_s > 0:
+            found = self._entries.get(user_id)
+            if found is not None:
+                access, expires_at = found
+                if trio.current_time() < expires_at:
+                    self.hits += 1
+                    self._entries.move_to_end(user_id)
+                    return access
+                del self._entries[user_id]
+        self.misses += 1
+        generation = self._generation
+        loaded = await load(user_id)
+        if loaded is not None and keep and self.ttl_s > 0 and generation == self._generation:
+            self._entries[user_id] = (loaded, trio.current_time() + self.ttl_s)
+            self._entries.move_to_end(user_id)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return loaded
+
+    def invalidate(self, user_id: int) -> None:
+        """Forget the user: its next request reads the database."""
+        self._generation += 1
+        self._entries.pop(user_id, None)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+    # ------------------------------------------------------------------ the notices hub's side
+
+    def notice_seen(self, event: Mapping[str, object]) -> None:
+        """A notice read from the stream (every node reads every one): forget the user it says changed."""
+        user_id = event.get("user")
+        if event.get("type") == ACCESS_CHANGED and type(user_id) is int:
+            self.invalidate(user_id)
+
+    def notices_missed(self) -> None:
+        """The notices reader may have missed some: any entry may be stale."""
+        self.clear()
