@@ -75,6 +75,7 @@ ACTOR_NAME = "webhooks"
 # What is kept of a receiver's answer (the error text, and for bots their reply).
 RESPONSE_KEEP_BYTES = 64 << 10
 _RETRY_AFTER_MAX_S = 86_400.0
+_ROUND_COALESCE_S = 0.05
 _PURGE_EVERY_S = 600.0
 _ERROR_MAX = 500
 _RELEASE_TIMEOUT_S = 2.0
@@ -187,6 +188,9 @@ class WebhookDelivery:
                     continue
                 with trio.move_on_after(settings.webhook_poll_s):
                     await self._wake.wait()
+                    # Events committed and attempts finished in the next moment share one round: a
+                    # busy room commits far more often than a round is worth.
+                    await trio.sleep(_ROUND_COALESCE_S)
 
     async def _wake_on_mail(self, ctx: ActorContext) -> None:
         async for _ in ctx.mailbox:
