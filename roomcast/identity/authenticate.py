@@ -38,7 +38,12 @@ async def authenticate(database: Database, tokens: TokenCodec, token: str | None
     async def load(user_id: int) -> UserAccess | None:
         return await database.read(user_access, user_id)
 
-    access = await (users.get(claims.user_id, load, keep=keep) if users is not None else load(claims.user_id))
+    # While the database is known to be down, the cache answers nothing: the read either finds it
+    # back or fails as the request would (503, /ws 1013), rather than admitting a client that can
+    # then do nothing.
+    cached = users is not None and not database.availability.is_down
+    access = await (users.get(claims.user_id, load, keep=keep) if cached and users is not None
+                    else load(claims.user_id))
     if access is None:
         raise Unauthorized("unknown or disabled user")
     refusal = access_refusal(access.is_active, access.tokens_valid_after, claims.issued_at)
