@@ -70,6 +70,11 @@ class SendRequest:
         self.answer([error] * len(self.drafts))
 
 
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 # Each committer by its actor: what `ensure_committer` finds behind `ActorSystem.ensure`.
 _BY_ACTOR: weakref.WeakKeyDictionary[Actor, SendCommitter] = weakref.WeakKeyDictionary()
 
@@ -107,7 +112,14 @@ class SendCommitter:
             await self.actor.send(request)
         except trio.BrokenResourceError:
             raise Unavailable("the node is stopping; try again") from None
-        await request.done.wait()
+        # Answered by a worker, or by the run's end; and should the actor end for good with this
+        # request lost between its mailbox and a batch, its sender is not left waiting.
+        async with trio.open_nursery() as watch:
+            watch.start_soon(_cancel_when_set, self.actor.terminated, watch.cancel_scope)
+            await request.done.wait()
+            watch.cancel_scope.cancel()
+        if not request.done.is_set():
+            request.fail(Unavailable("the node is stopping; try again"))
         return request.outcomes
 
     async def run(self, ctx: ActorContext) -> None:
@@ -133,7 +145,11 @@ class SendCommitter:
         """The next batch: what waits, oldest first, up to max_rows messages (always at least one request)."""
         first = self._held.popleft() if self._held else await mailbox.receive()
         # Senders already woken in this scheduling round queue theirs before the batch closes.
-        await trio.lowlevel.checkpoint()
+        try:
+            await trio.lowlevel.checkpoint()
+        except BaseException:  # cancelled here: `first` stays held, for the run's end or the next run
+            self._held.appendleft(first)
+            raise
         batch, rows = [first], len(first.drafts)
         while rows < self.max_rows:
             if self._held:
