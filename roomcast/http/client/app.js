@@ -142,8 +142,10 @@ async function resync() {
   const ids = new Set(rooms.map((r) => r.id));
   for (const id of [...store.rooms.keys()]) if (!ids.has(id)) forgetRoom(id);
   for (const room of rooms) {
-    addRoom(room);
-    follow(room);
+    // A room followed already was resubscribed by the SDK with the last seq it saw: following it
+    // again from the list's newer last_seq would drop the missed events it replays (as duplicates),
+    // and their unread counts with them.
+    if (addRoom(room)) follow(room);
   }
   renderRoomList();
   renderHeader();
