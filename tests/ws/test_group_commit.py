@@ -51,6 +51,12 @@ def count_requests(committer: SendCommitter, monkeypatch: pytest.MonkeyPatch) ->
     return submitted
 
 
+@pytest.fixture
+def ws_settings() -> dict[str, Any]:
+    # One committer, as on SQLite: with two on PostgreSQL, which of them takes the REST sends is timing.
+    return {"send_committers": 1}
+
+
 async def committed(node: Any, message_id: int) -> bool:
     """Whether the message is visible to another transaction, i.e. committed."""
     return await node.database.read(lambda session: session.get(Message, message_id)) is not None
