@@ -20,6 +20,7 @@ from roomcast.storage.models import Message
 from roomcast.storage.users import get_user
 from tests.chat_helpers import make_group
 from tests.helpers import eventually
+from tests.ws.test_group_commit import hold_commits
 
 ROOMS = 12
 
@@ -116,15 +117,7 @@ async def test_a_full_queue_makes_senders_wait_and_loses_nothing(
     room = (await make_group(client, owner))["id"]
     user = await node.database.read(get_user, owner.id)
     committer = messaging.committer(node)
-    gate = trio.Event()
-    real_write = node.database.write
-
-    async def held_write(work: Any, *args: Any) -> Any:
-        if work.__qualname__.startswith("SendCommitter."):
-            await gate.wait()
-        return await real_write(work, *args)
-
-    monkeypatch.setattr(node.database, "write", held_write)
+    gate = hold_commits(node, monkeypatch)
     done: list[Any] = []
 
     async def one(n: int) -> None:
@@ -153,15 +146,7 @@ async def test_sends_waiting_when_the_committer_stops_are_answered_unavailable(
     room = (await make_group(client, owner))["id"]
     user = await node.database.read(get_user, owner.id)
     committer = messaging.committer(node)
-    gate = trio.Event()
-    real_write = node.database.write
-
-    async def held_write(work: Any, *args: Any) -> Any:
-        if work.__qualname__.startswith("SendCommitter."):
-            await gate.wait()
-        return await real_write(work, *args)
-
-    monkeypatch.setattr(node.database, "write", held_write)
+    hold_commits(node, monkeypatch)  # never opened: the committer is stopped while it waits
     done: list[Any] = []
 
     async def one(n: int) -> None:
