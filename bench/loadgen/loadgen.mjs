@@ -217,12 +217,18 @@ async function storm(subscriptions) {
   const counts = { sent: 0, acked: 0, errors: 0 };
   const publishers = await connectPublishers(counts);
   log("storm");
+  // The storm starts now: bench/fanout.py starts its profiler on this line (it reads on for the result).
+  process.stdout.write(JSON.stringify({ phase: "storm" }) + "\n");
   const ioBefore = serverIo();
   const serverBefore = serverCpuMs();
   measuring = countingBytes = true;
   const started = performance.now();
   let joinedAfter = null;
-  held.subscribed.then(() => { joinedAfter = (performance.now() - started) / 1000; });
+  let joinCpuMs = null;  // the server's CPU time from the first subscribe to the last `subscribed`
+  held.subscribed.then(() => {
+    joinedAfter = (performance.now() - started) / 1000;
+    joinCpuMs = serverCpuMs() - serverBefore;
+  });
   held.release();
   const interval = 1000 / (plan.rate_per_s / publishers.length);
   for (const p of publishers) {
@@ -244,6 +250,8 @@ async function storm(subscriptions) {
     received_bytes: receivedBytes, presence_bytes: presenceBytes, presence_events: presenceEvents,
     server_wchar_bytes: ioBefore && ioAfter ? ioAfter.wchar - ioBefore.wchar : null,
     server_cpu_share: (serverCpuMs() - serverBefore) / (elapsed * 1000),
+    server_cpu_s: (serverCpuMs() - serverBefore) / 1000,
+    server_cpu_s_until_subscribed: joinCpuMs === null ? null : joinCpuMs / 1000,
     latency_ms: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99),
                   max: latencies.length ? latencies[latencies.length - 1] : null, samples: latencies.length },
   };
