@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -77,6 +77,38 @@ _RECORD_MESSAGE = (
     .where(_ROOMS.c.id == bindparam("room_id"), _ROOMS.c.last_seq == bindparam("previous_seq"))
     .values(last_seq=bindparam("seq"), last_message_id=bindparam("message_id"), last_activity_at=bindparam("at"))
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RoomAccessRows:
+    """What `open_room` reads, for many (room, user) pairs at once: each room's tenant, and which pairs are members."""
+
+    tenants: dict[int, str]  # the rooms that exist
+    members: set[tuple[int, int]]  # (room id, user id)
+
+
+def room_access_rows(session: Session, pairs: Collection[tuple[int, int]]) -> RoomAccessRows:
+    """The tenants of the pairs' rooms and which pairs are memberships: one query, however many pairs.
+
+    A burst of subscribes costs one round trip this way instead of one per subscriber.
+    """
+    by_room: defaultdict[int, set[int]] = defaultdict(set)
+    for room_id, user_id in pairs:
+        by_room[room_id].add(user_id)
+    rows = RoomAccessRows({}, set())
+    if not by_room:
+        return rows
+    # Each room, with one row per asked member of it: a branch per room, each on the primary key.
+    asked = or_(false(), *(and_(_MEMBERSHIPS.c.room_id == room_id, _MEMBERSHIPS.c.user_id.in_(sorted(user_ids)))
+                           for room_id, user_ids in by_room.items()))
+    query = (select(_ROOMS.c.id, _ROOMS.c.tenant, _MEMBERSHIPS.c.user_id)
+             .select_from(_ROOMS.outerjoin(_MEMBERSHIPS, and_(_MEMBERSHIPS.c.room_id == _ROOMS.c.id, asked)))
+             .where(_ROOMS.c.id.in_(sorted(by_room))))
+    for room_id, tenant, user_id in session.execute(query):
+        rows.tenants[room_id] = tenant
+        if user_id is not None:
+            rows.members.add((room_id, user_id))
+    return rows
 
 
 def lock_room_for_send(session: Session, tenant: str, room_id: int, user_id: int) -> SendTarget | None:
