@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 # Rows per database round trip when healing a gap or replaying.
 _FETCH_CHUNK = 500
+# Subscribes attached per step when several wait: between steps, the room's events go first.
+_ATTACH_PER_STEP = 16
 
 
 class Subscriber(Protocol):
@@ -186,6 +188,8 @@ class RoomActor:
         self.presence_window_s = presence_window_s
         self._presence = PresenceFold(room_id, presence_diff_limit)
         self._presence_due = math.inf
+        # Subscribes received, not yet attached: a join storm must not hold the room's events back.
+        self._joining: deque[Subscribe] = deque()
 
     # ------------------------------------------------------------------ called by RoomHub
 
@@ -201,6 +205,7 @@ class RoomActor:
             "room": self.room_id,
             "subscribers": len(self.subscriptions),
             "replaying": sum(1 for s in self.subscriptions.values() if not s.live),
+            "joining": len(self._joining),
             "last_seq": self.last_seq,
             "stream_position": self.position,
             "delivered": self.delivered,
@@ -254,33 +259,45 @@ class RoomActor:
     async def _serve(self, ctx: ActorContext) -> str:
         mailbox = ctx.mailbox
         while True:
-            deadline = trio.current_time() + self.idle_s if not self.subscriptions else math.inf
-            with trio.CancelScope(deadline=min(deadline, self._presence_due)) as waiting:
-                self._idle_scope = waiting
-                message = await mailbox.receive()
-            self._idle_scope = None
-            if waiting.cancelled_caught:
-                if trio.current_time() >= self._presence_due:
-                    self._emit_presence()
+            message: object = None
+            if self._joining:
+                # Subscribes wait behind events: whatever the stream reader has handed over
+                # meanwhile goes out first, then the next few subscribes are attached.
+                await trio.lowlevel.checkpoint()
+                try:
+                    message = mailbox.receive_nowait()
+                except trio.WouldBlock:
+                    message = None
+            else:
+                deadline = trio.current_time() + self.idle_s if not self.subscriptions else math.inf
+                with trio.CancelScope(deadline=min(deadline, self._presence_due)) as waiting:
+                    self._idle_scope = waiting
+                    message = await mailbox.receive()
+                self._idle_scope = None
+                if waiting.cancelled_caught:
+                    if trio.current_time() >= self._presence_due:
+                        self._emit_presence()
+                        continue
+                    # Idle: no subscriber and nothing received for idle_s. Leave the hub and refuse
+                    # mail in this same step, so a new subscriber gets a new actor, never a dying one.
+                    if not self.subscriptions and self.actor.backlog == 0 and self.on_idle(self):
+                        self.actor.close_mailbox()
+                        return "idle"
                     continue
-                # Idle: no subscriber and nothing received for idle_s. Leave the hub and refuse
-                # mail in this same step, so a new subscriber gets a new actor, never a dying one.
-                if not self.subscriptions and self.actor.backlog == 0 and self.on_idle(self):
-                    self.actor.close_mailbox()
-                    return "idle"
-                continue
-            try:
-                await self._handle(message)
-                # Whatever else already waits joins this fan-out: under load, one socket write
-                # per subscriber carries many events. The mailbox is bounded, so this ends.
-                while True:
-                    try:
-                        message = mailbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+            if message is not None:
+                try:
                     await self._handle(message)
-            finally:
-                self._flush()  # what was accepted goes out, even if a later entry crashed the run
+                    # Whatever else already waits joins this fan-out: under load, one socket write
+                    # per subscriber carries many events. The mailbox is bounded, so this ends.
+                    while True:
+                        try:
+                            message = mailbox.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        await self._handle(message)
+                finally:
+                    self._flush()  # what was accepted goes out, even if a later entry crashed the run
+            self._attach_waiting()
             if trio.current_time() >= self._presence_due:
                 self._emit_presence()  # a busy mailbox does not hold the window open
 
@@ -300,7 +317,7 @@ class RoomActor:
         elif isinstance(message, Resync):
             await self._fill_from_database()
         elif isinstance(message, Subscribe):
-            self._subscribe(message)
+            self._joining.append(message)  # attached after the events that wait with it (`_serve`)
         else:
             log_event(log, "room.unknown_message", logging.WARNING, room=self.room_id, type=type(message).__name__)
 
@@ -451,6 +468,12 @@ class RoomActor:
     def _maybe_idle(self) -> None:
         if not self.subscriptions and self._idle_scope is not None:
             self._idle_scope.deadline = min(trio.current_time() + self.idle_s, self._presence_due)
+
+    def _attach_waiting(self) -> None:
+        """Attach the next few waiting subscribes (each writes its `subscribed` reply)."""
+        joining = self._joining
+        for _ in range(min(len(joining), _ATTACH_PER_STEP)):
+            self._subscribe(joining.popleft())
 
     def _subscribe(self, request: Subscribe) -> None:
         assert self.last_seq is not None

@@ -14,10 +14,12 @@ import trio
 import trio.testing
 
 from roomcast.actors import room as room_module
-from roomcast.actors.room import RoomActor
+from roomcast.actors.room import RoomActor, Subscribe
+from roomcast.actors.stream_reader import StreamBatch
 from roomcast.config import Settings
 from roomcast.node import Node
-from roomcast.storage.streams import STREAM_START, Append
+from roomcast.storage.streams import STREAM_START, Append, StreamEntry
+from roomcast.wire import encode
 
 from .faults import SlowWakeBackend, open_node_with
 from .helpers import Recorder, commit_events, create_rooms
@@ -208,6 +210,63 @@ async def test_transient_events_reach_subscribers_without_a_seq_and_are_not_stor
     await later.wait_for(2)
     await trio.sleep(1)
     assert [e["type"] for e in later.events] == ["message", "message"]
+
+
+async def test_a_burst_of_subscribes_waits_behind_the_rooms_events_and_each_is_attached(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    await commit_events(node, room, 3)
+    watcher = Recorder()
+    await node.rooms.subscribe(room, watcher)
+    actor = node.rooms.get(room)
+    assert actor is not None and actor.last_seq == 3
+    attached: list[int] = []  # the joiners whose `subscribed` went out, in order
+    attached_when_delivered: list[int] = []  # how many had, each time the watcher got an event
+
+    def deliver(data: bytes) -> bool:
+        attached_when_delivered.append(len(attached))
+        return Recorder.push(watcher, data)
+
+    watcher.push = deliver  # type: ignore[method-assign]
+    joiners = [Recorder() for _ in range(100)]
+    requests = [Subscribe(joiner, None, lambda last, n=n: attached.append(n)) for n, joiner in enumerate(joiners)]
+    typing = encode({"type": "typing", "room": room, "user": 7, "state": True})
+    # A hundred subscribes, then an event, all waiting in the mailbox at once (no checkpoint between).
+    for request in requests:
+        actor.actor.tell(request)
+    actor.actor.tell(StreamBatch(actor._epoch, [StreamEntry(actor.position or STREAM_START, None, typing)]))
+    for request in requests:
+        assert await request.reply.wait(actor.actor.terminated) == 3
+    assert attached_when_delivered == [0]  # the event went out before any of the joiners was attached
+    assert attached == list(range(100))  # then every joiner, in the order they came
+    # Each is a subscriber like any other.
+    await commit_events(node, room, 1)
+    for joiner in joiners:
+        await joiner.wait_for(1)
+        assert joiner.seqs == [4]
+    assert actor.describe()["joining"] == 0
+
+
+async def test_subscribes_are_attached_while_events_keep_coming(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    watcher = Recorder()
+    await node.rooms.subscribe(room, watcher)
+    actor = node.rooms.get(room)
+    assert actor is not None
+    joiners = [Recorder() for _ in range(3 * room_module._ATTACH_PER_STEP)]
+    requests = [Subscribe(joiner, None, None) for joiner in joiners]
+    typing = encode({"type": "typing", "room": room, "user": 7, "state": True})
+    for request in requests:
+        actor.actor.tell(request)
+    # An event waits in the mailbox at every step: the joiners are attached all the same, a few a step.
+    steps = 0
+    while not all(request.reply.done.is_set() for request in requests):
+        actor.actor.tell(StreamBatch(actor._epoch, [StreamEntry(actor.position or STREAM_START, None, typing)]))
+        await trio.sleep(0)
+        steps += 1
+    assert steps <= len(joiners)
+    assert len(actor.subscriptions) == len(joiners) + 1
 
 
 async def test_a_new_room_actor_knows_its_stream_position_before_it_answers_a_subscriber(
