@@ -24,19 +24,30 @@ let countingBytes = false;
 // Latency samples in fixed-size chunks: a million samples pushed onto one array would make V8
 // copy it as it grows, pauses that would show up as server latency.
 const CHUNK = 1 << 16;
-const latencyChunks = [new Float64Array(CHUNK)];
-let latencyCount = 0;
-function recordLatency(ms) {
-  const offset = latencyCount % CHUNK;
-  if (offset === 0 && latencyCount > 0) latencyChunks.push(new Float64Array(CHUNK));
-  latencyChunks[latencyChunks.length - 1][offset] = ms;
-  latencyCount += 1;
+class Samples {
+  constructor() { this.chunks = [new Float64Array(CHUNK)]; this.count = 0; }
+  record(ms) {
+    const offset = this.count % CHUNK;
+    if (offset === 0 && this.count > 0) this.chunks.push(new Float64Array(CHUNK));
+    this.chunks[this.chunks.length - 1][offset] = ms;
+    this.count += 1;
+  }
+  sorted() {
+    const all = new Float64Array(this.count);
+    this.chunks.forEach((chunk, index) => all.set(chunk.subarray(0, Math.min(CHUNK, this.count - index * CHUNK)), index * CHUNK));
+    return all.sort();
+  }
 }
-function sortedLatencies() {
-  const all = new Float64Array(latencyCount);
-  latencyChunks.forEach((chunk, index) => all.set(chunk.subarray(0, Math.min(CHUNK, latencyCount - index * CHUNK)), index * CHUNK));
-  return all.sort();
+const latencySamples = new Samples();
+// storm: the samples of messages sent while subscribers were still joining, and of those sent after.
+const joiningSamples = new Samples();
+const afterSamples = new Samples();
+let joinedAt = null;  // performance.now() once every subscriber is subscribed (storm)
+function recordLatency(ms, sent) {
+  latencySamples.record(ms);
+  if (plan.mode === "storm") (joinedAt === null || sent < joinedAt ? joiningSamples : afterSamples).record(ms);
 }
+const sortedLatencies = () => latencySamples.sorted();
 const closes = {};
 const LATENCY_SAMPLE_EVERY = plan.latency_sample_every ?? 1;
 let sampleCounter = 0;
@@ -102,7 +113,7 @@ function countMessages(payload) {
       if (++sampleCounter % LATENCY_SAMPLE_EVERY === 0) {
         const start = payload.indexOf(BODY_KEY, pos) + BODY_KEY.length;
         const sent = Number(payload.toString("latin1", start, payload.indexOf(QUOTE, start)));
-        recordLatency(performance.now() - sent);
+        recordLatency(performance.now() - sent, sent);
       }
     }
     pos = end + 1;
@@ -158,6 +169,11 @@ function serverCpuMs() {
     const fields = readFileSync(`/proc/${plan.server_pid}/stat`, "utf8").split(") ")[1].split(" ");
     return (Number(fields[11]) + Number(fields[12])) * 10;  // utime, stime in clock ticks (100/s)
   } catch { return NaN; }
+}
+
+function summary(sorted) {
+  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99),
+           max: sorted.length ? sorted[sorted.length - 1] : null, samples: sorted.length };
 }
 
 function percentile(sorted, p) {
@@ -226,7 +242,8 @@ async function storm(subscriptions) {
   let joinedAfter = null;
   let joinCpuMs = null;  // the server's CPU time from the first subscribe to the last `subscribed`
   held.subscribed.then(() => {
-    joinedAfter = (performance.now() - started) / 1000;
+    joinedAt = performance.now();
+    joinedAfter = (joinedAt - started) / 1000;
     joinCpuMs = serverCpuMs() - serverBefore;
   });
   held.release();
@@ -252,8 +269,10 @@ async function storm(subscriptions) {
     server_cpu_share: (serverCpuMs() - serverBefore) / (elapsed * 1000),
     server_cpu_s: (serverCpuMs() - serverBefore) / 1000,
     server_cpu_s_until_subscribed: joinCpuMs === null ? null : joinCpuMs / 1000,
-    latency_ms: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99),
-                  max: latencies.length ? latencies[latencies.length - 1] : null, samples: latencies.length },
+    latency_ms: summary(latencies),
+    // Messages sent before the last subscriber was subscribed, and after.
+    latency_ms_joining: summary(joiningSamples.sorted()),
+    latency_ms_after: summary(afterSamples.sorted()),
   };
   process.stdout.write(JSON.stringify(result) + "\n");
   for (const p of publishers) p.ws.terminate();
