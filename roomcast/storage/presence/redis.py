@@ -21,7 +21,7 @@ from coredis import PureToken
 from .base import Departure
 
 _REFRESH_FRACTION = 3  # refresh entries three times per ttl
-_REFRESH_CHUNK = 500  # keys per refresh pipeline
+_REFRESH_CHUNK = 100  # keys per refresh pipeline: each costs the event loop a few ms at most
 
 
 class RedisPresence:
