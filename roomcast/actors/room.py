@@ -48,6 +48,8 @@ T = TypeVar("T")
 _FETCH_CHUNK = 500
 # Subscribes attached per step when several wait: between steps, the room's events go first.
 _ATTACH_PER_STEP = 16
+# Events read at least when `recent` is extended back for a replay (if it has room for them).
+_BACKFILL_MIN = 64
 
 
 class Subscriber(Protocol):
@@ -190,6 +192,7 @@ class RoomActor:
         self._presence_due = math.inf
         # Subscribes received, not yet attached: a join storm must not hold the room's events back.
         self._joining: deque[Subscribe] = deque()
+        self._backfilling: trio.Event | None = None  # set when the running read into `recent` is done
 
     # ------------------------------------------------------------------ called by RoomHub
 
@@ -514,6 +517,7 @@ class RoomActor:
         happens in the same step as the last push, so there is no gap and no duplicate.
         """
         fetched: list[tuple[int, bytes]] = []  # read ahead from the database, from next_seq on
+        shared_failed = False  # `recent` could not be extended back to it: this replay reads alone
         stall_at = trio.current_time() + self.replay_stall_s  # moved on by every push or database read
         while subscription.active:
             assert self.last_seq is not None
@@ -540,9 +544,55 @@ class RoomActor:
                     self._overflow(subscription)
                     return
                 subscription.next_seq += len(payloads)
+            elif not shared_failed:
+                # Within what `recent` may hold: one read for every replay that needs it now.
+                shared_failed = not await self._backfill(subscription.next_seq)
             else:
                 fetched = await self._fetch(subscription, target)
             stall_at = trio.current_time() + self.replay_stall_s
+
+    async def _backfill(self, seq: int) -> bool:
+        """Extend `recent` back to `seq` from the database; whether it now holds `seq`.
+
+        After a restart or a deploy every client resumes with `since` at once, and the new
+        actor's `recent` is empty: one read per replay would be a storm of reads of the same
+        rows. So the replays that need events `recent` could hold share one read (a replay
+        that comes while one runs waits for it), which fills `recent` backwards; what is
+        older than `recent` can ever hold is read by each replay alone (`_fetch`).
+        """
+        while not (self.recent and self.recent[0][0] <= seq):
+            running = self._backfilling
+            if running is None:
+                break
+            await running.wait()  # another replay's read: it may hold ours
+        else:
+            return True
+        assert self.last_seq is not None
+        maxlen = self.recent.maxlen or 0
+        end = self.recent[0][0] - 1 if self.recent else self.last_seq  # the newest event to read
+        oldest = end - (maxlen - len(self.recent)) + 1  # the oldest `recent` has room for
+        if seq < oldest:
+            return False
+        # A little more than asked, for the replays with a slightly older `since` that follow.
+        start = max(oldest, 1, min(seq, end + 1 - _BACKFILL_MIN))
+        done = self._backfilling = trio.Event()
+        try:
+            rows = await self._read(events_after, self.room_id, start - 1, end, end - start + 1)
+        finally:
+            self._backfilling = None
+            done.set()
+        self._prepend([(row.seq, row.payload.encode()) for row in rows])
+        return bool(self.recent) and self.recent[0][0] <= seq
+
+    def _prepend(self, events: list[tuple[int, bytes]]) -> None:
+        """Put events read from the database before `recent`, if they still end where it begins."""
+        assert self.last_seq is not None
+        begins = self.recent[0][0] if self.recent else self.last_seq + 1  # it may have moved during the read
+        if not events or events[-1][0] != begins - 1 or events[-1][0] - events[0][0] != len(events) - 1:
+            return  # not contiguous with it (a gap in the database, or `recent` moved on): replays read alone
+        room = (self.recent.maxlen or 0) - len(self.recent)
+        if room > 0:
+            self.recent.extendleft(reversed(events[-room:]))
 
     async def _fetch(self, subscription: Subscription, target: int) -> list[tuple[int, bytes]]:
         """The next stored events for a replay from the database (up to `target`), encoded."""

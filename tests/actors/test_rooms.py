@@ -123,6 +123,35 @@ async def test_since_replays_then_goes_live_with_no_gap_and_no_duplicate(
     assert late.seqs == list(range(8, 71))
 
 
+async def test_replays_of_a_new_room_actor_share_the_reads_of_what_recent_can_hold(
+        autojump_clock: trio.testing.MockClock, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a restart every client resumes with `since` at once, and the room's new actor has
+    # nothing in `recent`: the replays share their reads instead of each reading the same rows.
+    [room] = await create_rooms(node)
+    await commit_events(node, room, 200, notify=False, published=True)
+    reads: list[tuple[Any, ...]] = []
+    original = room_module.events_after
+
+    def counted(session: Any, *args: Any) -> Any:
+        reads.append(args)
+        return original(session, *args)
+
+    monkeypatch.setattr(room_module, "events_after", counted)
+    sinces = [140 + n * 2 for n in range(30)] + [10]
+    resumed = [Recorder() for _ in sinces]
+    async with trio.open_nursery() as nursery:
+        for subscriber, since in zip(resumed, sinces, strict=True):
+            nursery.start_soon(node.rooms.subscribe, room, subscriber, since)
+        for _ in range(5):  # live events meanwhile
+            await commit_events(node, room, 2)
+    for subscriber, since in zip(resumed, sinces, strict=True):
+        await subscriber.wait_for(210 - since)
+    await trio.sleep(1)
+    for subscriber, since in zip(resumed, sinces, strict=True):
+        assert subscriber.seqs == list(range(since + 1, 211))  # no gap, no duplicate, in order
+    assert len(reads) <= 2, reads  # not one per replay
+
+
 async def test_since_ahead_of_the_room_skips_what_the_subscriber_already_has(
         autojump_clock: trio.testing.MockClock, node: Node) -> None:
     [room] = await create_rooms(node)
