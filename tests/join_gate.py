@@ -19,6 +19,7 @@ class JoinGate:
         self.batcher: JoinBatcher = ensure_joins(node)
         self.writes: list[list[tuple[int, int, str]]] = []  # each batch's entries, as asked
         self.held = trio.Event()  # a batch waits at the gate
+        self.written = 0  # batches whose entries were written since (the gate let them through)
         self._opened = trio.Event()
         real = node.presence.join_many
 
@@ -27,7 +28,10 @@ class JoinGate:
             self.writes.append(list(joins))
             self.held.set()
             await self._opened.wait()
-            return await real(joins, read)
+            try:
+                return await real(joins, read)
+            finally:
+                self.written += 1
 
         monkeypatch.setattr(node.presence, "join_many", join_many)
 
