@@ -7,7 +7,10 @@ for everyone -- to every subscriber without ever waiting for one. The stored
 events of one stream batch go to each subscriber together (`push_many`), so a
 busy room costs a socket write per subscriber per batch, not per event. Presence
 records are not fanned out one by one: they are folded over `presence_window_s`
-(presence_fold.py) and each subscriber gets one event per window.
+(presence_fold.py) and each subscriber gets one event per window. Subscribes wait
+behind the room's events: each step hands out what the stream reader delivered, then
+attaches a few waiting subscribers, so a join storm never holds a message back.
+Replays that need events `recent` could hold share one database read that fills it.
 
 State that must survive a crash (subscribers, last seq delivered, stream
 position, recent events) lives on the RoomActor object, not in the task: a
