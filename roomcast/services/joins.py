@@ -197,8 +197,12 @@ class JoinBatcher:
 
         # Presence: every first join's entry, and the online list of each room someone joins (or
         # rejoins with a diff), in one call. What was abandoned meanwhile is not written.
-        writes = [request for request in admitted if request.fresh and not request.abandoned]
-        reads = {request.room_id for request in admitted if not request.fresh and request.diff}
+        for request in admitted:
+            if request.abandoned:  # its session went away during the membership read: nobody waits
+                request.fail(Unavailable("the join was abandoned"))
+        writes = [request for request in admitted if request.fresh and not request.done.is_set()]
+        reads = {request.room_id for request in admitted if not request.fresh and request.diff
+                 and not request.done.is_set()}
         for request in writes:
             request.wrote = True
         try:
@@ -216,7 +220,7 @@ class JoinBatcher:
 
         # Snapshots: for `subscribed` replies with a diff, and for every first join's announcement.
         rooms = {request.room_id: rows.tenants[request.room_id] for request in admitted
-                 if not request.done.is_set() and (request.fresh or request.diff)}
+                 if not request.done.is_set() and (request.fresh or request.diff) and request.room_id in online}
         try:
             snapshots = await online_snapshots(node, {room_id: (tenant, online[room_id])
                                                       for room_id, tenant in rooms.items()})

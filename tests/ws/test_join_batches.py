@@ -144,3 +144,22 @@ async def test_a_session_that_goes_away_during_its_join_leaves_no_presence(
     async with ws_connect(live_server, owner.token) as o:
         await o.subscribe(room)
         assert await node.presence.online_in(room) == [owner.id]
+
+
+async def test_a_join_whose_session_goes_away_during_its_membership_check_is_dropped(
+        node: Node, live_server: str, client: Any, users: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    owner, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, owner, [bob]))["id"]
+    gate = JoinGate(node, monkeypatch, at="membership")
+    gone = await SmallWindowClient.connect(live_server, bob.token)
+    await gone.send({"type": "subscribe", "room": room, "ref": "s"})
+    await gate.held.wait()  # alone in its batch, which is reading the membership
+    await gone.stream.aclose()
+    await eventually(lambda: node.notices.sessions_of(bob.id) == 0)
+    gate.open()
+    async with ws_connect(live_server, owner.token) as o:  # the next batch: the batcher went on
+        await o.subscribe(room)
+        assert await node.presence.online_in(room) == [owner.id]
+    assert gate.writes[0] == []  # nothing written for the one that went away
+    assert "a batch of joins failed" not in caplog.text
