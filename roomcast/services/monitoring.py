@@ -218,7 +218,7 @@ class Monitor:
             "roomcast_db_replica_fallbacks", "Client reads the read replica could have answered that the primary "
             "answered, by why: the replica unavailable, starting or lagging; own_write (the user's write not yet "
             "replayed); behind (short of a position the client gave); refused (asked again of the primary); "
-            "conflict (cancelled by replay).", labels=["reason"])
+            "conflict (cancelled by replay); error (the replica failed it).", labels=["reason"])
         for reason in FALLBACK_REASONS:
             fallbacks.add_metric([reason], replica.fallbacks[reason])
         yield fallbacks

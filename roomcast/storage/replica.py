@@ -55,7 +55,7 @@ _MAX_FENCES = 10_000
 _RECOVERY_CONFLICTS = ("40001", "40P01")
 
 # Why a read the replica could have served went to the primary (the metric's labels, in this order).
-FALLBACK_REASONS = ("unavailable", "starting", "lagging", "own_write", "behind", "refused", "conflict")
+FALLBACK_REASONS = ("unavailable", "starting", "lagging", "own_write", "behind", "refused", "conflict", "error")
 
 # The user this context acts for: set when a REST request or a /ws connection authenticates.
 _acting_user: ContextVar[int | None] = ContextVar("roomcast_acting_user", default=None)
@@ -111,6 +111,7 @@ class ReadReplica:
         self._visible = -1  # `commits` whose WAL the replica has replayed
         self._samples: deque[tuple[float, int, int]] = deque()  # (when, commits, primary's WAL position), unreplayed
         self._reported = "starting"
+        self._last_error: str | None = None  # the last error a read met on the replica, logged once
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReadReplica | None:
@@ -184,18 +185,26 @@ class ReadReplica:
         self.fallbacks[reason] += 1
         return await primary_read()
 
-    async def _run(self, work: Callable[[Session], T]) -> T:
+    async def _run(self, work: Callable[[Session], T], *, probe: bool = False) -> T:
+        """`work` on the replica; _Unusable when the replica fails it. No database error of the
+        replica's goes further: the primary answers the read, and runs into any bug of its own."""
         started = trio.current_time()
         try:
             result = await trio.to_thread.run_sync(self._transaction, work, limiter=self.limiter)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
-            if getattr(getattr(exc, "orig", None), "sqlstate", None) in _RECOVERY_CONFLICTS:
+            if getattr(getattr(exc, "orig", None), "sqlstate", None) in _RECOVERY_CONFLICTS and not probe:
                 raise _Unusable("conflict") from exc
-            if not is_unavailable(exc):
-                raise
-            self.availability.failed(exc, started, describe_error(exc))
-            self._report()
-            raise _Unusable("unavailable") from exc
+            detail = describe_error(exc)
+            # A probe that fails, whatever the error (no such database, a password refused), means
+            # the replica cannot be used: it stays out until a probe goes through.
+            if probe or is_unavailable(exc):
+                self.availability.failed(exc, started, detail)
+                self._report()
+                raise _Unusable("unavailable") from exc
+            if detail != self._last_error:  # a replica unlike its primary (a schema missing, say): once
+                log_event(log, "replica.read_failed", logging.WARNING, error=detail)
+                self._last_error = detail
+            raise _Unusable("error") from exc
         self.availability.succeeded(started)
         return result
 
@@ -224,7 +233,7 @@ class ReadReplica:
         else:
             self._sample(trio.current_time(), commits, position)
         try:
-            in_recovery, replayed = await self._run(_replay_position)
+            in_recovery, replayed = await self._run(_replay_position, probe=True)
         except _Unusable:
             return
         if in_recovery != self.in_recovery:

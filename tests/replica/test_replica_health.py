@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
 from roomcast.node import Node
 from tests.chat_helpers import body_of, history, make_group, send
 from tests.helpers import eventually
-from tests.replica.conftest import Pair
+from tests.replica.conftest import REPLICA_PORT, Pair
 from tests.replica.test_read_replica import bodies, replica_of, writes_replayed
+
+REPLICA_SERVER = f"postgresql+psycopg://postgres@127.0.0.1:{REPLICA_PORT}"
+# The replica's server and database, but a schema without roomcast's tables: a replica unlike its primary.
+UNLIKE_ITS_PRIMARY = f"{REPLICA_SERVER}/test?options=-csearch_path%3Dpublic"
 
 
 async def readiness(client: Any) -> dict[str, Any]:
@@ -82,3 +87,33 @@ async def test_a_replica_past_the_lag_bound_is_skipped_until_it_catches_up(
     served = replica.served
     assert bodies(await history(client, bob, room["id"])) == ["while replay is paused"]
     assert replica.served == served + 1
+
+
+@pytest.mark.parametrize("replica_settings", [{"database_read_url": f"{REPLICA_SERVER}/nosuch"}])
+async def test_a_replica_the_node_cannot_use_is_reported_not_fatal(node: Node, client: Any, users: Any) -> None:
+    """A misconfigured replica (its database does not exist) is down as far as the node is concerned."""
+    replica = replica_of(node)
+    alice = await users.create()
+    room = await make_group(client, alice)
+    await send(client, alice, room["id"], "hello")
+    await eventually(lambda: replica.availability.is_down)
+    assert bodies(await history(client, alice, room["id"])) == ["hello"]
+    ready = await readiness(client)
+    assert (ready["status"], ready["checks"]["database_read"]) == ("ready", "unavailable")
+    await trio.sleep(0.2)  # several probes fail meanwhile: the prober goes on, the node stays up
+    prober = node.actors.root.child("read_replica")
+    assert prober is not None and (prober.state.value, prober.restarts) == ("running", 0)
+
+
+@pytest.mark.parametrize("replica_settings", [{"database_read_url": UNLIKE_ITS_PRIMARY}])
+async def test_a_read_the_replica_fails_is_answered_by_the_primary(node: Node, client: Any, users: Any) -> None:
+    replica = replica_of(node)
+    alice = await users.create()
+    room = await make_group(client, alice)
+    await send(client, alice, room["id"], "hello")
+    await writes_replayed(node, alice.id)  # the probe needs no table: the replica is in use
+    errors = replica.fallbacks["error"]
+    assert bodies(await history(client, alice, room["id"])) == ["hello"]
+    assert bodies(await history(client, alice, room["id"])) == ["hello"]
+    assert replica.fallbacks["error"] == errors + 2
+    assert replica.state == "ok"
