@@ -168,7 +168,7 @@ class Database:
 
     async def replica_read(self, work: Callable[..., T], *args: Any) -> T:
         """Like `read`, on the replica when it may serve the read (storage/replica.py): for reads a
-        client asks for. `work` checks any position the client gave with `replica.require_position`.
+        client asks for. `work` checks any position the client gave with `replica.require_replayed`.
         """
         if self.replica is None:
             return await self._run(work, args, False)

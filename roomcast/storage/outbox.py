@@ -13,7 +13,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from .models import OutboxEvent, Room
-from .replica import on_replica, require_position
+from .replica import require_replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +43,8 @@ def events_after(session: Session, room_id: int, after: int, upto: int | None = 
     `upto` is a seq the caller knows is committed: on a replica that has not reached the events asked
     for, ReplicaBehind (a replay then reads them from the primary).
     """
-    if upto is not None and on_replica(session):
-        require_position(session, room_last_seq(session, room_id), min(upto, after + limit))
+    if upto is not None:
+        require_replayed(session, lambda: room_last_seq(session, room_id) >= min(upto, after + limit))
     query = select(OutboxEvent.seq, OutboxEvent.payload).where(OutboxEvent.room_id == room_id,
                                                                OutboxEvent.seq > after)
     if upto is not None:

@@ -13,7 +13,7 @@ the server can know what it has seen (docs/architecture.md, "Reads from a replic
   reads go to the primary. Nothing is added to a write but an increment.
 - **The positions it passes**: `after` / `before` a seq, a subscription's `since`, a list cursor.
   The read checks, in its own transaction on the replica, that the replica holds the position (a
-  room's last seq at least the seq, the cursor's row as new as the cursor says): `require_position`,
+  room's last seq at least the seq, the cursor's row as new as the cursor says): `require_replayed`,
   which raises ReplicaBehind when it does not, and the read runs again on the primary.
 - **Refusals**: a read the replica refuses (no such room, not a member) may only mean that the
   replica has not replayed the change yet; it is asked again of the primary.
@@ -75,11 +75,12 @@ def on_replica(session: Session) -> bool:
     return bool(session.info.get(_ON_REPLICA))
 
 
-def require_position(session: Session, have: int, seen: int | None) -> None:
-    """On the replica, ReplicaBehind unless `have` (its value of a growing position, such as a room's
-    last seq) has reached `seen`, the position the client has seen. Nothing on the primary."""
-    if seen is not None and have < seen and on_replica(session):
-        raise ReplicaBehind(f"the replica is at {have}, the client has seen {seen}")
+def require_replayed(session: Session, replayed: Callable[[], bool]) -> None:
+    """In a read that may run on the replica: ReplicaBehind unless `replayed()`, which says whether the
+    replica holds a position the client has seen (a room's last seq at least the seq it gave, say).
+    On the primary nothing, and `replayed` is not called: it may cost a query."""
+    if on_replica(session) and not replayed():
+        raise ReplicaBehind("the replica has not replayed what the client has seen")
 
 
 class _Unusable(Exception):
