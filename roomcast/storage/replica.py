@@ -51,6 +51,9 @@ _ON_REPLICA = "roomcast_on_replica"
 _MAX_SAMPLES = 1024
 # Users with a fence; past it they collapse into one node-wide fence (bounded memory in a long outage).
 _MAX_FENCES = 10_000
+# A probe the replica has not answered within this long counts as the replica down (a dead network
+# path answers nothing at all); its thread is left to finish on its own.
+_PROBE_TIMEOUT_S = 2.0
 # SQLSTATEs a hot standby cancels a query with when replay needs what it holds: the primary answers it.
 _RECOVERY_CONFLICTS = ("40001", "40P01")
 
@@ -112,7 +115,7 @@ class ReadReplica:
         self._visible = -1  # `commits` whose WAL the replica has replayed
         self._samples: deque[tuple[float, int, int]] = deque()  # (when, commits, primary's WAL position), unreplayed
         self._reported = "starting"
-        self._last_error: str | None = None  # the last error a read met on the replica, logged once
+        self._last_error: str | None = None  # the last error that was no outage, logged once
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReadReplica | None:
@@ -125,7 +128,7 @@ class ReadReplica:
 
     def describe(self) -> dict[str, object]:
         """For /api/admin/actors: the state, the lag and where reads went."""
-        return {"state": self.state, "lag_s": None if self.lag_s is None else round(self.lag_s, 3),
+        return {"replica": self.state, "lag_s": None if self.lag_s is None else round(self.lag_s, 3),
                 "served": self.served, "fallbacks": dict(self.fallbacks)}
 
     # ------------------------------------------------------------------ may it serve?
@@ -191,7 +194,10 @@ class ReadReplica:
         replica's goes further: the primary answers the read, and runs into any bug of its own."""
         started = trio.current_time()
         try:
-            result = await trio.to_thread.run_sync(self._transaction, work, limiter=self.limiter)
+            if probe:
+                result = await self._within(_PROBE_TIMEOUT_S, work)
+            else:
+                result = await trio.to_thread.run_sync(self._transaction, work, limiter=self.limiter)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             if getattr(getattr(exc, "orig", None), "sqlstate", None) in _RECOVERY_CONFLICTS and not probe:
                 raise _Unusable("conflict") from exc
@@ -202,12 +208,23 @@ class ReadReplica:
                 self.availability.failed(exc, started, detail)
                 self._report()
                 raise _Unusable("unavailable") from exc
-            if detail != self._last_error:  # a replica unlike its primary (a schema missing, say): once
-                log_event(log, "replica.read_failed", logging.WARNING, error=detail)
-                self._last_error = detail
+            self._note_error(detail)  # a replica unlike its primary (a schema missing, say)
             raise _Unusable("error") from exc
         self.availability.succeeded(started)
         return result
+
+    async def _within(self, timeout_s: float, work: Callable[[Session], T]) -> T:
+        """`work` in a worker thread, left to finish on its own when it has not answered within `timeout_s`."""
+        with trio.move_on_after(timeout_s):
+            return await trio.to_thread.run_sync(self._transaction, work, limiter=self.limiter,
+                                                 abandon_on_cancel=True)
+        raise sa_exc.TimeoutError(f"no answer within {timeout_s:g} s")
+
+    def _note_error(self, detail: str) -> None:
+        """Log an error that is no outage once, not on every read or probe that meets it again."""
+        if detail != self._last_error:
+            log_event(log, "replica.error", logging.WARNING, error=detail)
+            self._last_error = detail
 
     def _transaction(self, work: Callable[[Session], T]) -> T:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -231,6 +248,8 @@ class ReadReplica:
             position = await primary_position()
         except DependencyUnavailable:
             pass  # the primary's gateway reports its outage; the replica may still serve what it has
+        except sa_exc.DBAPIError as exc:  # database_url names a standby, say: no sample, and no crash
+            self._note_error(describe_error(exc))
         else:
             self._sample(trio.current_time(), commits, position)
         try:

@@ -64,6 +64,10 @@ async def test_history_room_lists_and_contacts_come_from_the_replica(node: Node,
     assert (await body_of(await client.get(f"/api/users/{alice.id}", headers=bob.headers), 200))["id"] == alice.id
 
     assert (replica.served - served, sum(replica.fallbacks.values()) - fallbacks) == (6, 0)
+    admin = await users.create("admin")
+    tree = await body_of(await client.get("/api/admin/actors", headers=admin.headers), 200)
+    prober = next(child for child in tree["tree"]["children"] if child["name"] == "read_replica")
+    assert (prober["state"], prober["replica"], prober["served"]) == ("running", "ok", replica.served)
 
 
 async def test_a_lagging_replica_never_shows_a_client_less_than_it_has_seen(
