@@ -15,7 +15,7 @@ from tests.replica.test_read_replica import bodies, replica_of, writes_replayed
 
 REPLICA_SERVER = f"postgresql+psycopg://postgres@127.0.0.1:{REPLICA_PORT}"
 # The replica's server and database, but a schema without roomcast's tables: a replica unlike its primary.
-UNLIKE_ITS_PRIMARY = f"{REPLICA_SERVER}/test?options=-csearch_path%3Dpublic"
+UNLIKE_ITS_PRIMARY = f"{REPLICA_SERVER}/test?options=-csearch_path%3Dno_roomcast_here"
 
 
 async def readiness(client: Any) -> dict[str, Any]:
