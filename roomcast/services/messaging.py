@@ -33,6 +33,7 @@ from ..storage.messages import (
     message_with_sender,
 )
 from ..storage.models import Message, Room
+from ..storage.replica import require_replayed
 from ..storage.rooms import advance_read_pointer, lock_room_for_send, record_room_message
 from ..storage.streams import Append, StreamUnavailable
 from ..storage.users import UserSnapshot
@@ -263,12 +264,15 @@ async def list_messages(node: Node, caller: UserSnapshot, room_id: int, *, limit
         raise BadRequest(f"limit must be 1 to {HISTORY_MAX_LIMIT}", details={"field": "limit"})
 
     def work(session: Session) -> tuple[list[dict[str, Any]], bool]:
-        open_room(session, caller, room_id)
+        room = open_room(session, caller, room_id).room
+        seen = after if after is not None else before
+        if seen is not None:  # the client has seen that message: a replica must have reached it
+            require_replayed(session, lambda: room.last_seq >= seen)
         rows, has_more = history_page(session, room_id, limit=limit, before=before, after=after)
         attachments = attachments_of(session, [message.id for message, _ in rows])
         return [message_to_wire(m, sender, attachments.get(m.id, ())) for m, sender in rows], has_more
 
-    return await node.database.read(work)
+    return await node.database.replica_read(work)
 
 
 async def mark_read(node: Node, reader: UserSnapshot, room_id: int, seq: int) -> int:
