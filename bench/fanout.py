@@ -181,9 +181,9 @@ def server(stack: str, url: str, workdir: Path, log_path: Path, cores: set[int] 
     }
     if webhooks := os.environ.get("BENCH_WEBHOOKS"):  # JSON, as ROOMCAST_WEBHOOKS (see bench/webhook_receiver.py)
         env["ROOMCAST_WEBHOOKS"] = webhooks
-    env |= extra_env or {}
     if stack.endswith("redis"):
         env |= {"ROOMCAST_REDIS_URL": REDIS, "ROOMCAST_REDIS_KEY_PREFIX": f"rc-bench:{secrets.token_hex(4)}:"}
+    env |= extra_env or {}  # last: several nodes of one run share a Redis URL and key prefix
     with listening([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], env, log_path, cores) as started:
         yield started
 
