@@ -48,9 +48,34 @@ from fanout import (  # type: ignore[import-not-found]
 STACK = "postgresql-redis"
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """utime + stime, and with `reaped_children` the times of children that ended (cutime + cstime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / 100
+
+
+def shared_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of every Redis and PostgreSQL process on this machine: what the
+    shared components spend per message, so where each saturates is measured, not guessed."""
+    totals = {"redis": 0.0, "postgresql": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm.startswith("redis-server"):
+                totals["redis"] += cpu_seconds(int(entry.name))
+            elif comm in ("postgres", "postmaster"):
+                # A backend that ends moves its time into the postmaster's children times.
+                parent = (entry / "stat").read_text().split(") ")[1].split()[1]
+                postmaster = Path(f"/proc/{parent}/comm").read_text().strip() != "postgres"
+                totals["postgresql"] += cpu_seconds(int(entry.name), reaped_children=postmaster)
+        except (OSError, IndexError):
+            pass  # the process ended meanwhile
+    return totals
 
 
 def run(processes: int, scenario: str, redis_url: str, duration_s: float, presence: str) -> dict:
@@ -89,15 +114,20 @@ def run(processes: int, scenario: str, redis_url: str, duration_s: float, presen
                 "presence": presence, "latency_sample_every": 50}
         (workdir / "plan.json").write_text(json.dumps(plan))
         cpu_before = sum(cpu_seconds(pid) for pid in pids)
+        shared_before = shared_cpu_seconds()
         started = time.monotonic()
         gen = subprocess.run(["node", str(LOADGEN / "loadgen.mjs"), str(workdir / "plan.json")],
                              stdout=subprocess.PIPE, text=True, preexec_fn=child_setup(None), check=False)
         wall = time.monotonic() - started
         cpu_total = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+        shared_after = shared_cpu_seconds()
         if gen.returncode != 0 or not gen.stdout.strip():
             raise SystemExit(f"load generator failed (exit {gen.returncode}); see {ARTIFACTS}")
         result = json.loads(gen.stdout.splitlines()[0])
     server_cores = result["server_cpu_share"]
+    # The whole run (joins, warm-up, measuring) sent `sent` messages: CPU per message of each shared part.
+    sent = max(1, result["sent"])
+    shared_ms = {name: round(1000 * (shared_after[name] - shared_before[name]) / sent, 3) for name in shared_after}
     return {
         "processes": processes, "scenario": scenario, "redis": redis_url,
         "deliveries_per_s": round(result["deliveries_per_s"]),
@@ -106,6 +136,10 @@ def run(processes: int, scenario: str, redis_url: str, duration_s: float, presen
         "deliveries_per_server_cpu_s": round(result["deliveries_per_s"] / server_cores) if server_cores else None,
         "p50_ms": result["latency_ms"]["p50"], "p99_ms": result["latency_ms"]["p99"],
         "whole_run_server_cpu_s": round(cpu_total, 1), "whole_run_s": round(wall, 1),
+        "whole_run_messages": result["sent"],
+        "server_cpu_ms_per_message": round(1000 * cpu_total / sent, 3),
+        "redis_cpu_ms_per_message": shared_ms["redis"],
+        "postgresql_cpu_ms_per_message": shared_ms["postgresql"],
     }
 
 
@@ -133,6 +167,10 @@ def main() -> None:
         print(f"{row['processes']:>9} {row['deliveries_per_s']:>13} {row['deliveries_per_s'] / base:>10.2f} "
               f"{row['server_cores_used']:>12} {row['deliveries_per_server_cpu_s']!s:>12} "
               f"{row['p50_ms'] or 0:>8.1f} {row['p99_ms'] or 0:>8.1f}")
+    print("\nCPU ms per message over each whole run (servers / Redis / PostgreSQL):")
+    for row in rows:
+        print(f"{row['processes']:>9}  {row['server_cpu_ms_per_message']} / {row['redis_cpu_ms_per_message']}"
+              f" / {row['postgresql_cpu_ms_per_message']}")
 
 
 if __name__ == "__main__":
