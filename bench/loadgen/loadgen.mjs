@@ -279,7 +279,7 @@ async function main() {
   if (plan.mode === "drop") return drop(subscriptions);
   log(`connecting ${subscriptions.length} subscribers`);
   const sockets = await inBatches(subscriptions, 100,
-    ({ room, token, url }) => subscriber(token, plan.mode === "idle" ? null : room, null, url));
+    ({ room, token, url }) => subscriber(token, room, null, url));
   log("all connected");
   // A thousand joins send a thousand presence events to up to a thousand subscribers each:
   // let that settle (no subscriber frame for a second, at most a minute) before publishing.
