@@ -1,4 +1,5 @@
-"""Two server processes sharing PostgreSQL and Redis: /api/admin/stats on either sums both."""
+"""Two server processes sharing PostgreSQL and Redis (one server, or a cluster): /api/admin/stats on either
+sums both."""
 
 from __future__ import annotations
 
@@ -9,17 +10,23 @@ import httpx
 import pytest
 import trio
 
+from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import eventually
 from tests.ws_client import ws_connect
 
 from .test_two_nodes import server_process
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def db_backend() -> str:
     return "postgresql"
+
+
+@pytest.fixture(params=REDIS_KINDS)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    return redis_kind_url(request)
 
 
 async def test_stats_sum_across_nodes(tmp_path: Path, database_url: str, redis_url: str, redis_key_prefix: str,

@@ -1,4 +1,5 @@
-"""Two server processes sharing PostgreSQL and Redis serve one room; a node dies and nothing is lost."""
+"""Two server processes sharing PostgreSQL and Redis (one server, or a cluster) serve one room; a node dies
+and nothing is lost."""
 
 from __future__ import annotations
 
@@ -17,18 +18,24 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
+from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import JWT_SECRET
 from tests.ws_client import ws_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 200
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def db_backend() -> str:
     return "postgresql"
+
+
+@pytest.fixture(params=REDIS_KINDS)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    return redis_kind_url(request)
 
 
 @contextmanager

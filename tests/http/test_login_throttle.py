@@ -11,15 +11,16 @@ import pytest
 from roomcast.errors import RateLimited
 from roomcast.login_throttle import LoginThrottle
 from roomcast.ratelimit import SharedRateLimiter
+from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import error_of, eventually
 
 ADDRESS = {"client": ("198.51.100.7", 40000)}
 OTHER_ADDRESS = {"client": ("198.51.100.8", 40000)}
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 def store(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return str(request.param)
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def throttle_limits() -> dict[str, str]:
 def settings_overrides(store: str, request: pytest.FixtureRequest, throttle_limits: dict[str, str]) -> dict[str, Any]:
     if store == "memory":
         return throttle_limits
-    return {**throttle_limits, "redis_url": request.getfixturevalue("redis_url"),
+    return {**throttle_limits, "redis_url": redis_kind_url(request, store),
             "redis_key_prefix": request.getfixturevalue("redis_key_prefix")}
 
 
