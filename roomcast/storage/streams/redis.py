@@ -19,7 +19,7 @@ from coredis import PureToken
 
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
-from .redis_base import RedisStreams, entry, text, unreachable
+from .redis_base import RedisStreams, client_name, entry, text, unreachable
 
 log = logging.getLogger("roomcast.streams")
 
@@ -33,7 +33,7 @@ class RedisStreamBackend(RedisStreams):
 
     def __init__(self, client: coredis.Redis[bytes], *, prefix: str, maxlen: int, node_id: str,
                  max_block_s: float = 5.0) -> None:
-        super().__init__(client, prefix=prefix, maxlen=maxlen)
+        super().__init__(client, prefix=prefix, maxlen=maxlen, node_id=node_id)
         self.single = client
         # A blocked XREAD must return before the client's own request timeout fires.
         self.max_block_s = max_block_s
@@ -105,7 +105,7 @@ async def open_redis_backend(url: str, *, prefix: str, maxlen: int, max_connecti
         url,
         decode_responses=False,
         max_connections=max_connections,
-        client_name=f"{prefix}node:{node_id}",
+        client_name=client_name(prefix, node_id),
         stream_timeout=timeout_s,
         connect_timeout=connect_timeout_s,
     )

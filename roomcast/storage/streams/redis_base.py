@@ -50,6 +50,11 @@ _CLUSTER_BUGS = (coredis.exceptions.ClusterCrossSlotError, coredis.exceptions.Cl
 _KEY_CACHE_MAX = 100_000
 
 
+def client_name(prefix: str, node_id: str) -> str:
+    """The name a node's connections carry (CLIENT LIST shows it on each server)."""
+    return f"{prefix}node:{node_id}"
+
+
 def unreachable(exc: BaseException) -> bool:
     """Whether `exc` says Redis (or a part of the cluster) cannot be reached now."""
     if isinstance(exc, _UNREACHABLE):
@@ -63,9 +68,11 @@ class RedisStreams:
 
     name = "redis"
 
-    def __init__(self, client: RedisClient, *, prefix: str, maxlen: int) -> None:
+    def __init__(self, client: RedisClient, *, prefix: str, maxlen: int, node_id: str) -> None:
         self.client = client
         self.prefix = prefix
+        self.node_id = node_id
+        self.client_name = client_name(prefix, node_id)
         self.maxlen = maxlen
         self._room_prefix_bytes = f"{prefix}room:".encode()
         self._keys: dict[int, bytes] = {}

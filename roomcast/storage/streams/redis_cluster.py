@@ -44,7 +44,7 @@ from coredis.response.types import StreamEntry as RawEntry
 from ...config import RedisClusterAddress
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
-from .redis_base import _KEY_CACHE_MAX, RedisStreams, entry, text, unreachable
+from .redis_base import _KEY_CACHE_MAX, RedisStreams, client_name, entry, text, unreachable
 
 log = logging.getLogger("roomcast.streams")
 
@@ -62,10 +62,10 @@ class RedisClusterStreamBackend(RedisStreams):
 
     name = "redis-cluster"
 
-    def __init__(self, client: coredis.RedisCluster[bytes], *, prefix: str, maxlen: int,
+    def __init__(self, client: coredis.RedisCluster[bytes], *, prefix: str, maxlen: int, node_id: str,
                  max_block_s: float = 5.0, sweep_s: float = 10.0, retry_base_s: float = 0.1,
                  retry_max_s: float = 5.0) -> None:
-        super().__init__(client, prefix=prefix, maxlen=maxlen)
+        super().__init__(client, prefix=prefix, maxlen=maxlen, node_id=node_id)
         self.cluster = client
         # A blocked XREAD must return before the client's own request timeout fires.
         self.max_block_s = max_block_s
@@ -414,7 +414,7 @@ async def open_redis_cluster_backend(address: RedisClusterAddress, *, prefix: st
         startup_nodes=[TCPLocation(host, port) for host, port in address.nodes],
         max_connections=max_connections,
         max_connections_per_node=True,
-        client_name=f"{prefix}node:{node_id}",
+        client_name=client_name(prefix, node_id),
         stream_timeout=timeout_s,
         connect_timeout=connect_timeout_s,
         username=address.username,
@@ -422,7 +422,8 @@ async def open_redis_cluster_backend(address: RedisClusterAddress, *, prefix: st
         ssl_context=ssl.create_default_context() if address.tls else None,
     )
     client = coredis.RedisCluster(connection_pool=pool)
-    backend = RedisClusterStreamBackend(client, prefix=prefix, maxlen=maxlen, max_block_s=timeout_s / 2)
+    backend = RedisClusterStreamBackend(client, prefix=prefix, maxlen=maxlen, node_id=node_id,
+                                        max_block_s=timeout_s / 2)
     async with trio.open_nursery() as nursery:
         await nursery.start(backend.run)
         try:
