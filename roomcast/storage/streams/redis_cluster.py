@@ -101,15 +101,20 @@ class RedisClusterStreamBackend(RedisStreams):
 
     def bells(self, *, look: bool = False) -> dict[str, bytes]:
         """Each master's bell ("host:port" → key). With `look`, first recomputed if the layout changed."""
-        if look or not self._bells:
-            layout = self.cluster.connection_pool.cluster_layout
-            if _layout_sample(layout, self._bells.values()) != self._layout_sample:
-                self._bells = _bells_of(layout, self.bell_key)
-                self._layout_sample = _layout_sample(layout, self._bells.values())
+        if not self._bells or (look and _layout_sample(self._layout(), self._bells.values()) != self._layout_sample):
+            self._recompute_bells()
         return self._bells
 
+    def _recompute_bells(self) -> None:
+        layout = self._layout()
+        self._bells = _bells_of(layout, self.bell_key)
+        self._layout_sample = _layout_sample(layout, self._bells.values())
+
+    def _layout(self) -> ClusterLayout:
+        return self.cluster.connection_pool.cluster_layout
+
     def _owners(self, room_ids: Iterable[int]) -> dict[int, str]:
-        node_for_slot = self.cluster.connection_pool.cluster_layout.node_for_slot
+        node_for_slot = self._layout().node_for_slot
         return {room_id: node_for_slot(self.slot(room_id)).name for room_id in room_ids}
 
     def _stack_rings(self, pipe: ClusterPipeline[bytes], owners: Mapping[int, str]) -> None:
@@ -117,8 +122,9 @@ class RedisClusterStreamBackend(RedisStreams):
         rooms_of: dict[bytes, list[str]] = {}
         for room_id, owner in owners.items():
             bell = bells.get(owner)
-            if bell is None:  # a master this node's layout did not have a moment ago
-                bells = self.bells(look=True)
+            if bell is None:  # a master that had no slots when the bells were last computed
+                self._recompute_bells()
+                bells = self._bells
                 bell = bells.get(owner)
             if bell is not None:
                 rooms_of.setdefault(bell, []).append(str(room_id))
