@@ -10,11 +10,13 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import eventually
 from tests.ws_client import ws_connect
 
-from .test_two_nodes import server_process
+# On one Redis and on a cluster, keys deleted afterwards: the fixtures of test_two_nodes.
+from .test_two_nodes import forget_keys, redis_url, server_process
+
+__all__ = ["forget_keys", "redis_url"]
 
 pytestmark = pytest.mark.postgres
 
@@ -22,11 +24,6 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def db_backend() -> str:
     return "postgresql"
-
-
-@pytest.fixture(params=REDIS_KINDS)
-def redis_url(request: pytest.FixtureRequest) -> str:
-    return redis_kind_url(request)
 
 
 async def test_stats_sum_across_nodes(tmp_path: Path, database_url: str, redis_url: str, redis_key_prefix: str,

@@ -20,6 +20,7 @@ from trio_websocket import ConnectionClosed
 
 from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import JWT_SECRET
+from tests.redis_helpers import delete_keys
 from tests.ws_client import ws_connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,12 @@ def db_backend() -> str:
 @pytest.fixture(params=REDIS_KINDS)
 def redis_url(request: pytest.FixtureRequest) -> str:
     return redis_kind_url(request)
+
+
+@pytest.fixture(autouse=True)
+async def forget_keys(redis_url: str, redis_key_prefix: str) -> AsyncIterator[None]:
+    yield
+    await delete_keys(redis_url, redis_key_prefix)
 
 
 @contextmanager

@@ -45,6 +45,12 @@ async def test_each_master_has_a_bell_in_a_slot_it_owns(backend: RedisClusterStr
     with trio.fail_after(10):  # and a listener on each
         while backend.listening != set(bells.values()):
             await trio.sleep(0.01)
+    # Appends ring the bells, which expire a day after the last renewal (a bell no one rings goes).
+    await backend.append([Append(room, b"x") for room in range(1, 30)])
+    async with redis_admin(redis_cluster_url) as cluster:
+        for bell in bells.values():
+            assert await cluster.xlen(bell) >= 1
+            assert 23 * 3600 * 1000 < await cluster.pttl(bell) <= 24 * 3600 * 1000
 
 
 async def retried(call: Callable[[], Awaitable[T]]) -> T:

@@ -55,6 +55,10 @@ _BELL_MAXLEN = 10_000
 _BELL_COUNT = 1000
 # How often the layout is looked at for masters gained, lost or moved (and bells to follow).
 _LAYOUT_CHECK_S = 1.0
+# A bell no one rings any more (its master lost the slot, the prefix changed) goes after a day;
+# each node renews the bells it rings about once an hour.
+_BELL_TTL_MS = 24 * 3600 * 1000
+_BELL_RENEW_S = 3600.0
 
 
 class RedisClusterStreamBackend(RedisStreams):
@@ -75,6 +79,7 @@ class RedisClusterStreamBackend(RedisStreams):
         self.connected = False
         self.listening: set[bytes] = set()  # bells with a listener armed now
         self._bells: dict[str, bytes] = {}  # master ("host:port") → its bell, as of the last look at the layout
+        self._renew_at: dict[bytes, float] = {}  # bell → when this node next renews its ttl
         self._layout_sample: tuple[str, ...] = ()
         self._slots: dict[int, int] = {}  # room → hash slot of its key
         self._caught_up: dict[int, str] = {}  # room → the position its last fetch found nothing after
@@ -128,9 +133,13 @@ class RedisClusterStreamBackend(RedisStreams):
                 bell = bells.get(owner)
             if bell is not None:
                 rooms_of.setdefault(bell, []).append(str(room_id))
+        now = trio.current_time()
         for bell, rooms in rooms_of.items():
             pipe.xadd(bell, {"r": ",".join(rooms)}, trim_strategy=PureToken.MAXLEN,
                       trim_operator=PureToken.APPROXIMATELY, threshold=_BELL_MAXLEN)
+            if now >= self._renew_at.get(bell, -math.inf):
+                self._renew_at[bell] = now + _BELL_RENEW_S
+                pipe.pexpire(bell, _BELL_TTL_MS)
 
     # ------------------------------------------------------------------ appends
 
