@@ -52,12 +52,13 @@ class RedisServer:
     `cluster=True` starts it in cluster mode (its cluster config, which a restart keeps, in `workdir`).
     """
 
-    def __init__(self, workdir: Path, *, cluster: bool = False) -> None:
+    def __init__(self, workdir: Path, *, cluster: bool = False, options: tuple[str, ...] = ()) -> None:
         self.binary = _binary("redis-server")
         self.workdir = workdir
         self.port = free_port()
         self.bus_port = free_port() if cluster else 0
         self.cluster = cluster
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +71,7 @@ class RedisServer:
                  "--cluster-port", str(self.bus_port)] if self.cluster else []
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), *extra],
+             "--dir", str(self.workdir), *extra, *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         process = self.process
         await _until(f"redis-server on port {self.port} did not come up",
@@ -87,11 +88,17 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three masters (no replicas) in cluster mode, made one cluster with redis-cli."""
+    """Masters (three) and `replicas` per master in cluster mode, made one cluster with redis-cli.
 
-    def __init__(self, workdir: Path, masters: int = 3) -> None:
+    A short `node_timeout_ms` has a replica take over soon after its master dies.
+    """
+
+    def __init__(self, workdir: Path, masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 15_000) -> None:
         self.cli = _binary("redis-cli")
-        self.servers = [RedisServer(workdir, cluster=True) for _ in range(masters)]
+        self.replicas = replicas
+        # Validity factor 0: a replica takes over however long ago it last heard from its master.
+        options = ("--cluster-node-timeout", str(node_timeout_ms), "--cluster-replica-validity-factor", "0")
+        self.servers = [RedisServer(workdir, cluster=True, options=options) for _ in range(masters * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -105,13 +112,17 @@ class RedisCluster:
             await server.start()
         await trio.to_thread.run_sync(lambda: subprocess.run(
             [self.cli, "--cluster", "create", *(f"127.0.0.1:{server.port}" for server in self.servers),
-             "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=30))
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"], check=True, capture_output=True, timeout=30))
         await self.wait_ok()
+        # Every replica has its master's data (a replica still syncing could not take over).
+        await _until("a replica did not sync with its master", lambda: all(
+            b"role:master" in info or b"master_link_status:up" in info
+            for info in (_ask(server.port, b"INFO replication") for server in self.servers)))
 
     async def wait_ok(self) -> None:
-        """Until every node says cluster_state:ok."""
+        """Until every running node says cluster_state:ok."""
         await _until("the cluster did not reach cluster_state:ok", lambda: all(
-            b"cluster_state:ok" in _ask(server.port, b"CLUSTER INFO") for server in self.servers))
+            b"cluster_state:ok" in _ask(server.port, b"CLUSTER INFO") for server in self.servers if server.process))
 
     def command(self, port: int, *args: str) -> str:
         """redis-cli's answer to one command on one node (blocking: call in a thread)."""

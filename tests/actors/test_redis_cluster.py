@@ -8,6 +8,7 @@ against a hang.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import trio
 from roomcast.node import Node, open_node
 from roomcast.storage.streams.redis_cluster import RedisClusterStreamBackend, key_slot
 from tests.conftest import make_settings, service_missing
+from tests.helpers import eventually
 from tests.redis_helpers import delete_keys, named_clients, redis_admin
 
 from .helpers import Recorder, commit_to_rooms, create_rooms
@@ -115,18 +117,25 @@ async def test_a_node_gets_in_order_what_another_sends_in_rooms_on_every_master_
         await delete_keys(redis_cluster_url, redis_key_prefix)
 
 
-@pytest.fixture
-async def private_cluster(tmp_path: Path) -> AsyncIterator[RedisCluster]:
+@asynccontextmanager
+async def running_cluster(workdir: Path, **options: int) -> AsyncIterator[RedisCluster]:
     try:
-        cluster = RedisCluster(tmp_path / "cluster")
+        cluster = RedisCluster(workdir, **options)
     except FileNotFoundError as exc:
         service_missing("redis-server and redis-cli (the binaries)", str(exc))
-    (tmp_path / "cluster").mkdir()
+    workdir.mkdir()
     try:
         await cluster.start()
         yield cluster
     finally:
         await cluster.stop()
+
+
+@pytest.fixture
+async def private_cluster(tmp_path: Path) -> AsyncIterator[RedisCluster]:
+    """Three masters, no replicas."""
+    async with running_cluster(tmp_path / "cluster") as cluster:
+        yield cluster
 
 
 async def test_a_master_killed_and_restarted_loses_and_duplicates_nothing(
@@ -156,6 +165,33 @@ async def test_a_master_killed_and_restarted_loses_and_duplicates_nothing(
         in_order(subscriber, rooms, 6)
         assert len(subscriber.items) == len(rooms) * 6
     assert lifecycle.lines("stream.unavailable") and lifecycle.lines("outbox.stream_unavailable")
+    assert not lifecycle.lines("actor.crashed")
+
+
+async def test_a_master_that_dies_is_replaced_by_its_replica_and_nothing_is_lost_or_repeated(
+        tmp_path: Path, database_url: str, redis_key_prefix: str, lifecycle: Lifecycle) -> None:
+    async with running_cluster(tmp_path / "cluster", replicas=1, node_timeout_ms=1000) as cluster:
+        settings = make_settings(tmp_path, database_url, redis_url=cluster.url, redis_key_prefix=redis_key_prefix,
+                                 **FAST_RETRIES)
+        async with open_node(settings, migrate=False) as a, open_node(settings, migrate=False) as b:
+            rooms = await create_rooms(a, 30)
+            keys = await owners(cluster.url, [streams_of(a).key(room) for room in rooms])
+            victim = keys[streams_of(a).key(rooms[0])]
+            subscriber = Recorder(limit=100_000)
+            with trio.fail_after(90):
+                await subscribe_all(a, rooms, subscriber)
+                await commit_to_rooms(b, rooms, per_room=2)
+                await subscriber.wait_for(len(rooms) * 2)
+                await cluster.server(int(victim.rpartition(":")[2])).stop()  # its replica takes over
+                await commit_to_rooms(b, rooms, per_room=2)  # committed during the failover
+                await cluster.wait_ok()
+                await commit_to_rooms(b, rooms, per_room=2)
+                await subscriber.wait_for(len(rooms) * 6)
+                await trio.sleep(0.5)  # anything sent twice would have come by now
+            in_order(subscriber, rooms, 6)
+            assert len(subscriber.items) == len(rooms) * 6
+            # The bells followed the layout to the replica, now master (the node looks every second).
+            await eventually(lambda: victim not in streams_of(a).bells(look=True))
     assert not lifecycle.lines("actor.crashed")
 
 
