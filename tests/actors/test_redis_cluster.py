@@ -7,7 +7,7 @@ against a hang.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import coredis
 import pytest
 import trio
 
+from roomcast.config import Settings
 from roomcast.node import Node, open_node
 from roomcast.storage.streams.redis_cluster import RedisClusterStreamBackend, key_slot
 from tests.conftest import make_settings, service_missing
@@ -24,7 +25,7 @@ from tests.redis_helpers import delete_keys, named_clients, redis_admin
 
 from .helpers import Recorder, commit_to_rooms, create_rooms
 from .lifecycle import Lifecycle
-from .redis_server import RedisCluster
+from .redis_server import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -138,32 +139,46 @@ async def private_cluster(tmp_path: Path) -> AsyncIterator[RedisCluster]:
         yield cluster
 
 
-async def test_a_master_killed_and_restarted_loses_and_duplicates_nothing(
-        private_cluster: RedisCluster, tmp_path: Path, database_url: str, redis_key_prefix: str,
-        lifecycle: Lifecycle) -> None:
-    settings = make_settings(tmp_path, database_url, redis_url=private_cluster.url, redis_key_prefix=redis_key_prefix,
-                             **FAST_RETRIES)
+async def a_master_lost(cluster: RedisCluster, settings: Settings,
+                        meanwhile: Callable[[RedisServer], Awaitable[None]], *, comes_back: bool) -> None:
+    """Node B sends to 30 rooms on every master, node A listens; the master of the first room is
+    killed, `meanwhile(it)` runs while B sends on, and B sends again once the cluster is ok. A must
+    get every event once, in order, and listen to the bell of the master back (or of its replica)."""
     async with open_node(settings, migrate=False) as a, open_node(settings, migrate=False) as b:
         rooms = await create_rooms(a, 30)
-        keys = await owners(private_cluster.url, [streams_of(a).key(room) for room in rooms])
-        victim = keys[streams_of(a).key(rooms[0])]
+        keys = await owners(cluster.url, [streams_of(a).key(room) for room in rooms])
         assert len(set(keys.values())) == 3
+        victim = keys[streams_of(a).key(rooms[0])]
         subscriber = Recorder(limit=100_000)
         with trio.fail_after(90):
             await subscribe_all(a, rooms, subscriber)
             await commit_to_rooms(b, rooms, per_room=2)
             await subscriber.wait_for(len(rooms) * 2)
-            server = private_cluster.server(int(victim.rpartition(":")[2]))
-            await server.stop()  # SIGKILL: its streams and bell are gone with it
-            await commit_to_rooms(b, rooms, per_room=2)  # committed while a master is down
-            await trio.sleep(0.5)
-            await server.start()  # empty; it rejoins with its slots (its cluster config survived)
-            await private_cluster.wait_ok()
+            server = cluster.server(int(victim.rpartition(":")[2]))
+            await server.stop()  # SIGKILL: what it held and had not passed on is gone
+            await commit_to_rooms(b, rooms, per_room=2)  # committed while it is down
+            await meanwhile(server)
+            await cluster.wait_ok()
             await commit_to_rooms(b, rooms, per_room=2)
             await subscriber.wait_for(len(rooms) * 6)
             await trio.sleep(0.5)  # anything sent twice would have come by now
         in_order(subscriber, rooms, 6)
         assert len(subscriber.items) == len(rooms) * 6
+        # The bells follow the layout (the node looks every second).
+        await eventually(lambda: (victim in streams_of(a).bells(look=True)) == comes_back)
+
+
+async def test_a_master_killed_and_restarted_loses_and_duplicates_nothing(
+        private_cluster: RedisCluster, tmp_path: Path, database_url: str, redis_key_prefix: str,
+        lifecycle: Lifecycle) -> None:
+    settings = make_settings(tmp_path, database_url, redis_url=private_cluster.url, redis_key_prefix=redis_key_prefix,
+                             **FAST_RETRIES)
+
+    async def restart(server: RedisServer) -> None:
+        await trio.sleep(0.5)
+        await server.start()  # empty; it rejoins with its slots (its cluster config survived)
+
+    await a_master_lost(private_cluster, settings, restart, comes_back=True)
     assert lifecycle.lines("stream.unavailable") and lifecycle.lines("outbox.stream_unavailable")
     assert not lifecycle.lines("actor.crashed")
 
@@ -173,25 +188,11 @@ async def test_a_master_that_dies_is_replaced_by_its_replica_and_nothing_is_lost
     async with running_cluster(tmp_path / "cluster", replicas=1, node_timeout_ms=1000) as cluster:
         settings = make_settings(tmp_path, database_url, redis_url=cluster.url, redis_key_prefix=redis_key_prefix,
                                  **FAST_RETRIES)
-        async with open_node(settings, migrate=False) as a, open_node(settings, migrate=False) as b:
-            rooms = await create_rooms(a, 30)
-            keys = await owners(cluster.url, [streams_of(a).key(room) for room in rooms])
-            victim = keys[streams_of(a).key(rooms[0])]
-            subscriber = Recorder(limit=100_000)
-            with trio.fail_after(90):
-                await subscribe_all(a, rooms, subscriber)
-                await commit_to_rooms(b, rooms, per_room=2)
-                await subscriber.wait_for(len(rooms) * 2)
-                await cluster.server(int(victim.rpartition(":")[2])).stop()  # its replica takes over
-                await commit_to_rooms(b, rooms, per_room=2)  # committed during the failover
-                await cluster.wait_ok()
-                await commit_to_rooms(b, rooms, per_room=2)
-                await subscriber.wait_for(len(rooms) * 6)
-                await trio.sleep(0.5)  # anything sent twice would have come by now
-            in_order(subscriber, rooms, 6)
-            assert len(subscriber.items) == len(rooms) * 6
-            # The bells followed the layout to the replica, now master (the node looks every second).
-            await eventually(lambda: victim not in streams_of(a).bells(look=True))
+
+        async def fail_over(server: RedisServer) -> None:
+            pass  # its replica takes over within a few seconds
+
+        await a_master_lost(cluster, settings, fail_over, comes_back=False)
     assert not lifecycle.lines("actor.crashed")
 
 
