@@ -24,6 +24,7 @@ from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
 from ..storage.events import append_event, take_next_seq
 from ..storage.messages import (
+    NewMessage,
     find_by_client_id,
     get_room_message,
     history_page,
@@ -32,6 +33,7 @@ from ..storage.messages import (
     message_with_sender,
 )
 from ..storage.models import Message, Room
+from ..storage.replica import require_replayed
 from ..storage.rooms import advance_read_pointer, lock_room_for_send, record_room_message
 from ..storage.streams import Append, StreamUnavailable
 from ..storage.users import UserSnapshot
@@ -131,8 +133,7 @@ def _store(node: Node, session: Session, sender: UserSnapshot, draft: Draft) -> 
         record_room_message(session, room_id, seq, message_id, now)
         for upload in uploads:
             upload.message_id = message_id
-        message = Message(id=message_id, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
-                          reply_to_id=draft.reply_to, client_id=client_id, created_at=now)  # never added
+        message = NewMessage(message_id, room_id, seq, sender.id, draft.body, draft.reply_to, client_id, now)
         view = message_to_wire(message, sender, uploads)
         enqueue(node, session, sender.tenant, "message.created", room_id, seq, message=view,
                 to_bots=sender.role != "bot")  # a bot's messages never trigger bots
@@ -263,12 +264,15 @@ async def list_messages(node: Node, caller: UserSnapshot, room_id: int, *, limit
         raise BadRequest(f"limit must be 1 to {HISTORY_MAX_LIMIT}", details={"field": "limit"})
 
     def work(session: Session) -> tuple[list[dict[str, Any]], bool]:
-        open_room(session, caller, room_id)
+        room = open_room(session, caller, room_id).room
+        seen = after if after is not None else before
+        if seen is not None:  # the client has seen that message: a replica must have reached it
+            require_replayed(session, lambda: room.last_seq >= seen)
         rows, has_more = history_page(session, room_id, limit=limit, before=before, after=after)
         attachments = attachments_of(session, [message.id for message, _ in rows])
         return [message_to_wire(m, sender, attachments.get(m.id, ())) for m, sender in rows], has_more
 
-    return await node.database.read(work)
+    return await node.database.replica_read(work)
 
 
 async def mark_read(node: Node, reader: UserSnapshot, room_id: int, seq: int) -> int:

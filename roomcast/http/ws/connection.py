@@ -1,8 +1,10 @@
 """A server-side WebSocket on a raw Trio stream.
 
-The handshake is answered by hand (RFC 6455 §4.2.2); wsproto parses what the client sends (masked frames,
-fragments, control frames); what the server sends is written as pre-built frames
-(`frames.py`), so one encoded event can go to many sockets without re-framing.
+The handshake is answered by hand (RFC 6455 §4.2.2); `inbound.py` parses what the client sends (masked
+frames, fragments, control frames); what the server sends is written as pre-built frames
+(`frames.py`), so one encoded event can go to many sockets without re-framing. Reads and writes go
+straight to the socket's file descriptor: an idle connection waits in `wait_readable` with no
+stream, socket or parser layers suspended above it.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ import base64
 import os
 
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
+from wsproto.utilities import generate_accept_token
 
 from ...metrics import WireCounters
 from ..front_door import UpgradeRequest
 from . import frames
+from .inbound import MESSAGE_TOO_BIG, Close, Event, FrameParser, Message, Ping, ProtocolError
 
 _RECEIVE_BYTES = 16 << 10
 PROTOCOL_ERROR = 1002  # RFC 6455 §7.4.1
@@ -43,18 +44,15 @@ class WebSocket:
     """One accepted WebSocket: receive text messages, send frames, close with a code."""
 
     # Slotted, and the send lock made only when a write must wait for another: one of each per connection.
-    __slots__ = ("_fragment_bytes", "_fragments", "_peer_closed", "_protocol", "_send_lock", "_tail", "_torn",
-                 "closed", "counters", "last_heard", "max_message_bytes", "stream")
+    __slots__ = ("_parser", "_peer_closed", "_send_lock", "_tail", "_torn", "closed", "counters", "last_heard",
+                 "stream")
 
     def __init__(self, stream: trio.abc.Stream, max_message_bytes: int, counters: WireCounters | None = None) -> None:
         self.stream = stream
         self.counters = counters or WireCounters()  # the node's: frames and bytes written, for /metrics
-        self.max_message_bytes = max_message_bytes
         # Frames only: the handshake is answered by hand, so no HTTP parser stays alive per socket.
-        self._protocol = Connection(ConnectionType.SERVER)
+        self._parser = FrameParser(max_message_bytes)
         self._send_lock: trio.StrictFIFOLock | None = None  # see `_lock`
-        self._fragments: list[str] = []
-        self._fragment_bytes = 0
         self.closed: ConnectionClosed | None = None
         # True once the client's close frame arrived (and was answered): the handshake is done.
         self._peer_closed = False
@@ -79,69 +77,58 @@ class WebSocket:
         await self._write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                           b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode()) + b"\r\n\r\n")
         # The client may have sent its first frame right behind the head.
-        trailing = request.head.partition(b"\r\n\r\n")[2]
-        if trailing:
-            self._protocol.receive_data(trailing)
+        self._parser.feed(request.head.partition(b"\r\n\r\n")[2])
 
     async def receive(self) -> str:
         """The next complete text message; raises ConnectionClosed when the socket is done."""
         while True:
-            for event in self._protocol.events():
-                message = await self._handle(event)
-                if message is not None:
-                    return message
+            try:
+                event = self._parser.next()
+            except ProtocolError as exc:
+                await self.close(exc.code, exc.reason if exc.code == MESSAGE_TOO_BIG else f"protocol error: {exc}")
+                raise self.closed from None  # type: ignore[misc]
+            if isinstance(event, Message):
+                return event.text
+            if event is not None:
+                await self._handle_control(event)
+                continue
             if self.closed is not None:
                 raise self.closed
-            try:
-                data = await self.stream.receive_some(_RECEIVE_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+            # Inline rather than in a helper coroutine: this is where every idle connection waits,
+            # and each coroutine suspended here would be one more frame per connection.
+            stream = self.stream
+            if isinstance(stream, trio.SocketStream):
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data = _read_now(stream.socket)
+                if data is None:
+                    try:
+                        await trio.lowlevel.wait_readable(stream.socket)
+                    except (trio.ClosedResourceError, OSError):  # closed here meanwhile
+                        data = b""
+                    else:
+                        data = _read_now(stream.socket)
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                if data is None:  # woken without data after all: wait again
+                    continue
+            else:
+                data = await _receive_some(stream)
             if not data:
                 self.closed = self.closed or ConnectionClosed(1006, "connection lost")
                 raise self.closed
             self.last_heard = trio.current_time()
-            try:
-                self._protocol.receive_data(bytes(data))
-            except RemoteProtocolError as exc:
-                hint = exc.event_hint
-                await self.close(hint.code if isinstance(hint, CloseConnection) else PROTOCOL_ERROR,
-                                 f"protocol error: {exc}")
-                raise self.closed from None  # type: ignore[misc]
+            self._parser.feed(data)
 
-    async def _handle(self, event: object) -> str | None:
-        if isinstance(event, TextMessage | BytesMessage):
-            size = len(event.data)
-            self._fragment_bytes += size
-            if self._fragment_bytes > self.max_message_bytes:
-                await self.close(1009, "message too big")
-                raise self.closed  # type: ignore[misc]
-            if isinstance(event, BytesMessage):
-                try:
-                    self._fragments.append(bytes(event.data).decode())
-                except UnicodeDecodeError:
-                    self._fragments.append("\ufffd")  # reported as bad JSON by the session
-            else:
-                self._fragments.append(event.data)
-            if event.message_finished:
-                message = "".join(self._fragments)
-                self._fragments.clear()
-                self._fragment_bytes = 0
-                return message
-        elif isinstance(event, Ping):
+    async def _handle_control(self, event: Event) -> None:
+        if isinstance(event, Ping):
             await self.send_frame(frames.pong_frame(event.payload))
-        elif isinstance(event, CloseConnection):
-            if self._protocol.state is ConnectionState.OPEN:
-                # Not the client's close: wsproto reports a frame that breaks RFC 6455 (unmasked,
-                # RSV bits, reserved opcode, bad close code: 1002; invalid UTF-8 text: 1007)
-                # as a close with the code we must fail the connection with.
-                await self.close(event.code, f"protocol error: {event.reason}")
-                raise self.closed  # type: ignore[misc]
+        elif isinstance(event, Close):
             self._peer_closed = True
             if self.closed is None:
-                self.closed = ConnectionClosed(event.code, event.reason or "")
+                self.closed = ConnectionClosed(event.code, event.reason)
                 async with self._lock():
                     await self._write_quietly(frames.close_frame(1000))
-        return None
+        # A pong needs nothing: any bytes from the client already count as hearing from it.
 
     def try_write_now(self, frame: bytes) -> bool:
         """Write `frame` without waiting, if nothing else is being written; False if it was not.
@@ -217,17 +204,15 @@ class WebSocket:
             return
         with trio.move_on_after(timeout_s):
             while True:
-                try:
-                    data = await self.stream.receive_some(_RECEIVE_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
+                data = await _receive_some(self.stream)
                 if not data:
                     return
+                self._parser.feed(data)
                 try:
-                    self._protocol.receive_data(bytes(data))
-                    if any(isinstance(event, CloseConnection) for event in self._protocol.events()):
-                        return
-                except (RemoteProtocolError, LocalProtocolError):
+                    while (event := self._parser.next()) is not None:
+                        if isinstance(event, Close):
+                            return
+                except ProtocolError:
                     return
 
     async def _write(self, data: bytes) -> None:
@@ -235,7 +220,7 @@ class WebSocket:
             raise self.closed or ConnectionClosed(1006, "connection lost")
         try:
             await self._send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._torn = True
             self.closed = self.closed or ConnectionClosed(1006, "connection lost")
             raise self.closed from None
@@ -282,3 +267,21 @@ class WebSocket:
             raise
         except OSError as exc:
             raise trio.BrokenResourceError(str(exc)) from exc
+
+
+def _read_now(sock: trio.socket.SocketType) -> bytes | None:
+    """What the socket holds now, without waiting: None if nothing, b"" once the peer closed or it broke."""
+    try:
+        return os.read(sock.fileno(), _RECEIVE_BYTES)
+    except BlockingIOError:
+        return None
+    except OSError:  # reset by the peer, or closed here
+        return b""
+
+
+async def _receive_some(stream: trio.abc.Stream) -> bytes:
+    """The next bytes from `stream`; b"" once the peer closed or it broke."""
+    try:
+        return bytes(await stream.receive_some(_RECEIVE_BYTES))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return b""
