@@ -31,11 +31,11 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import coredis
 import trio
 from coredis import PureToken
-from coredis.cluster._layout import ClusterLayout
 from coredis.connection import TCPLocation
 from coredis.patterns.pipeline import ClusterPipeline
 from coredis.pool import ClusterConnectionPool
@@ -45,6 +45,9 @@ from ...config import RedisClusterAddress
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
 from .redis_base import _KEY_CACHE_MAX, RedisStreams, client_name, entry, text, unreachable
+
+if TYPE_CHECKING:
+    from coredis.cluster._layout import ClusterLayout  # the pool's `cluster_layout`; coredis exports no name for it
 
 log = logging.getLogger("roomcast.streams")
 
