@@ -14,9 +14,9 @@ from tests.helpers import eventually
 from tests.ws_client import ws_connect
 
 # On one Redis and on a cluster, keys deleted afterwards: the fixtures of test_two_nodes.
-from .test_two_nodes import forget_keys, redis_url, server_process
+from .test_two_nodes import redis_key_prefix, redis_url, server_process
 
-__all__ = ["forget_keys", "redis_url"]
+__all__ = ["redis_key_prefix", "redis_url"]
 
 pytestmark = pytest.mark.postgres
 

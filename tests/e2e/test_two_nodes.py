@@ -39,9 +39,10 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     return redis_kind_url(request)
 
 
-@pytest.fixture(autouse=True)
-async def forget_keys(redis_url: str, redis_key_prefix: str) -> AsyncIterator[None]:
-    yield
+@pytest.fixture
+async def redis_key_prefix(redis_key_prefix: str, redis_url: str) -> AsyncIterator[str]:
+    """The test's key prefix; its keys are deleted afterwards."""
+    yield redis_key_prefix
     await delete_keys(redis_url, redis_key_prefix)
 
 
