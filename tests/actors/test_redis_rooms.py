@@ -17,34 +17,26 @@ import trio
 from roomcast.config import Settings
 from roomcast.node import Node, open_node
 from roomcast.storage.streams import StreamUnavailable
-from tests.conftest import REDIS_KINDS, make_settings, redis_kind_url, service_missing
-from tests.redis_helpers import delete_keys, kill_clients, named_clients
+from tests.conftest import make_settings, service_missing
+from tests.redis_fixtures import redis_key_prefix, redis_url
+from tests.redis_helpers import kill_clients, named_clients
 
 from .helpers import Recorder, commit_events, commit_to_rooms, create_rooms, unpublished_count
 from .lifecycle import Lifecycle
 from .redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
+# Tests on a Redis of their own (or none) use this prefix, not the shared servers' fixtures.
+PRIVATE_PREFIX = "rc-test:private:"
 
 FAST_RETRIES = {"stream_retry_base_s": 0.02, "stream_retry_max_s": 0.2, "redis_timeout_s": 5,
                 "redis_connect_timeout_s": 1}
 
 
-@pytest.fixture(params=REDIS_KINDS)
-def redis_url(request: pytest.FixtureRequest) -> str:
-    return redis_kind_url(request)
-
-
 @pytest.fixture
-async def redis_keys(redis_url: str, redis_key_prefix: str) -> AsyncIterator[str]:
-    """This test's key prefix; its keys are deleted afterwards."""
-    yield redis_key_prefix
-    await delete_keys(redis_url, redis_key_prefix)
-
-
-@pytest.fixture
-def settings_overrides(redis_url: str, redis_keys: str) -> dict[str, Any]:
-    return {"redis_url": redis_url, "redis_key_prefix": redis_keys, **FAST_RETRIES}
+def settings_overrides(redis_url: str, redis_key_prefix: str) -> dict[str, Any]:
+    return {"redis_url": redis_url, "redis_key_prefix": redis_key_prefix, **FAST_RETRIES}
 
 
 @pytest.fixture
@@ -70,7 +62,7 @@ async def test_events_flow_through_redis_in_order_as_shared_bytes(node: Node) ->
 
 
 async def test_the_reader_reconnects_after_its_connections_are_killed(
-        node: Node, redis_url: str, redis_keys: str, lifecycle: Lifecycle) -> None:
+        node: Node, redis_url: str, redis_key_prefix: str, lifecycle: Lifecycle) -> None:
     [room] = await create_rooms(node)
     subscriber = Recorder()
     await node.rooms.subscribe(room, subscriber)
@@ -81,7 +73,7 @@ async def test_the_reader_reconnects_after_its_connections_are_killed(
             await commit_events(node, room, 5)
             expected += 5
             await subscriber.wait_for(expected)
-            closed = await kill_clients(redis_url, redis_keys)
+            closed = await kill_clients(redis_url, redis_key_prefix)
             assert closed and not killed & closed  # new connections each time
             killed |= closed
         await commit_events(node, room, 5)
@@ -104,10 +96,10 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 async def test_a_redis_restart_loses_no_committed_event(
-        private_redis: RedisServer, tmp_path: Path, database_url: str, redis_key_prefix: str,
+        private_redis: RedisServer, tmp_path: Path, database_url: str,
         lifecycle: Lifecycle) -> None:
     settings = make_settings(tmp_path, database_url, redis_url=private_redis.url,
-                             redis_key_prefix=redis_key_prefix, **FAST_RETRIES)
+                             redis_key_prefix=PRIVATE_PREFIX, **FAST_RETRIES)
     async with open_node(settings, migrate=False) as node:
         [room] = await create_rooms(node)
         subscriber, late = Recorder(), Recorder()
@@ -138,7 +130,7 @@ async def test_a_redis_restart_loses_no_committed_event(
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_a_thousand_active_rooms_use_a_bounded_number_of_connections(
-        node: Node, redis_url: str, redis_keys: str, settings: Settings) -> None:
+        node: Node, redis_url: str, redis_key_prefix: str, settings: Settings) -> None:
     rooms = await create_rooms(node, 1000)
     subscriber = Recorder(limit=100_000)
     with trio.fail_after(120):
@@ -148,14 +140,14 @@ async def test_a_thousand_active_rooms_use_a_bounded_number_of_connections(
         assert len(node.rooms) == 1000 and node.actors.reader.rooms == 1000
         await commit_to_rooms(node, rooms, per_room=2)
         await subscriber.wait_for(2000)
-        peak = await named_clients(redis_url, redis_keys)
+        peak = await named_clients(redis_url, redis_key_prefix)
         await commit_to_rooms(node, rooms, per_room=1)
         await subscriber.wait_for(3000)
     per_room: dict[int, list[int]] = {}
     for event in subscriber.events:
         per_room.setdefault(event["room"], []).append(event["seq"])
     assert all(seqs == [1, 2, 3] for seqs in per_room.values()) and len(per_room) == 1000
-    connections = await named_clients(redis_url, redis_keys)
+    connections = await named_clients(redis_url, redis_key_prefix)
     # One blocking XREAD for all 1000 rooms (a cluster: one per master), plus a few multiplexed
     # connections for the rest, to each server.
     for server in (peak, connections):
@@ -178,10 +170,9 @@ async def test_two_nodes_sharing_redis_and_the_database_serve_the_same_room(
     assert here.seqs == there.seqs == list(range(1, 26))
 
 
-async def test_an_unreachable_redis_is_reported_not_waited_for(tmp_path: Path, database_url: str,
-                                                               redis_key_prefix: str) -> None:
+async def test_an_unreachable_redis_is_reported_not_waited_for(tmp_path: Path, database_url: str) -> None:
     settings = make_settings(tmp_path, database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                             redis_key_prefix=redis_key_prefix, **FAST_RETRIES)
+                             redis_key_prefix=PRIVATE_PREFIX, **FAST_RETRIES)
     async with open_node(settings, migrate=False) as node:
         with trio.fail_after(10):
             with pytest.raises(StreamUnavailable):

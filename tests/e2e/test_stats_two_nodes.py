@@ -11,12 +11,12 @@ import pytest
 import trio
 
 from tests.helpers import eventually
+from tests.redis_fixtures import redis_key_prefix, redis_url
 from tests.ws_client import ws_connect
 
-# On one Redis and on a cluster, keys deleted afterwards: the fixtures of test_two_nodes.
-from .test_two_nodes import redis_key_prefix, redis_url, server_process
+from .test_two_nodes import server_process
 
-__all__ = ["redis_key_prefix", "redis_url"]
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
 
 pytestmark = pytest.mark.postgres
 

@@ -18,10 +18,11 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import JWT_SECRET
-from tests.redis_helpers import delete_keys
+from tests.redis_fixtures import redis_key_prefix, redis_url
 from tests.ws_client import ws_connect
+
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 200
@@ -32,18 +33,6 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def db_backend() -> str:
     return "postgresql"
-
-
-@pytest.fixture(params=REDIS_KINDS)
-def redis_url(request: pytest.FixtureRequest) -> str:
-    return redis_kind_url(request)
-
-
-@pytest.fixture
-async def redis_key_prefix(redis_key_prefix: str, redis_url: str) -> AsyncIterator[str]:
-    """The test's key prefix; its keys are deleted afterwards."""
-    yield redis_key_prefix
-    await delete_keys(redis_url, redis_key_prefix)
 
 
 @contextmanager

@@ -6,14 +6,11 @@ import pytest
 
 from roomcast.errors import RateLimited
 from roomcast.ratelimit import SharedRateLimiter
-from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import eventually
+from tests.redis_fixtures import redis_key_prefix, redis_url
 from tests.redis_helpers import redis_admin
 
-
-@pytest.fixture(params=REDIS_KINDS)
-def redis_url(request: pytest.FixtureRequest) -> str:
-    return redis_kind_url(request)
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
 
 
 async def test_two_nodes_take_from_one_budget(redis_url: str, redis_key_prefix: str) -> None:
