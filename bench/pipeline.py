@@ -21,10 +21,12 @@ It also checks that every subscriber got every event of its room once, in seq or
 
 Backends: `memory` is the in-process stream on a fresh SQLite file; `redis` is
 Redis Streams (unique key prefix, deleted afterwards) on a throwaway PostgreSQL
-schema (created and dropped). Bounded in count and in time (`--time-limit`);
-talks only to the servers named.
+schema (created and dropped); `redis-cluster` the same on a Redis Cluster
+(`--redis-cluster-url`, by default the one .ci/redis-cluster starts). Bounded in
+count and in time (`--time-limit`); talks only to the servers named.
 
     python bench/pipeline.py                                  # memory and redis, 1 and 1000 rooms
+    python bench/pipeline.py --backend redis-cluster --rooms 1000
     python bench/pipeline.py --backend memory --rooms 1000 --events 20000 --repeat 3
     python bench/pipeline.py --events 50 --rooms 2            # smoke check, a few seconds
     python bench/pipeline.py --batch 20                       # 20 messages per transaction
@@ -54,7 +56,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "bench"))
 
-import coredis  # noqa: E402
 from rest_send import DEFAULT_POSTGRES_URL, database, percentile  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -68,6 +69,7 @@ from roomcast.storage.rooms import insert_room  # noqa: E402
 from roomcast.storage.users import create_user  # noqa: E402
 from roomcast.timestamps import utcnow  # noqa: E402
 from roomcast.wire import message_event, message_to_wire  # noqa: E402
+from tests.redis_helpers import REDIS_CLUSTER_URL, delete_keys  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # The head of every stored event as the room actor delivers it (wire.message_event, compact JSON).
@@ -159,7 +161,7 @@ class Result:
 
 @asynccontextmanager
 async def node_for(backend: str, data_dir: Path, postgres_url: str, redis_url: str) -> AsyncIterator[Node]:
-    """A node on a fresh database: SQLite + in-process streams, or PostgreSQL + Redis."""
+    """A node on a fresh database: SQLite + in-process streams, or PostgreSQL + Redis (one, or a cluster)."""
     kind = "sqlite" if backend == "memory" else "postgresql"
     prefix = f"rc-bench:{os.getpid()}:{secrets.token_hex(4)}:"
     with database(kind, data_dir, postgres_url) as url:
@@ -173,18 +175,15 @@ async def node_for(backend: str, data_dir: Path, postgres_url: str, redis_url: s
             "send_rate_per_s": 1_000_000,
             "send_burst": 1_000_000,
         }
-        if backend == "redis":
+        if backend != "memory":
             flags |= {"redis_url": redis_url, "redis_key_prefix": prefix}
         settings = load_settings(flags, environ={})
         try:
             async with open_node(settings, migrate=False) as node:
                 yield node
         finally:
-            if backend == "redis":
-                async with coredis.Redis.from_url(redis_url) as client:
-                    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-                    if keys:
-                        await client.delete(keys)
+            if backend != "memory":
+                await delete_keys(redis_url, prefix)
 
 
 async def make_users_and_rooms(node: Node, producers: int, rooms: int) -> tuple[list[User], list[int]]:
@@ -356,7 +355,8 @@ def ms(seconds: float) -> float:
 async def one_run(backend: str, rooms: int, args: argparse.Namespace) -> Result:
     data_dir = Path(tempfile.mkdtemp(prefix="roomcast-pipeline-"))
     try:
-        async with node_for(backend, data_dir, args.postgres_url, args.redis_url) as node:
+        redis_url = args.redis_cluster_url if backend == "redis-cluster" else args.redis_url
+        async with node_for(backend, data_dir, args.postgres_url, redis_url) as node:
             return await run_scenario(node, backend, rooms, args.subscribers, args.producers, args.batch,
                                       args.events, args.time_limit)
     finally:
@@ -383,7 +383,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=("memory", "redis", "all"), default="all")
+    parser.add_argument("--backend", choices=("memory", "redis", "redis-cluster", "all"), default="all")
     parser.add_argument("--rooms", default="1,1000", help="comma-separated room counts, one scenario each")
     parser.add_argument("--events", type=int, default=5_000, help="messages committed per scenario")
     parser.add_argument("--producers", type=int, default=8, help="concurrent senders (each a user)")
@@ -394,6 +394,8 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=120.0, help="give up on a run after this many seconds")
     parser.add_argument("--postgres-url", default=os.environ.get("ROOMCAST_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL))
     parser.add_argument("--redis-url", default=os.environ.get("ROOMCAST_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument("--redis-cluster-url", default=os.environ.get("ROOMCAST_BENCH_REDIS_CLUSTER_URL",
+                                                                      REDIS_CLUSTER_URL))
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args()
     try:

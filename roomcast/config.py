@@ -18,9 +18,10 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -88,6 +89,58 @@ def check_webhook_events(events: list[str]) -> list[str]:
     return ["*"] if "*" in events else list(dict.fromkeys(events))
 
 
+@dataclass(frozen=True, slots=True)
+class RedisClusterAddress:
+    """Where a Redis Cluster is: some of its nodes (it tells the rest) and how to log in."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+REDIS_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def redis_cluster_address(url: str) -> RedisClusterAddress | None:
+    """The nodes of a `redis+cluster://[user:password@]host:port,host:port` URL (TLS:
+    `rediss+cluster://`); None for any other URL; ValueError saying what is wrong."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in REDIS_CLUSTER_SCHEMES:
+        return None
+    if "?" in rest or "#" in rest:
+        raise ValueError("a redis+cluster:// URL takes no query or fragment")
+    location, _, path = rest.partition("/")
+    if path not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0; leave the path empty")
+    userinfo, at, hosts = location.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = []
+    for node in hosts.split(","):
+        host, port = _host_port(node.strip())
+        nodes.append((host, port))
+    return RedisClusterAddress(tuple(nodes), username, password, tls=scheme.lower() == "rediss+cluster")
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    if node.startswith("["):  # [IPv6]:port
+        host, bracket, port = node[1:].partition("]")
+        port = port.removeprefix(":") if bracket else ""
+    else:
+        host, _, port = node.rpartition(":") if ":" in node else (node, "", "")
+    if not host:
+        raise ValueError(f"{node!r} is not host:port (a redis+cluster:// URL lists host:port,host:port)")
+    if not port:
+        return host, 6379
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{node!r} has no valid port")
+    return host, int(port)
+
+
 class WebhookTarget(BaseModel):
     """One outgoing webhook endpoint of the settings file: it gets the events of every tenant."""
 
@@ -136,9 +189,11 @@ class Settings(BaseModel):
     database_read_max_lag_s: float = Field(5.0, gt=0)
     database_read_probe_s: float = Field(0.2, gt=0, le=10)
 
+    # redis://… (one Redis), or redis+cluster://host:port,host:port (a Redis Cluster: any of its nodes).
     redis_url: str | None = None
     redis_stream_maxlen: int = Field(10_000, ge=100)
     redis_key_prefix: str = "roomcast:"
+    # Connections to the one Redis, or to each master of a cluster.
     redis_max_connections: int = Field(8, ge=2, le=64)
     redis_timeout_s: float = Field(10.0, gt=0)
     redis_connect_timeout_s: float = Field(5.0, gt=0)
@@ -280,6 +335,20 @@ class Settings(BaseModel):
             raise ValueError("database_read_url must be a postgresql:// URL of a streaming replica of database_url")
         return url
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url:
+            redis_cluster_address(url)  # a malformed cluster URL stops start-up here
+        return url
+
+    @model_validator(mode="after")
+    def _cluster_keys_spread(self) -> Settings:
+        if self.redis_cluster is not None and ("{" in self.redis_key_prefix or "}" in self.redis_key_prefix):
+            raise ValueError("redis_key_prefix must not contain { or } with a Redis Cluster: a hash tag there "
+                             "would put every key in one slot")
+        return self
+
     @field_validator("contact_policy")
     @classmethod
     def _known_roles(cls, policy: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -336,6 +405,11 @@ class Settings(BaseModel):
         if self.jwt_algorithm == "RS256" and self.jwt_public_key_file is None:
             raise ValueError("jwt_algorithm RS256 needs jwt_public_key_file")
         return self
+
+    @property
+    def redis_cluster(self) -> RedisClusterAddress | None:
+        """The cluster `redis_url` names, or None (no Redis, or one Redis)."""
+        return redis_cluster_address(self.redis_url) if self.redis_url else None
 
     @property
     def resolved_database_url(self) -> str:

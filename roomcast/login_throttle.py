@@ -6,8 +6,9 @@ window: the oldest failure leaves it first), attempts are refused with 429 and
 `Retry-After` before any password is checked, so a guessing run costs no hashing either.
 
 In one process the counts live in `limits`' memory storage; with Redis configured, in
-Redis (`limits`' async storage over the node's coredis pool), shared by every node. A
-Redis that cannot be reached lets attempts through (fail open), logged once.
+Redis (`limits`' async storage over the node's coredis pool, its cluster storage on a Redis
+Cluster: each window is one key), shared by every node. A Redis that cannot be reached lets
+attempts through (fail open), logged once.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from typing import TypeVar
 import coredis
 import trio
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter as SharedWindow
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as LocalWindow
 
 from .errors import RateLimited
 from .ratelimit import FailOpen
+from .storage.streams.redis_base import RedisClient
 
 T = TypeVar("T")
 
@@ -34,7 +36,7 @@ T = TypeVar("T")
 class LoginThrottle:
     """Failed logins per (tenant, username) and per client address."""
 
-    def __init__(self, per_username: str, per_address: str, *, redis: coredis.Redis[bytes] | None = None,
+    def __init__(self, per_username: str, per_address: str, *, redis: RedisClient | None = None,
                  key_prefix: str = "roomcast:", timeout_s: float = 1.0) -> None:
         self.per_username: RateLimitItem = parse(per_username)
         self.per_address: RateLimitItem = parse(per_address)
@@ -43,6 +45,12 @@ class LoginThrottle:
         self._shared: SharedWindow | None = None
         if redis is None:
             self._local = LocalWindow(MemoryStorage())
+        elif isinstance(redis, coredis.RedisCluster):
+            # The URL only satisfies the parser: with a pool given, the nodes are the pool's.
+            cluster = RedisClusterStorage("async+redis+cluster://localhost:7000", implementation="coredis",
+                                          key_prefix=f"{key_prefix}login",
+                                          connection_pool=redis.connection_pool)  # type: ignore[arg-type]
+            self._shared = SharedWindow(cluster)
         else:
             storage = RedisStorage("async+redis://", implementation="coredis", key_prefix=f"{key_prefix}login",
                                    # typed as scalar options, but the documented way to share a pool

@@ -78,9 +78,9 @@ class Node:
 def _limits(settings: Settings, streams: StreamBackend) -> tuple[Limiter, Limiter, LoginThrottle]:
     """The send and typing buckets and the login throttle: in Redis, shared by every node, when
     the streams are there (on their connection pool), else in this process."""
-    from .storage.streams.redis import RedisStreamBackend
+    from .storage.streams.redis_base import RedisStreams
 
-    if not isinstance(streams, RedisStreamBackend):
+    if not isinstance(streams, RedisStreams):
         return (RateLimiter(settings.send_rate_per_s, settings.send_burst),
                 RateLimiter(settings.typing_rate_per_s, settings.typing_burst),
                 LoginThrottle(settings.login_failures_per_username, settings.login_failures_per_address))

@@ -2,7 +2,8 @@
 
 The in-process buckets run on Trio's clock (so tests can drive it). With `redis_url`
 set, a user's bucket lives in Redis and every node takes from the same one (a Lua
-script refills and takes atomically, on Redis's clock). When Redis cannot be reached
+script refills and takes atomically, on Redis's clock; it names one key, so on a Redis
+Cluster it runs on the master of that user's slot). When Redis cannot be reached
 the node falls back to its own buckets (fail open: each node then counts alone, as
 without Redis), logs that once, and goes back to Redis once it answers again.
 """
@@ -13,11 +14,11 @@ import logging
 from collections import OrderedDict
 from typing import Protocol
 
-import coredis
 import trio
 
 from .errors import RateLimited
 from .logs import log_event
+from .storage.streams.redis_base import RedisClient
 
 log = logging.getLogger("roomcast.ratelimit")
 
@@ -137,7 +138,7 @@ class FailOpen:
 class SharedRateLimiter:
     """Token buckets in Redis, shared by every node; this node's own buckets while Redis is down."""
 
-    def __init__(self, client: coredis.Redis[bytes], key_prefix: str, rate_per_s: float, burst: int, *,
+    def __init__(self, client: RedisClient, key_prefix: str, rate_per_s: float, burst: int, *,
                  timeout_s: float = 1.0) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst

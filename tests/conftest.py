@@ -1,7 +1,7 @@
 """Shared fixtures: settings, a node on SQLite or PostgreSQL, the app, users with tokens, live servers.
 
-PostgreSQL and Redis are real servers. Where one is missing the tests that need it
-skip, unless ROOMCAST_TEST_REQUIRE_SERVICES=1 (set by .ci/run): then they fail.
+PostgreSQL, Redis and the Redis Cluster are real servers. Where one is missing the tests
+that need it skip, unless ROOMCAST_TEST_REQUIRE_SERVICES=1 (set by .ci/run): then they fail.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from roomcast.config import Settings, load_settings
+from roomcast.config import Settings, load_settings, redis_cluster_address
 from roomcast.http.app import create_app
 from roomcast.http.context import RoomcastApp
 from roomcast.http.front_door import FastPath, FrontDoor
@@ -37,6 +37,7 @@ from roomcast.storage.migrate import upgrade
 from roomcast.storage.models import Base
 from roomcast.storage.users import create_user
 from tests.helpers import JWT_SECRET, POSTGRES_URL, REDIS_URL
+from tests.redis_helpers import REDIS_CLUSTER_URL
 
 REQUIRE_SERVICES = os.environ.get("ROOMCAST_TEST_REQUIRE_SERVICES") == "1"
 
@@ -115,18 +116,58 @@ def database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path
 # --------------------------------------------------------------------------- redis
 
 
+def _ask(host: str, port: int, command: bytes) -> bytes:
+    """One inline command's raw reply (enough of it for PING and CLUSTER INFO)."""
+    with socket.create_connection((host, port), timeout=2) as sock:
+        sock.sendall(command + b"\r\n")
+        return sock.recv(4096)
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def single_redis_url() -> str:
     """The test Redis server's URL, once it has answered PING."""
     parts = urlsplit(REDIS_URL)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=2) as sock:
-            sock.sendall(b"PING\r\n")
-            if not sock.recv(64).startswith(b"+PONG"):
-                raise ConnectionError("no PONG")
+        if not _ask(parts.hostname or "127.0.0.1", parts.port or 6379, b"PING").startswith(b"+PONG"):
+            raise ConnectionError("no PONG")
     except OSError as exc:
         service_missing("Redis", repr(exc))
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url(single_redis_url: str) -> str:
+    """The Redis tests run on: the one server (modules that also run on the cluster override it
+    with `redis_kind_url`)."""
+    return single_redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """The test Redis Cluster's URL (.ci/redis-cluster starts one), once each node it names says it is ok."""
+    address = redis_cluster_address(REDIS_CLUSTER_URL)
+    assert address is not None, f"ROOMCAST_TEST_REDIS_CLUSTER_URL is not a redis+cluster:// URL: {REDIS_CLUSTER_URL}"
+    try:
+        for host, port in address.nodes:
+            if b"cluster_state:ok" not in _ask(host, port, b"CLUSTER INFO"):
+                raise ConnectionError(f"{host}:{port} is not part of a healthy cluster")
+    except OSError as exc:
+        service_missing("Redis Cluster", repr(exc))
+    return REDIS_CLUSTER_URL
+
+
+# Modules that run on one Redis and on a cluster too override `redis_url`:
+#     @pytest.fixture(params=REDIS_KINDS)
+#     def redis_url(request: pytest.FixtureRequest) -> str:
+#         return redis_kind_url(request)
+REDIS_KINDS = [pytest.param("redis", marks=pytest.mark.redis),
+               pytest.param("redis-cluster", marks=pytest.mark.redis_cluster)]
+
+
+def redis_kind_url(request: pytest.FixtureRequest, kind: str | None = None) -> str:
+    """The URL for a REDIS_KINDS parameter (the request's own, unless given)."""
+    kind = kind or request.param
+    return str(request.getfixturevalue("single_redis_url" if kind == "redis" else "redis_cluster_url"))
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """Where every node posts its live figures for `/api/admin/stats` to read across the cluster (Redis).
 
-Keys: `<prefix>stats:node:<id>` (the node's figures as JSON) and `<prefix>stats:users:<id>`
-(a HyperLogLog of the node's connected user ids), both expiring after `ttl_s`, and
-`<prefix>stats:nodes`, a sorted set of node ids scored by when their entries expire. A node
+Keys: `<prefix>stats:{board}:node:<id>` (the node's figures as JSON) and
+`<prefix>stats:{board}:users:<id>` (a HyperLogLog of the node's connected user ids), both
+expiring after `ttl_s`, and `<prefix>stats:{board}:nodes`, a sorted set of node ids scored by
+when their entries expire. The `{board}` hash tag keeps them in one slot of a Redis Cluster,
+so a publish stays one transaction and the PFCOUNT of every node's users one command. A node
 that stops refreshing (it died) drops out within `ttl_s`. Distinct users across nodes is the
 PFCOUNT of the live nodes' HyperLogLogs: exact for small numbers, within about 1% at scale,
 and a read costs the same however many users are online.
@@ -16,12 +18,12 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-import coredis
 from coredis import PureToken
 
 from ..config import Settings
 from ..wire import JsonObject
 from .streams import StreamBackend
+from .streams.redis_base import RedisClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +37,14 @@ class ClusterFigures:
 class RedisStatsBoard:
     """Each node's figures in Redis, shared by every node that uses the same key prefix."""
 
-    def __init__(self, client: coredis.Redis[bytes], prefix: str, ttl_s: float,
+    def __init__(self, client: RedisClient, prefix: str, ttl_s: float,
                  guard: Callable[[], AbstractContextManager[None]],
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self._index = f"{prefix}stats:nodes"
-        self._figures = f"{prefix}stats:node:"
-        self._users = f"{prefix}stats:users:"
+        self._index = f"{prefix}stats:{{board}}:nodes"
+        self._figures = f"{prefix}stats:{{board}}:node:"
+        self._users = f"{prefix}stats:{{board}}:users:"
         self._guard = guard  # Redis unreachable → StreamUnavailable (the streams' outage guard)
         self._clock = clock
 
@@ -96,9 +98,9 @@ def open_stats_board(settings: Settings, streams: StreamBackend) -> RedisStatsBo
     """The board on the streams' Redis (through their outage guard), or None without Redis."""
     if settings.redis_url is None:
         return None
-    from .streams.redis import RedisStreamBackend
+    from .streams.redis_base import RedisStreams
 
-    if not isinstance(streams, RedisStreamBackend):
+    if not isinstance(streams, RedisStreams):
         raise TypeError(f"the stats board needs the Redis stream backend, not {type(streams).__name__}")
     return RedisStatsBoard(streams.client, settings.redis_key_prefix, ttl_s=settings.stats_ttl_s,
                            guard=streams.guarded)

@@ -1,7 +1,8 @@
 """Room actors on real Redis Streams: delivery, dropped connections, a Redis restart, bounded connections.
 
-Real clock: Redis blocks in real time on the server. Retry delays are shortened;
-timeouts are only guards against a hang.
+The tests that use `redis_url` run on one Redis and on a Redis Cluster. Real clock: Redis
+blocks in real time on the server. Retry delays are shortened; timeouts are only guards
+against a hang.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import coredis
 import pytest
 import trio
 
@@ -18,34 +18,25 @@ from roomcast.config import Settings
 from roomcast.node import Node, open_node
 from roomcast.storage.streams import StreamUnavailable
 from tests.conftest import make_settings, service_missing
+from tests.redis_fixtures import redis_key_prefix, redis_url
+from tests.redis_helpers import kill_clients, named_clients
 
 from .helpers import Recorder, commit_events, commit_to_rooms, create_rooms, unpublished_count
 from .lifecycle import Lifecycle
 from .redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
+# Tests on a Redis of their own (or none) use this prefix, not the shared servers' fixtures.
+PRIVATE_PREFIX = "rc-test:private:"
 
 FAST_RETRIES = {"stream_retry_base_s": 0.02, "stream_retry_max_s": 0.2, "redis_timeout_s": 5,
                 "redis_connect_timeout_s": 1}
 
 
-async def delete_keys(url: str, prefix: str) -> None:
-    async with coredis.Redis.from_url(url) as client:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(keys)
-
-
 @pytest.fixture
-async def redis_keys(redis_url: str, redis_key_prefix: str) -> AsyncIterator[str]:
-    """This test's key prefix; its keys are deleted afterwards."""
-    yield redis_key_prefix
-    await delete_keys(redis_url, redis_key_prefix)
-
-
-@pytest.fixture
-def settings_overrides(redis_url: str, redis_keys: str) -> dict[str, Any]:
-    return {"redis_url": redis_url, "redis_key_prefix": redis_keys, **FAST_RETRIES}
+def settings_overrides(redis_url: str, redis_key_prefix: str) -> dict[str, Any]:
+    return {"redis_url": redis_url, "redis_key_prefix": redis_key_prefix, **FAST_RETRIES}
 
 
 @pytest.fixture
@@ -53,14 +44,8 @@ def lifecycle(caplog: pytest.LogCaptureFixture) -> Lifecycle:
     return Lifecycle(caplog)
 
 
-async def our_clients(url: str, prefix: str) -> list[dict[str, Any]]:
-    """CLIENT LIST entries of this test's node (its connections are named after the prefix)."""
-    async with coredis.Redis.from_url(url) as client:
-        return [c for c in await client.client_list() if str(c.get("name", "")).startswith(prefix)]
-
-
 async def test_events_flow_through_redis_in_order_as_shared_bytes(node: Node) -> None:
-    assert node.streams.name == "redis"
+    assert node.streams.name in ("redis", "redis-cluster")
     [room] = await create_rooms(node)
     alice, bob = Recorder(), Recorder()
     await node.rooms.subscribe(room, alice)
@@ -77,7 +62,7 @@ async def test_events_flow_through_redis_in_order_as_shared_bytes(node: Node) ->
 
 
 async def test_the_reader_reconnects_after_its_connections_are_killed(
-        node: Node, redis_url: str, redis_keys: str, lifecycle: Lifecycle) -> None:
+        node: Node, redis_url: str, redis_key_prefix: str, lifecycle: Lifecycle) -> None:
     [room] = await create_rooms(node)
     subscriber = Recorder()
     await node.rooms.subscribe(room, subscriber)
@@ -88,12 +73,9 @@ async def test_the_reader_reconnects_after_its_connections_are_killed(
             await commit_events(node, room, 5)
             expected += 5
             await subscriber.wait_for(expected)
-            clients = await our_clients(redis_url, redis_keys)
-            assert clients and not killed & {int(c["id"]) for c in clients}  # new connections each time
-            async with coredis.Redis.from_url(redis_url) as admin:
-                for client in clients:
-                    await admin.client_kill(identifier=int(client["id"]))
-                    killed.add(int(client["id"]))
+            closed = await kill_clients(redis_url, redis_key_prefix)
+            assert closed and not killed & closed  # new connections each time
+            killed |= closed
         await commit_events(node, room, 5)
         await subscriber.wait_for(expected + 5)
     assert subscriber.seqs == list(range(1, expected + 6))
@@ -114,10 +96,10 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 async def test_a_redis_restart_loses_no_committed_event(
-        private_redis: RedisServer, tmp_path: Path, database_url: str, redis_key_prefix: str,
+        private_redis: RedisServer, tmp_path: Path, database_url: str,
         lifecycle: Lifecycle) -> None:
     settings = make_settings(tmp_path, database_url, redis_url=private_redis.url,
-                             redis_key_prefix=redis_key_prefix, **FAST_RETRIES)
+                             redis_key_prefix=PRIVATE_PREFIX, **FAST_RETRIES)
     async with open_node(settings, migrate=False) as node:
         [room] = await create_rooms(node)
         subscriber, late = Recorder(), Recorder()
@@ -148,7 +130,7 @@ async def test_a_redis_restart_loses_no_committed_event(
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_a_thousand_active_rooms_use_a_bounded_number_of_connections(
-        node: Node, redis_url: str, redis_keys: str, settings: Settings) -> None:
+        node: Node, redis_url: str, redis_key_prefix: str, settings: Settings) -> None:
     rooms = await create_rooms(node, 1000)
     subscriber = Recorder(limit=100_000)
     with trio.fail_after(120):
@@ -158,17 +140,18 @@ async def test_a_thousand_active_rooms_use_a_bounded_number_of_connections(
         assert len(node.rooms) == 1000 and node.actors.reader.rooms == 1000
         await commit_to_rooms(node, rooms, per_room=2)
         await subscriber.wait_for(2000)
-        peak = len(await our_clients(redis_url, redis_keys))
+        peak = await named_clients(redis_url, redis_key_prefix)
         await commit_to_rooms(node, rooms, per_room=1)
         await subscriber.wait_for(3000)
     per_room: dict[int, list[int]] = {}
     for event in subscriber.events:
         per_room.setdefault(event["room"], []).append(event["seq"])
     assert all(seqs == [1, 2, 3] for seqs in per_room.values()) and len(per_room) == 1000
-    connections = len(await our_clients(redis_url, redis_keys))
-    # One blocking XREAD for all 1000 rooms, plus a few multiplexed connections for appends.
-    assert 1 <= peak <= settings.redis_max_connections
-    assert 1 <= connections <= settings.redis_max_connections
+    connections = await named_clients(redis_url, redis_key_prefix)
+    # One blocking XREAD for all 1000 rooms (a cluster: one per master), plus a few multiplexed
+    # connections for the rest, to each server.
+    for server in (peak, connections):
+        assert all(1 <= len(clients) <= settings.redis_max_connections for clients in server.values()), server
 
 
 async def test_two_nodes_sharing_redis_and_the_database_serve_the_same_room(
@@ -187,10 +170,9 @@ async def test_two_nodes_sharing_redis_and_the_database_serve_the_same_room(
     assert here.seqs == there.seqs == list(range(1, 26))
 
 
-async def test_an_unreachable_redis_is_reported_not_waited_for(tmp_path: Path, database_url: str,
-                                                               redis_key_prefix: str) -> None:
+async def test_an_unreachable_redis_is_reported_not_waited_for(tmp_path: Path, database_url: str) -> None:
     settings = make_settings(tmp_path, database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                             redis_key_prefix=redis_key_prefix, **FAST_RETRIES)
+                             redis_key_prefix=PRIVATE_PREFIX, **FAST_RETRIES)
     async with open_node(settings, migrate=False) as node:
         with trio.fail_after(10):
             with pytest.raises(StreamUnavailable):

@@ -1,4 +1,5 @@
-"""Two server processes sharing PostgreSQL and Redis: /api/admin/stats on either sums both."""
+"""Two server processes sharing PostgreSQL and Redis (one server, or a cluster): /api/admin/stats on either
+sums both."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import pytest
 import trio
 
 from tests.helpers import eventually
+from tests.redis_fixtures import redis_key_prefix, redis_url
 from tests.ws_client import ws_connect
 
 from .test_two_nodes import server_process
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
+
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture

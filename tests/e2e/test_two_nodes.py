@@ -1,4 +1,5 @@
-"""Two server processes sharing PostgreSQL and Redis serve one room; a node dies and nothing is lost."""
+"""Two server processes sharing PostgreSQL and Redis (one server, or a cluster) serve one room; a node dies
+and nothing is lost."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from tests.helpers import JWT_SECRET
+from tests.redis_fixtures import redis_key_prefix, redis_url
 from tests.ws_client import ws_connect
+
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 200
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import coredis
@@ -11,15 +12,17 @@ import pytest
 from roomcast.errors import RateLimited
 from roomcast.login_throttle import LoginThrottle
 from roomcast.ratelimit import SharedRateLimiter
+from tests.conftest import REDIS_KINDS, redis_kind_url
 from tests.helpers import error_of, eventually
+from tests.redis_helpers import delete_keys
 
 ADDRESS = {"client": ("198.51.100.7", 40000)}
 OTHER_ADDRESS = {"client": ("198.51.100.8", 40000)}
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 def store(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return str(request.param)
 
 
 @pytest.fixture
@@ -33,11 +36,14 @@ def throttle_limits() -> dict[str, str]:
 
 
 @pytest.fixture
-def settings_overrides(store: str, request: pytest.FixtureRequest, throttle_limits: dict[str, str]) -> dict[str, Any]:
+async def settings_overrides(store: str, request: pytest.FixtureRequest,
+                             throttle_limits: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
     if store == "memory":
-        return throttle_limits
-    return {**throttle_limits, "redis_url": request.getfixturevalue("redis_url"),
-            "redis_key_prefix": request.getfixturevalue("redis_key_prefix")}
+        yield throttle_limits
+        return
+    url, prefix = redis_kind_url(request, store), request.getfixturevalue("redis_key_prefix")
+    yield {**throttle_limits, "redis_url": url, "redis_key_prefix": prefix}
+    await delete_keys(url, prefix)
 
 
 async def attempt(client: Any, username: str, password: str, scope: dict | None = None, **extra: str) -> Any:

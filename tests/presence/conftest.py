@@ -1,4 +1,4 @@
-"""Presence backends for the contract suite: the in-process one (on MockClock) and real Redis.
+"""Presence backends for the contract suite: the in-process one (on MockClock), one Redis and a Redis Cluster.
 
 Redis presence scores its entries in wall time; its tests give it a `WallClock` they move
 themselves, so entries expire without anyone waiting.
@@ -15,7 +15,9 @@ import trio.testing
 
 from roomcast.storage.presence import MemoryPresence, Presence
 from roomcast.storage.presence.redis import RedisPresence
-from roomcast.storage.streams.redis import RedisStreamBackend, open_redis_backend
+from roomcast.storage.streams.redis_base import RedisStreams
+from tests.conftest import REDIS_KINDS, redis_kind_url
+from tests.redis_helpers import delete_keys, open_redis_streams
 
 TTL_S = 15.0  # Redis also expires whole keys after 2 * TTL_S of real time: far beyond any test
 
@@ -39,9 +41,15 @@ class PresenceWorld:
     peer: Callable[[], Presence]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 def backend_kind(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_url(backend_kind: str, request: pytest.FixtureRequest) -> str:
+    """The Redis the backend kind names."""
+    return redis_kind_url(request, backend_kind)
 
 
 @pytest.fixture
@@ -51,7 +59,7 @@ def clock(backend_kind: str) -> trio.testing.MockClock | None:
     return trio.testing.MockClock(autojump_threshold=0) if backend_kind == "memory" else None
 
 
-def redis_presence(streams: RedisStreamBackend, prefix: str, wall: WallClock) -> RedisPresence:
+def redis_presence(streams: RedisStreams, prefix: str, wall: WallClock) -> RedisPresence:
     """One node's presence, as open_presence builds it, but on the test's clock."""
     return RedisPresence(streams.client, prefix, ttl_s=TTL_S, guard=streams.guarded, clock=wall)
 
@@ -74,12 +82,9 @@ async def world(backend_kind: str, clock: trio.testing.MockClock | None,
     def advance(seconds: float) -> None:
         wall.now += seconds
 
-    async with open_redis_backend(url, prefix=prefix, maxlen=100, max_connections=4, timeout_s=10,
-                                  connect_timeout_s=5) as streams:
-        try:
+    try:
+        async with open_redis_streams(url, prefix) as streams:
             yield PresenceWorld(redis_presence(streams, prefix, wall), advance,
                                 lambda: redis_presence(streams, prefix, wall))
-        finally:
-            keys = [key async for key in streams.client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await streams.client.delete(keys)
+    finally:
+        await delete_keys(url, prefix)

@@ -10,7 +10,13 @@ from roomcast.config import load_settings
 from roomcast.storage.presence import MemoryPresence, open_presence
 from roomcast.storage.presence.redis import RedisPresence
 from roomcast.storage.streams import MemoryStreamBackend, StreamUnavailable, open_stream_backend
-from roomcast.storage.streams.redis import open_redis_backend
+from tests.conftest import REDIS_KINDS
+from tests.redis_helpers import open_redis_streams
+
+
+@pytest.fixture(params=REDIS_KINDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def test_without_redis_presence_is_in_process() -> None:
@@ -23,7 +29,6 @@ def test_redis_presence_needs_the_redis_stream_backend() -> None:
         open_presence(settings, MemoryStreamBackend())
 
 
-@pytest.mark.redis
 async def test_with_redis_presence_shares_the_streams_redis_with_the_configured_ttl(
         redis_url: str, redis_key_prefix: str) -> None:
     settings = load_settings({"redis_url": redis_url, "redis_key_prefix": redis_key_prefix, "presence_ttl_s": 3},
@@ -47,10 +52,9 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_an_unreachable_redis_is_stream_unavailable_and_a_refused_join_leaves_nothing() -> None:
-    url = f"redis://127.0.0.1:{closed_port()}/0"
-    async with open_redis_backend(url, prefix="rc-test:closed:", maxlen=100, max_connections=2, timeout_s=2,
-                                  connect_timeout_s=1) as streams:
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_an_unreachable_redis_is_stream_unavailable_and_a_refused_join_leaves_nothing(scheme: str) -> None:
+    async with open_redis_streams(f"{scheme}://127.0.0.1:{closed_port()}", "rc-test:closed:") as streams:
         presence = RedisPresence(streams.client, "rc-test:closed:", guard=streams.guarded)
         with pytest.raises(StreamUnavailable):
             await presence.join(1, 5, "a")

@@ -11,11 +11,12 @@ import trio
 import trio.testing
 
 from roomcast.storage.presence import Departure, Presence
+from tests.conftest import REDIS_KINDS
 
 from .conftest import TTL_S, PresenceWorld
 
 ROOM, OTHER_ROOM = 1, 2
-only_redis = pytest.mark.parametrize("backend_kind", [pytest.param("redis", marks=pytest.mark.redis)])
+only_redis = pytest.mark.parametrize("backend_kind", REDIS_KINDS)
 
 
 async def test_a_user_is_in_a_room_while_any_of_their_sessions_is(

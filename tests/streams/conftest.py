@@ -1,23 +1,23 @@
-"""Stream backends for the contract suite: the in-process one (on MockClock) and real Redis."""
+"""Stream backends for the contract suite: the in-process one (on MockClock), one Redis and a Redis Cluster."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import coredis
 import pytest
 import trio
 import trio.testing
 
 from roomcast.storage.streams import MemoryStreamBackend, StreamBackend
-from roomcast.storage.streams.redis import open_redis_backend
+from tests.conftest import REDIS_KINDS, redis_kind_url
+from tests.redis_helpers import delete_keys, open_redis_streams
 
 MAXLEN = 100
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *REDIS_KINDS])
 def backend_kind(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return str(request.param)
 
 
 @pytest.fixture
@@ -27,11 +27,10 @@ def clock(backend_kind: str) -> trio.testing.MockClock | None:
     return trio.testing.MockClock(autojump_threshold=0) if backend_kind == "memory" else None
 
 
-async def delete_keys(url: str, prefix: str) -> None:
-    async with coredis.Redis.from_url(url) as client:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(keys)
+@pytest.fixture
+def redis_url(backend_kind: str, request: pytest.FixtureRequest) -> str:
+    """The Redis the backend kind names."""
+    return redis_kind_url(request, backend_kind)
 
 
 @pytest.fixture
@@ -42,8 +41,7 @@ async def backend(backend_kind: str, request: pytest.FixtureRequest) -> AsyncIte
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("redis_key_prefix")
     try:
-        async with open_redis_backend(url, prefix=prefix, maxlen=MAXLEN, max_connections=4, timeout_s=10,
-                                      connect_timeout_s=5) as redis_backend:
+        async with open_redis_streams(url, prefix, maxlen=MAXLEN) as redis_backend:
             yield redis_backend
     finally:
         await delete_keys(url, prefix)

@@ -1,22 +1,22 @@
-"""The Redis backend formats each room's key once and reuses it, within a bound."""
+"""The Redis backends format each room's key once and reuse it, within a bound."""
 
 from __future__ import annotations
 
 import pytest
 
-from roomcast.storage.streams import STREAM_START, Append
-from roomcast.storage.streams import redis as redis_streams
-from roomcast.storage.streams.redis import RedisStreamBackend
+from roomcast.storage.streams import STREAM_START, Append, redis_base
+from roomcast.storage.streams.redis_base import RedisStreams
+from tests.conftest import REDIS_KINDS
 
 
-@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=REDIS_KINDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return str(request.param)
 
 
 async def test_reads_over_more_rooms_than_the_key_cache_holds_find_every_room(
-        backend: RedisStreamBackend, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redis_streams, "_KEY_CACHE_MAX", 8)
+        backend: RedisStreams, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_base, "_KEY_CACHE_MAX", 8)
     rooms = list(range(1, 21))
     ids = await backend.append([Append(room, f'{{"room":{room}}}'.encode(), 1) for room in rooms])
     for _ in range(2):  # the second pass starts over a cache that was cleared on the way

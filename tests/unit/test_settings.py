@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from roomcast.config import DEFAULT_CONTACT_POLICY, PROJECT_ROOT, SettingsError, load_settings
+from roomcast.config import DEFAULT_CONTACT_POLICY, PROJECT_ROOT, RedisClusterAddress, SettingsError, load_settings
 
 
 def test_defaults_need_nothing() -> None:
@@ -115,6 +115,33 @@ def test_a_relative_data_dir_from_the_config_file_is_resolved_against_its_folder
 
 def test_an_empty_jwt_secret_means_unset() -> None:
     assert load_settings(environ={"ROOMCAST_JWT_SECRET": ""}).jwt_secret is None
+
+
+def test_a_redis_cluster_is_a_redis_cluster_url() -> None:
+    settings = load_settings(environ={"ROOMCAST_REDIS_URL": "redis+cluster://10.0.0.1:7001,10.0.0.2:7002,[::1]"})
+    assert settings.redis_cluster == RedisClusterAddress((("10.0.0.1", 7001), ("10.0.0.2", 7002), ("::1", 6379)))
+    secure = load_settings({"redis_url": "rediss+cluster://app:s%40cret@redis.internal:6380/"}, environ={})
+    assert secure.redis_cluster == RedisClusterAddress((("redis.internal", 6380),), "app", "s@cret", tls=True)
+    assert load_settings({"redis_url": "redis://127.0.0.1:6379/0"}, environ={}).redis_cluster is None
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis+cluster://", "is not host:port"),
+    ("redis+cluster://a:1,:2", "is not host:port"),
+    ("redis+cluster://a:port", "has no valid port"),
+    ("redis+cluster://a:70000", "has no valid port"),
+    ("redis+cluster://a:1/2", "only database 0"),
+    ("redis+cluster://a:1?timeout=1", "no query"),
+])
+def test_a_bad_redis_cluster_url_is_named(url: str, problem: str) -> None:
+    with pytest.raises(SettingsError, match=rf"redis_url \(from environment variable ROOMCAST_REDIS_URL\).*{problem}"):
+        load_settings(environ={"ROOMCAST_REDIS_URL": url})
+
+
+def test_a_hash_tag_in_the_key_prefix_is_refused_on_a_cluster() -> None:
+    with pytest.raises(SettingsError, match="redis_key_prefix must not contain"):
+        load_settings({"redis_url": "redis+cluster://a:1", "redis_key_prefix": "{app}:"}, environ={})
+    assert load_settings({"redis_url": "redis://a:1", "redis_key_prefix": "{app}:"}, environ={})
 
 
 def test_a_read_replica_needs_a_postgresql_primary() -> None:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import coredis
 import pytest
 
 from roomcast.errors import RateLimited
 from roomcast.ratelimit import SharedRateLimiter
 from tests.helpers import eventually
+from tests.redis_fixtures import redis_key_prefix, redis_url
+from tests.redis_helpers import redis_admin
 
-pytestmark = pytest.mark.redis
+__all__ = ["redis_key_prefix", "redis_url"]  # on one Redis and on a cluster, keys deleted afterwards
 
 
 async def test_two_nodes_take_from_one_budget(redis_url: str, redis_key_prefix: str) -> None:
-    async with coredis.Redis.from_url(redis_url) as node_a, coredis.Redis.from_url(redis_url) as node_b:
+    async with redis_admin(redis_url) as node_a, redis_admin(redis_url) as node_b:
         a = SharedRateLimiter(node_a, f"{redis_key_prefix}send:", rate_per_s=0.5, burst=3)
         b = SharedRateLimiter(node_b, f"{redis_key_prefix}send:", rate_per_s=0.5, burst=3)
         await a.acquire(1)
@@ -29,7 +30,7 @@ async def test_two_nodes_take_from_one_budget(redis_url: str, redis_key_prefix: 
 
 
 async def test_the_bucket_refills(redis_url: str, redis_key_prefix: str) -> None:
-    async with coredis.Redis.from_url(redis_url) as client:
+    async with redis_admin(redis_url) as client:
         limiter = SharedRateLimiter(client, f"{redis_key_prefix}typing:", rate_per_s=20, burst=1)
         await limiter.acquire(7)
         with pytest.raises(RateLimited):

@@ -15,10 +15,10 @@ def open_presence(settings: Settings, streams: StreamBackend) -> Presence:
     outage guard), else the in-process one. It holds no resources of its own."""
     if settings.redis_url is None:
         return MemoryPresence()
-    from ..streams.redis import RedisStreamBackend
+    from ..streams.redis_base import RedisStreams
     from .redis import RedisPresence
 
-    if not isinstance(streams, RedisStreamBackend):
+    if not isinstance(streams, RedisStreams):
         raise TypeError(f"Redis presence needs the Redis stream backend, not {type(streams).__name__}")
     return RedisPresence(streams.client, settings.redis_key_prefix, ttl_s=settings.presence_ttl_s,
                          guard=streams.guarded)

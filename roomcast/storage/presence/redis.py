@@ -1,5 +1,8 @@
 """Presence in Redis sorted sets shared by every node (scores are expiry times).
 
+Every command names one key, so a Redis Cluster serves it as it is (a pipeline of them is
+split per master by the cluster client).
+
 Keys: `<prefix>presence:room:<id>` with members `<user id>:<session id>`, and
 `<prefix>presence:user:<id>` with members `<session id>`. Each node refreshes its
 own sessions' entries every `ttl_s / 3`, so the entries of a node that dies expire
@@ -15,9 +18,9 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
-import coredis
 from coredis import PureToken
 
+from ..streams.redis_base import RedisClient
 from .base import Departure
 
 _REFRESH_FRACTION = 3  # refresh entries three times per ttl
@@ -33,7 +36,7 @@ class RedisPresence:
     test's own.
     """
 
-    def __init__(self, client: coredis.Redis[bytes], prefix: str, ttl_s: float = 15.0,
+    def __init__(self, client: RedisClient, prefix: str, ttl_s: float = 15.0,
                  guard: Callable[[], AbstractContextManager[None]] = nullcontext,
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
@@ -130,6 +133,8 @@ class RedisPresence:
             return {user_id for user_id, count in zip(ids, counts, strict=True) if await count}
 
     async def refresh(self) -> list[Departure]:
+        if not self._local:
+            return []  # nothing of this node's to keep alive, nor rooms to look after
         entries = list(self._local.items())
         departures: list[Departure] = []
         for start in range(0, len(entries), _REFRESH_CHUNK):

@@ -1,4 +1,4 @@
-"""Room streams: the backend interface, the in-process and the Redis implementations."""
+"""Room streams: the backend interface, the in-process, one-Redis and Redis Cluster implementations."""
 
 from __future__ import annotations
 
@@ -23,18 +23,24 @@ __all__ = [
 
 @asynccontextmanager
 async def open_stream_backend(settings: Settings) -> AsyncIterator[StreamBackend]:
-    """Redis Streams when `settings.redis_url` is set, else the in-process backend."""
+    """Redis Streams when `settings.redis_url` is set (on a cluster for a redis+cluster:// URL), else
+    the in-process backend."""
+    from .redis_base import RedisOptions
+
     if settings.redis_url is None:
         yield MemoryStreamBackend(settings.memory_stream_maxlen)
         return
+    options: RedisOptions = {"prefix": settings.redis_key_prefix, "maxlen": settings.redis_stream_maxlen,
+                             "max_connections": settings.redis_max_connections,
+                             "timeout_s": settings.redis_timeout_s,
+                             "connect_timeout_s": settings.redis_connect_timeout_s}
+    if settings.redis_cluster is not None:
+        from .redis_cluster import open_redis_cluster_backend
+
+        async with open_redis_cluster_backend(settings.redis_cluster, **options) as cluster_backend:
+            yield cluster_backend
+        return
     from .redis import open_redis_backend
 
-    async with open_redis_backend(
-        settings.redis_url,
-        prefix=settings.redis_key_prefix,
-        maxlen=settings.redis_stream_maxlen,
-        max_connections=settings.redis_max_connections,
-        timeout_s=settings.redis_timeout_s,
-        connect_timeout_s=settings.redis_connect_timeout_s,
-    ) as backend:
+    async with open_redis_backend(settings.redis_url, **options) as backend:
         yield backend
