@@ -218,6 +218,21 @@ def ready_status(base: str) -> int | None:
         return None
 
 
+def send_counters(base: str) -> dict[str, float]:
+    """The server's committed messages and the transactions that committed them (GET /metrics)."""
+    wanted = {"roomcast_messages_committed_total": "messages", "roomcast_send_transactions_total": "transactions"}
+    counters: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                name, _, value = line.partition(" ")
+                if name in wanted:
+                    counters[wanted[name]] = float(value)
+    except OSError:
+        pass
+    return counters
+
+
 def after_the_drop(gen: subprocess.Popen[str], process: subprocess.Popen[str], base: str,
                    idle_sockets: int, settle_s: float) -> dict:
     """Tell the load generator to reset every connection; then watch the server until its fds settle."""
@@ -297,6 +312,10 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                                "kib_per_connection": round((after - before) / spec["subscribers"], 2)}
                     gen.stdin.close()
                 gen.wait(timeout=120)
+                if spec["mode"] == "flat":
+                    counters = send_counters(base)  # the whole run's, warm-up included
+                    if counters.get("transactions"):
+                        result["messages_per_transaction"] = round(counters["messages"] / counters["transactions"], 2)
                 if spy is not None:
                     spy.wait(timeout=60)
                     result["profile_top"] = summarize_profile(workdir / "profile.txt")
