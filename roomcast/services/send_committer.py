@@ -37,7 +37,7 @@ from ..storage.users import UserSnapshot
 from ..wire import JsonObject
 
 if TYPE_CHECKING:
-    from .messaging import Draft
+    from .send_store import Draft
 
 log = logging.getLogger("roomcast.messaging")
 
@@ -50,6 +50,9 @@ SendOutcome = tuple[JsonObject, bool] | Exception
 # (None for a repeated client_id: the original comes back); or a refusal (ApiError).
 Stored = tuple[JsonObject, Append | None]
 StoreDraft = Callable[[Session, UserSnapshot, "Draft"], Stored]
+# Storing a whole batch (senders and drafts, in room-id order): an outcome per draft, a refusal
+# as an ApiError; anything raised fails the transaction (the committer then stores draft by draft).
+StoreDrafts = Callable[[Session, Sequence[tuple[UserSnapshot, "Draft"]]], list[Stored | ApiError]]
 
 
 @dataclass(eq=False, slots=True)
@@ -70,18 +73,14 @@ class SendRequest:
         self.answer([error] * len(self.drafts))
 
 
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
-
-
 # Each committer by its actor: what `ensure_committer` finds behind `ActorSystem.ensure`.
 _BY_ACTOR: weakref.WeakKeyDictionary[Actor, SendCommitter] = weakref.WeakKeyDictionary()
 
 
-def ensure_committer(node: Node, store: StoreDraft) -> SendCommitter:
-    """The node's committer, started (storing each draft with `store`) on first use."""
-    actor = node.actors.ensure(ACTOR_NAME, lambda: SendCommitter(node, store).actor)
+def ensure_committer(node: Node, store: StoreDraft, store_many: StoreDrafts) -> SendCommitter:
+    """The node's committer, started on first use: it stores each batch with `store_many`, or
+    draft by draft with `store` after a batch failed unexpectedly."""
+    actor = node.actors.ensure(ACTOR_NAME, lambda: SendCommitter(node, store, store_many).actor)
     return _BY_ACTOR[actor]
 
 
@@ -92,35 +91,43 @@ class _DraftFailed(Exception):
 class SendCommitter:
     """The node's one committer of sends: a bounded mailbox of SendRequests, one transaction per batch."""
 
-    def __init__(self, node: Node, store: StoreDraft) -> None:
+    def __init__(self, node: Node, store: StoreDraft, store_many: StoreDrafts) -> None:
         settings = node.settings
         self.node = node
         self.store = store
+        self.store_many = store_many
         self.max_rows = settings.send_batch_max
         # SQLite has one writer: a second transaction would only queue behind the first.
         self.workers = 1 if node.database.is_sqlite else settings.send_committers
         self.transactions = 0  # committed, since the node started
         self.messages = 0  # stored by those transactions
         self._held: deque[SendRequest] = deque()  # taken from the mailbox, left for the next batch
+        self._outstanding: set[SendRequest] = set()  # submitted, their senders waiting
         self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=settings.send_queue_max,
-                           describe_extra=self.describe)
+                           describe_extra=self.describe, on_terminated=self._terminated)
         _BY_ACTOR[self.actor] = self
 
     async def submit(self, request: SendRequest) -> list[SendOutcome]:
         """Queue `request` (waiting while the mailbox is full) and return its outcomes once committed."""
-        try:
-            await self.actor.send(request)
-        except trio.BrokenResourceError:
-            raise Unavailable("the node is stopping; try again") from None
         # Answered by a worker, or by the run's end; and should the actor end for good with this
-        # request lost between its mailbox and a batch, its sender is not left waiting.
-        async with trio.open_nursery() as watch:
-            watch.start_soon(_cancel_when_set, self.actor.terminated, watch.cancel_scope)
+        # request lost between its mailbox and a batch, by `_terminated`: its sender is not left waiting.
+        self._outstanding.add(request)
+        try:
+            try:
+                await self.actor.send(request)
+            except trio.BrokenResourceError:
+                raise Unavailable("the node is stopping; try again") from None
+            if self.actor.terminated.is_set():
+                request.fail(Unavailable("the node is stopping; try again"))
             await request.done.wait()
-            watch.cancel_scope.cancel()
-        if not request.done.is_set():
-            request.fail(Unavailable("the node is stopping; try again"))
+        finally:
+            self._outstanding.discard(request)
         return request.outcomes
+
+    def _terminated(self) -> None:
+        stopping = Unavailable("the node is stopping; try again")
+        for request in list(self._outstanding):
+            request.fail(stopping)
 
     async def run(self, ctx: ActorContext) -> None:
         try:
@@ -180,20 +187,16 @@ class SendCommitter:
         # In room-id order (a stable sort: each room's drafts keep the order they came in).
         entries = sorted(((request.sender, draft, r, d) for r, request in enumerate(batch)
                           for d, draft in enumerate(request.drafts)), key=lambda entry: entry[1].room_id)
-        store = self.store
+        store, store_many = self.store, self.store_many
 
         def together(session: Session) -> list[Stored | Exception]:
-            outcomes: list[Stored | Exception] = []
-            for sender, draft, _, _ in entries:
-                try:
-                    outcomes.append(store(session, sender, draft))
-                except ApiError as exc:  # refused before writing anything: the others stand
-                    outcomes.append(exc)
-                except Exception as exc:  # it may have written, or broken the transaction: start over
-                    if is_unavailable(exc):
-                        raise  # not this draft's fault: the gateway makes it DatabaseUnavailable for all
-                    raise _DraftFailed from exc
-            return outcomes
+            try:
+                # A refusal is an outcome (decided before any write): the others stand.
+                return list(store_many(session, [(sender, draft) for sender, draft, _, _ in entries]))
+            except Exception as exc:  # something broke the transaction: start over, draft by draft
+                if is_unavailable(exc):
+                    raise  # no draft's fault: the gateway makes it DatabaseUnavailable for all
+                raise _DraftFailed from exc
 
         def each_in_a_savepoint(session: Session) -> list[Stored | Exception]:
             # The slow path, taken only after an unexpected failure: a savepoint per draft undoes

@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..node import Node
-from ..storage.bots import RoomBot, room_bots
+from ..storage.bots import RoomBot, bots_of_rooms, room_bots
 from ..storage.database import on_commit
 from ..storage.models import Bot, Webhook
 from ..storage.webhooks import PENDING, ActiveWebhook, active_webhooks, insert_deliveries
@@ -115,6 +115,14 @@ def _bot_targets(session: Session, tenant: str, room_id: int) -> list[Target]:
     if room_id not in cache:
         cache[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in room_bots(session, tenant, room_id)]
     return cache[room_id]
+
+
+def prefetch_bot_targets(session: Session, tenant: str, room_ids: Collection[int]) -> None:
+    """Read the bots of many rooms at once (a batch of sends), for `enqueue` in this transaction."""
+    cache: dict[int, list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
+    missing = [room_id for room_id in room_ids if room_id not in cache]
+    for room_id, bots in bots_of_rooms(session, tenant, missing).items():
+        cache[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in bots]
 
 
 def _tenant_targets(session: Session, settings: Settings, tenant: str) -> list[Target]:

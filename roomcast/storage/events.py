@@ -8,6 +8,8 @@ until commit, so seqs of one room are strictly increasing with no gaps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, update
@@ -44,3 +46,13 @@ def append_event(session: Session, event: dict[str, Any]) -> Append:
                                                        "type": event["type"], "payload": payload,
                                                        "created_at": utcnow()})
     return Append(event["room"], payload.encode(), event["seq"])
+
+
+def append_events(session: Session, events: Sequence[dict[str, Any]], at: datetime) -> list[Append]:
+    """`append_event` for many events (of any rooms) in one statement (executemany)."""
+    if not events:
+        return []
+    rows = [{"room_id": event["room"], "seq": event["seq"], "type": event["type"], "payload": encode_text(event),
+             "created_at": at} for event in events]
+    session.connection().execute(_INSERT_OUTBOX_ROW, rows)
+    return [Append(row["room_id"], row["payload"].encode(), row["seq"]) for row in rows]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from .models import Message, User
@@ -34,6 +35,30 @@ def insert_message(session: Session, *, room_id: int, seq: int, sender_id: int, 
         {"room_id": room_id, "seq": seq, "sender_id": sender_id, "body": body, "reply_to_id": reply_to_id,
          "client_id": client_id, "created_at": created_at},
     ).scalar_one()
+
+
+# Many rows in one statement (insertmanyvalues), ids back in the order of the rows given.
+_INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+
+
+def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list[int]:
+    """Insert new message rows (the columns of `insert_message`) in one statement; their ids, in order."""
+    if not rows:
+        return []
+    return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
+
+
+def find_by_client_ids(session: Session,
+                       keys: Collection[tuple[int, int, str]]) -> dict[tuple[int, int, str], Message]:
+    """The messages already stored under those (room_id, sender_id, client_id) keys, by key."""
+    if not keys:
+        return {}
+    query = select(Message).where(tuple_(Message.room_id, Message.sender_id, Message.client_id).in_(sorted(keys)))
+    found: dict[tuple[int, int, str], Message] = {}
+    for message in session.scalars(query):
+        assert message.client_id is not None
+        found[(message.room_id, message.sender_id, message.client_id)] = message
+    return found
 
 
 def find_by_client_id(session: Session, room_id: int, sender_id: int, client_id: str) -> Message | None:

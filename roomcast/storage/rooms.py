@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -99,6 +99,58 @@ def record_room_message(session: Session, room_id: int, seq: int, message_id: in
     if result.rowcount != 1:
         # The lock makes this impossible; a seq taken twice would break every subscriber's order.
         raise RuntimeError(f"room {room_id} is no longer at seq {seq - 1}")
+
+
+@dataclass(frozen=True, slots=True)
+class LockedRoom:
+    """A room as a batch of sends needs it, read with its row locked."""
+
+    room_id: int
+    tenant: str
+    is_active: bool
+    last_seq: int
+
+
+# A batch's rooms, locked in id order by one statement: ORDER BY comes before the row locks
+# on PostgreSQL, so every batch takes its locks in the same order and two never deadlock.
+_LOCK_ROOMS_FOR_SEND = (
+    select(_ROOMS.c.id, _ROOMS.c.tenant, _ROOMS.c.is_active, _ROOMS.c.last_seq)
+    .where(_ROOMS.c.id.in_(bindparam("room_ids", expanding=True)))
+    .order_by(_ROOMS.c.id)
+    .with_for_update(of=_ROOMS, key_share=True)
+)
+
+
+def lock_rooms_for_send(session: Session, room_ids: Collection[int]) -> dict[int, LockedRoom]:
+    """The rooms among `room_ids` that exist, each locked as by `load_room(lock=True)`, by id.
+
+    One statement for a batch of sends to many rooms; the caller checks each sender's tenant.
+    """
+    rows = session.connection().execute(_LOCK_ROOMS_FOR_SEND, {"room_ids": sorted(room_ids)})
+    return {row[0]: LockedRoom(row[0], row[1], bool(row[2]), row[3]) for row in rows}
+
+
+def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Those (room_id, user_id) pairs that are memberships."""
+    if not pairs:
+        return set()
+    query = select(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).where(
+        tuple_(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).in_(sorted(pairs)))
+    return {(room_id, user_id) for room_id, user_id in session.connection().execute(query)}
+
+
+def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, int]], at: datetime) -> None:
+    """Move each room on by several messages at once: (room_id, previous last_seq, new last_seq, last
+    message id) with every room locked; one statement for the batch (executemany)."""
+    if not moves:
+        return
+    connection = session.connection()
+    result = connection.execute(_RECORD_MESSAGE, [
+        {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}
+        for room_id, previous, seq, message_id in moves])
+    if connection.dialect.supports_sane_multi_rowcount and result.rowcount != len(moves):
+        # The locks make this impossible; a seq taken twice would break every subscriber's order.
+        raise RuntimeError("a room is no longer at the seq it was locked at")
 
 
 def find_room_by_ref(session: Session, tenant: str, external_ref: str, *, lock: bool = False) -> Room | None:

@@ -8,8 +8,7 @@ import pytest
 import trio
 
 from roomcast.http.ws import sends
-from roomcast.services import messaging
-from tests.chat_helpers import history, make_group
+from tests.chat_helpers import curse, history, make_group
 from tests.ws_client import ws_connect
 
 
@@ -18,14 +17,7 @@ async def test_one_failing_send_of_a_batch_leaves_the_others_committed_and_acked
         caplog: pytest.LogCaptureFixture) -> None:
     alice = await users.create("member")
     room = (await make_group(client, alice))["id"]
-    real_insert = messaging.insert_message
-
-    def insert_unless_cursed(session: Any, **fields: Any) -> int:
-        if fields["body"] == "cursed":
-            raise RuntimeError("the database refused this one")
-        return real_insert(session, **fields)
-
-    monkeypatch.setattr(messaging, "insert_message", insert_unless_cursed)
+    curse(monkeypatch)
     # The first send's commit waits until the client has sent everything else, so the
     # rest pile up behind it and go to the database as one batch (sends.MAX_BATCH is well above 4).
     all_sent = trio.Event()
