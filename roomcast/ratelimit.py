@@ -79,22 +79,39 @@ class RateLimiter:
         self.check(key)
 
 
-# KEYS[1]: the bucket (a hash: t = tokens, u = when last refilled); ARGV: rate per second, burst.
-# Returns the wait in seconds as a string ("0" when a token was taken): Lua numbers come back as integers.
+# KEYS: the buckets to take one token from each, in order (a key twice takes two); each a hash:
+# t = tokens, u = when last refilled. ARGV: rate per second, burst. Returns the wait in seconds
+# of each, as strings ("0" when a token was taken): Lua numbers come back as integers.
 _TAKE = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 't', 'u')
-local tokens, updated = tonumber(state[1]), tonumber(state[2])
-if tokens == nil or updated == nil then tokens, updated = burst, now end
-tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return tostring(wait)
+local ttl = math.ceil(burst / rate * 1000) + 1000
+local waits = {}
+for i, key in ipairs(KEYS) do
+  local state = redis.call('HMGET', key, 't', 'u')
+  local tokens, updated = tonumber(state[1]), tonumber(state[2])
+  if tokens == nil or updated == nil then tokens, updated = burst, now end
+  tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+  redis.call('HSET', key, 't', tostring(tokens), 'u', tostring(now))
+  redis.call('PEXPIRE', key, ttl)
+  waits[i] = tostring(wait)
+end
+return waits
 """
+
+
+class _Takes:
+    """The tokens asked for while one script call gathers: its keys, then each one's wait (None: no answer)."""
+
+    __slots__ = ("done", "keys", "waits")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.waits: list[float | None] = []
+        self.done = trio.Event()
 
 
 class FailOpen:
@@ -135,7 +152,14 @@ class FailOpen:
 
 
 class SharedRateLimiter:
-    """Token buckets in Redis, shared by every node; this node's own buckets while Redis is down."""
+    """Token buckets in Redis, shared by every node; this node's own buckets while Redis is down.
+
+    The tokens that the node's senders ask for meanwhile go to Redis together: the first
+    asker of a scheduling round sends one script call for everyone who asked by then (and
+    for all who asked while the previous call was out), so a node sending flat out makes
+    one round trip per batch, not per send. Each token is still taken from its own user's
+    bucket, on Redis's clock, in the order asked.
+    """
 
     def __init__(self, client: coredis.Redis[bytes], key_prefix: str, rate_per_s: float, burst: int, *,
                  timeout_s: float = 1.0) -> None:
@@ -146,24 +170,59 @@ class SharedRateLimiter:
         self._script = client.register_script(_TAKE)
         self.local = RateLimiter(rate_per_s, burst)
         self.health = FailOpen(f"redis {key_prefix}")
+        self.calls = 0  # script calls made, each for one or more tokens
+        self._gathering: _Takes | None = None  # open to more askers until its call is sent
+        self._in_flight: trio.Event | None = None  # set when the call out now is answered
 
     async def acquire(self, key: int) -> None:
         if not self.health.should_try():
             self.local.check(key)
             return
-        wait: float | None = None
-        error: Exception | None = None
-        with trio.move_on_after(self.timeout_s):  # a slow Redis must not hold a send
-            try:
-                answer = await self._script.execute(keys=[f"{self.key_prefix}{key}"],
-                                                    args=[repr(self.rate_per_s), str(self.burst)])
-                wait = float(answer.decode() if isinstance(answer, bytes) else str(answer))
-            except Exception as exc:  # unreachable, timed out, a script error: never refuse everyone for it
-                error = exc
-        if wait is None:
-            self.health.failed(error)
+        takes = self._gathering
+        first = takes is None
+        if takes is None:
+            takes = self._gathering = _Takes()
+        index = len(takes.keys)
+        takes.keys.append(f"{self.key_prefix}{key}")
+        if first:
+            await self._call(takes)
+        else:
+            await takes.done.wait()
+        wait = takes.waits[index]
+        if wait is None:  # Redis did not answer: this node counts on its own
             self.local.check(key)
-            return
-        self.health.succeeded()
-        if wait > 0:
+        elif wait > 0:
             raise RateLimited(round(wait, 3))
+
+    async def _call(self, takes: _Takes) -> None:
+        """Send `takes` once everyone who asks in this round (and while the last call is out) joined."""
+        error: Exception | None = None
+        # Shielded, and bounded by two timeouts: the other askers wait on this call even if the
+        # task that makes it is cancelled (its own session ended, say).
+        with trio.CancelScope(shield=True):
+            await trio.lowlevel.checkpoint()  # the others woken in this round ask before it closes
+            while self._in_flight is not None:  # one call out at a time: what asks meanwhile joins
+                await self._in_flight.wait()
+            self._gathering = None
+            self._in_flight = answered = trio.Event()
+            try:
+                with trio.move_on_after(self.timeout_s):  # a slow Redis must not hold a send
+                    try:
+                        self.calls += 1
+                        answer = await self._script.execute(keys=takes.keys,
+                                                            args=[repr(self.rate_per_s), str(self.burst)])
+                        if not isinstance(answer, list):
+                            raise TypeError(f"the script answered {answer!r}")
+                        takes.waits = [float(wait.decode() if isinstance(wait, bytes) else str(wait))
+                                       for wait in answer]
+                    except Exception as exc:  # unreachable, timed out, a script error: never refuse everyone
+                        error = exc
+            finally:
+                self._in_flight = None
+                answered.set()
+                if len(takes.waits) != len(takes.keys):
+                    takes.waits = [None] * len(takes.keys)
+                    self.health.failed(error)
+                else:
+                    self.health.succeeded()
+                takes.done.set()
