@@ -57,6 +57,7 @@ class ActorSystem:
         self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))
         self.root.add(self.notices.actor)
         self.root.add(self.rooms.supervisor)
+        self._ensured: dict[str, Actor] = {}
 
     def ensure(self, name: str, make: Callable[[], Actor]) -> Actor:
         """The root's child called `name`, started from `make()` on first use.
@@ -64,9 +65,12 @@ class ActorSystem:
         How the layers above add their own actors (the services' announcer, say) without
         the node having to know them: like a room's actor, each starts when first needed.
         """
-        actor = self.root.child(name)
+        actor = self._ensured.get(name)  # kept at hand: some are asked for on every send
         if actor is None or actor.terminated.is_set():
-            actor = self.root.add(make())
+            actor = self.root.child(name)
+            if actor is None or actor.terminated.is_set():
+                actor = self.root.add(make())
+            self._ensured[name] = actor
         return actor
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

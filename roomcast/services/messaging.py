@@ -9,9 +9,7 @@ share their transactions with whatever else the node is sending (`send_committer
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import trio
@@ -98,17 +96,9 @@ async def send_drafts(node: Node, sender: UserSnapshot, drafts: Sequence[Draft])
     return await committer(node).submit(SendRequest(sender, drafts))
 
 
-# Each node's committer, kept at hand: every send asks for it, and finding it among the root's
-# children costs more than a look-up here.
-_COMMITTERS: weakref.WeakKeyDictionary[Node, SendCommitter] = weakref.WeakKeyDictionary()
-
-
 def committer(node: Node) -> SendCommitter:
-    """The node's send committer, started on first use (and again if it ended for good)."""
-    found = _COMMITTERS.get(node)
-    if found is None or found.actor.terminated.is_set():
-        found = _COMMITTERS[node] = ensure_committer(node, partial(store_draft, node), partial(store_drafts, node))
-    return found
+    """The node's send committer, started on first use."""
+    return ensure_committer(node, store_draft, store_drafts)
 
 
 async def edit_message(node: Node, editor: UserSnapshot, room_id: int, message_id: int, body: str) -> dict[str, Any]:

@@ -49,10 +49,10 @@ SendOutcome = tuple[JsonObject, bool] | Exception
 # What storing one draft in the open transaction gives: the message and its outbox row
 # (None for a repeated client_id: the original comes back); or a refusal (ApiError).
 Stored = tuple[JsonObject, Append | None]
-StoreDraft = Callable[[Session, UserSnapshot, "Draft"], Stored]
+StoreDraft = Callable[[Node, Session, UserSnapshot, "Draft"], Stored]
 # Storing a whole batch (senders and drafts, in room-id order): an outcome per draft, a refusal
 # as an ApiError; anything raised fails the transaction (the committer then stores draft by draft).
-StoreDrafts = Callable[[Session, Sequence[tuple[UserSnapshot, "Draft"]]], list[Stored | ApiError]]
+StoreDrafts = Callable[[Node, Session, Sequence[tuple[UserSnapshot, "Draft"]]], list[Stored | ApiError]]
 
 
 @dataclass(eq=False, slots=True)
@@ -187,12 +187,12 @@ class SendCommitter:
         # In room-id order (a stable sort: each room's drafts keep the order they came in).
         entries = sorted(((request.sender, draft, r, d) for r, request in enumerate(batch)
                           for d, draft in enumerate(request.drafts)), key=lambda entry: entry[1].room_id)
-        store, store_many = self.store, self.store_many
+        node, store, store_many = self.node, self.store, self.store_many
 
         def together(session: Session) -> list[Stored | Exception]:
             try:
                 # A refusal is an outcome (decided before any write): the others stand.
-                return list(store_many(session, [(sender, draft) for sender, draft, _, _ in entries]))
+                return list(store_many(node, session, [(sender, draft) for sender, draft, _, _ in entries]))
             except Exception as exc:  # something broke the transaction: start over, draft by draft
                 if is_unavailable(exc):
                     raise  # no draft's fault: the gateway makes it DatabaseUnavailable for all
@@ -206,7 +206,7 @@ class SendCommitter:
             for sender, draft, _, _ in entries:
                 savepoint = session.begin_nested()
                 try:
-                    outcome: Stored | Exception = store(session, sender, draft)
+                    outcome: Stored | Exception = store(node, session, sender, draft)
                 except Exception as exc:
                     if is_unavailable(exc):
                         raise
