@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table, insert, text, update
 from sqlalchemy.orm import Session
 
 from ..timestamps import utcnow
@@ -24,6 +24,13 @@ from .streams.base import Append
 _OUTBOX = OutboxEvent.__table__
 assert isinstance(_OUTBOX, Table)  # declarative models type __table__ as a FromClause
 _INSERT_OUTBOX_ROW = insert(_OUTBOX)
+
+
+# PostgreSQL: the rows as arrays, one statement of one text whatever their number.
+_INSERT_OUTBOX_ROWS_PG = text(
+    "INSERT INTO outbox (room_id, seq, type, payload, created_at) "
+    "SELECT room_id, seq, type, payload, :at FROM unnest(CAST(:room_ids AS BIGINT[]), CAST(:seqs AS BIGINT[]), "
+    "CAST(:types AS VARCHAR[]), CAST(:payloads AS TEXT[])) AS event(room_id, seq, type, payload)")
 
 
 def take_next_seq(session: Session, room_id: int, **also_set: Any) -> int:
@@ -52,7 +59,15 @@ def append_events(session: Session, events: Sequence[dict[str, Any]], at: dateti
     """`append_event` for many events (of any rooms) in one statement (executemany)."""
     if not events:
         return []
-    rows = [{"room_id": event["room"], "seq": event["seq"], "type": event["type"], "payload": encode_text(event),
-             "created_at": at} for event in events]
-    session.connection().execute(_INSERT_OUTBOX_ROW, rows)
-    return [Append(row["room_id"], row["payload"].encode(), row["seq"]) for row in rows]
+    payloads = [encode_text(event) for event in events]
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_INSERT_OUTBOX_ROWS_PG, {
+            "room_ids": [event["room"] for event in events], "seqs": [event["seq"] for event in events],
+            "types": [event["type"] for event in events], "payloads": payloads, "at": at})
+    else:
+        connection.execute(_INSERT_OUTBOX_ROW, [
+            {"room_id": event["room"], "seq": event["seq"], "type": event["type"], "payload": payload,
+             "created_at": at} for event, payload in zip(events, payloads, strict=True)])
+    return [Append(event["room"], payload.encode(), event["seq"])
+            for event, payload in zip(events, payloads, strict=True)]

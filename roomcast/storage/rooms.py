@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -139,15 +139,28 @@ def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> s
     return {(room_id, user_id) for room_id, user_id in session.connection().execute(query)}
 
 
+# PostgreSQL: the moves as arrays, one statement of one text whatever their number.
+_RECORD_MESSAGES_PG = text(
+    "UPDATE rooms SET last_seq = moves.seq, last_message_id = moves.message_id, last_activity_at = :at "
+    "FROM unnest(CAST(:room_ids AS BIGINT[]), CAST(:previous_seqs AS BIGINT[]), CAST(:seqs AS BIGINT[]), "
+    "CAST(:message_ids AS BIGINT[])) AS moves(room_id, previous_seq, seq, message_id) "
+    "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq")
+
+
 def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, int]], at: datetime) -> None:
     """Move each room on by several messages at once: (room_id, previous last_seq, new last_seq, last
     message id) with every room locked; one statement for the batch (executemany)."""
     if not moves:
         return
     connection = session.connection()
-    result = connection.execute(_RECORD_MESSAGE, [
-        {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}
-        for room_id, previous, seq, message_id in moves])
+    if connection.dialect.name == "postgresql":
+        room_ids, previous_seqs, seqs, message_ids = (list(column) for column in zip(*moves, strict=True))
+        result = connection.execute(_RECORD_MESSAGES_PG, {"room_ids": room_ids, "previous_seqs": previous_seqs,
+                                                          "seqs": seqs, "message_ids": message_ids, "at": at})
+    else:
+        result = connection.execute(_RECORD_MESSAGE, [
+            {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}
+            for room_id, previous, seq, message_id in moves])
     if connection.dialect.supports_sane_multi_rowcount and result.rowcount != len(moves):
         # The locks make this impossible; a seq taken twice would break every subscriber's order.
         raise RuntimeError("a room is no longer at the seq it was locked at")
