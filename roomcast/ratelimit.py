@@ -51,6 +51,10 @@ class Limiter(Protocol):
         """Take one token for `key` or raise RateLimited with the wait in `retry_after`."""
         ...
 
+    async def take(self, key: int, count: int) -> list[float]:
+        """Try `count` actions of `key` in a row: for each, 0 when it took a token, else the wait."""
+        ...
+
 
 class RateLimiter:
     """One bucket per key (a user id), shared by that user's REST calls and WebSocket sessions.
@@ -67,16 +71,23 @@ class RateLimiter:
 
     def check(self, key: object) -> None:
         """Take one token for `key` or raise RateLimited with the wait in `retry_after`."""
+        [wait] = self.take_now(key, 1)
+        if wait:
+            raise RateLimited(round(wait, 3))
+
+    def take_now(self, key: object, count: int) -> list[float]:
+        """`count` tokens for `key`, one at a time: for each, 0 when taken, else the wait."""
         bucket = self._buckets.pop(key, None) or TokenBucket(self.rate_per_s, self.burst)
         self._buckets[key] = bucket  # most recently used last
         if len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
-        wait = bucket.take()
-        if wait:
-            raise RateLimited(round(wait, 3))
+        return [bucket.take() for _ in range(count)]
 
     async def acquire(self, key: int) -> None:
         self.check(key)
+
+    async def take(self, key: int, count: int) -> list[float]:
+        return self.take_now(key, count)
 
 
 # KEYS: the buckets to take one token from each, in order (a key twice takes two); each a hash:
@@ -175,24 +186,27 @@ class SharedRateLimiter:
         self._in_flight: trio.Event | None = None  # set when the call out now is answered
 
     async def acquire(self, key: int) -> None:
+        [wait] = await self.take(key, 1)
+        if wait > 0:
+            raise RateLimited(round(wait, 3))
+
+    async def take(self, key: int, count: int) -> list[float]:
         if not self.health.should_try():
-            self.local.check(key)
-            return
+            return self.local.take_now(key, count)
         takes = self._gathering
         first = takes is None
         if takes is None:
             takes = self._gathering = _Takes()
-        index = len(takes.keys)
-        takes.keys.append(f"{self.key_prefix}{key}")
+        start = len(takes.keys)
+        takes.keys += [f"{self.key_prefix}{key}"] * count
         if first:
             await self._call(takes)
         else:
             await takes.done.wait()
-        wait = takes.waits[index]
-        if wait is None:  # Redis did not answer: this node counts on its own
-            self.local.check(key)
-        elif wait > 0:
-            raise RateLimited(round(wait, 3))
+        waits = takes.waits[start:start + count]
+        if any(wait is None for wait in waits):  # Redis did not answer: this node counts on its own
+            return self.local.take_now(key, count)
+        return [wait for wait in waits if wait is not None]
 
     async def _call(self, takes: _Takes) -> None:
         """Send `takes` once everyone who asks in this round (and while the last call is out) joined."""

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 from sqlalchemy.orm import Session
 
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, Forbidden, NotFound, RateLimited
 from ..logs import log_event
 from ..node import Node
 from ..storage.attachments import attachments_of
@@ -33,7 +33,8 @@ from .send_store import Draft, require_not_deleted, room_inactive, store_draft, 
 from .text import check_attachment_ids, check_body, check_client_id
 from .webhook_events import enqueue
 
-__all__ = ["Draft", "committer", "draft_message", "mark_read", "send_drafts", "send_message", "take_send_token"]
+__all__ = ["Draft", "committer", "draft_message", "mark_read", "send_drafts", "send_message", "take_send_token",
+           "take_send_tokens"]
 
 log = logging.getLogger("roomcast.messaging")
 
@@ -48,6 +49,13 @@ def _require_active(room: Room) -> None:
 async def take_send_token(node: Node, sender: UserSnapshot) -> None:
     """One send off the sender's budget (shared by every node with Redis); RateLimited when spent."""
     await node.send_limiter.acquire(sender.id)
+
+
+async def take_send_tokens(node: Node, sender: UserSnapshot, count: int) -> list[RateLimited | None]:
+    """`count` sends off the sender's budget, in order (one call to Redis for all): for each,
+    None when it may go, or the RateLimited that refuses it."""
+    waits = await node.send_limiter.take(sender.id, count)
+    return [RateLimited(round(wait, 3)) if wait > 0 else None for wait in waits]
 
 
 def draft_message(node: Node, sender: UserSnapshot, room_id: int, body: str, *, reply_to: int | None = None,

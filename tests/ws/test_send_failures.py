@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from roomcast.http.ws import sends
 from tests.chat_helpers import curse, history, make_group
@@ -49,3 +50,60 @@ async def test_one_failing_send_of_a_batch_leaves_the_others_committed_and_acked
     stored = [m["body"] for m in (await history(client, alice, room))["items"]]
     assert stored == ["first", "a", "b", "c"]
     assert "the database refused this one" in caplog.text
+
+
+async def test_sends_over_the_rate_in_one_batch_are_refused_in_place_and_take_no_seq(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from roomcast.ratelimit import RateLimiter
+
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    node.send_limiter = RateLimiter(rate_per_s=0.01, burst=3)
+    # As in the test above: the first commit waits until every other send is queued, so the
+    # rest go to the rate limiter, then the committer, as one batch.
+    all_sent = trio.Event()
+    real_send_drafts = sends.send_drafts
+    batches: list[list[str]] = []
+
+    async def send_drafts(node: Any, user: Any, drafts: Any) -> Any:
+        batches.append([draft.body for draft in drafts])
+        if len(batches) == 1:
+            await all_sent.wait()
+        return await real_send_drafts(node, user, drafts)
+
+    monkeypatch.setattr(sends, "send_drafts", send_drafts)
+    async with ws_connect(live_server, alice.token) as ws:
+        bodies = ["first", "a", "b", "c", "d"]
+        for n, body in enumerate(bodies):
+            await ws.send({"type": "send", "room": room, "body": body, "ref": f"s{n}"})
+            if n == 0:
+                await ws.request({"type": "ping"})
+        await ws.request({"type": "ping"})
+        all_sent.set()
+        answers = [await ws.until_ref(f"s{n}") for n in range(len(bodies))]
+        assert batches == [["first"], ["a", "b"]]  # the budget of 3: "c" and "d" never reach the committer
+        assert [answer["type"] for answer in answers] == ["ack", "ack", "ack", "error", "error"], answers
+        assert all(answer["code"] == "rate_limited" and answer["retry_after"] > 0 for answer in answers[3:])
+        assert [answer["message"]["seq"] for answer in answers[:3]] == [1, 2, 3]
+    stored = [m["body"] for m in (await history(client, alice, room))["items"]]
+    assert stored == ["first", "a", "b"]
+
+
+async def test_a_flood_of_sends_over_the_rate_closes_the_connection_1008(
+        live_server: str, client: Any, users: Any, node: Any) -> None:
+    from roomcast.ratelimit import RateLimiter
+
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    node.send_limiter = RateLimiter(rate_per_s=0.01, burst=1)
+    async with ws_connect(live_server, alice.token) as ws:
+        for n in range(40):
+            try:
+                await ws.send({"type": "send", "room": room, "body": f"{n}"})
+            except ConnectionClosed:  # the server's close may overtake our last frames
+                break
+        with pytest.raises(ConnectionClosed) as caught, trio.fail_after(10):
+            while True:
+                await ws.event()
+    assert caught.value.reason.code == 1008
+    assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["0"]

@@ -3,7 +3,9 @@
 Answering each `send` frame only after its own commit would let one connection
 commit one message per round trip to the database. Instead the reader checks a
 send and queues it here, then goes on reading; one task (alive only while sends
-are pending) hands whatever has piled up to the node's committer (`send_drafts`),
+are pending) takes the sender's rate tokens for whatever has piled up (one call to
+Redis for all; a send over the rate is answered `rate_limited` in its place) and
+hands the rest to the node's committer (`send_drafts`),
 which commits it together with the other sessions' and REST requests' sends, and
 answers each with its `ack` or `error`, in order. One batch of a session is in the
 committer at a time, so its sends to a room are sequenced and acked in the order
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...errors import ApiError
-from ...services.messaging import Draft, send_drafts
+from ...services.messaging import Draft, send_drafts, take_send_tokens
 from ...services.send_committer import SendOutcome
 
 if TYPE_CHECKING:
@@ -64,9 +66,16 @@ class SendPipeline:
                 if self._room_for_more is not None:
                     self._room_for_more.set()
                     self._room_for_more = None
-                outcomes = await send_drafts(node, self._session.user, [draft for draft, _, _ in batch])
+                user = self._session.user
+                refusals = await take_send_tokens(node, user, len(batch))
+                allowed = [draft for (draft, _, _), refusal in zip(batch, refusals, strict=True) if refusal is None]
+                stored = iter(await send_drafts(node, user, allowed) if allowed else ())
                 now = trio.current_time()
-                for (_, ref, taken_at), outcome in zip(batch, outcomes, strict=True):
+                for (_, ref, taken_at), refusal in zip(batch, refusals, strict=True):
+                    if refusal is not None:
+                        self._session.rate_limited(ref, refusal)
+                        continue
+                    outcome = next(stored)
                     if isinstance(outcome, tuple) and outcome[1]:  # stored now (not refused, not a repeat)
                         node.metrics.send_latency.observe(now - taken_at)
                     self._answer(ref, outcome)

@@ -185,6 +185,11 @@ class Session:
             event["ref"] = ref
         self.reply(event)
 
+    def rate_limited(self, ref: str | None, refusal: RateLimited) -> None:
+        """Answer a frame refused for the sender's rate; too many such refusals close the connection."""
+        self._count_abuse()
+        self.error(ref, refusal.code, refusal.message, retry_after=refusal.retry_after_s)
+
     async def submit_send(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send: committed in order with the others pending, then acked."""
         if self._sends is None:
@@ -247,8 +252,7 @@ class Session:
                 ref = frame.ref
                 await self.handlers[frame.type](self, frame)
             except RateLimited as exc:
-                self._count_abuse()
-                self.error(ref, exc.code, exc.message, retry_after=exc.retry_after_s)
+                self.rate_limited(ref, exc)
             except ClientError as exc:
                 self._count_abuse()
                 self.error(ref if ref is not None else exc.ref, exc.code, exc.message)
