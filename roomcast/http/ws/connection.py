@@ -1,14 +1,21 @@
 """A server-side WebSocket on a raw Trio stream.
 
-The handshake is answered by hand (RFC 6455 §4.2.2); wsproto parses what the client sends (masked frames,
-fragments, control frames); what the server sends is written as pre-built frames
-(`frames.py`), so one encoded event can go to many sockets without re-framing.
+The handshake is answered by hand (RFC 6455 §4.2.2); what the server sends is written as pre-built
+frames (`frames.py`), so one encoded event can go to many sockets without re-framing.
+
+What the client sends is cut into frames here. The usual frame (a whole masked text message in one
+valid UTF-8 frame) is unmasked and decoded on the spot: every send, typing and read of a client is
+one, and wsproto's event machinery costs several times the unmasking. Any other frame (fragments,
+control frames, binary, anything malformed or invalid) goes to wsproto whole, so it parses and
+refuses exactly what it always did. A frame that announces more than a message may hold, or a
+stream this reader cannot cut, is handed to wsproto with everything after it, for good.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from collections import deque
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -30,6 +37,15 @@ def _is_valid_key(key: str) -> bool:
         return False
 
 
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    """A client frame's payload, unmasked (RFC 6455 §5.3): one XOR of two big integers."""
+    size = len(payload)
+    if not size:
+        return b""
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+
+
 class ConnectionClosed(Exception):
     """The WebSocket is closed (by the peer, by us, or the socket broke)."""
 
@@ -43,8 +59,8 @@ class WebSocket:
     """One accepted WebSocket: receive text messages, send frames, close with a code."""
 
     # Slotted, and the send lock made only when a write must wait for another: one of each per connection.
-    __slots__ = ("_fragment_bytes", "_fragments", "_peer_closed", "_protocol", "_send_lock", "_tail", "_torn",
-                 "closed", "counters", "last_heard", "max_message_bytes", "stream")
+    __slots__ = ("_buffer", "_fragment_bytes", "_fragments", "_in_message", "_incoming", "_peer_closed", "_protocol",
+                 "_send_lock", "_tail", "_torn", "closed", "counters", "last_heard", "max_message_bytes", "stream")
 
     def __init__(self, stream: trio.abc.Stream, max_message_bytes: int, counters: WireCounters | None = None) -> None:
         self.stream = stream
@@ -55,6 +71,11 @@ class WebSocket:
         self._send_lock: trio.StrictFIFOLock | None = None  # see `_lock`
         self._fragments: list[str] = []
         self._fragment_bytes = 0
+        # Bytes received and not yet cut into frames; None once everything goes straight to wsproto.
+        self._buffer: bytes | None = b""
+        # Frames cut, in order: a message decoded here (str), or a whole frame for wsproto (bytes).
+        self._incoming: deque[str | bytes] = deque()
+        self._in_message = False  # wsproto holds the first fragments of a message
         self.closed: ConnectionClosed | None = None
         # True once the client's close frame arrived (and was answered): the handshake is done.
         self._peer_closed = False
@@ -81,17 +102,24 @@ class WebSocket:
         # The client may have sent its first frame right behind the head.
         trailing = request.head.partition(b"\r\n\r\n")[2]
         if trailing:
-            self._protocol.receive_data(trailing)
+            self._cut(trailing)
 
     async def receive(self) -> str:
         """The next complete text message; raises ConnectionClosed when the socket is done."""
         while True:
+            # wsproto's events first: they come from frames older than any still queued.
             for event in self._protocol.events():
                 message = await self._handle(event)
                 if message is not None:
                     return message
             if self.closed is not None:
                 raise self.closed
+            if self._incoming:
+                item = self._incoming.popleft()
+                if isinstance(item, str):
+                    return item
+                await self._to_wsproto(item)
+                continue
             try:
                 data = await self.stream.receive_some(_RECEIVE_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -100,13 +128,58 @@ class WebSocket:
                 self.closed = self.closed or ConnectionClosed(1006, "connection lost")
                 raise self.closed
             self.last_heard = trio.current_time()
-            try:
-                self._protocol.receive_data(bytes(data))
-            except RemoteProtocolError as exc:
-                hint = exc.event_hint
-                await self.close(hint.code if isinstance(hint, CloseConnection) else PROTOCOL_ERROR,
-                                 f"protocol error: {exc}")
-                raise self.closed from None  # type: ignore[misc]
+            self._cut(bytes(data))
+
+    def _cut(self, data: bytes) -> None:
+        """Cut what arrived into whole frames, queued in `_incoming` (see the module's docstring)."""
+        if self._buffer is None:
+            self._incoming.append(data)
+            return
+        buffer = self._buffer + data if self._buffer else data
+        start, end = 0, len(buffer)
+        while end - start >= 2:
+            first, second = buffer[start], buffer[start + 1]
+            length, at = second & 0x7F, start + 2
+            if length == 126:
+                if end - at < 2:
+                    break
+                length, at = int.from_bytes(buffer[at:at + 2], "big"), at + 2
+            elif length == 127:
+                if end - at < 8:
+                    break
+                length, at = int.from_bytes(buffer[at:at + 8], "big"), at + 8
+            if length > self.max_message_bytes:  # never buffered whole here: wsproto streams it
+                self._incoming.append(buffer[start:])
+                self._buffer = None
+                return
+            masked = second & 0x80
+            payload_at = at + 4 if masked else at
+            frame_end = payload_at + length
+            if frame_end > end:
+                break
+            text = None
+            if first == 0x81 and masked and not self._in_message:  # FIN, no RSV bits, text
+                try:
+                    text = _unmask(buffer[payload_at:frame_end], buffer[at:payload_at]).decode()
+                except UnicodeDecodeError:
+                    pass  # wsproto closes with 1007, as for any invalid text
+            if text is not None:
+                self._incoming.append(text)
+            else:
+                if first & 0x0F < 8:  # a data frame: a message continues unless it is the final one
+                    self._in_message = not first & 0x80
+                self._incoming.append(buffer[start:frame_end])
+            start = frame_end
+        self._buffer = buffer[start:]
+
+    async def _to_wsproto(self, data: bytes) -> None:
+        try:
+            self._protocol.receive_data(data)
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint
+            await self.close(hint.code if isinstance(hint, CloseConnection) else PROTOCOL_ERROR,
+                             f"protocol error: {exc}")
+            raise self.closed from None  # type: ignore[misc]
 
     async def _handle(self, event: object) -> str | None:
         if isinstance(event, TextMessage | BytesMessage):
@@ -214,6 +287,16 @@ class WebSocket:
         client's close frame is in (the handshake is complete) there is nothing to wait for.
         """
         if self._torn or self._peer_closed:
+            return
+        # From here on wsproto reads alone; what was cut and not yet taken goes to it first.
+        held = [item for item in self._incoming if isinstance(item, bytes)] + [self._buffer or b""]
+        self._incoming.clear()
+        self._buffer = None
+        try:
+            self._protocol.receive_data(b"".join(held))
+            if any(isinstance(event, CloseConnection) for event in self._protocol.events()):
+                return
+        except (RemoteProtocolError, LocalProtocolError):
             return
         with trio.move_on_after(timeout_s):
             while True:
