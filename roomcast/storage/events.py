@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..timestamps import utcnow
 from ..wire import encode_text
+from . import sqlite_rows
 from .models import OutboxEvent, Room
 from .streams.base import Append
 
@@ -31,6 +32,9 @@ _INSERT_OUTBOX_ROWS_PG = text(
     "INSERT INTO outbox (room_id, seq, type, payload, created_at) "
     "SELECT room_id, seq, type, payload, :at FROM unnest(CAST(:room_ids AS BIGINT[]), CAST(:seqs AS BIGINT[]), "
     "CAST(:types AS VARCHAR[]), CAST(:payloads AS TEXT[])) AS event(room_id, seq, type, payload)")
+
+
+_INSERT_OUTBOX_ROW_SQLITE = "INSERT INTO outbox (room_id, seq, type, payload, created_at) VALUES (?, ?, ?, ?, ?)"
 
 
 def take_next_seq(session: Session, room_id: int, **also_set: Any) -> int:
@@ -61,7 +65,12 @@ def append_events(session: Session, events: Sequence[dict[str, Any]], at: dateti
         return []
     payloads = [encode_text(event) for event in events]
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
+    if connection.dialect.name == "sqlite":
+        stamp = sqlite_rows.timestamp(at)
+        sqlite_rows.execute_many(session, _INSERT_OUTBOX_ROW_SQLITE, [
+            (event["room"], event["seq"], event["type"], payload, stamp)
+            for event, payload in zip(events, payloads, strict=True)])
+    elif connection.dialect.name == "postgresql":
         connection.execute(_INSERT_OUTBOX_ROWS_PG, {
             "room_ids": [event["room"] for event in events], "seqs": [event["seq"] for event in events],
             "types": [event["type"] for event in events], "payloads": payloads, "at": at})

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Table, insert, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from . import sqlite_rows
 from .models import Message, User
 
 
@@ -49,6 +50,8 @@ _INSERT_MESSAGES_PG = text(
     "CAST(:body AS TEXT[]), CAST(:reply_to_id AS BIGINT[]), CAST(:client_id AS VARCHAR[]), "
     "CAST(:created_at AS TIMESTAMPTZ[])) "
     "RETURNING id, room_id, seq")
+_INSERT_MESSAGE_SQLITE = ("INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _MESSAGE_COLUMNS = ("room_id", "seq", "sender_id", "body", "reply_to_id", "client_id", "created_at")
 
 
@@ -57,6 +60,10 @@ def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list
     if not rows:
         return []
     connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        return sqlite_rows.insert_each(session, _INSERT_MESSAGE_SQLITE, [
+            (row["room_id"], row["seq"], row["sender_id"], row["body"], row["reply_to_id"], row["client_id"],
+             sqlite_rows.timestamp(row["created_at"])) for row in rows])  # type: ignore[arg-type]
     if connection.dialect.name != "postgresql":
         return list(connection.execute(_INSERT_MESSAGES, list(rows)).scalars())
     columns = {column: [row[column] for row in rows] for column in _MESSAGE_COLUMNS}

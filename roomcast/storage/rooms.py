@@ -11,6 +11,7 @@ from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from . import sqlite_rows
 from .models import Membership, Message, Room, User
 
 
@@ -147,21 +148,29 @@ _RECORD_MESSAGES_PG = text(
     "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq")
 
 
+_RECORD_MESSAGES_SQLITE = ("UPDATE rooms SET last_seq = ?, last_message_id = ?, last_activity_at = ? "
+                           "WHERE rooms.id = ? AND rooms.last_seq = ?")
+
+
 def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, int]], at: datetime) -> None:
     """Move each room on by several messages at once: (room_id, previous last_seq, new last_seq, last
     message id) with every room locked; one statement for the batch (executemany)."""
     if not moves:
         return
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
+    if connection.dialect.name == "sqlite":
+        stamp = sqlite_rows.timestamp(at)
+        changed = sqlite_rows.execute_many(session, _RECORD_MESSAGES_SQLITE, [
+            (seq, message_id, stamp, room_id, previous) for room_id, previous, seq, message_id in moves])
+    elif connection.dialect.name == "postgresql":
         room_ids, previous_seqs, seqs, message_ids = (list(column) for column in zip(*moves, strict=True))
-        result = connection.execute(_RECORD_MESSAGES_PG, {"room_ids": room_ids, "previous_seqs": previous_seqs,
-                                                          "seqs": seqs, "message_ids": message_ids, "at": at})
+        changed = connection.execute(_RECORD_MESSAGES_PG, {"room_ids": room_ids, "previous_seqs": previous_seqs,
+                                                           "seqs": seqs, "message_ids": message_ids, "at": at}).rowcount
     else:
-        result = connection.execute(_RECORD_MESSAGE, [
+        changed = connection.execute(_RECORD_MESSAGE, [
             {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}
-            for room_id, previous, seq, message_id in moves])
-    if connection.dialect.supports_sane_multi_rowcount and result.rowcount != len(moves):
+            for room_id, previous, seq, message_id in moves]).rowcount
+    if connection.dialect.supports_sane_multi_rowcount and changed != len(moves):
         # The locks make this impossible; a seq taken twice would break every subscriber's order.
         raise RuntimeError("a room is no longer at the seq it was locked at")
 
