@@ -23,6 +23,7 @@ default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
     python bench/fanout.py --no-pin              # let server and load generator share every core
     python bench/fanout.py --stack postgresql-redis --scenario storm-1x1000 --presence diff
     python bench/fanout.py --scenario drop-1x1000 --subscribers 100   # a smoke run at small scale
+    python bench/fanout.py --stack postgresql-redis --scenario flat-100x10 --server-setting send_committers=1
 
 By default the load generator gets the last CPU core and the server the others (Linux
 sched_setaffinity; PostgreSQL and Redis are left to float). Sharing cores, the
@@ -262,7 +263,7 @@ def after_the_drop(gen: subprocess.Popen[str], process: subprocess.Popen[str], b
 
 def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None = None, pin: bool = True,
                  presence: str = "legacy", subscribers: int | None = None,
-                 presence_window_s: float | None = None) -> dict:
+                 presence_window_s: float | None = None, server_env: dict[str, str] | None = None) -> dict:
     spec = dict(SCENARIOS[name])
     server_cores, loadgen_cores = core_split(pin)
     if duration_s is not None and "duration_s" in spec:
@@ -270,6 +271,7 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
     if subscribers is not None:
         spec["subscribers"] = subscribers
     extra_env = {"ROOMCAST_PRESENCE_WINDOW_S": str(presence_window_s)} if presence_window_s is not None else {}
+    extra_env |= server_env or {}
     with tempfile.TemporaryDirectory(prefix="rc-fanout-") as tmp:
         workdir = Path(tmp)
         subscriber_users = spec["rooms"] * spec["subscribers"]  # one user per connection, as in life
@@ -354,7 +356,11 @@ def main() -> None:
                         help="how subscribers take presence: PROTOCOL §5 events, or opted-in presence_diff")
     parser.add_argument("--presence-window", type=float, help="the server's presence_window_s (default: its own)")
     parser.add_argument("--subscribers", type=int, help="subscribers per room, instead of the scenario's own")
+    parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting for this run, e.g. send_committers=1 (repeatable)")
     args = parser.parse_args()
+    server_env = {f"ROOMCAST_{name.upper()}": value
+                  for name, _, value in (setting.partition("=") for setting in args.server_setting)}
     if shutil.which("node") is None:
         raise SystemExit("the load generator needs Node.js (node) on PATH")
     raise_file_limit()
@@ -362,7 +368,9 @@ def main() -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name in SCENARIOS if args.scenario == "all" else [args.scenario]:
         result = run_scenario(name, args.stack, args.profile, args.duration, args.pin, args.presence,
-                              args.subscribers, args.presence_window)
+                              args.subscribers, args.presence_window, server_env)
+        if server_env:
+            result["server_settings"] = args.server_setting
         print(json.dumps(result), flush=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -79,7 +80,17 @@ async def test_sends_over_the_rate_in_one_batch_are_refused_in_place_and_take_no
             if n == 0:
                 await ws.request({"type": "ping"})
         await ws.request({"type": "ping"})
+        assert not ws.pending
         all_sent.set()
+        frames: list[str] = []  # the frames that answer sends (others, such as notices, may come between)
+        while "s4" not in "".join(frames):
+            frame = await ws.ws.get_message()
+            ws.pending.extend(json.loads(line) for line in frame.split("\n"))
+            if '"ref"' in frame:
+                frames.append(frame)
+        # The first send's ack, then the answers of the batch after it, together in one frame.
+        assert [[json.loads(line).get("ref") for line in frame.split("\n")] for frame in frames] == [
+            ["s0"], ["s1", "s2", "s3", "s4"]]
         answers = [await ws.until_ref(f"s{n}") for n in range(len(bodies))]
         assert batches == [["first"], ["a", "b"]]  # the budget of 3: "c" and "d" never reach the committer
         assert [answer["type"] for answer in answers] == ["ack", "ack", "ack", "error", "error"], answers

@@ -24,6 +24,8 @@ import trio
 from ...errors import ApiError
 from ...services.messaging import Draft, send_drafts, take_send_tokens
 from ...services.send_committer import SendOutcome
+from ...wire import encode
+from .protocol import error_event
 
 if TYPE_CHECKING:
     from .session import Session
@@ -71,24 +73,26 @@ class SendPipeline:
                 allowed = [draft for (draft, _, _), refusal in zip(batch, refusals, strict=True) if refusal is None]
                 stored = iter(await send_drafts(node, user, allowed) if allowed else ())
                 now = trio.current_time()
+                answers: list[bytes] = []  # one frame for the batch's answers, when the socket takes it
                 for (_, ref, taken_at), refusal in zip(batch, refusals, strict=True):
                     if refusal is not None:
-                        self._session.rate_limited(ref, refusal)
+                        answers.append(self._session.rate_limit_refusal(ref, refusal))
                         continue
                     outcome = next(stored)
                     if isinstance(outcome, tuple) and outcome[1]:  # stored now (not refused, not a repeat)
                         node.metrics.send_latency.observe(now - taken_at)
-                    self._answer(ref, outcome)
+                    answers.append(_answer(ref, outcome))
+                self._session.reply_all(answers)
         finally:
             self._running = False
 
-    def _answer(self, ref: str | None, outcome: SendOutcome) -> None:
-        if isinstance(outcome, ApiError):
-            self._session.error(ref, outcome.code, outcome.message)
-        elif isinstance(outcome, Exception):  # a bug or a value the database refused: this send only
-            log.error("a send failed", exc_info=outcome)
-            self._session.error(ref, "internal_error", "the message could not be stored")
-        else:
-            ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
-                "type": "ack", "ref": ref, "message": outcome[0]}
-            self._session.reply(ack)
+
+def _answer(ref: str | None, outcome: SendOutcome) -> bytes:
+    if isinstance(outcome, ApiError):
+        return error_event(ref, outcome.code, outcome.message)
+    if isinstance(outcome, Exception):  # a bug or a value the database refused: this send only
+        log.error("a send failed", exc_info=outcome)
+        return error_event(ref, "internal_error", "the message could not be stored")
+    ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
+        "type": "ack", "ref": ref, "message": outcome[0]}
+    return encode(ack)
