@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, text, update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
 from ..timestamps import utcnow
 from ..wire import encode_text
-from . import sqlite_rows
+from . import driver_rows
 from .models import OutboxEvent, Room
 from .streams.base import Append
 
@@ -27,13 +27,11 @@ assert isinstance(_OUTBOX, Table)  # declarative models type __table__ as a From
 _INSERT_OUTBOX_ROW = insert(_OUTBOX)
 
 
-# PostgreSQL: the rows as arrays, one statement of one text whatever their number.
-_INSERT_OUTBOX_ROWS_PG = text(
+# PostgreSQL: the rows as arrays, in binary (see driver_rows).
+_INSERT_OUTBOX_ROWS_PG = (
     "INSERT INTO outbox (room_id, seq, type, payload, created_at) "
-    "SELECT room_id, seq, type, payload, :at FROM unnest(CAST(:room_ids AS BIGINT[]), CAST(:seqs AS BIGINT[]), "
-    "CAST(:types AS VARCHAR[]), CAST(:payloads AS TEXT[])) AS event(room_id, seq, type, payload)")
-
-
+    "SELECT room_id, seq, type, payload, %(at)b FROM unnest(%(room_ids)b::bigint[], %(seqs)b::bigint[], "
+    "%(types)b::varchar[], %(payloads)b::text[]) AS event(room_id, seq, type, payload)")
 _INSERT_OUTBOX_ROW_SQLITE = "INSERT INTO outbox (room_id, seq, type, payload, created_at) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -66,12 +64,12 @@ def append_events(session: Session, events: Sequence[dict[str, Any]], at: dateti
     payloads = [encode_text(event) for event in events]
     connection = session.connection()
     if connection.dialect.name == "sqlite":
-        stamp = sqlite_rows.timestamp(at)
-        sqlite_rows.execute_many(session, _INSERT_OUTBOX_ROW_SQLITE, [
+        stamp = driver_rows.sqlite_timestamp(at)
+        driver_rows.sqlite_execute_many(session, _INSERT_OUTBOX_ROW_SQLITE, [
             (event["room"], event["seq"], event["type"], payload, stamp)
             for event, payload in zip(events, payloads, strict=True)])
     elif connection.dialect.name == "postgresql":
-        connection.execute(_INSERT_OUTBOX_ROWS_PG, {
+        driver_rows.pg_execute(session, _INSERT_OUTBOX_ROWS_PG, {
             "room_ids": [event["room"] for event in events], "seqs": [event["seq"] for event in events],
             "types": [event["type"] for event in events], "payloads": payloads, "at": at})
     else:

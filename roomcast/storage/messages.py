@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, insert, select, text, tuple_
+from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from . import sqlite_rows
+from . import driver_rows
 from .models import Message, User
 
 
@@ -42,16 +42,14 @@ def insert_message(session: Session, *, room_id: int, seq: int, sender_id: int, 
 _INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
 
 
-# PostgreSQL: one array per column, so the statement's text is the same whatever the number of
-# rows (psycopg converts a statement's text once and keeps it only while it is short).
-_INSERT_MESSAGES_PG = text(
-    "INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
-    "SELECT * FROM unnest(CAST(:room_id AS BIGINT[]), CAST(:seq AS BIGINT[]), CAST(:sender_id AS BIGINT[]), "
-    "CAST(:body AS TEXT[]), CAST(:reply_to_id AS BIGINT[]), CAST(:client_id AS VARCHAR[]), "
-    "CAST(:created_at AS TIMESTAMPTZ[])) "
-    "RETURNING id, room_id, seq")
 _INSERT_MESSAGE_SQLITE = ("INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
                           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# One array per column, in binary (see driver_rows); the ids come back keyed by (room, seq).
+_INSERT_MESSAGES_PG = (
+    "INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
+    "SELECT * FROM unnest(%(room_id)b::bigint[], %(seq)b::bigint[], %(sender_id)b::bigint[], %(body)b::text[], "
+    "%(reply_to_id)b::bigint[], %(client_id)b::varchar[], %(created_at)b::timestamptz[]) "
+    "RETURNING id, room_id, seq")
 _MESSAGE_COLUMNS = ("room_id", "seq", "sender_id", "body", "reply_to_id", "client_id", "created_at")
 
 
@@ -59,16 +57,17 @@ def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list
     """Insert new message rows (the columns of `insert_message`) in one statement; their ids, in order."""
     if not rows:
         return []
-    connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        return sqlite_rows.insert_each(session, _INSERT_MESSAGE_SQLITE, [
+    dialect = driver_rows.dialect(session)
+    if dialect == "sqlite":
+        return driver_rows.sqlite_insert_each(session, _INSERT_MESSAGE_SQLITE, [
             (row["room_id"], row["seq"], row["sender_id"], row["body"], row["reply_to_id"], row["client_id"],
-             sqlite_rows.timestamp(row["created_at"])) for row in rows])  # type: ignore[arg-type]
-    if connection.dialect.name != "postgresql":
-        return list(connection.execute(_INSERT_MESSAGES, list(rows)).scalars())
-    columns = {column: [row[column] for row in rows] for column in _MESSAGE_COLUMNS}
-    ids = {(room_id, seq): message_id for message_id, room_id, seq in connection.execute(_INSERT_MESSAGES_PG, columns)}
-    return [ids[(row["room_id"], row["seq"])] for row in rows]
+             driver_rows.sqlite_timestamp(row["created_at"])) for row in rows])  # type: ignore[arg-type]
+    if dialect != "postgresql":
+        return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
+    returned, _ = driver_rows.pg_execute(session, _INSERT_MESSAGES_PG,
+                                         {column: [row[column] for row in rows] for column in _MESSAGE_COLUMNS})
+    ids = {(room_id, seq): message_id for message_id, room_id, seq in returned}
+    return [ids[(row["room_id"], row["seq"])] for row in rows]  # type: ignore[misc]
 
 
 def find_by_client_ids(session: Session,

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from . import sqlite_rows
+from . import driver_rows
 from .models import OutboxEvent, Room
 
 
@@ -74,6 +74,11 @@ _MARK_RUN = (
            _OUTBOX.c.seq <= bindparam("high"), _OUTBOX.c.published_at.is_(None))
     .values(published_at=bindparam("at"))
 )
+_MARK_RUNS_PG = (
+    "UPDATE outbox SET published_at = %(at)b "
+    "FROM unnest(%(rooms)b::bigint[], %(lows)b::bigint[], %(highs)b::bigint[]) AS run(room_id, low, high) "
+    "WHERE outbox.room_id = run.room_id AND outbox.seq >= run.low AND outbox.seq <= run.high "
+    "AND outbox.published_at IS NULL")
 _MARK_RUN_SQLITE = ("UPDATE outbox SET published_at = ? "
                     "WHERE room_id = ? AND seq >= ? AND seq <= ? AND published_at IS NULL")
 
@@ -94,9 +99,15 @@ def mark_published(session: Session, keys: Sequence[tuple[int, int]], at: dateti
     runs = seq_runs(keys)
     if not runs:
         return
-    if sqlite_rows.is_sqlite(session):
-        stamp = sqlite_rows.timestamp(at)
-        sqlite_rows.execute_many(session, _MARK_RUN_SQLITE, [(stamp, room, low, high) for room, low, high in runs])
+    dialect = driver_rows.dialect(session)
+    if dialect == "sqlite":
+        stamp = driver_rows.sqlite_timestamp(at)
+        driver_rows.sqlite_execute_many(session, _MARK_RUN_SQLITE,
+                                        [(stamp, room, low, high) for room, low, high in runs])
+        return
+    if dialect == "postgresql":
+        rooms, lows, highs = (list(column) for column in zip(*runs, strict=True))
+        driver_rows.pg_execute(session, _MARK_RUNS_PG, {"rooms": rooms, "lows": lows, "highs": highs, "at": at})
         return
     session.connection().execute(_MARK_RUN, [{"room": room, "low": low, "high": high, "at": at}
                                              for room, low, high in runs])

@@ -7,11 +7,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from . import sqlite_rows
+from . import driver_rows
 from .models import Membership, Message, Room, User
 
 
@@ -140,14 +140,12 @@ def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> s
     return {(room_id, user_id) for room_id, user_id in session.connection().execute(query)}
 
 
-# PostgreSQL: the moves as arrays, one statement of one text whatever their number.
-_RECORD_MESSAGES_PG = text(
-    "UPDATE rooms SET last_seq = moves.seq, last_message_id = moves.message_id, last_activity_at = :at "
-    "FROM unnest(CAST(:room_ids AS BIGINT[]), CAST(:previous_seqs AS BIGINT[]), CAST(:seqs AS BIGINT[]), "
-    "CAST(:message_ids AS BIGINT[])) AS moves(room_id, previous_seq, seq, message_id) "
+# PostgreSQL: the moves as arrays, in binary (see driver_rows).
+_RECORD_MESSAGES_PG = (
+    "UPDATE rooms SET last_seq = moves.seq, last_message_id = moves.message_id, last_activity_at = %(at)b "
+    "FROM unnest(%(room_ids)b::bigint[], %(previous_seqs)b::bigint[], %(seqs)b::bigint[], "
+    "%(message_ids)b::bigint[]) AS moves(room_id, previous_seq, seq, message_id) "
     "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq")
-
-
 _RECORD_MESSAGES_SQLITE = ("UPDATE rooms SET last_seq = ?, last_message_id = ?, last_activity_at = ? "
                            "WHERE rooms.id = ? AND rooms.last_seq = ?")
 
@@ -159,13 +157,13 @@ def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, 
         return
     connection = session.connection()
     if connection.dialect.name == "sqlite":
-        stamp = sqlite_rows.timestamp(at)
-        changed = sqlite_rows.execute_many(session, _RECORD_MESSAGES_SQLITE, [
+        stamp = driver_rows.sqlite_timestamp(at)
+        changed = driver_rows.sqlite_execute_many(session, _RECORD_MESSAGES_SQLITE, [
             (seq, message_id, stamp, room_id, previous) for room_id, previous, seq, message_id in moves])
     elif connection.dialect.name == "postgresql":
         room_ids, previous_seqs, seqs, message_ids = (list(column) for column in zip(*moves, strict=True))
-        changed = connection.execute(_RECORD_MESSAGES_PG, {"room_ids": room_ids, "previous_seqs": previous_seqs,
-                                                           "seqs": seqs, "message_ids": message_ids, "at": at}).rowcount
+        _, changed = driver_rows.pg_execute(session, _RECORD_MESSAGES_PG, {
+            "room_ids": room_ids, "previous_seqs": previous_seqs, "seqs": seqs, "message_ids": message_ids, "at": at})
     else:
         changed = connection.execute(_RECORD_MESSAGE, [
             {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}

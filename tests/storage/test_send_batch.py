@@ -11,12 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from roomcast.errors import ApiError
 from roomcast.services import messaging, send_store
+from roomcast.storage.events import append_events
+from roomcast.storage.messages import insert_messages
 from roomcast.storage.models import Message, OutboxEvent
 from roomcast.storage.users import UserSnapshot, get_user
+from roomcast.timestamps import utcnow
 from tests.chat_helpers import make_group, send
 
 
@@ -156,3 +160,16 @@ async def test_a_batch_that_breaks_is_stored_draft_by_draft(
     assert [o[0]["seq"] for o in outcomes] == [2, 1, 3, 2, 4, 3]
     assert [row[:3] for row in await _stored(node, rooms[:2]) if len(row) == 4] == [
         (0, 1, "already here"), (0, 2, "m0"), (0, 3, "m2"), (0, 4, "m4"), (1, 1, "m1"), (1, 2, "m3"), (1, 3, "m5")]
+
+
+async def test_the_drivers_errors_come_out_as_sqlalchemys(client: Any, users: Any, node: Any) -> None:
+    """The batch's rows go through the driver's cursor; its errors are classified like any other statement's."""
+    people, rooms, _ = await _world(client, users, node)
+    event = {"type": "message", "room": rooms[0], "seq": 1, "message": {}}  # seq 1 is taken
+
+    with pytest.raises(sa_exc.IntegrityError):
+        await node.database.write(lambda session: append_events(session, [event], utcnow()))
+    with pytest.raises(sa_exc.IntegrityError):
+        await node.database.write(lambda session: insert_messages(session, [
+            {"room_id": rooms[0], "seq": 1, "sender_id": people[0].id, "body": "again", "reply_to_id": None,
+             "client_id": None, "created_at": utcnow()}]))
