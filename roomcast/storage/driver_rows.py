@@ -85,6 +85,12 @@ def sqlite_execute_many(session: Session, statement: str, rows: Sequence[tuple[o
     return _wrapped(session, statement, lambda: cursor.executemany(statement, rows).rowcount)
 
 
+def sqlite_select(session: Session, statement: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+    """The rows of a query."""
+    cursor = _sqlite_cursor(session)
+    return _wrapped(session, statement, lambda: cursor.execute(statement, params).fetchall())
+
+
 def pg_execute(session: Session, statement: str,
                params: Mapping[str, object]) -> tuple[list[tuple[object, ...]], int]:
     """Run one statement (placeholders `%(name)b`); the rows it returned, and the rows it changed."""

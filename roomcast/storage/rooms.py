@@ -131,13 +131,30 @@ def lock_rooms_for_send(session: Session, room_ids: Collection[int]) -> dict[int
     return {row[0]: LockedRoom(row[0], row[1], bool(row[2]), row[3]) for row in rows}
 
 
+_MEMBERSHIPS_AMONG_PG = (
+    "SELECT memberships.room_id, memberships.user_id FROM memberships "
+    "JOIN unnest(%(rooms)b::bigint[], %(users)b::bigint[]) AS pair(room_id, user_id) "
+    "ON memberships.room_id = pair.room_id AND memberships.user_id = pair.user_id")
+
+
 def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
     """Those (room_id, user_id) pairs that are memberships."""
     if not pairs:
         return set()
-    query = select(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).where(
-        tuple_(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).in_(sorted(pairs)))
-    return {(room_id, user_id) for room_id, user_id in session.connection().execute(query)}
+    ordered = sorted(pairs)
+    dialect = driver_rows.dialect(session)
+    if dialect == "postgresql":  # one statement text whatever the number of pairs (see driver_rows)
+        rows, _ = driver_rows.pg_execute(session, _MEMBERSHIPS_AMONG_PG, {
+            "rooms": [room_id for room_id, _ in ordered], "users": [user_id for _, user_id in ordered]})
+    elif dialect == "sqlite":
+        statement = ("SELECT room_id, user_id FROM memberships WHERE (room_id, user_id) IN (VALUES "
+                     + ", ".join(["(?, ?)"] * len(ordered)) + ")")
+        rows = driver_rows.sqlite_select(session, statement, [value for pair in ordered for value in pair])
+    else:
+        query = select(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).where(
+            tuple_(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).in_(ordered))
+        rows = [tuple(row) for row in session.connection().execute(query)]
+    return {(room_id, user_id) for room_id, user_id in rows}  # type: ignore[misc]
 
 
 # PostgreSQL: the moves as arrays, in binary (see driver_rows).
