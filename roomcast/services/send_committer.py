@@ -114,7 +114,10 @@ class SendCommitter:
         self._outstanding.add(request)
         try:
             try:
-                await self.actor.send(request)
+                try:
+                    self.actor.tell(request)  # no trip through the scheduler while there is room
+                except trio.WouldBlock:
+                    await self.actor.send(request)
             except trio.BrokenResourceError:
                 raise Unavailable("the node is stopping; try again") from None
             if self.actor.terminated.is_set():
