@@ -14,6 +14,13 @@ the outbox and the room stream, fanned out by the room actor. Scenarios:
   drop-1x1000    1000 subscribers, then every client resets its TCP connection at once
                                   -> the server stays up (/readyz 200), its fd count settles
 
+Stacks: roomcast on `sqlite-memory` (SQLite + in-process streams, the default) or `postgresql-redis`,
+and three peer servers driven by the same load generator, for comparison (bench/peers/): `node-ws`
+(Node's `ws` package), `fastapi` (the FastAPI docs' ConnectionManager broadcast under uvicorn) and
+`trio-websocket` (a raw trio-websocket server). Peers speak only the part of the /ws protocol the
+load generator uses: no storage, no auth beyond taking the token, no presence. `--compare` runs the
+scenarios on every stack (or those named with --stack) in one run and ends with one table.
+
 Presence as subscribers ask for it: `--presence legacy` (PROTOCOL §5 `presence` events, the
 default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
 
@@ -23,6 +30,8 @@ default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
     python bench/fanout.py --no-pin              # let server and load generator share every core
     python bench/fanout.py --stack postgresql-redis --scenario storm-1x1000 --presence diff
     python bench/fanout.py --scenario drop-1x1000 --subscribers 100   # a smoke run at small scale
+    python bench/fanout.py --stack fastapi --scenario flat-1x1000       # a peer server alone
+    python bench/fanout.py --compare --scenario flat-1x1000 --scenario idle-5000   # every stack, one table
     python bench/fanout.py --stack postgresql-redis --scenario flat-100x10 --server-setting send_committers=1
 
 By default the load generator gets the last CPU core and the server the others (Linux
@@ -33,6 +42,8 @@ that alone moves the p99 of rate-1x1000 by several ms. Clients of a real deploym
 are on other machines and steal nothing from the server.
 
 The load generator needs Node.js 18+; its one dependency (ws) is installed with npm on first use.
+So are the peers' (bench/peers/stacks.py): `ws` for node-ws, bench/peers/.venv with the `bench`
+extra of pyproject.toml for the Python peers.
 """
 
 from __future__ import annotations
@@ -63,11 +74,16 @@ from roomcast.storage.database import create_database_engine  # noqa: E402
 from roomcast.storage.migrate import upgrade  # noqa: E402
 from roomcast.storage.models import Membership, Room, User  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from peers import stacks as peers  # noqa: E402
+
 LOADGEN = ROOT / "bench" / "loadgen"
 ARTIFACTS = ROOT / "artifacts" / "fanout"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
 SECRET = secrets.token_urlsafe(32)
+ROOMCAST_STACKS = ["sqlite-memory", "postgresql-redis"]
+STACKS = [*ROOMCAST_STACKS, *peers.NAMES]
 
 SCENARIOS = {
     "flat-1x1000": {"mode": "flat", "rooms": 1, "subscribers": 1000, "window": 32, "duration_s": 10, "warmup_s": 3},
@@ -169,19 +185,60 @@ def server(stack: str, url: str, workdir: Path, log_path: Path, cores: set[int] 
     env |= extra_env or {}
     if stack.endswith("redis"):
         env |= {"ROOMCAST_REDIS_URL": REDIS, "ROOMCAST_REDIS_KEY_PREFIX": f"rc-bench:{secrets.token_hex(4)}:"}
-    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], env=env,
-                               stdout=subprocess.PIPE, stderr=log_path.open("w"), text=True,
-                               preexec_fn=child_setup(cores))
+    with listening([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], env, log_path, cores) as started:
+        yield started
+
+
+@contextmanager
+def peer_server(stack: str, log_path: Path, cores: set[int] | None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A peer server (bench/peers/) on a free port, pinned as roomcast's server is."""
+    with listening(peers.COMMANDS[stack], peers.environment(), log_path, cores, cwd=peers.PEERS) as started:
+        yield started
+
+
+@contextmanager
+def listening(command: list[str], env: dict[str, str], log_path: Path, cores: set[int] | None,
+              cwd: Path | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start a server that prints `listening on URL` first; (process, URL) until it is terminated."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=log_path.open("w"),
+                               text=True, preexec_fn=child_setup(cores))
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line.startswith("listening on "):
         process.kill()
-        raise SystemExit(f"server did not start: {line!r}; see {log_path}")
+        raise SystemExit(f"{Path(command[1]).name} did not start: {line!r}; see {log_path}")
     try:
         yield process, line.removeprefix("listening on ").strip()
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def serving(stack: str, spec: dict, workdir: Path, log_path: Path, cores: set[int] | None,
+            extra_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str, list[dict]]]:
+    """The stack's server, and the plan's rooms: [{id, publisher: token, subscribers: [token, ...]}].
+
+    roomcast gets a fresh database with the users, rooms and memberships; a peer keeps nothing,
+    so its rooms are numbers and its tokens are minted for user ids that exist nowhere.
+    """
+    subscriber_users = spec["rooms"] * spec["subscribers"]  # one user per connection, as in life
+    seats = seating(spec["rooms"], spec["subscribers"], subscriber_users)
+    codec = TokenCodec("HS256", SECRET, SECRET, ttl_s=3600)
+    if stack in peers.COMMANDS:
+        tokens = [codec.mint(uid) for uid in range(1, subscriber_users + 2)]
+        rooms = [{"id": r + 1, "publisher": tokens[-1], "subscribers": [tokens[index] for index in room_seats]}
+                 for r, room_seats in enumerate(seats)]
+        with peer_server(stack, log_path, cores) as (process, base):
+            yield process, base, rooms
+        return
+    with database(stack, workdir) as url:
+        user_ids, room_ids = prepare(url, subscriber_users + 1, seats)
+        tokens = [codec.mint(uid) for uid in user_ids]
+        rooms = [{"id": room_id, "publisher": tokens[-1], "subscribers": [tokens[index] for index in room_seats]}
+                 for room_id, room_seats in zip(room_ids, seats, strict=True)]
+        with server(stack, url, workdir, log_path, cores, extra_env) as (process, base):
+            yield process, base, rooms
 
 
 def rss_kib(pid: int) -> int:
@@ -274,55 +331,47 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
     extra_env |= server_env or {}
     with tempfile.TemporaryDirectory(prefix="rc-fanout-") as tmp:
         workdir = Path(tmp)
-        subscriber_users = spec["rooms"] * spec["subscribers"]  # one user per connection, as in life
-        seats = seating(spec["rooms"], spec["subscribers"], subscriber_users)
-        with database(stack, workdir) as url:
-            user_ids, room_ids = prepare(url, subscriber_users + 1, seats)
-            codec = TokenCodec("HS256", SECRET, SECRET, ttl_s=3600)
-            tokens = [codec.mint(uid) for uid in user_ids]
-            rooms = [{"id": room_id, "publisher": tokens[-1], "subscribers": [tokens[index] for index in room_seats]}
-                     for room_id, room_seats in zip(room_ids, seats, strict=True)]
-            log_path = ARTIFACTS / f"{name}-{stack}-server.log"
-            with server(stack, url, workdir, log_path, server_cores, extra_env) as (process, base):
-                plan = {"url": base.replace("http://", "ws://"), **spec, "rooms": rooms, "server_pid": process.pid,
-                        "presence": presence,
-                        "latency_sample_every": 1 if spec["mode"] in ("rate", "storm") else 50}
-                idle_sockets = socket_count(process.pid)
-                (workdir / "plan.json").write_text(json.dumps(plan))
-                before = rss_kib(process.pid)
-                gen = subprocess.Popen(["node", str(LOADGEN / "loadgen.mjs"), str(workdir / "plan.json")],
-                                       stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
-                                       preexec_fn=child_setup(loadgen_cores))
-                assert gen.stdout is not None and gen.stdin is not None
-                spy = None
-                if profile and spec["mode"] == "flat":
-                    time.sleep(spec["warmup_s"] + 4)  # subscribers connect, then sample the steady state
-                    spy = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--duration", "8",
-                                            "--rate", "200", "--pid", str(process.pid),
-                                            "--output", str(workdir / "profile.txt")],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                line = gen.stdout.readline()
-                if not line:
-                    raise SystemExit(f"load generator failed; the server's log is {log_path}")
-                result = json.loads(line)
-                if spec["mode"] == "drop":
-                    result = after_the_drop(gen, process, base, idle_sockets, spec["settle_s"])
-                if spec["mode"] == "idle":
-                    time.sleep(2)  # let allocations settle
-                    after = rss_kib(process.pid)
-                    result |= {"rss_before_kib": before, "rss_after_kib": after,
-                               "kib_per_connection": round((after - before) / spec["subscribers"], 2)}
-                    gen.stdin.close()
-                gen.wait(timeout=120)
-                if spec["mode"] == "flat":
-                    counters = send_counters(base)  # the whole run's, warm-up included
-                    if counters.get("transactions"):
-                        result["messages_per_transaction"] = round(counters["messages"] / counters["transactions"], 2)
-                if spy is not None:
-                    spy.wait(timeout=60)
-                    result["profile_top"] = summarize_profile(workdir / "profile.txt")
-                    if (workdir / "profile.txt").exists():
-                        shutil.copy(workdir / "profile.txt", ARTIFACTS / f"{name}-{stack}-profile.txt")
+        log_path = ARTIFACTS / f"{name}-{stack}-server.log"
+        with serving(stack, spec, workdir, log_path, server_cores, extra_env) as (process, base, rooms):
+            plan = {"url": base.replace("http://", "ws://"), **spec, "rooms": rooms, "server_pid": process.pid,
+                    "presence": presence,
+                    "latency_sample_every": 1 if spec["mode"] in ("rate", "storm") else 50}
+            idle_sockets = socket_count(process.pid)
+            (workdir / "plan.json").write_text(json.dumps(plan))
+            before = rss_kib(process.pid)
+            gen = subprocess.Popen(["node", str(LOADGEN / "loadgen.mjs"), str(workdir / "plan.json")],
+                                   stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
+                                   preexec_fn=child_setup(loadgen_cores))
+            assert gen.stdout is not None and gen.stdin is not None
+            spy = None
+            if profile and spec["mode"] == "flat":
+                time.sleep(spec["warmup_s"] + 4)  # subscribers connect, then sample the steady state
+                spy = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--duration", "8",
+                                        "--rate", "200", "--pid", str(process.pid),
+                                        "--output", str(workdir / "profile.txt")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            line = gen.stdout.readline()
+            if not line:
+                raise SystemExit(f"load generator failed; the server's log is {log_path}")
+            result = json.loads(line)
+            if spec["mode"] == "drop":
+                result = after_the_drop(gen, process, base, idle_sockets, spec["settle_s"])
+            if spec["mode"] == "idle":
+                time.sleep(2)  # let allocations settle
+                after = rss_kib(process.pid)
+                result |= {"rss_before_kib": before, "rss_after_kib": after,
+                           "kib_per_connection": round((after - before) / spec["subscribers"], 2)}
+                gen.stdin.close()
+            gen.wait(timeout=120)
+            if spec["mode"] == "flat" and stack in ROOMCAST_STACKS:
+                counters = send_counters(base)  # the whole run's, warm-up included
+                if counters.get("transactions"):
+                    result["messages_per_transaction"] = round(counters["messages"] / counters["transactions"], 2)
+            if spy is not None:
+                spy.wait(timeout=60)
+                result["profile_top"] = summarize_profile(workdir / "profile.txt")
+                if (workdir / "profile.txt").exists():
+                    shutil.copy(workdir / "profile.txt", ARTIFACTS / f"{name}-{stack}-profile.txt")
     cores = ({"server": sorted(server_cores), "loadgen": sorted(loadgen_cores)}
              if server_cores and loadgen_cores else "shared")
     return {"scenario": name, "stack": stack, "cores": cores, "presence": presence, **result}
@@ -344,10 +393,38 @@ def summarize_profile(path: Path, top: int = 25) -> list[tuple[str, float]]:
     return [(frame, round(100 * count / total, 1)) for frame, count in ranked]
 
 
+def compare_table(results: list[dict]) -> str:
+    """One Markdown table of the runs: throughput and server CPU per delivery, latency, memory per connection."""
+    def number(value: float | None, digits: int = 1) -> str:
+        return "" if value is None else f"{value:,.{digits}f}"
+
+    lines = ["| scenario | stack | deliveries/s | server CPU | CPU µs/delivery | p50 ms | p99 ms | KiB/conn | notes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        latency = r.get("latency_ms") or {}
+        rate, cpu = r.get("deliveries_per_s"), r.get("server_cpu_share")
+        per_delivery = cpu / rate * 1e6 if rate and cpu is not None else None
+        notes = []
+        if r.get("errors"):
+            notes.append(f"{r['errors']} errors")
+        if r.get("closes"):
+            notes.append("closes " + ",".join(f"{code}x{n}" for code, n in r["closes"].items()))
+        if "server_alive" in r:
+            notes.append(f"alive={r['server_alive']} settled_after_s={r.get('sockets_settled_after_s')}")
+        lines.append(f"| {r['scenario']} | {r['stack']} | {number(rate, 0)} | {number(cpu, 2)} | "
+                     f"{number(per_delivery)} | {number(latency.get('p50'), 2)} | {number(latency.get('p99'), 2)} | "
+                     f"{number(r.get('kib_per_connection'), 2)} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", choices=["sqlite-memory", "postgresql-redis"], default="sqlite-memory")
-    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--stack", choices=STACKS, action="append",
+                        help="the stack to run (again for several); default sqlite-memory, or every one with --compare")
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], action="append",
+                        help="the scenario to run (again for several); default all")
+    parser.add_argument("--compare", action="store_true",
+                        help="run the scenarios on every stack (or those given) and end with one table")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy in flat scenarios")
     parser.add_argument("--duration", type=float, help="seconds to measure, instead of the scenario's own")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
@@ -363,15 +440,27 @@ def main() -> None:
                   for name, _, value in (setting.partition("=") for setting in args.server_setting)}
     if shutil.which("node") is None:
         raise SystemExit("the load generator needs Node.js (node) on PATH")
+    stacks = args.stack or (STACKS if args.compare else ["sqlite-memory"])
+    names = list(SCENARIOS) if not args.scenario or "all" in args.scenario else list(dict.fromkeys(args.scenario))
     raise_file_limit()
     ensure_loadgen()
+    for stack in stacks:
+        if stack in peers.COMMANDS:
+            peers.ensure_installed(stack)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for name in SCENARIOS if args.scenario == "all" else [args.scenario]:
-        result = run_scenario(name, args.stack, args.profile, args.duration, args.pin, args.presence,
-                              args.subscribers, args.presence_window, server_env)
-        if server_env:
-            result["server_settings"] = args.server_setting
-        print(json.dumps(result), flush=True)
+    results = []
+    for name in names:
+        for stack in stacks:
+            result = run_scenario(name, stack, args.profile, args.duration, args.pin, args.presence,
+                                  args.subscribers, args.presence_window, server_env)
+            if server_env:
+                result["server_settings"] = args.server_setting
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    if args.compare:
+        table = compare_table(results)
+        (ARTIFACTS / "compare.md").write_text(table + "\n")
+        print(table, flush=True)
 
 
 if __name__ == "__main__":

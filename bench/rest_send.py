@@ -4,17 +4,31 @@
 Starts its own server (`run.py serve --port 0`) on a fresh SQLite file, or on a
 throwaway PostgreSQL schema that it creates and drops, then has `--clients`
 users each post `--messages` messages (after one warm-up send) into one of
-`--rooms` group rooms, all at once. Prints messages/s and latency percentiles,
-and checks that every room's seq counted every message. Bounded in count and in
-time (`--time-limit`); talks only to 127.0.0.1.
+`--rooms` group rooms, all at once, each client on one keep-alive connection.
+Prints messages/s, latency percentiles and the server's CPU time per message
+(from /proc: the figure to trust on a shared machine), and checks that every
+room's seq counted every message. Bounded in count and in time (`--time-limit`);
+talks only to 127.0.0.1.
+
+The default client (`--client raw`) writes each request and reads each answer by
+hand: httpx costs its caller more CPU per request than a send costs the server
+on the fast path (docs/architecture.md, "REST sends below Quart"), so with it
+the client, not the server, is what is measured once both share two cores.
+`--client httpx` sends through httpx's connection pool, as an application would.
 
     python bench/rest_send.py                           # SQLite
     python bench/rest_send.py --database postgresql     # PostgreSQL at --postgres-url
+    python bench/rest_send.py --client httpx            # through httpx
+
+Server CPU per message, 32 clients, 4 rooms, raw client, on 2 cores shared with it:
+before the fast path 1.2 ms (SQLite) and 2.1 ms (PostgreSQL); with it 0.4–0.5 ms and
+0.9–1.0 ms (docs/architecture.md, "REST sends below Quart").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import secrets
@@ -142,14 +156,49 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))]
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection, written and read by hand: the lean client (httpx costs the
+    client more CPU per request than the fast path costs the server)."""
+
+    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+        self.stream = stream
+        self.host = host
+        self.buffer = b""
+
+    @classmethod
+    async def open(cls, base_url: str) -> RawConnection:
+        host, port = base_url.removeprefix("http://").rsplit(":", 1)
+        return cls(await trio.open_tcp_stream(host.strip("[]"), int(port)), f"{host}:{port}")
+
+    async def post(self, path: str, token: str, body: bytes) -> tuple[int, bytes]:
+        await self.stream.send_all(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            await self._fill()
+        head = self.buffer[:end].decode("latin-1").split("\r\n")
+        length = next(int(line.split(":", 1)[1]) for line in head if line.lower().startswith("content-length:"))
+        while len(self.buffer) < end + 4 + length:
+            await self._fill()
+        answer, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
+        return int(head[0].split(" ")[1]), answer
+
+    async def _fill(self) -> None:
+        chunk = await self.stream.receive_some(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        self.buffer += chunk
+
+
 async def run_load(base_url: str, server_pid: int, clients: list[Client], rooms: int, messages: int,
-                   time_limit: float) -> tuple[list[float], float, float | None, dict[int, int]]:
+                   time_limit: float, raw: bool) -> tuple[list[float], float, float | None, dict[int, int]]:
     """Every client posts `messages` messages.
 
     Returns the latencies, the elapsed seconds, the server's CPU seconds meanwhile, and sends per room.
     """
     latencies: list[float] = []
     sent_to: dict[int, int] = {}
+    raw_connections: dict[int, RawConnection] = {}
     limits = httpx.Limits(max_connections=len(clients), max_keepalive_connections=len(clients))
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
         owner = clients[0]
@@ -163,14 +212,22 @@ async def run_load(base_url: str, server_pid: int, clients: list[Client], rooms:
 
         async def post(client: Client, room_id: int, body: str, record: bool) -> None:
             started = time.perf_counter()
-            response = await http.post(f"/api/rooms/{room_id}/messages", headers=client.headers, json={"body": body})
-            if response.status_code != 201:
-                raise RuntimeError(f"send failed: {response.status_code} {response.text}")
+            if raw:
+                status, answer = await raw_connections[client.user_id].post(
+                    f"/api/rooms/{room_id}/messages", client.token, json.dumps({"body": body}).encode())
+            else:
+                response = await http.post(f"/api/rooms/{room_id}/messages", headers=client.headers,
+                                           json={"body": body})
+                status, answer = response.status_code, response.content
+            if status != 201:
+                raise RuntimeError(f"send failed: {status} {answer!r}")
             sent_to[room_id] += 1
             if record:
                 latencies.append(time.perf_counter() - started)
 
         async def warm_up(index: int, client: Client) -> None:
+            if raw:
+                raw_connections[client.user_id] = await RawConnection.open(base_url)
             await post(client, room_ids[index % rooms], "warm-up", record=False)
 
         async def client_loop(index: int, client: Client) -> None:
@@ -187,6 +244,8 @@ async def run_load(base_url: str, server_pid: int, clients: list[Client], rooms:
                 for index, client in enumerate(clients):
                     nursery.start_soon(client_loop, index, client)
         elapsed, cpu_after = time.perf_counter() - started, cpu_seconds(server_pid)
+        for connection in raw_connections.values():
+            await connection.stream.aclose()
         server_cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
         if scope.cancelled_caught:
             print(f"time limit of {time_limit}s reached; reporting what was sent", file=sys.stderr)
@@ -206,6 +265,8 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--messages", type=int, default=50, help="messages per client")
     parser.add_argument("--time-limit", type=float, default=120.0, help="stop sending after this many seconds")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="raw: one hand-written keep-alive connection per client; httpx: httpx's pool")
     args = parser.parse_args()
     if not (1 <= args.clients <= 1000 and 1 <= args.rooms <= args.clients and 1 <= args.messages <= 10_000):
         parser.error("need 1 <= rooms <= clients <= 1000 and 1 <= messages <= 10000")
@@ -217,12 +278,13 @@ def main() -> int:
             clients = make_clients(url, secret, args.clients)
             with server(url, data_dir, secret) as (base_url, pid):
                 latencies, elapsed, server_cpu, sent_to = trio.run(run_load, base_url, pid, clients, args.rooms,
-                                                                   args.messages, args.time_limit)
+                                                                   args.messages, args.time_limit, args.client == "raw")
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     latencies.sort()
     total = len(latencies)
-    print(f"database={args.database} clients={args.clients} rooms={args.rooms} messages/client={args.messages}")
+    print(f"database={args.database} client={args.client} clients={args.clients} rooms={args.rooms} "
+          f"messages/client={args.messages}")
     print(f"sent {total} messages in {elapsed:.2f}s: {total / elapsed:.0f} messages/s")
     print(f"latency p50={percentile(latencies, 0.50) * 1000:.1f}ms p99={percentile(latencies, 0.99) * 1000:.1f}ms "
           f"max={latencies[-1] * 1000:.1f}ms")

@@ -166,6 +166,9 @@ class Settings(BaseModel):
     contact_policy: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CONTACT_POLICY))
 
     max_request_bytes: int = Field(1 << 20, ge=1024)
+    # REST sends (POST /api/rooms/{id}/messages) answered below Quart, by the front door (http/fast_sends.py):
+    # the same answers for a fraction of the CPU. Off: Hypercorn and Quart serve them like every request.
+    rest_fast_sends: bool = True
     max_body_chars: int = Field(4000, ge=1)
     attachment_max_bytes: int = Field(10 << 20, ge=1)
     attachment_types: list[str] = Field(

@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
+def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """PROTOCOL §1's error envelope."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
 class ApiError(Exception):
     """Raised anywhere below the transport; REST and /ws turn it into their error shape."""
 
@@ -21,10 +29,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def envelope(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
+        return envelope(self.code, self.message, self.details)
 
 
 class BadRequest(ApiError):

@@ -15,6 +15,7 @@ from hypercorn.config import Config as HypercornConfig
 from .config import Settings
 from .errors import StartupError
 from .http.app import create_app
+from .http.fast_sends import FastSends
 from .http.front_door import FrontDoor
 from .http.ws.endpoint import WebSocketEndpoint
 from .logs import log_event
@@ -85,7 +86,9 @@ async def serve_node(node: Node, *, shutdown: trio.Event, sockets: list[socket.s
     websockets = WebSocketEndpoint(node)
     ensure_webhook_delivery(node)  # deliveries queued before this start (or by other nodes) go out
     ensure_unread_scanner(node)  # message.unread
-    front_door = FrontDoor(create_app(node), hypercorn_config(node.settings), websockets.serve)
+    config = hypercorn_config(node.settings)
+    fast_path = FastSends(node, config) if node.settings.rest_fast_sends else None
+    front_door = FrontDoor(create_app(node), config, websockets.serve, fast_path=fast_path)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(websockets.heartbeats)
         nursery.start_soon(websockets.audits)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .timestamps import to_wire
 
 if TYPE_CHECKING:
+    from .storage.messages import NewMessage
     from .storage.models import Attachment, Message, Room, User
     from .storage.users import UserSnapshot
 
@@ -65,7 +66,7 @@ def attachment_to_wire(attachment: Attachment) -> dict[str, Any]:
     }
 
 
-def message_to_wire(message: Message, sender: User | UserSnapshot,
+def message_to_wire(message: Message | NewMessage, sender: User | UserSnapshot,
                     attachments: Iterable[Attachment] = ()) -> dict[str, Any]:
     return {
         "id": message.id,

@@ -13,21 +13,25 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import trio
+from hypercorn.config import Config as HypercornConfig
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from roomcast.config import Settings, load_settings
 from roomcast.http.app import create_app
 from roomcast.http.context import RoomcastApp
+from roomcast.http.front_door import FastPath, FrontDoor
+from roomcast.http.ws.endpoint import WebSocketEndpoint
 from roomcast.identity.passwords import hash_password
 from roomcast.node import Node, open_node
-from roomcast.server import serve_node
+from roomcast.server import hypercorn_config, serve_node
 from roomcast.storage.database import create_database_engine
 from roomcast.storage.migrate import upgrade
 from roomcast.storage.models import Base
@@ -247,4 +251,21 @@ async def live_server(node: Node, nursery: trio.Nursery) -> AsyncIterator[str]:
     shutdown = trio.Event()
     url = await nursery.start(lambda task_status: serve_node(node, shutdown=shutdown, task_status=task_status))
     yield url
+    shutdown.set()
+
+
+async def serve_front_door(node: Node, nursery: trio.Nursery, shutdown: trio.Event,
+                           fast_path: FastPath | None, config: HypercornConfig | None = None) -> str:
+    """Serve `node` on a free port through a front door of one's own making; its base URL."""
+    door = FrontDoor(create_app(node), config or hypercorn_config(node.settings), WebSocketEndpoint(node).serve,
+                     fast_path=fast_path)
+    url: str = await nursery.start(partial(door.serve, "127.0.0.1", 0, shutdown_trigger=shutdown.wait))
+    return url
+
+
+@pytest.fixture
+async def quart_server(node: Node, nursery: trio.Nursery) -> AsyncIterator[str]:
+    """The node served with no fast path: every request through Hypercorn and Quart (for comparisons)."""
+    shutdown = trio.Event()
+    yield await serve_front_door(node, nursery, shutdown, None)
     shutdown.set()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ApiError
+from ..errors import ApiError, envelope
+from ..wire import JsonObject
 
 log = logging.getLogger("roomcast.http")
 
@@ -28,14 +30,40 @@ _CODES = {
 }
 
 
+SCHEMA_MISMATCH = "the request does not match the expected shape"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """An error as any transport answers it: status, PROTOCOL §1's envelope, extra headers."""
+
+    status: int
+    body: JsonObject
+    headers: dict[str, str]
+
+
+def error_answer(error: Exception) -> ErrorAnswer:
+    """What a request that raised `error` in a view is answered: the Quart app's handlers and the
+    fast sends (fast_sends.py) both answer this way. An error that is no ApiError is logged: a bug."""
+    if isinstance(error, ApiError):
+        # A dependency that is down (DependencyUnavailable: the database, the stream backend) is an
+        # ApiError too: 503 `unavailable`, logged once per outage by its gateway, not per request.
+        return ErrorAnswer(error.status, error.envelope(), error.headers)
+    if isinstance(error, RequestSchemaValidationError):
+        return ErrorAnswer(400, envelope("validation_error", SCHEMA_MISMATCH, _validation_details(error)), {})
+    log.exception("unhandled error", exc_info=error)
+    return ErrorAnswer(500, envelope("internal_error", "internal server error"), {})
+
+
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
                    headers: dict[str, str] | None = None) -> Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    response = jsonify({"error": error})
-    response.status_code = status
-    response.headers.update(headers or {})
+    return _response(ErrorAnswer(status, envelope(code, message, details), headers or {}))
+
+
+def _response(answer: ErrorAnswer) -> Response:
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    response.headers.update(answer.headers)
     return response
 
 
@@ -51,16 +79,13 @@ def _validation_details(error: RequestSchemaValidationError) -> dict[str, Any]:
 
 
 def install_error_handlers(app: Quart) -> None:
-    # A dependency that is down (DependencyUnavailable: the database, the stream backend) is an
-    # ApiError too: 503 `unavailable`, logged once per outage by its gateway, not per request.
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
-        return error_response(error.status, error.code, error.message, error.details, error.headers)
+        return _response(error_answer(error))
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(error: RequestSchemaValidationError) -> Response:
-        return error_response(400, "validation_error", "the request does not match the expected shape",
-                              _validation_details(error))
+        return _response(error_answer(error))
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
@@ -72,5 +97,4 @@ def install_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error", exc_info=error)
-        return error_response(500, "internal_error", "internal server error")
+        return _response(error_answer(error))

@@ -24,6 +24,8 @@ from typing import Any
 
 import trio
 
+from ..errors import envelope
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -41,7 +43,7 @@ AMBIGUOUS_FRAMING_MESSAGE = "a request may not carry both Content-Length and Tra
 
 def error_body(code: str, message: str) -> bytes:
     """PROTOCOL §1's error envelope, for answers given below the app."""
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
+    return json.dumps(envelope(code, message)).encode()
 
 
 def ambiguous_framing(header_names: Iterable[str]) -> bool:

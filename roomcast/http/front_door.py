@@ -1,12 +1,16 @@
-"""One port for everything: `/ws` upgrades go to roomcast's WebSocket code, the rest to Hypercorn.
+"""One port for everything: `/ws` upgrades go to roomcast's WebSocket code, REST sends to the
+fast path, the rest to Hypercorn.
 
 Quart's (and ASGI's) websocket layer costs a message object, a framing pass and a
 socket write per event per subscriber (DESIGN.md decision 10). So the front door
 reads each new connection's request head; a `GET /ws` upgrade is handed, socket
 and all, to roomcast's WebSocket session, which writes pre-framed bytes shared by
-every subscriber. Any other connection goes to Hypercorn's own HTTP handling,
-with the bytes already read replayed first, so REST and the web client are
-served exactly as Hypercorn would.
+every subscriber. A connection whose request the fast path wants (`POST
+/api/rooms/{id}/messages`, fast_sends.py) is served by it for as long as its
+requests are sends; it gives back the bytes of the first request it does not
+serve. Any other connection, and the rest of one the fast path gave back, goes
+to Hypercorn's own HTTP handling, with the bytes already read replayed first, so
+REST and the web client are served exactly as Hypercorn would.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -29,8 +34,8 @@ from .framing import AMBIGUOUS_FRAMING_MESSAGE, ambiguous_framing, error_body
 
 log = logging.getLogger("roomcast.http")
 
-_MAX_HEAD_BYTES = 16 << 10
-_HEAD_TIMEOUT_S = 10.0
+MAX_HEAD_BYTES = 16 << 10  # as Hypercorn's h11_max_incomplete_size
+HEAD_TIMEOUT_S = 10.0  # for the rest of a request head once its first bytes are in
 
 
 class Draining:
@@ -76,6 +81,19 @@ class UpgradeRequest:
 
 
 WebSocketHandler = Callable[[trio.SocketStream, UpgradeRequest, Draining], Awaitable[None]]
+
+
+class FastPath(Protocol):
+    """Requests served below Hypercorn (fast_sends.py)."""
+
+    def wants(self, head: bytes) -> bool:
+        """Whether to take a connection whose first bytes (at least its request line) are `head`."""
+        ...
+
+    async def serve(self, stream: trio.SocketStream, data: bytes, draining: Draining) -> bytes | None:
+        """Serve the connection from `data` (bytes read from it) on; return the bytes of a request to
+        leave to Hypercorn, or None once the connection is done with."""
+        ...
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
@@ -140,9 +158,9 @@ def is_websocket_upgrade(method: str, target: str, headers: dict[str, str], path
 async def _read_head(stream: trio.SocketStream) -> bytes:
     """Read until the end of the request head (or the size cap, or the peer's EOF)."""
     head = b""
-    with trio.move_on_after(_HEAD_TIMEOUT_S):
-        while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD_BYTES:
-            chunk = await stream.receive_some(_MAX_HEAD_BYTES)
+    with trio.move_on_after(HEAD_TIMEOUT_S):
+        while b"\r\n\r\n" not in head and len(head) < MAX_HEAD_BYTES:
+            chunk = await stream.receive_some(MAX_HEAD_BYTES)
             if not chunk:
                 break
             head += chunk
@@ -161,11 +179,12 @@ class FrontDoor:
     """Accepts connections on the node's port and routes each to WebSocket or HTTP handling."""
 
     def __init__(self, app: object, config: HypercornConfig, websocket_handler: WebSocketHandler,
-                 websocket_path: str = "/ws") -> None:
+                 websocket_path: str = "/ws", fast_path: FastPath | None = None) -> None:
         self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
         self.config = config
         self.websocket_handler = websocket_handler
         self.websocket_path = websocket_path
+        self.fast_path = fast_path
         self.context = WorkerContext(None)
         self.lifespan_state: dict = {}
         self.draining = Draining()  # set at shutdown: sessions close with 1012
@@ -207,6 +226,11 @@ class FrontDoor:
             if not head:
                 await stream.aclose()
                 return
+            if self.fast_path is not None and self.fast_path.wants(head):
+                rest = await self.fast_path.serve(stream, head, self.draining)
+                if rest is None:
+                    return
+                head = rest  # a request it does not serve: Hypercorn has it and the rest of the connection
             parsed = _parse_head(head)
             if parsed is not None and is_websocket_upgrade(*parsed, path=self.websocket_path):
                 if ambiguous_framing(parsed[2]):  # other requests meet this rule in framing.py

@@ -70,6 +70,12 @@ class TrustedProxies:
                 scheme = proto
         return client, scheme
 
+    def resolve_fields(self, peer: str | None, scheme: str,
+                       headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str]:
+        """`resolve` with the forwarding headers read from a request's (name, value) pairs."""
+        headers = list(headers)
+        return self.resolve(peer, scheme, _header(headers, b"x-forwarded-for"), _header(headers, b"x-forwarded-proto"))
+
 
 def _origin_key(origin: str) -> tuple[str, str, int | None] | None:
     try:
@@ -120,8 +126,7 @@ class ForwardedHeaders:
             raw_headers = scope.get("headers")
             headers: list[tuple[bytes, bytes]] = list(raw_headers) if isinstance(raw_headers, Iterable) else []
             scheme = str(scope.get("scheme", "http"))
-            address, resolved = self.proxies.resolve(str(client[0]), scheme, _header(headers, b"x-forwarded-for"),
-                                                     _header(headers, b"x-forwarded-proto"))
+            address, resolved = self.proxies.resolve_fields(str(client[0]), scheme, headers)
             if address != client[0] or resolved != scheme:
                 scope = dict(scope, client=(address, client[1] if len(client) > 1 else 0), scheme=resolved)
         await self.app(scope, receive, send)

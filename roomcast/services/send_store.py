@@ -26,7 +26,14 @@ from ..errors import ApiError, BadRequest, NotFound
 from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
 from ..storage.events import append_event, append_events
-from ..storage.messages import find_by_client_id, find_by_client_ids, get_room_message, insert_message, insert_messages
+from ..storage.messages import (
+    NewMessage,
+    find_by_client_id,
+    find_by_client_ids,
+    get_room_message,
+    insert_message,
+    insert_messages,
+)
 from ..storage.models import Attachment, Message
 from ..storage.rooms import (
     LockedRoom,
@@ -220,8 +227,7 @@ def store_draft(node: Node, session: Session, sender: UserSnapshot, draft: Draft
         record_room_message(session, room_id, seq, message_id, now)
         for upload in uploads:
             upload.message_id = message_id
-        message = Message(id=message_id, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
-                          reply_to_id=draft.reply_to, client_id=client_id, created_at=now)  # never added
+        message = NewMessage(message_id, room_id, seq, sender.id, draft.body, draft.reply_to, client_id, now)
         view = message_to_wire(message, sender, uploads)
         enqueue(node, session, sender.tenant, "message.created", room_id, seq, message=view,
                 to_bots=sender.role != "bot")  # a bot's messages never trigger bots

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Table, insert, select, tuple_
@@ -19,6 +20,21 @@ def message_with_sender(session: Session, room_id: int, message_id: int) -> tupl
         .where(Message.id == message_id, Message.room_id == room_id)
     ).first()
     return (row[0], row[1]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message as just inserted, for its wire form: an ORM object would cost more than the insert."""
+
+    id: int
+    room_id: int
+    seq: int
+    sender_id: int
+    body: str
+    reply_to_id: int | None
+    client_id: str | None
+    created_at: datetime
+    edited_at: None = None
 
 
 _MESSAGES = Message.__table__

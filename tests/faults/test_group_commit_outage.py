@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from roomcast.actors.actor import ActorState
 from roomcast.node import Node
 from roomcast.services import messaging
 from tests.chat_helpers import make_group
+from tests.raw_http import RawConnection
 from tests.ws_client import ws_connect
 
 from .outage_fixtures import database_url, db_backend, pg_proxy, redis_proxy, settings_overrides
@@ -62,3 +64,25 @@ async def test_sends_that_meet_a_database_outage_are_unavailable_and_the_committ
             assert answers[f"rest-{n}"][0] == 201, answers[f"rest-{n}"]
         assert messaging.committer(node).actor is actor and actor.state is ActorState.RUNNING
         assert actor.restarts == 0
+
+
+async def test_a_rest_send_in_an_outage_is_answered_alike_by_the_fast_path_and_the_app(
+        live_server: str, quart_server: str, client: Any, users: Any, pg_proxy: TcpProxy) -> None:
+    """The node's own server serves sends on the fast path (http/fast_sends.py); quart_server has none."""
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    body = b'{"body": "in the dark"}'
+    raw = (f"POST /api/rooms/{room}/messages HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {alice.token}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nX-Request-Id: outage\r\n\r\n").encode()
+    pg_proxy.cut()
+    answers = []
+    for url in (live_server, quart_server, live_server):  # the last: the outage known, the user cache passed by
+        connection = await RawConnection.open(url)
+        async with connection.stream:
+            await connection.send(raw + body)
+            answer = await connection.response()
+        answers.append((answer.status, {k: v for k, v in answer.headers.items() if k != "date"}, answer.body))
+    assert answers[0] == answers[1] == answers[2]
+    status, headers, error = answers[0]
+    assert status == 503 and headers["retry-after"] == "1"
+    assert json.loads(error)["error"]["details"] == {"dependency": "database"}

@@ -6,7 +6,6 @@ must get its answer; a body the server will not wait for ends in `Connection: cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,67 +13,9 @@ import trio
 
 from roomcast.http import framing
 from roomcast.node import Node
+from tests.raw_http import RawConnection, head
 
 BODY = b'{"kind": "group", "name": "x", "user_id": 1, "username": "u", "password": "p"}'
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class RawConnection:
-    """One HTTP/1.1 connection written and read by hand."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    @classmethod
-    async def open(cls, base_url: str) -> RawConnection:
-        host, port = base_url.removeprefix("http://").split(":")
-        return cls(await trio.open_tcp_stream(host, int(port)))
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def _fill(self) -> bool:
-        chunk = await self.stream.receive_some(65536)
-        self.buffer += chunk
-        return bool(chunk)
-
-    async def response(self) -> RawResponse:
-        """The next Content-Length framed response (fails after 5 s: the fault was a hang)."""
-        with trio.fail_after(5):
-            while b"\r\n\r\n" not in self.buffer:
-                assert await self._fill(), "connection closed before a response"
-            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-            status_line, *lines = head.decode("latin-1").split("\r\n")
-            fields = (line.partition(":") for line in lines)
-            headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-            length = int(headers.get("content-length", "0"))
-            while len(self.buffer) < length:
-                assert await self._fill(), "connection closed inside a response"
-            body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return RawResponse(int(status_line.split(" ")[1]), headers, body)
-
-    async def closed_by_server(self) -> bool:
-        """True once the server ends the connection (EOF or reset) with nothing more sent."""
-        with trio.fail_after(5):
-            try:
-                return not await self._fill() and not self.buffer
-            except trio.BrokenResourceError:
-                return not self.buffer
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
-def head(method: str, path: str, *, length: int | None = None, extra: str = "") -> bytes:
-    framing = f"Content-Type: application/json\r\nContent-Length: {length}\r\n" if length is not None else ""
-    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{framing}{extra}\r\n".encode()
 
 
 async def member_header(users: Any) -> str:

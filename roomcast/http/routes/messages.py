@@ -5,7 +5,10 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring
 
+from ...node import Node
 from ...services import messaging
+from ...services.users import UserSnapshot
+from ...wire import JsonObject
 from ..auth import current_user, require_authentication
 from ..chat_schemas import EditMessageIn, HistoryQuery, MessageOut, MessagePage, ReadIn, SendMessageIn
 from ..context import current_node
@@ -18,6 +21,8 @@ blueprint = Blueprint("messages", __name__, url_prefix="/api/rooms")
 require_authentication(blueprint)
 
 MESSAGE = "<id:message_id>"
+SEND = f"/{ROOM}/messages"
+SEND_RULE = f"{blueprint.url_prefix}{SEND}"  # the URL rule, as metrics and the access log name it
 
 
 @blueprint.get(f"/{ROOM}/messages")
@@ -38,7 +43,7 @@ async def history(room_id: int, query_args: HistoryQuery) -> dict:
     return {"items": items, "has_more": has_more}
 
 
-@blueprint.post(f"/{ROOM}/messages")
+@blueprint.post(SEND)
 @validate_request(SendMessageIn)
 @document_response(MessageOut, 201)
 @document_response(MessageOut, 200)
@@ -52,9 +57,13 @@ async def send(room_id: int, data: SendMessageIn) -> tuple[dict, int]:
     `attachments` are the caller's own uploads to this room that no message carries yet (400 otherwise);
     with attachments the body may be empty.
     """
-    message, created = await messaging.send_message(current_node(), current_user(), room_id, data.body,
-                                                    reply_to=data.reply_to, client_id=data.client_id,
-                                                    attachments=data.attachments)
+    return await send_as(current_node(), current_user(), room_id, data)
+
+
+async def send_as(node: Node, sender: UserSnapshot, room_id: int, data: SendMessageIn) -> tuple[JsonObject, int]:
+    """A send's answer and status, for this route and the fast sends (fast_sends.py) alike."""
+    message, created = await messaging.send_message(node, sender, room_id, data.body, reply_to=data.reply_to,
+                                                    client_id=data.client_id, attachments=data.attachments)
     return message, 201 if created else 200
 
 

@@ -1,30 +1,24 @@
 """A server-side WebSocket on a raw Trio stream.
 
-The handshake is answered by hand (RFC 6455 §4.2.2); what the server sends is written as pre-built
-frames (`frames.py`), so one encoded event can go to many sockets without re-framing.
-
-What the client sends is cut into frames here. The usual frame (a whole masked text message in one
-valid UTF-8 frame) is unmasked and decoded on the spot: every send, typing and read of a client is
-one, and wsproto's event machinery costs several times the unmasking. Any other frame (fragments,
-control frames, binary, anything malformed or invalid) goes to wsproto whole, so it parses and
-refuses exactly what it always did. A frame that announces more than a message may hold, or a
-stream this reader cannot cut, is handed to wsproto with everything after it, for good.
+The handshake is answered by hand (RFC 6455 §4.2.2); `inbound.py` parses what the client sends (masked
+frames, fragments, control frames); what the server sends is written as pre-built frames
+(`frames.py`), so one encoded event can go to many sockets without re-framing. Reads and writes go
+straight to the socket's file descriptor: an idle connection waits in `wait_readable` with no
+stream, socket or parser layers suspended above it.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from collections import deque
 
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
+from wsproto.utilities import generate_accept_token
 
 from ...metrics import WireCounters
 from ..front_door import UpgradeRequest
 from . import frames
+from .inbound import MESSAGE_TOO_BIG, Close, Event, FrameParser, Message, Ping, ProtocolError
 
 _RECEIVE_BYTES = 16 << 10
 PROTOCOL_ERROR = 1002  # RFC 6455 §7.4.1
@@ -35,15 +29,6 @@ def _is_valid_key(key: str) -> bool:
         return len(base64.b64decode(key, validate=True)) == 16
     except ValueError:
         return False
-
-
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    """A client frame's payload, unmasked (RFC 6455 §5.3): one XOR of two big integers."""
-    size = len(payload)
-    if not size:
-        return b""
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
 
 
 class ConnectionClosed(Exception):
@@ -59,23 +44,15 @@ class WebSocket:
     """One accepted WebSocket: receive text messages, send frames, close with a code."""
 
     # Slotted, and the send lock made only when a write must wait for another: one of each per connection.
-    __slots__ = ("_buffer", "_fragment_bytes", "_fragments", "_in_message", "_incoming", "_peer_closed", "_protocol",
-                 "_send_lock", "_tail", "_torn", "closed", "counters", "last_heard", "max_message_bytes", "stream")
+    __slots__ = ("_parser", "_peer_closed", "_send_lock", "_tail", "_torn", "closed", "counters", "last_heard",
+                 "stream")
 
     def __init__(self, stream: trio.abc.Stream, max_message_bytes: int, counters: WireCounters | None = None) -> None:
         self.stream = stream
         self.counters = counters or WireCounters()  # the node's: frames and bytes written, for /metrics
-        self.max_message_bytes = max_message_bytes
         # Frames only: the handshake is answered by hand, so no HTTP parser stays alive per socket.
-        self._protocol = Connection(ConnectionType.SERVER)
+        self._parser = FrameParser(max_message_bytes)
         self._send_lock: trio.StrictFIFOLock | None = None  # see `_lock`
-        self._fragments: list[str] = []
-        self._fragment_bytes = 0
-        # Bytes received and not yet cut into frames; None once everything goes straight to wsproto.
-        self._buffer: bytes | None = b""
-        # Frames cut, in order: a message decoded here (str), or a whole frame for wsproto (bytes).
-        self._incoming: deque[str | bytes] = deque()
-        self._in_message = False  # wsproto holds the first fragments of a message
         self.closed: ConnectionClosed | None = None
         # True once the client's close frame arrived (and was answered): the handshake is done.
         self._peer_closed = False
@@ -100,121 +77,58 @@ class WebSocket:
         await self._write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                           b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode()) + b"\r\n\r\n")
         # The client may have sent its first frame right behind the head.
-        trailing = request.head.partition(b"\r\n\r\n")[2]
-        if trailing:
-            self._cut(trailing)
+        self._parser.feed(request.head.partition(b"\r\n\r\n")[2])
 
     async def receive(self) -> str:
         """The next complete text message; raises ConnectionClosed when the socket is done."""
         while True:
-            # wsproto's events first: they come from frames older than any still queued.
-            for event in self._protocol.events():
-                message = await self._handle(event)
-                if message is not None:
-                    return message
+            try:
+                event = self._parser.next()
+            except ProtocolError as exc:
+                await self.close(exc.code, exc.reason if exc.code == MESSAGE_TOO_BIG else f"protocol error: {exc}")
+                raise self.closed from None  # type: ignore[misc]
+            if isinstance(event, Message):
+                return event.text
+            if event is not None:
+                await self._handle_control(event)
+                continue
             if self.closed is not None:
                 raise self.closed
-            if self._incoming:
-                item = self._incoming.popleft()
-                if isinstance(item, str):
-                    return item
-                await self._to_wsproto(item)
-                continue
-            try:
-                data = await self.stream.receive_some(_RECEIVE_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+            # Inline rather than in a helper coroutine: this is where every idle connection waits,
+            # and each coroutine suspended here would be one more frame per connection.
+            stream = self.stream
+            if isinstance(stream, trio.SocketStream):
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data = _read_now(stream.socket)
+                if data is None:
+                    try:
+                        await trio.lowlevel.wait_readable(stream.socket)
+                    except (trio.ClosedResourceError, OSError):  # closed here meanwhile
+                        data = b""
+                    else:
+                        data = _read_now(stream.socket)
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                if data is None:  # woken without data after all: wait again
+                    continue
+            else:
+                data = await _receive_some(stream)
             if not data:
                 self.closed = self.closed or ConnectionClosed(1006, "connection lost")
                 raise self.closed
             self.last_heard = trio.current_time()
-            self._cut(bytes(data))
+            self._parser.feed(data)
 
-    def _cut(self, data: bytes) -> None:
-        """Cut what arrived into whole frames, queued in `_incoming` (see the module's docstring)."""
-        if self._buffer is None:
-            self._incoming.append(data)
-            return
-        buffer = self._buffer + data if self._buffer else data
-        start, end = 0, len(buffer)
-        while end - start >= 2:
-            first, second = buffer[start], buffer[start + 1]
-            length, at = second & 0x7F, start + 2
-            if length == 126:
-                if end - at < 2:
-                    break
-                length, at = int.from_bytes(buffer[at:at + 2], "big"), at + 2
-            elif length == 127:
-                if end - at < 8:
-                    break
-                length, at = int.from_bytes(buffer[at:at + 8], "big"), at + 8
-            if length > self.max_message_bytes:  # never buffered whole here: wsproto streams it
-                self._incoming.append(buffer[start:])
-                self._buffer = None
-                return
-            masked = second & 0x80
-            payload_at = at + 4 if masked else at
-            frame_end = payload_at + length
-            if frame_end > end:
-                break
-            text = None
-            if first == 0x81 and masked and not self._in_message:  # FIN, no RSV bits, text
-                try:
-                    text = _unmask(buffer[payload_at:frame_end], buffer[at:payload_at]).decode()
-                except UnicodeDecodeError:
-                    pass  # wsproto closes with 1007, as for any invalid text
-            if text is not None:
-                self._incoming.append(text)
-            else:
-                if first & 0x0F < 8:  # a data frame: a message continues unless it is the final one
-                    self._in_message = not first & 0x80
-                self._incoming.append(buffer[start:frame_end])
-            start = frame_end
-        self._buffer = buffer[start:]
-
-    async def _to_wsproto(self, data: bytes) -> None:
-        try:
-            self._protocol.receive_data(data)
-        except RemoteProtocolError as exc:
-            hint = exc.event_hint
-            await self.close(hint.code if isinstance(hint, CloseConnection) else PROTOCOL_ERROR,
-                             f"protocol error: {exc}")
-            raise self.closed from None  # type: ignore[misc]
-
-    async def _handle(self, event: object) -> str | None:
-        if isinstance(event, TextMessage | BytesMessage):
-            size = len(event.data)
-            self._fragment_bytes += size
-            if self._fragment_bytes > self.max_message_bytes:
-                await self.close(1009, "message too big")
-                raise self.closed  # type: ignore[misc]
-            if isinstance(event, BytesMessage):
-                try:
-                    self._fragments.append(bytes(event.data).decode())
-                except UnicodeDecodeError:
-                    self._fragments.append("\ufffd")  # reported as bad JSON by the session
-            else:
-                self._fragments.append(event.data)
-            if event.message_finished:
-                message = "".join(self._fragments)
-                self._fragments.clear()
-                self._fragment_bytes = 0
-                return message
-        elif isinstance(event, Ping):
+    async def _handle_control(self, event: Event) -> None:
+        if isinstance(event, Ping):
             await self.send_frame(frames.pong_frame(event.payload))
-        elif isinstance(event, CloseConnection):
-            if self._protocol.state is ConnectionState.OPEN:
-                # Not the client's close: wsproto reports a frame that breaks RFC 6455 (unmasked,
-                # RSV bits, reserved opcode, bad close code: 1002; invalid UTF-8 text: 1007)
-                # as a close with the code we must fail the connection with.
-                await self.close(event.code, f"protocol error: {event.reason}")
-                raise self.closed  # type: ignore[misc]
+        elif isinstance(event, Close):
             self._peer_closed = True
             if self.closed is None:
-                self.closed = ConnectionClosed(event.code, event.reason or "")
+                self.closed = ConnectionClosed(event.code, event.reason)
                 async with self._lock():
                     await self._write_quietly(frames.close_frame(1000))
-        return None
+        # A pong needs nothing: any bytes from the client already count as hearing from it.
 
     def try_write_now(self, frame: bytes) -> bool:
         """Write `frame` without waiting, if nothing else is being written; False if it was not.
@@ -288,29 +202,17 @@ class WebSocket:
         """
         if self._torn or self._peer_closed:
             return
-        # From here on wsproto reads alone; what was cut and not yet taken goes to it first.
-        held = [item for item in self._incoming if isinstance(item, bytes)] + [self._buffer or b""]
-        self._incoming.clear()
-        self._buffer = None
-        try:
-            self._protocol.receive_data(b"".join(held))
-            if any(isinstance(event, CloseConnection) for event in self._protocol.events()):
-                return
-        except (RemoteProtocolError, LocalProtocolError):
-            return
         with trio.move_on_after(timeout_s):
             while True:
-                try:
-                    data = await self.stream.receive_some(_RECEIVE_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
+                data = await _receive_some(self.stream)
                 if not data:
                     return
+                self._parser.feed(data)
                 try:
-                    self._protocol.receive_data(bytes(data))
-                    if any(isinstance(event, CloseConnection) for event in self._protocol.events()):
-                        return
-                except (RemoteProtocolError, LocalProtocolError):
+                    while (event := self._parser.next()) is not None:
+                        if isinstance(event, Close):
+                            return
+                except ProtocolError:
                     return
 
     async def _write(self, data: bytes) -> None:
@@ -318,7 +220,7 @@ class WebSocket:
             raise self.closed or ConnectionClosed(1006, "connection lost")
         try:
             await self._send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._torn = True
             self.closed = self.closed or ConnectionClosed(1006, "connection lost")
             raise self.closed from None
@@ -365,3 +267,21 @@ class WebSocket:
             raise
         except OSError as exc:
             raise trio.BrokenResourceError(str(exc)) from exc
+
+
+def _read_now(sock: trio.socket.SocketType) -> bytes | None:
+    """What the socket holds now, without waiting: None if nothing, b"" once the peer closed or it broke."""
+    try:
+        return os.read(sock.fileno(), _RECEIVE_BYTES)
+    except BlockingIOError:
+        return None
+    except OSError:  # reset by the peer, or closed here
+        return b""
+
+
+async def _receive_some(stream: trio.abc.Stream) -> bytes:
+    """The next bytes from `stream`; b"" once the peer closed or it broke."""
+    try:
+        return bytes(await stream.receive_some(_RECEIVE_BYTES))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return b""
