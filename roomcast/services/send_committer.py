@@ -9,11 +9,13 @@ after the commit.
 
 Within a transaction the drafts are stored in room-id order (stable, so a request's
 drafts to one room keep the order sent), so every transaction takes its room locks in
-the same order and two of them (on two nodes, say) never deadlock. A draft refused
-(not a member, the room inactive, a repeated client_id) is an outcome of its own and
-leaves the others be; one that fails unexpectedly makes the transaction start over
-with a savepoint per draft, so that it fails alone. What fails the transaction as a
-whole (the database is down) is the outcome of every send in it, and of no other.
+the same order and two of them (on two nodes, say) never deadlock. The batch is stored
+whole (`store_many`: a few statements whatever its size, see send_store.py). A draft
+refused (not a member, the room inactive, a repeated client_id) is an outcome of its own
+and leaves the others be; a batch that fails unexpectedly makes the transaction start
+over draft by draft (`store`), each in a savepoint, so that the draft to blame fails alone.
+What fails the transaction as a whole (the database is down) is the outcome of every send
+in it, and of no other.
 """
 
 from __future__ import annotations
