@@ -118,3 +118,23 @@ async def test_a_flood_of_sends_over_the_rate_closes_the_connection_1008(
                 await ws.event()
     assert caught.value.reason.code == 1008
     assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["0"]
+
+
+async def test_the_send_task_stays_while_sends_come_and_ends_at_a_heartbeat_once_idle(
+        live_server: str, client: Any, users: Any, node: Any) -> None:
+    from roomcast.actors.notices import Audience
+    from tests.helpers import eventually
+
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    async with ws_connect(live_server, alice.token) as ws:
+        assert (await ws.request({"type": "send", "room": room, "body": "one"}))["type"] == "ack"
+        [session] = list(node.notices.recipients(Audience((alice.id,))))
+        pipeline = session._sends
+        assert pipeline._running and pipeline._parked is not None  # idle, waiting for the next send
+        assert (await ws.request({"type": "send", "room": room, "body": "two"}))["type"] == "ack"
+        session.heartbeat(trio.current_time(), node.settings.heartbeat_s)  # it finds the task idle
+        await eventually(lambda: not pipeline._running)
+        assert (await ws.request({"type": "send", "room": room, "body": "three"}))["type"] == "ack"
+        assert pipeline._running  # a new task for the new send
+    assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["one", "two", "three"]

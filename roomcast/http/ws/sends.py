@@ -2,8 +2,8 @@
 
 Answering each `send` frame only after its own commit would let one connection
 commit one message per round trip to the database. Instead the reader checks a
-send and queues it here, then goes on reading; one task (alive only while sends
-are pending) takes the sender's rate tokens for whatever has piled up (one call to
+send and queues it here, then goes on reading; one task (alive while the session
+keeps sending) takes the sender's rate tokens for whatever has piled up (one call to
 Redis for all; a send over the rate is answered `rate_limited` in its place) and
 hands the rest to the node's committer (`send_drafts`),
 which commits it together with the other sessions' and REST requests' sends, and
@@ -41,27 +41,45 @@ MAX_BATCH = 32
 class SendPipeline:
     """The pending sends of one session."""
 
-    __slots__ = ("_pending", "_room_for_more", "_running", "_session")
+    __slots__ = ("_parked", "_pending", "_room_for_more", "_running", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session
         self._pending: list[tuple[Draft, str | None, float]] = []  # (draft, the frame's ref, when it was taken)
         self._running = False
         self._room_for_more: trio.Event | None = None
+        # Set while the task waits, idle, for the next send: it stays while the session keeps
+        # sending (a task started per batch costs more than the rest of a small batch's
+        # handling here) and ends at the first heartbeat that finds it idle (`retire_if_idle`).
+        self._parked: trio.Event | None = None
 
     async def submit(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
         self._pending.append((draft, ref, trio.current_time()))
-        if not self._running:
+        if self._parked is not None:
+            self._parked.set()
+            self._parked = None
+        elif not self._running:
             self._running = True
             self._session.start_soon(self._commit_pending)
         if len(self._pending) >= MAX_PENDING_SENDS:
             self._room_for_more = event = trio.Event()
             await event.wait()
 
+    def retire_if_idle(self) -> None:
+        """End the task if it waits for sends (the heartbeat's call): the next send starts another."""
+        if self._parked is not None:
+            self._parked.set()  # it wakes to nothing pending, and ends
+            self._parked = None
+
     async def _commit_pending(self) -> None:
         try:
-            while self._pending:
+            while True:
+                if not self._pending:
+                    self._parked = parked = trio.Event()
+                    await parked.wait()
+                    if not self._pending:
+                        return
                 node = self._session.node
                 count = min(MAX_BATCH, node.settings.send_batch_max)
                 batch, self._pending = self._pending[:count], self._pending[count:]
@@ -85,6 +103,7 @@ class SendPipeline:
                 self._session.reply_all(answers)
         finally:
             self._running = False
+            self._parked = None
 
 
 def _answer(ref: str | None, outcome: SendOutcome) -> bytes:

@@ -286,6 +286,8 @@ class Session:
 
     def heartbeat(self, now: float, interval: float) -> None:
         """Called every `interval` by the node's Heartbeat: ping the client, or drop it if it went quiet."""
+        if self._sends is not None:
+            self._sends.retire_if_idle()
         if now - self.socket.last_heard > 2 * interval:
             self._end(ConnectionClosed(1006, "heartbeat timeout"))
         elif not self.socket.try_write_now(frames.PING):
