@@ -75,9 +75,12 @@ def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list
         return []
     dialect = driver_rows.dialect(session)
     if dialect == "sqlite":
+        stamps: dict[object, str] = {}  # a batch's rows share their timestamp: formatted once
         return driver_rows.sqlite_insert_each(session, _INSERT_MESSAGE_SQLITE, [
             (row["room_id"], row["seq"], row["sender_id"], row["body"], row["reply_to_id"], row["client_id"],
-             driver_rows.sqlite_timestamp(row["created_at"])) for row in rows])  # type: ignore[arg-type]
+             stamps.get(row["created_at"]) or stamps.setdefault(
+                 row["created_at"], driver_rows.sqlite_timestamp(row["created_at"])))  # type: ignore[arg-type]
+            for row in rows])
     if dialect != "postgresql":
         return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
     returned, _ = driver_rows.pg_execute(session, _INSERT_MESSAGES_PG,
