@@ -105,6 +105,8 @@ class SendCommitter:
         self.messages = 0  # stored by those transactions
         self._held: deque[SendRequest] = deque()  # taken from the mailbox, left for the next batch
         self._outstanding: set[SendRequest] = set()  # submitted, their senders waiting
+        self._open = 0  # transactions under way (PostgreSQL: up to `workers`)
+        self._waiting: trio.Event | None = None  # while workers wait for a reason to start a transaction
         self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=settings.send_queue_max,
                            describe_extra=self.describe, on_terminated=self._terminated)
         _BY_ACTOR[self.actor] = self
@@ -120,6 +122,7 @@ class SendCommitter:
                     self.actor.tell(request)  # no trip through the scheduler while there is room
                 except trio.WouldBlock:
                     await self.actor.send(request)
+                self._nudge()
             except trio.BrokenResourceError:
                 raise Unavailable("the node is stopping; try again") from None
             if self.actor.terminated.is_set():
@@ -146,22 +149,36 @@ class SendCommitter:
 
     async def _work(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
         while True:
-            batch = await self._take(mailbox)
+            batch = await self._take(mailbox)  # counted in `_open` from here
             try:
                 await self._commit(batch)
             finally:
+                self._open -= 1
+                self._nudge()
                 for request in batch:  # cancelled or crashed mid-transaction: its outcome is unknown
                     request.fail(Unavailable("the message may not have been stored; try again"))
 
     async def _take(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> list[SendRequest]:
-        """The next batch: what waits, oldest first, up to max_rows messages (always at least one request)."""
-        first = self._held.popleft() if self._held else await mailbox.receive()
-        # Senders already woken in this scheduling round queue theirs before the batch closes.
-        try:
-            await trio.lowlevel.checkpoint()
-        except BaseException:  # cancelled here: `first` stays held, for the run's end or the next run
-            self._held.appendleft(first)
-            raise
+        """The next batch: what waits, oldest first, up to max_rows messages (always at least one request).
+
+        While another transaction is open, a second one starts only for a backlog of half a
+        batch or more: a few sends wait for the open one to end and go in the next, whole.
+        Under a CPU-bound load two half batches cost more than one whole one (each
+        transaction's statements cost about the same whatever their rows), and they would
+        wait no less; a backlog that large is what a second transaction is worth opening for.
+        """
+        while True:
+            if not self._held:
+                self._held.append(await mailbox.receive())
+            # Senders already woken in this scheduling round queue theirs before the batch closes.
+            await trio.lowlevel.checkpoint()  # cancelled: what was taken stays held, for the next run
+            if not self._open or self._pull_waiting(mailbox) >= self.max_rows // 2:
+                break
+            if self._waiting is None:  # one for every worker waiting: set when a transaction ends or a send comes
+                self._waiting = trio.Event()
+            await self._waiting.wait()
+        self._open += 1  # no checkpoint from the decision to here: two workers never both decide alone
+        first = self._held.popleft()
         batch, rows = [first], len(first.drafts)
         while rows < self.max_rows:
             if self._held:
@@ -177,6 +194,24 @@ class SendCommitter:
             batch.append(request)
             rows += len(request.drafts)
         return batch
+
+    def _nudge(self) -> None:
+        """Something changed for a worker waiting to start (a transaction ended, a send came)."""
+        if self._waiting is not None:
+            self._waiting.set()
+            self._waiting = None
+
+    def _pull_waiting(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> int:
+        """Move what waits in the mailbox into `_held`, up to half a batch; the drafts held."""
+        drafts = sum(len(request.drafts) for request in self._held)
+        while drafts < self.max_rows // 2:
+            try:
+                request = mailbox.receive_nowait()
+            except trio.WouldBlock:
+                break
+            self._held.append(request)
+            drafts += len(request.drafts)
+        return drafts
 
     def _refuse_waiting(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
         stopping = Unavailable("the node is stopping; try again")
