@@ -7,7 +7,7 @@ the outbox and the room stream, fanned out by the room actor. Scenarios:
   flat-1x1000    1 room x 1000 subscribers, one publisher flat out   -> deliveries/s
   flat-100x10    100 rooms x 10 subscribers, a publisher per room     -> deliveries/s
   rate-1x1000    1 room x 1000 subscribers, 20 messages/s             -> p50/p99 send->receive
-  idle-5000      5000 idle connections                                -> RSS per connection
+  idle-5000      5000 idle connections, each subscribed to the one room -> RSS per connection
   storm-1x1000   1000 subscribers join one room within ~1 s while 20 messages/s start at once
                  (no warm-up)     -> p50/p99 send->receive, bytes received (presence bytes apart),
                                      bytes the server wrote (/proc/<pid>/io wchar) during the storm
@@ -182,9 +182,9 @@ def server(stack: str, url: str, workdir: Path, log_path: Path, cores: set[int] 
     }
     if webhooks := os.environ.get("BENCH_WEBHOOKS"):  # JSON, as ROOMCAST_WEBHOOKS (see bench/webhook_receiver.py)
         env["ROOMCAST_WEBHOOKS"] = webhooks
-    env |= extra_env or {}
     if stack.endswith("redis"):
         env |= {"ROOMCAST_REDIS_URL": REDIS, "ROOMCAST_REDIS_KEY_PREFIX": f"rc-bench:{secrets.token_hex(4)}:"}
+    env |= extra_env or {}  # last: several nodes of one run share a Redis URL and key prefix
     with listening([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], env, log_path, cores) as started:
         yield started
 

@@ -111,12 +111,13 @@ def make_clients(url: str, secret: str, count: int) -> list[Client]:
 
 
 @contextmanager
-def server(url: str, data_dir: Path, secret: str) -> Iterator[tuple[str, int]]:
-    """`run.py serve --port 0` on `url`; yields its base URL and pid, and stops it on exit."""
+def server(url: str, data_dir: Path, secret: str, settings: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """`run.py serve --port 0` on `url` (and `settings`, environment variables); yields its base URL
+    and pid, and stops it on exit."""
     env = {**os.environ, "ROOMCAST_NO_BOOTSTRAP": "1", "ROOMCAST_DATA_DIR": str(data_dir),
            "ROOMCAST_DATABASE_URL": url, "ROOMCAST_JWT_SECRET": secret, "ROOMCAST_LOG_LEVEL": "warning",
            # Measure the send path, not a rate limiter.
-           "ROOMCAST_SEND_RATE_PER_S": "1000000", "ROOMCAST_SEND_BURST": "1000000"}
+           "ROOMCAST_SEND_RATE_PER_S": "1000000", "ROOMCAST_SEND_BURST": "1000000", **(settings or {})}
     log = open(data_dir / "server.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=log, text=True)

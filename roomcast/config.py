@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 ROLES = ("admin", "service", "member", "teacher", "tutor", "student", "parent", "bot")
 
@@ -126,6 +126,16 @@ class Settings(BaseModel):
     data_dir: Path = Path("var")
     database_url: str | None = None
     database_pool_size: int = Field(10, ge=1, le=200)
+
+    # A PostgreSQL streaming replica of database_url for client-facing reads (history, room lists, the
+    # replay of a subscription); storage/replica.py, docs/architecture.md "Reads from a replica". Unset:
+    # every read goes to database_url. A replica that does not answer, or has not replayed what the
+    # primary had database_read_max_lag_s ago, is left alone until it has; its lag is measured every
+    # database_read_probe_s.
+    database_read_url: str | None = None
+    database_read_max_lag_s: float = Field(5.0, gt=0)
+    database_read_probe_s: float = Field(0.2, gt=0, le=10)
+
     redis_url: str | None = None
     redis_stream_maxlen: int = Field(10_000, ge=100)
     redis_key_prefix: str = "roomcast:"
@@ -257,6 +267,19 @@ class Settings(BaseModel):
     def _empty_secret_is_none(cls, secret: str | None) -> str | None:
         # `ROOMCAST_JWT_SECRET=` (e.g. compose's `${ROOMCAST_JWT_SECRET:-}`) means "not set".
         return secret or None
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _replica_of_postgresql(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if not url:  # `ROOMCAST_DATABASE_READ_URL=` means "not set"
+            return None
+        primary = info.data.get("database_url") or "sqlite"
+        if not primary.startswith("postgresql"):
+            raise ValueError("a read replica needs a PostgreSQL database_url (SQLite has no replicas); "
+                             "unset database_read_url or set database_url to the PostgreSQL primary")
+        if not url.startswith("postgresql"):
+            raise ValueError("database_read_url must be a postgresql:// URL of a streaming replica of database_url")
+        return url
 
     @field_validator("contact_policy")
     @classmethod

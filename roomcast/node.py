@@ -22,6 +22,7 @@ from .storage.blobs import BlobStore, DatabaseBlobs
 from .storage.database import Database
 from .storage.migrate import upgrade
 from .storage.presence import Presence, open_presence
+from .storage.replica import ReadReplica
 from .storage.stats_board import RedisStatsBoard, open_stats_board
 from .storage.streams import Append, StreamBackend, open_stream_backend
 
@@ -59,6 +60,11 @@ class Node:
         """What /readyz checks: each probe raises when its dependency is unreachable."""
         return {"database": self.database.ping, "streams": self.streams.ping}
 
+    def readiness_notes(self) -> dict[str, str]:
+        """What /readyz reports but is not judged by: the read replica's state (the primary serves without it)."""
+        replica = self.database.replica
+        return {} if replica is None else {"database_read": replica.state}
+
     def notify_committed(self, room_id: int, events: Sequence[Append] = ()) -> None:
         """Called right after a transaction that wrote outbox rows for `room_id` commits.
 
@@ -89,7 +95,8 @@ def _limits(settings: Settings, streams: StreamBackend) -> tuple[Limiter, Limite
 async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Node]:
     """Connect to the database (migrating it first, unless told not to) and the stream
     backend, run the supervision tree, and yield the node; leaving stops the tree."""
-    database = Database.from_url(settings.resolved_database_url, settings.database_pool_size)
+    database = Database.from_url(settings.resolved_database_url, settings.database_pool_size,
+                                 ReadReplica.from_settings(settings))
     try:
         if migrate:
             await trio.to_thread.run_sync(upgrade, database.engine)

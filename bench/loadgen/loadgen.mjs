@@ -3,6 +3,8 @@
 //
 // plan = {url, duration_s, warmup_s, mode: "flat" | "rate" | "idle" | "storm" | "drop", rate_per_s, window,
 //         presence: "legacy" | "diff", join_over_s, rooms: [{id, publisher: token, subscribers: [token, ...]}]}
+// Several nodes (bench/scaling.py): a room may name `publisher_url` and `subscriber_urls` (one per
+// subscriber), each a node's ws:// base, instead of `url`; `server_pids` lists every node's process.
 //
 // storm: every subscriber connects first; then they all subscribe within `join_over_s` while the
 //   publishers start at `rate_per_s` at once (no warm-up, no waiting for quiet); latency, bytes
@@ -55,9 +57,9 @@ const BODY_KEY = Buffer.from('"body":"');
 const NEWLINE = 0x0a;
 const QUOTE = 0x22;
 
-function connect(token, onEvent) {
+function connect(token, onEvent, url = plan.url) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${plan.url}/ws?token=${token}`, { perMessageDeflate: false });
+    const ws = new WebSocket(`${url}/ws?token=${token}`, { perMessageDeflate: false });
     let welcomed = false;
     ws.on("message", (data) => {
       for (const line of data.toString().split("\n")) {
@@ -111,11 +113,11 @@ function countMessages(payload) {
 
 /** A subscriber connection: welcome, then (unless idle) subscribed to `room`, then counting.
  * With `gate` (a promise), it connects, then waits for the gate before it subscribes. */
-async function subscriber(token, room, gate = null) {
+async function subscriber(token, room, gate = null, url = plan.url) {
   let live = false;
   const inbox = [];  // parsed events before going live (the welcome may come with the handshake)
   let wake = null;
-  const lean = await LeanSocket.open(`${plan.url}/ws?token=${token}`, (payload) => {
+  const lean = await LeanSocket.open(`${url}/ws?token=${token}`, (payload) => {
     lastSubscriberFrameAt = performance.now();
     if (countingBytes) countBytes(payload);
     if (live) {
@@ -152,11 +154,15 @@ async function inBatches(items, size, fn) {
   return out;
 }
 
-/** The server's user + system CPU time so far, in ms (Linux /proc; NaN elsewhere). */
+/** The servers' user + system CPU time so far, in ms, summed over every node (Linux /proc; NaN elsewhere). */
 function serverCpuMs() {
   try {
-    const fields = readFileSync(`/proc/${plan.server_pid}/stat`, "utf8").split(") ")[1].split(" ");
-    return (Number(fields[11]) + Number(fields[12])) * 10;  // utime, stime in clock ticks (100/s)
+    let total = 0;
+    for (const pid of plan.server_pids ?? [plan.server_pid]) {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      total += (Number(fields[11]) + Number(fields[12])) * 10;  // utime, stime in clock ticks (100/s)
+    }
+    return total;
   } catch { return NaN; }
 }
 
@@ -184,14 +190,14 @@ async function connectHeld(subscriptions) {
   const spreadMs = (plan.join_over_s * 1000) / subscriptions.length;
   const all = [];
   for (let i = 0; i < subscriptions.length; i += 100) {
-    await Promise.all(subscriptions.slice(i, i + 100).map(({ room, token }, k) => {
+    await Promise.all(subscriptions.slice(i, i + 100).map(({ room, token, url }, k) => {
       let arrived;
       const atGate = new Promise((r) => { arrived = r; });
       const done = subscriber(token, room, async () => {
         arrived();
         await opened;
         await sleep((i + k) * spreadMs - (performance.now() - releasedAt));
-      });
+      }, url);
       all.push(done);
       return Promise.race([atGate, done]);  // `done` rejects if the connection fails
     }));
@@ -205,7 +211,7 @@ async function connectPublishers(counts) {
     publisher.ws = await connect(room.publisher, (event) => {
       if (event.type === "ack") { counts.acked += 1; publisher.inflight -= 1; }
       else if (event.type === "error") { counts.errors += 1; publisher.inflight -= 1; }
-    });
+    }, room.publisher_url ?? plan.url);
     return publisher;
   }));
 }
@@ -256,7 +262,7 @@ async function storm(subscriptions) {
 /** drop: everyone subscribed, then every connection reset at once; the caller checks the server. */
 async function drop(subscriptions) {
   log(`connecting ${subscriptions.length} subscribers`);
-  const sockets = await inBatches(subscriptions, 100, ({ room, token }) => subscriber(token, room));
+  const sockets = await inBatches(subscriptions, 100, ({ room, token, url }) => subscriber(token, room, null, url));
   await sleep(1000);
   process.stdout.write(JSON.stringify({ ready: true, connections: sockets.length }) + "\n");
   await new Promise((resolve) => process.stdin.once("data", resolve).resume());
@@ -267,12 +273,13 @@ async function drop(subscriptions) {
 }
 
 async function main() {
-  const subscriptions = plan.rooms.flatMap((room) => room.subscribers.map((token) => ({ room: room.id, token })));
+  const subscriptions = plan.rooms.flatMap((room) => room.subscribers.map((token, k) => (
+    { room: room.id, token, url: room.subscriber_urls?.[k] ?? plan.url })));
   if (plan.mode === "storm") return storm(subscriptions);
   if (plan.mode === "drop") return drop(subscriptions);
   log(`connecting ${subscriptions.length} subscribers`);
   const sockets = await inBatches(subscriptions, 100,
-    ({ room, token }) => subscriber(token, plan.mode === "idle" ? null : room));
+    ({ room, token, url }) => subscriber(token, room, null, url));
   log("all connected");
   // A thousand joins send a thousand presence events to up to a thousand subscribers each:
   // let that settle (no subscriber frame for a second, at most a minute) before publishing.
@@ -294,7 +301,7 @@ async function main() {
     publisher.ws = await connect(room.publisher, (event) => {
       if (event.type === "ack") { acked += 1; ackedMeasured += measuring; publisher.inflight -= 1; publisher.pump?.(); }
       else if (event.type === "error") { errors += 1; publisher.inflight -= 1; publisher.pump?.(); }
-    });
+    }, room.publisher_url ?? plan.url);
     return publisher;
   }));
   const send = (p) => {

@@ -239,9 +239,10 @@ class RoomActor:
             self._replays = None
             self.reader.detach(self.room_id, epoch)
 
-    async def _read(self, work: Callable[..., T], *args: Any) -> T:
-        """`database.read`, waiting out an outage (with backoff) instead of crashing."""
-        return await until_available(lambda: self.database.read(work, *args), self.retry, log,
+    async def _read(self, work: Callable[..., T], *args: Any, replica: bool = False) -> T:
+        """`database.read` (or `replica_read`), waiting out an outage (with backoff) instead of crashing."""
+        read = self.database.replica_read if replica else self.database.read
+        return await until_available(lambda: read(work, *args), self.retry, log,
                                      "room.waiting_for_database", room=self.room_id)
 
     async def _stream_end(self) -> str | None:
@@ -522,8 +523,13 @@ class RoomActor:
             stall_at = trio.current_time() + self.replay_stall_s
 
     async def _fetch(self, subscription: Subscription, target: int) -> list[tuple[int, bytes]]:
-        """The next stored events for a replay from the database (up to `target`), encoded."""
-        rows = await self._read(events_after, self.room_id, subscription.next_seq - 1, target, _FETCH_CHUNK)
+        """The next stored events for a replay from the database (up to `target`), encoded.
+
+        A replay is a client's read, and the bulk of a reconnect storm's: the replica serves it when
+        it has the events up to `target`, what this actor has seen (`events_after` checks).
+        """
+        rows = await self._read(events_after, self.room_id, subscription.next_seq - 1, target, _FETCH_CHUNK,
+                                replica=True)
         if not rows and subscription.active:
             # The database lacks them (never expected): resume where we still can.
             resume = self.recent[0][0] if self.recent else target + 1

@@ -15,6 +15,7 @@ good are dropped), and each child keeps its mailbox and its own state.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import deque
 from typing import Any
@@ -55,6 +56,9 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self.restarts_total = 0  # restarts of its children since start, ended ones included (for metrics)
         self._nursery: trio.Nursery | None = None
+        # The supervisor's own context: a child added on demand (from a request that needed it) starts
+        # in it, not in the requester's, whose log fields and acting user are not the child's.
+        self._context: contextvars.Context | None = None
 
     @property
     def path(self) -> str:
@@ -72,9 +76,13 @@ class Supervisor:
         actor.parent = self
         actor.state = ActorState.STARTING
         self.children[actor] = None
+        if self._context is not None:
+            self._context.run(self._start, actor)
+        return actor
+
+    def _start(self, actor: Actor) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(self._supervise, actor, name=actor.path)
-        return actor
 
     async def run(self, ctx: ActorContext) -> None:
         """One run of this supervisor (its behaviour as an actor): until cancelled or it gives up."""
@@ -107,6 +115,7 @@ class Supervisor:
         for child in list(self.children):
             if child.restart is Restart.TEMPORARY and child.state is not ActorState.STARTING:
                 self._forget(child)
+        self._context = contextvars.copy_context()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:

@@ -7,6 +7,7 @@
     ├── rooms                supervisor of the room actors (started on demand)
     │   ├── room:1
     │   └── room:…
+    ├── read_replica         probes the read replica's lag (with database_read_url only)
     └── …                    actors the services start on first use (`ensure`): announcer, presence
 """
 
@@ -20,6 +21,7 @@ import trio
 from ..config import Settings
 from ..storage.database import Database
 from ..storage.outbox import room_last_seqs
+from ..storage.replica import primary_position
 from ..storage.streams import Append, StreamBackend
 from .actor import Actor
 from .backoff import Backoff
@@ -57,6 +59,10 @@ class ActorSystem:
         self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))
         self.root.add(self.notices.actor)
         self.root.add(self.rooms.supervisor)
+        replica = database.replica
+        if replica is not None:
+            self.root.add(Actor("read_replica", lambda _: replica.run(lambda: database.read(primary_position)),
+                                describe_extra=replica.describe))
         self._ensured: dict[str, Actor] = {}
 
     def ensure(self, name: str, make: Callable[[], Actor]) -> Actor:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from ..errors import Unauthorized
 from ..storage.database import Database
+from ..storage.replica import act_for
 from ..storage.users import UserAccess, UserSnapshot, user_access
 from .tokens import Claims, TokenCodec, TokenError
 from .user_cache import UserCache
@@ -22,7 +23,8 @@ def bearer_token(authorization: str | None) -> str | None:
 
 async def authenticate(database: Database, tokens: TokenCodec, token: str | None,
                        users: UserCache | None = None, *, keep: bool = True) -> tuple[UserSnapshot, Claims]:
-    """The token's user and claims; Unauthorized (or token_expired) for anything else.
+    """The token's user and claims; Unauthorized (or token_expired) for anything else. The calling
+    context acts for that user from then on (`replica.act_for`).
 
     With `users`, a user seen lately costs no database read (`UserCache`). Without `keep`, what
     was not known already (the token's check, the user) is not kept: a /ws connection checks
@@ -49,6 +51,9 @@ async def authenticate(database: Database, tokens: TokenCodec, token: str | None
     refusal = access_refusal(access.is_active, access.tokens_valid_after, claims.issued_at)
     if refusal is not None:
         raise Unauthorized(refusal)
+    # What this request or connection reads and writes from now on is this user's: their reads wait
+    # for their own writes when a replica may serve them (storage/replica.py).
+    act_for(access.user.id)
     return access.user, claims
 
 

@@ -22,6 +22,7 @@ from ..storage.attachments import attachments_of
 from ..storage.events import append_event, take_next_seq
 from ..storage.messages import get_room_message, history_page, latest_visible_message_id, message_with_sender
 from ..storage.models import Room
+from ..storage.replica import require_replayed
 from ..storage.rooms import advance_read_pointer
 from ..storage.streams import StreamUnavailable
 from ..storage.users import UserSnapshot
@@ -178,12 +179,15 @@ async def list_messages(node: Node, caller: UserSnapshot, room_id: int, *, limit
         raise BadRequest(f"limit must be 1 to {HISTORY_MAX_LIMIT}", details={"field": "limit"})
 
     def work(session: Session) -> tuple[list[dict[str, Any]], bool]:
-        open_room(session, caller, room_id)
+        room = open_room(session, caller, room_id).room
+        seen = after if after is not None else before
+        if seen is not None:  # the client has seen that message: a replica must have reached it
+            require_replayed(session, lambda: room.last_seq >= seen)
         rows, has_more = history_page(session, room_id, limit=limit, before=before, after=after)
         attachments = attachments_of(session, [message.id for message, _ in rows])
         return [message_to_wire(m, sender, attachments.get(m.id, ())) for m, sender in rows], has_more
 
-    return await node.database.read(work)
+    return await node.database.replica_read(work)
 
 
 async def mark_read(node: Node, reader: UserSnapshot, room_id: int, seq: int) -> int:

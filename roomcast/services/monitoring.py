@@ -30,6 +30,7 @@ from ..errors import DependencyUnavailable
 from ..logs import log_event
 from ..node import Node
 from ..storage.outbox import outbox_backlog, room_last_seqs
+from ..storage.replica import FALLBACK_REASONS
 from ..timestamps import to_wire, utcnow
 from ..wire import JsonObject
 
@@ -181,9 +182,12 @@ class Monitor:
             restarts.add_metric([supervisor.path], supervisor.restarts_total)
         yield restarts
         yield from self._database_pool()
+        yield from self._replica()
         up = GaugeMetricFamily("roomcast_dependency_up", "1 while a dependency answers, 0 during an outage.",
                                labels=["dependency"])
         up.add_metric(["database"], 0 if node.database.availability.is_down else 1)
+        if node.database.replica is not None:
+            up.add_metric(["database_read"], 0 if node.database.replica.availability.is_down else 1)
         streams = getattr(node.streams, "availability", None)
         up.add_metric(["streams"], 0 if isinstance(streams, Availability) and streams.is_down else 1)
         yield up
@@ -199,6 +203,25 @@ class Monitor:
         yield _gauge("roomcast_db_threads_busy", "Worker threads running database work.", limiter.borrowed_tokens)
         yield _gauge("roomcast_db_threads_limit", "Worker threads database work may use at once.",
                      limiter.total_tokens)
+
+    def _replica(self) -> Iterator[Metric]:
+        replica = self.node.database.replica
+        if replica is None:
+            return
+        yield _gauge("roomcast_db_replica_in_use", "1 while the read replica serves reads, 0 while it is "
+                     "unavailable, starting or lagging (the primary serves them).", 1 if replica.state == "ok" else 0)
+        yield _gauge("roomcast_db_replica_lag_seconds", "How long ago the primary had WAL the read replica has "
+                     "not replayed (0: none; measured every database_read_probe_s).", replica.lag_s or 0.0)
+        yield _counter("roomcast_db_replica_reads", "Client reads (history, room lists, replays) the read "
+                       "replica answered.", replica.served)
+        fallbacks = CounterMetricFamily(
+            "roomcast_db_replica_fallbacks", "Client reads the read replica could have answered that the primary "
+            "answered, by why: the replica unavailable, starting or lagging; own_write (the user's write not yet "
+            "replayed); behind (short of a position the client gave); refused (asked again of the primary); "
+            "conflict (cancelled by replay); error (the replica failed it).", labels=["reason"])
+        for reason in FALLBACK_REASONS:
+            fallbacks.add_metric([reason], replica.fallbacks[reason])
+        yield fallbacks
 
     # ------------------------------------------------------------------ the stats actor
 

@@ -172,7 +172,7 @@ async def list_rooms(node: Node, caller: UserSnapshot, *, limit: int,
         page = rows[:limit]
         return room_views(session, page), (_keyset(page[-1].room) if len(rows) > limit else None)
 
-    return await node.database.read(work)
+    return await node.database.replica_read(work)
 
 
 async def get_room(node: Node, caller: UserSnapshot, room_id: int) -> dict[str, Any]:
@@ -180,7 +180,7 @@ async def get_room(node: Node, caller: UserSnapshot, room_id: int) -> dict[str, 
         open_room(session, caller, room_id)
         return room_view(session, caller, room_id)
 
-    return await node.database.read(work)
+    return await node.database.replica_read(work)
 
 
 # --------------------------------------------------------------------------- creating

@@ -288,6 +288,7 @@ class SendCommitter:
                 rows[row.room_id].append(row)
             answers[r][d] = (message, row is not None)
         self.transactions += 1
+        self.node.database.wrote_for(request.sender.id for request in batch)
         if rows:
             count = sum(len(room_rows) for room_rows in rows.values())
             self.messages += count

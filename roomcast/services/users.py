@@ -6,6 +6,8 @@ re-exported here so that http names them without importing storage.
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from ..errors import Forbidden, NotFound, Unauthorized
 from ..identity.passwords import hash_password, verify_password
 from ..node import Node
@@ -53,9 +55,13 @@ async def create_user(node: Node, caller: UserSnapshot, *, username: str, role: 
 
 async def get_user(node: Node, caller: UserSnapshot, user_id: int) -> JsonObject:
     """A user of the caller's tenant with `online`; NotFound for any other id."""
-    user = await node.database.read(stored.get_tenant_user, caller.tenant, user_id)
-    if user is None:
-        raise NotFound("no such user")
+    def work(session: Session) -> User:
+        found = stored.get_tenant_user(session, caller.tenant, user_id)
+        if found is None:  # raised here, so that a replica that has not seen the user yet asks the primary
+            raise NotFound("no such user")
+        return found
+
+    user = await node.database.replica_read(work)
     return (await users_with_presence(node, [user]))[0]
 
 
@@ -63,7 +69,7 @@ async def list_contacts(node: Node, caller: UserSnapshot, *, after_id: int,
                         limit: int) -> tuple[list[JsonObject], int | None]:
     """Up to `limit` users the caller may open a direct chat with (by the contact policy), by id after
     `after_id`, with `online`; and the id to continue after when there are more, else None."""
-    users = await node.database.read(
+    users = await node.database.replica_read(
         lambda session: stored.list_contacts(session, tenant=caller.tenant, caller_id=caller.id,
                                              roles=node.contact_policy.contactable_roles(caller.role),
                                              after_id=after_id, limit=limit + 1)

@@ -10,13 +10,16 @@ exception, DatabaseUnavailable (REST: 503 `unavailable`; actors: wait and retry)
 every outcome is reported to `availability`, which logs an outage once and its end once.
 Errors that mean a bug or a conflict (a constraint, a missing table, a deadlock) stay
 what they are.
+
+With a read replica (`database_read_url`), `Database.replica_read` is how a client-facing read
+may go there; which reads it may serve, and how fresh it must be, is replica.py's concern.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from sqlalchemy import Engine, create_engine, event, text
@@ -27,9 +30,12 @@ from sqlalchemy.orm import Session
 from ..availability import Availability
 from ..errors import DependencyUnavailable
 
+if TYPE_CHECKING:
+    from .replica import ReadReplica
+
 T = TypeVar("T")
 
-_POOL_OVERFLOW = 5
+POOL_OVERFLOW = 5
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 5
 
@@ -100,14 +106,14 @@ def create_database_engine(url: str, pool_size: int = 10) -> Engine:
         engine = create_engine(
             url,
             pool_size=pool_size,
-            max_overflow=_POOL_OVERFLOW,
+            max_overflow=POOL_OVERFLOW,
             connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _configure_sqlite(engine)
         return engine
     connect_args = {"connect_timeout": _CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
     # pool_pre_ping: after an outage, pooled connections are dead; each is replaced on checkout.
-    return create_engine(url, pool_size=pool_size, max_overflow=_POOL_OVERFLOW, pool_pre_ping=True,
+    return create_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
                          connect_args=connect_args)
 
 
@@ -132,12 +138,14 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    """Runs session work in worker threads, one transaction per call."""
+    """Runs session work in worker threads, one transaction per call; some reads on a replica."""
 
-    def __init__(self, engine: Engine, pool_size: int = 10) -> None:
+    def __init__(self, engine: Engine, pool_size: int = 10, replica: ReadReplica | None = None) -> None:
         self.engine = engine
+        # A streaming replica for client-facing reads (`replica_read`); None: every read is the primary's.
+        self.replica = replica
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self.limiter = trio.CapacityLimiter(pool_size + _POOL_OVERFLOW)
+        self.limiter = trio.CapacityLimiter(pool_size + POOL_OVERFLOW)
         self.availability = Availability("database")
         # SQLite has one writer at a time. Left to its busy handler, waiting writers poll
         # with growing sleeps, in no order, each holding a thread and a connection: under
@@ -148,8 +156,8 @@ class Database:
         self._writer_bind = engine.execution_options(sqlite_immediate=True) if self.is_sqlite else engine
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10) -> Database:
-        return cls(create_database_engine(url, pool_size), pool_size)
+    def from_url(cls, url: str, pool_size: int = 10, replica: ReadReplica | None = None) -> Database:
+        return cls(create_database_engine(url, pool_size), pool_size, replica)
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
         """Run `work(session, *args)` in a worker thread inside one transaction.
@@ -158,12 +166,26 @@ class Database:
         """
         return await self._run(work, args, False)
 
+    async def replica_read(self, work: Callable[..., T], *args: Any) -> T:
+        """Like `read`, on the replica when it may serve the read (storage/replica.py): for reads a
+        client asks for. `work` checks any position the client gave with `replica.require_replayed`.
+        """
+        if self.replica is None:
+            return await self._run(work, args, False)
+        return await self.replica.read(lambda: self._run(work, args, False), lambda session: work(session, *args))
+
     async def write(self, work: Callable[..., T], *args: Any) -> T:
         """Like `read`, but takes the write lock at BEGIN on SQLite (one writer at a time)."""
         if not self.is_sqlite:
             return await self._run(work, args, True)
         async with self._sqlite_writers:
             return await self._run(work, args, True)
+
+    def wrote_for(self, user_ids: Iterable[int]) -> None:
+        """Writes for these users have just committed in a transaction that was not in their context
+        (the send committer's): their next replica reads wait for them too (ReadReplica.wrote)."""
+        if self.replica is not None:
+            self.replica.wrote(user_ids)
 
     async def _run(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
         started = trio.current_time()
@@ -173,10 +195,12 @@ class Database:
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             if not is_unavailable(exc):
                 raise
-            detail = _describe(exc)
+            detail = describe_error(exc)
             self.availability.failed(exc, started, detail)
             raise DatabaseUnavailable(detail) from exc
         self.availability.succeeded(started)
+        if writes and self.replica is not None:
+            self.replica.committed()  # before anyone hears of the commit: their next read must see it
         for callback in committed:
             callback()
         return result
@@ -194,9 +218,11 @@ class Database:
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self.engine.dispose)
+        if self.replica is not None:
+            await self.replica.aclose()
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """The driver's own words, first line only (SQLAlchemy appends the statement and a link)."""
     original = getattr(error, "orig", None) or error
     lines = str(original).strip().splitlines()

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from . import driver_rows
 from .models import OutboxEvent, Room
+from .replica import require_replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,13 @@ def room_last_seq(session: Session, room_id: int) -> int:
 
 def events_after(session: Session, room_id: int, after: int, upto: int | None = None,
                  limit: int = 1000) -> list[StoredEvent]:
-    """Stored events of a room with after < seq <= upto, in seq order."""
+    """Stored events of a room with after < seq <= upto, in seq order.
+
+    `upto` is a seq the caller knows is committed: on a replica that has not reached the events asked
+    for, ReplicaBehind (a replay then reads them from the primary).
+    """
+    if upto is not None:
+        require_replayed(session, lambda: room_last_seq(session, room_id) >= min(upto, after + limit))
     query = select(OutboxEvent.seq, OutboxEvent.payload).where(OutboxEvent.room_id == room_id,
                                                                OutboxEvent.seq > after)
     if upto is not None:

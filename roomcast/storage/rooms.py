@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, aliased
 
 from . import driver_rows
 from .models import Membership, Message, Room, User
+from .replica import require_replayed
 
 
 @dataclass
@@ -301,10 +302,17 @@ def user_room_rows(session: Session, tenant: str, user_id: int, *, limit: int,
     query = _room_rows_query(user_id, tenant, members_only=True)
     if after is not None:
         activity, room_id = after
+        # The page before ended at this room, this active: a replica must have seen it so.
+        require_replayed(session, lambda: _active_since(session, room_id, activity))
         query = query.where(or_(Room.last_activity_at < activity,
                                 and_(Room.last_activity_at == activity, Room.id < room_id)))
     query = query.order_by(Room.last_activity_at.desc(), Room.id.desc()).limit(limit)
     return [RoomRow(*row) for row in session.execute(query)]
+
+
+def _active_since(session: Session, room_id: int, moment: datetime) -> bool:
+    active = session.scalar(select(Room.last_activity_at).where(Room.id == room_id))
+    return active is not None and active >= moment
 
 
 def advance_read_pointer(session: Session, room_id: int, user_id: int, seq: int) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict
 from .models import User
+from .replica import require_replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,8 @@ def list_contacts(session: Session, *, tenant: str, caller_id: int, roles: Colle
     """Active users of the tenant with one of `roles`, never the caller, by id after `after_id`."""
     if not roles:
         return []
+    if after_id:  # the page before ended at user `after_id`: a replica must know users up to that id
+        require_replayed(session, lambda: (session.scalar(select(func.max(User.id))) or 0) >= after_id)
     query = (
         select(User)
         .where(User.tenant == tenant, User.id != caller_id, User.id > after_id,

@@ -115,3 +115,18 @@ def test_a_relative_data_dir_from_the_config_file_is_resolved_against_its_folder
 
 def test_an_empty_jwt_secret_means_unset() -> None:
     assert load_settings(environ={"ROOMCAST_JWT_SECRET": ""}).jwt_secret is None
+
+
+def test_a_read_replica_needs_a_postgresql_primary() -> None:
+    replica = "postgresql+psycopg://reader@replica:5432/roomcast"
+    with pytest.raises(SettingsError, match=r"database_read_url \(from environment variable "
+                                            r"ROOMCAST_DATABASE_READ_URL\): .*SQLite has no replicas"):
+        load_settings(environ={"ROOMCAST_DATABASE_READ_URL": replica})
+    with pytest.raises(SettingsError, match=r"database_read_url .*must be a postgresql:// URL"):
+        load_settings({"database_url": "postgresql+psycopg://db/roomcast", "database_read_url": "sqlite:///r.db"},
+                      environ={})
+    settings = load_settings({"database_url": "postgresql+psycopg://db/roomcast", "database_read_url": replica},
+                             environ={"ROOMCAST_DATABASE_READ_MAX_LAG_S": "2.5"})
+    assert (settings.database_read_url, settings.database_read_max_lag_s) == (replica, 2.5)
+    # Empty (compose's `${VAR:-}`) is unset, whatever the database.
+    assert load_settings(environ={"ROOMCAST_DATABASE_READ_URL": ""}).database_read_url is None

@@ -29,7 +29,11 @@ async def healthz() -> Response:
 @blueprint.get("/readyz")
 @hide
 async def readyz() -> Response:
-    """The database and the stream backend answer; 503 names each one that does not."""
+    """The database and the stream backend answer; 503 names each one that does not.
+
+    The read replica's state is listed too (`ok`, `starting`, `lagging`, `unavailable`), but a replica
+    out of use does not make the node unready: the primary serves its reads.
+    """
     node = current_node()
     checks: dict[str, str] = {}
     for name, probe in node.readiness_probes().items():
@@ -42,6 +46,8 @@ async def readyz() -> Response:
             pass  # the outage is logged once by the dependency's gateway, not on every probe
         except Exception as exc:  # any other failure means not ready too
             log.warning("readiness: %s failed: %r", name, exc)
-    if all(state == "ok" for state in checks.values()):
+    ready = all(state == "ok" for state in checks.values())
+    checks.update(node.readiness_notes())
+    if ready:
         return jsonify({"status": "ready", "checks": checks})
     return error_response(503, "unavailable", "a dependency is unavailable", {"checks": checks})
