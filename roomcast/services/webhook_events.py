@@ -141,13 +141,15 @@ def enqueue(node: Node, session: Session, tenant: str, event: str, room_id: int,
     same for every target and every retry. The node's delivery actor is woken once the
     transaction commits. `to_bots`: a message not sent by a bot, which the room's bots may take.
     """
+    candidates = _tenant_targets(session, node.settings, tenant)
+    if to_bots and event == BOT_EVENT:
+        candidates = candidates + _bot_targets(session, tenant, room_id)
+    if not candidates:  # the usual case on a send: nothing to build
+        return 0
     body: JsonObject = {"id": "", "event": event, "tenant": tenant, "room": room_id}
     if seq is not None:
         body["seq"] = seq
     body.update(fields)
-    candidates = _tenant_targets(session, node.settings, tenant)
-    if to_bots and event == BOT_EVENT:
-        candidates = candidates + _bot_targets(session, tenant, room_id)
     targets = [target for target in candidates if target.wants(event, body)]
     if not targets:
         return 0
