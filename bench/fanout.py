@@ -34,6 +34,7 @@ default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
     python bench/fanout.py --scenario drop-1x1000 --subscribers 100   # a smoke run at small scale
     python bench/fanout.py --stack fastapi --scenario flat-1x1000       # a peer server alone
     python bench/fanout.py --compare --scenario flat-1x1000 --scenario idle-5000   # every stack, one table
+    python bench/fanout.py --stack postgresql-redis --scenario flat-100x10 --server-setting send_committers=1
 
 By default the load generator gets the last CPU core and the server the others (Linux
 sched_setaffinity; PostgreSQL and Redis are left to float). Sharing cores, the
@@ -278,6 +279,21 @@ def ready_status(base: str) -> int | None:
         return None
 
 
+def send_counters(base: str) -> dict[str, float]:
+    """The server's committed messages and the transactions that committed them (GET /metrics)."""
+    wanted = {"roomcast_messages_committed_total": "messages", "roomcast_send_transactions_total": "transactions"}
+    counters: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                name, _, value = line.partition(" ")
+                if name in wanted:
+                    counters[wanted[name]] = float(value)
+    except OSError:
+        pass
+    return counters
+
+
 def after_the_drop(gen: subprocess.Popen[str], process: subprocess.Popen[str], base: str,
                    idle_sockets: int, settle_s: float) -> dict:
     """Tell the load generator to reset every connection; then watch the server until its fds settle."""
@@ -307,7 +323,7 @@ def after_the_drop(gen: subprocess.Popen[str], process: subprocess.Popen[str], b
 
 def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None = None, pin: bool = True,
                  presence: str = "legacy", subscribers: int | None = None,
-                 presence_window_s: float | None = None) -> dict:
+                 presence_window_s: float | None = None, server_env: dict[str, str] | None = None) -> dict:
     spec = dict(SCENARIOS[name])
     server_cores, loadgen_cores = core_split(pin)
     if duration_s is not None and "duration_s" in spec:
@@ -315,6 +331,7 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
     if subscribers is not None:
         spec["subscribers"] = subscribers
     extra_env = {"ROOMCAST_PRESENCE_WINDOW_S": str(presence_window_s)} if presence_window_s is not None else {}
+    extra_env |= server_env or {}
     with tempfile.TemporaryDirectory(prefix="rc-fanout-") as tmp:
         workdir = Path(tmp)
         log_path = ARTIFACTS / f"{name}-{stack}-server.log"
@@ -356,6 +373,10 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                            "kib_per_connection": round((after - before) / spec["subscribers"], 2)}
                 gen.stdin.close()
             gen.wait(timeout=120)
+            if spec["mode"] == "flat" and stack in ROOMCAST_STACKS:
+                counters = send_counters(base)  # the whole run's, warm-up included
+                if counters.get("transactions"):
+                    result["messages_per_transaction"] = round(counters["messages"] / counters["transactions"], 2)
             if spy is not None:
                 spy.wait(timeout=60)
                 result["profile_top"] = summarize_profile(workdir / "profile.txt")
@@ -423,7 +444,11 @@ def main() -> None:
                         help="how subscribers take presence: PROTOCOL §5 events, or opted-in presence_diff")
     parser.add_argument("--presence-window", type=float, help="the server's presence_window_s (default: its own)")
     parser.add_argument("--subscribers", type=int, help="subscribers per room, instead of the scenario's own")
+    parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting for this run, e.g. send_committers=1 (repeatable)")
     args = parser.parse_args()
+    server_env = {f"ROOMCAST_{name.upper()}": value
+                  for name, _, value in (setting.partition("=") for setting in args.server_setting)}
     if shutil.which("node") is None:
         raise SystemExit("the load generator needs Node.js (node) on PATH")
     stacks = args.stack or (STACKS if args.compare else ["sqlite-memory"])
@@ -438,7 +463,9 @@ def main() -> None:
     for name in names:
         for stack in stacks:
             result = run_scenario(name, stack, args.profile, args.duration, args.pin, args.presence,
-                                  args.subscribers, args.presence_window)
+                                  args.subscribers, args.presence_window, server_env)
+            if server_env:
+                result["server_settings"] = args.server_setting
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.compare:

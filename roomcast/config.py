@@ -245,7 +245,8 @@ class Settings(BaseModel):
     send_rate_per_s: float = Field(10.0, gt=0)
     # Group commit: the node's sends (every /ws session's and REST request's) share transactions
     # of at most send_batch_max messages; send_queue_max sends' requests may wait for one (past it
-    # senders wait); send_committers transactions run at once on PostgreSQL (SQLite: always 1).
+    # senders wait); send_committers transactions run at once on PostgreSQL (SQLite: always 1), the
+    # second and later only while half a batch waits.
     send_batch_max: int = Field(256, ge=1, le=10_000)
     send_queue_max: int = Field(1024, ge=1, le=100_000)
     send_committers: int = Field(2, ge=1, le=16)

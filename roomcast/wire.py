@@ -82,6 +82,15 @@ def message_to_wire(message: Message | NewMessage, sender: User | UserSnapshot,
     }
 
 
+def new_message_to_wire(message_id: int, room_id: int, seq: int, sender: dict[str, Any], body: str,
+                        reply_to: int | None, attachments: list[dict[str, Any]], client_id: str | None,
+                        created_at: str | None) -> dict[str, Any]:
+    """A message just stored, as `message_to_wire` gives it, from its columns (no ORM object to
+    build on the send path); `sender` as `sender_to_wire`, `created_at` as `to_wire`."""
+    return {"id": message_id, "room_id": room_id, "seq": seq, "sender": sender, "body": body, "reply_to": reply_to,
+            "attachments": attachments, "client_id": client_id, "created_at": created_at, "edited_at": None}
+
+
 def room_to_wire(room: Room, members: Sequence[dict[str, Any]], last_message: dict[str, Any] | None,
                  unread_count: int) -> dict[str, Any]:
     return {

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from roomcast.node import Node
+from roomcast.services import send_store
 from roomcast.storage.models import Membership, Message, OutboxEvent, Room
 
 
@@ -81,3 +83,22 @@ async def message_count(node: Node, room_id: int) -> int:
 
 async def read_pointer(node: Node, room_id: int, user_id: int) -> int:
     return await node.database.read(lambda session: session.get(Membership, (room_id, user_id)).last_read_seq)
+
+
+def curse(monkeypatch: pytest.MonkeyPatch, body: str = "cursed", error: str = "the database refused this one") -> None:
+    """Make the database refuse every message with `body`: the batch insert that holds it fails
+    (as one statement does), and so does its own insert when the committer retries draft by draft."""
+    real_insert, real_insert_many = send_store.insert_message, send_store.insert_messages
+
+    def insert_unless_cursed(session: Any, **fields: Any) -> int:
+        if fields["body"] == body:
+            raise RuntimeError(error)
+        return real_insert(session, **fields)
+
+    def insert_many_unless_cursed(session: Any, rows: Any) -> list[int]:
+        if any(row["body"] == body for row in rows):
+            raise RuntimeError(error)
+        return real_insert_many(session, rows)
+
+    monkeypatch.setattr(send_store, "insert_message", insert_unless_cursed)
+    monkeypatch.setattr(send_store, "insert_messages", insert_many_unless_cursed)

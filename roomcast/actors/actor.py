@@ -74,6 +74,8 @@ class Actor:
     mailbox_size: int = 64
     # Extra fields for /api/admin/actors (subscribers, stream position...).
     describe_extra: Callable[[], dict[str, Any]] | None = None
+    # Called once, when it has ended for good (`terminated` is set): must not block or raise.
+    on_terminated: Callable[[], None] | None = None
 
     parent: Supervisor | None = field(default=None, init=False)
     state: ActorState = field(default=ActorState.STARTING, init=False)
@@ -119,6 +121,14 @@ class Actor:
         self.stop_reason = reason
         if self._scope is not None:
             self._scope.cancel()
+
+    def end_for_good(self) -> None:
+        """Mark it ended for good (its supervisor's doing): `terminated` is set, `on_terminated` called."""
+        if self.terminated.is_set():
+            return
+        self.terminated.set()
+        if self.on_terminated is not None:
+            self.on_terminated()
 
     def close_mailbox(self) -> None:
         """Refuse further messages: senders get trio.BrokenResourceError."""

@@ -107,7 +107,7 @@ class Supervisor:
                 actor.state = ActorState.STOPPED
             log_event(log, "actor.stopped", path=self.path, reason=outcome, restarts=0,
                       uptime_s=_rounded(trio.current_time() - (actor.started_at or 0.0)))
-            actor.terminated.set()
+            actor.end_for_good()
 
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # A fresh run starts with a fresh restart budget, as in OTP.
@@ -229,7 +229,7 @@ class Supervisor:
     def _forget(self, actor: Actor) -> None:
         self.children.pop(actor, None)
         actor.close_mailbox()
-        actor.terminated.set()
+        actor.end_for_good()
 
     def child(self, name: str) -> Actor | None:
         """The supervised actor called `name`, if any (the newest one)."""

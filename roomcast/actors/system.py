@@ -67,6 +67,7 @@ class ActorSystem:
         if replica is not None:
             self.root.add(Actor("read_replica", lambda _: replica.run(lambda: database.read(primary_position)),
                                 describe_extra=replica.describe))
+        self._ensured: dict[str, Actor] = {}
 
     def ensure(self, name: str, make: Callable[[], Actor]) -> Actor:
         """The root's child called `name`, started from `make()` on first use.
@@ -74,9 +75,12 @@ class ActorSystem:
         How the layers above add their own actors (the services' announcer, say) without
         the node having to know them: like a room's actor, each starts when first needed.
         """
-        actor = self.root.child(name)
+        actor = self._ensured.get(name)  # kept at hand: some are asked for on every send
         if actor is None or actor.terminated.is_set():
-            actor = self.root.add(make())
+            actor = self.root.child(name)
+            if actor is None or actor.terminated.is_set():
+                actor = self.root.add(make())
+            self._ensured[name] = actor
         return actor
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -10,77 +10,53 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import trio
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, Forbidden, NotFound, RateLimited
 from ..logs import log_event
 from ..node import Node
-from ..storage.attachments import attachments_of, unlinked_uploads
+from ..storage.attachments import attachments_of
 from ..storage.events import append_event, take_next_seq
-from ..storage.messages import (
-    NewMessage,
-    find_by_client_id,
-    get_room_message,
-    history_page,
-    insert_message,
-    latest_visible_message_id,
-    message_with_sender,
-)
-from ..storage.models import Message, Room
+from ..storage.messages import get_room_message, history_page, latest_visible_message_id, message_with_sender
+from ..storage.models import Room
 from ..storage.replica import require_replayed
-from ..storage.rooms import advance_read_pointer, lock_room_for_send, record_room_message
-from ..storage.streams import Append, StreamUnavailable
+from ..storage.rooms import advance_read_pointer
+from ..storage.streams import StreamUnavailable
 from ..storage.users import UserSnapshot
 from ..timestamps import utcnow
-from ..wire import message_deleted_event, message_edited_event, message_event, message_to_wire, sender_to_wire
-from .access import not_a_member, open_room
+from ..wire import message_deleted_event, message_edited_event, message_to_wire, sender_to_wire
+from .access import open_room
 from .send_committer import SendCommitter, SendOutcome, SendRequest, ensure_committer
+from .send_store import Draft, require_not_deleted, room_inactive, store_draft, store_drafts
 from .text import check_attachment_ids, check_body, check_client_id
 from .webhook_events import enqueue
+
+__all__ = ["Draft", "committer", "draft_message", "mark_read", "send_drafts", "send_message", "take_send_token",
+           "take_send_tokens"]
 
 log = logging.getLogger("roomcast.messaging")
 
 HISTORY_MAX_LIMIT = 200
 
 
-def _message_view(session: Session, message: Message, sender: UserSnapshot) -> dict[str, Any]:
-    return message_to_wire(message, sender, attachments_of(session, [message.id]).get(message.id, ()))
-
-
 def _require_active(room: Room) -> None:
     if not room.is_active:
-        raise _room_inactive()
-
-
-def _room_inactive() -> BadRequest:
-    return BadRequest("the room is inactive", code="room_inactive")
-
-
-def _require_not_deleted(message: Message, what: str = "the message") -> None:
-    if message.deleted_at is not None:
-        raise BadRequest(f"{what} has been deleted", code="message_deleted")
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """A message to send, its shape checked (`draft_message`) but not yet stored."""
-
-    room_id: int
-    body: str
-    reply_to: int | None = None
-    client_id: str | None = None
-    attachments: tuple[int, ...] = ()
+        raise room_inactive()
 
 
 async def take_send_token(node: Node, sender: UserSnapshot) -> None:
     """One send off the sender's budget (shared by every node with Redis); RateLimited when spent."""
     await node.send_limiter.acquire(sender.id)
+
+
+async def take_send_tokens(node: Node, sender: UserSnapshot, count: int) -> list[RateLimited | None]:
+    """`count` sends off the sender's budget, in order (one call to Redis for all): for each,
+    None when it may go, or the RateLimited that refuses it."""
+    waits = await node.send_limiter.take(sender.id, count)
+    return [RateLimited(round(wait, 3)) if wait > 0 else None for wait in waits]
 
 
 def draft_message(node: Node, sender: UserSnapshot, room_id: int, body: str, *, reply_to: int | None = None,
@@ -91,67 +67,6 @@ def draft_message(node: Node, sender: UserSnapshot, room_id: int, body: str, *, 
     attachment_ids = check_attachment_ids(list(attachments))
     check_body(body, node.settings.max_body_chars, has_attachments=bool(attachment_ids))
     return Draft(room_id, body, reply_to, client_id, tuple(attachment_ids))
-
-
-def _store(node: Node, session: Session, sender: UserSnapshot, draft: Draft) -> tuple[dict[str, Any], Append | None]:
-    """Store one draft in the open transaction: (the message, its outbox row as the relay takes it),
-    or (the original, None) for a client_id the sender already used in the room.
-
-    The hot path of every send: four statements (lock the room, insert the message and
-    its outbox row, move the room on), no ORM unit of work unless attachments are linked.
-    Every check comes before the first write, so a refusal (ApiError) leaves the
-    transaction as it found it: several drafts share one without a savepoint each.
-    """
-    target = lock_room_for_send(session, sender.tenant, draft.room_id, sender.id)
-    if target is None:
-        raise NotFound("no such room")
-    if not target.is_member:
-        raise not_a_member()
-    room_id = target.room_id
-    client_id = draft.client_id
-    if client_id is not None and (original := find_by_client_id(session, room_id, sender.id, client_id)):
-        return _message_view(session, original, sender), None
-    if not target.is_active:
-        raise _room_inactive()
-    if draft.reply_to is not None:
-        replied_to = get_room_message(session, room_id, draft.reply_to)
-        if replied_to is None:
-            raise BadRequest("reply_to must be a message of this room", details={"field": "reply_to"})
-        _require_not_deleted(replied_to, "the message replied to")
-    uploads = unlinked_uploads(session, room_id, sender.id, list(draft.attachments))
-    if len(uploads) != len(draft.attachments):
-        unknown = sorted(set(draft.attachments) - {upload.id for upload in uploads})
-        raise BadRequest("attachments must be your own uploads to this room, not yet sent",
-                         details={"field": "attachments", "ids": unknown})
-
-    def store() -> tuple[dict[str, Any], Append]:
-        # The room's row lock (SQLite: the writer lock) is held, so last_seq + 1 is ours.
-        now = utcnow()
-        seq = target.last_seq + 1
-        message_id = insert_message(session, room_id=room_id, seq=seq, sender_id=sender.id, body=draft.body,
-                                    reply_to_id=draft.reply_to, client_id=client_id, created_at=now)
-        record_room_message(session, room_id, seq, message_id, now)
-        for upload in uploads:
-            upload.message_id = message_id
-        message = NewMessage(message_id, room_id, seq, sender.id, draft.body, draft.reply_to, client_id, now)
-        view = message_to_wire(message, sender, uploads)
-        enqueue(node, session, sender.tenant, "message.created", room_id, seq, message=view,
-                to_bots=sender.role != "bot")  # a bot's messages never trigger bots
-        return view, append_event(session, message_event(room_id, seq, view))
-
-    if client_id is None:
-        return store()
-    # The room lock already orders sends, so two with one client_id cannot both get
-    # here; the unique constraint has the final word all the same, and the savepoint
-    # undoes the seq this attempt took.
-    try:
-        with session.begin_nested():
-            return store()
-    except IntegrityError:
-        original = find_by_client_id(session, room_id, sender.id, client_id)
-        if original is None:
-            raise
-        return _message_view(session, original, sender), None
 
 
 async def send_message(node: Node, sender: UserSnapshot, room_id: int, body: str, *, reply_to: int | None = None,
@@ -192,7 +107,7 @@ async def send_drafts(node: Node, sender: UserSnapshot, drafts: Sequence[Draft])
 
 def committer(node: Node) -> SendCommitter:
     """The node's send committer, started on first use."""
-    return ensure_committer(node, partial(_store, node))
+    return ensure_committer(node, store_draft, store_drafts)
 
 
 async def edit_message(node: Node, editor: UserSnapshot, room_id: int, message_id: int, body: str) -> dict[str, Any]:
@@ -207,7 +122,7 @@ async def edit_message(node: Node, editor: UserSnapshot, room_id: int, message_i
         message, sender = found
         if message.sender_id != editor.id:
             raise Forbidden("only the sender may edit a message")
-        _require_not_deleted(message)
+        require_not_deleted(message)
         _require_active(access.room)
         attachments = attachments_of(session, [message.id]).get(message.id, [])
         check_body(body, node.settings.max_body_chars, has_attachments=bool(attachments))

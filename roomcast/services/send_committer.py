@@ -9,11 +9,13 @@ after the commit.
 
 Within a transaction the drafts are stored in room-id order (stable, so a request's
 drafts to one room keep the order sent), so every transaction takes its room locks in
-the same order and two of them (on two nodes, say) never deadlock. A draft refused
-(not a member, the room inactive, a repeated client_id) is an outcome of its own and
-leaves the others be; one that fails unexpectedly makes the transaction start over
-with a savepoint per draft, so that it fails alone. What fails the transaction as a
-whole (the database is down) is the outcome of every send in it, and of no other.
+the same order and two of them (on two nodes, say) never deadlock. The batch is stored
+whole (`store_many`: a few statements whatever its size, see send_store.py). A draft
+refused (not a member, the room inactive, a repeated client_id) is an outcome of its own
+and leaves the others be; a batch that fails unexpectedly makes the transaction start
+over draft by draft (`store`), each in a savepoint, so that the draft to blame fails alone.
+What fails the transaction as a whole (the database is down) is the outcome of every send
+in it, and of no other.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..storage.users import UserSnapshot
 from ..wire import JsonObject
 
 if TYPE_CHECKING:
-    from .messaging import Draft
+    from .send_store import Draft
 
 log = logging.getLogger("roomcast.messaging")
 
@@ -49,7 +51,10 @@ SendOutcome = tuple[JsonObject, bool] | Exception
 # What storing one draft in the open transaction gives: the message and its outbox row
 # (None for a repeated client_id: the original comes back); or a refusal (ApiError).
 Stored = tuple[JsonObject, Append | None]
-StoreDraft = Callable[[Session, UserSnapshot, "Draft"], Stored]
+StoreDraft = Callable[[Node, Session, UserSnapshot, "Draft"], Stored]
+# Storing a whole batch (senders and drafts, in room-id order): an outcome per draft, a refusal
+# as an ApiError; anything raised fails the transaction (the committer then stores draft by draft).
+StoreDrafts = Callable[[Node, Session, Sequence[tuple[UserSnapshot, "Draft"]]], list[Stored | ApiError]]
 
 
 @dataclass(eq=False, slots=True)
@@ -70,18 +75,14 @@ class SendRequest:
         self.answer([error] * len(self.drafts))
 
 
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
-
-
 # Each committer by its actor: what `ensure_committer` finds behind `ActorSystem.ensure`.
 _BY_ACTOR: weakref.WeakKeyDictionary[Actor, SendCommitter] = weakref.WeakKeyDictionary()
 
 
-def ensure_committer(node: Node, store: StoreDraft) -> SendCommitter:
-    """The node's committer, started (storing each draft with `store`) on first use."""
-    actor = node.actors.ensure(ACTOR_NAME, lambda: SendCommitter(node, store).actor)
+def ensure_committer(node: Node, store: StoreDraft, store_many: StoreDrafts) -> SendCommitter:
+    """The node's committer, started on first use: it stores each batch with `store_many`, or
+    draft by draft with `store` after a batch failed unexpectedly."""
+    actor = node.actors.ensure(ACTOR_NAME, lambda: SendCommitter(node, store, store_many).actor)
     return _BY_ACTOR[actor]
 
 
@@ -92,35 +93,49 @@ class _DraftFailed(Exception):
 class SendCommitter:
     """The node's one committer of sends: a bounded mailbox of SendRequests, one transaction per batch."""
 
-    def __init__(self, node: Node, store: StoreDraft) -> None:
+    def __init__(self, node: Node, store: StoreDraft, store_many: StoreDrafts) -> None:
         settings = node.settings
         self.node = node
         self.store = store
+        self.store_many = store_many
         self.max_rows = settings.send_batch_max
         # SQLite has one writer: a second transaction would only queue behind the first.
         self.workers = 1 if node.database.is_sqlite else settings.send_committers
         self.transactions = 0  # committed, since the node started
         self.messages = 0  # stored by those transactions
         self._held: deque[SendRequest] = deque()  # taken from the mailbox, left for the next batch
+        self._outstanding: set[SendRequest] = set()  # submitted, their senders waiting
+        self._open = 0  # transactions under way (PostgreSQL: up to `workers`)
+        self._waiting: trio.Event | None = None  # while workers wait for a reason to start a transaction
         self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=settings.send_queue_max,
-                           describe_extra=self.describe)
+                           describe_extra=self.describe, on_terminated=self._terminated)
         _BY_ACTOR[self.actor] = self
 
     async def submit(self, request: SendRequest) -> list[SendOutcome]:
         """Queue `request` (waiting while the mailbox is full) and return its outcomes once committed."""
-        try:
-            await self.actor.send(request)
-        except trio.BrokenResourceError:
-            raise Unavailable("the node is stopping; try again") from None
         # Answered by a worker, or by the run's end; and should the actor end for good with this
-        # request lost between its mailbox and a batch, its sender is not left waiting.
-        async with trio.open_nursery() as watch:
-            watch.start_soon(_cancel_when_set, self.actor.terminated, watch.cancel_scope)
+        # request lost between its mailbox and a batch, by `_terminated`: its sender is not left waiting.
+        self._outstanding.add(request)
+        try:
+            try:
+                try:
+                    self.actor.tell(request)  # no trip through the scheduler while there is room
+                except trio.WouldBlock:
+                    await self.actor.send(request)
+                self._nudge()
+            except trio.BrokenResourceError:
+                raise Unavailable("the node is stopping; try again") from None
+            if self.actor.terminated.is_set():
+                request.fail(Unavailable("the node is stopping; try again"))
             await request.done.wait()
-            watch.cancel_scope.cancel()
-        if not request.done.is_set():
-            request.fail(Unavailable("the node is stopping; try again"))
+        finally:
+            self._outstanding.discard(request)
         return request.outcomes
+
+    def _terminated(self) -> None:
+        stopping = Unavailable("the node is stopping; try again")
+        for request in list(self._outstanding):
+            request.fail(stopping)
 
     async def run(self, ctx: ActorContext) -> None:
         try:
@@ -134,22 +149,36 @@ class SendCommitter:
 
     async def _work(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
         while True:
-            batch = await self._take(mailbox)
+            batch = await self._take(mailbox)  # counted in `_open` from here
             try:
                 await self._commit(batch)
             finally:
+                self._open -= 1
+                self._nudge()
                 for request in batch:  # cancelled or crashed mid-transaction: its outcome is unknown
                     request.fail(Unavailable("the message may not have been stored; try again"))
 
     async def _take(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> list[SendRequest]:
-        """The next batch: what waits, oldest first, up to max_rows messages (always at least one request)."""
-        first = self._held.popleft() if self._held else await mailbox.receive()
-        # Senders already woken in this scheduling round queue theirs before the batch closes.
-        try:
-            await trio.lowlevel.checkpoint()
-        except BaseException:  # cancelled here: `first` stays held, for the run's end or the next run
-            self._held.appendleft(first)
-            raise
+        """The next batch: what waits, oldest first, up to max_rows messages (always at least one request).
+
+        While another transaction is open, a second one starts only for a backlog of half a
+        batch or more: a few sends wait for the open one to end and go in the next, whole.
+        Under a CPU-bound load two half batches cost more than one whole one (each
+        transaction's statements cost about the same whatever their rows), and they would
+        wait no less; a backlog that large is what a second transaction is worth opening for.
+        """
+        while True:
+            if not self._held:
+                self._held.append(await mailbox.receive())
+            # Senders already woken in this scheduling round queue theirs before the batch closes.
+            await trio.lowlevel.checkpoint()  # cancelled: what was taken stays held, for the next run
+            if not self._open or self._pull_waiting(mailbox) >= self.max_rows // 2:
+                break
+            if self._waiting is None:  # one for every worker waiting: set when a transaction ends or a send comes
+                self._waiting = trio.Event()
+            await self._waiting.wait()
+        self._open += 1  # no checkpoint from the decision to here: two workers never both decide alone
+        first = self._held.popleft()
         batch, rows = [first], len(first.drafts)
         while rows < self.max_rows:
             if self._held:
@@ -166,6 +195,24 @@ class SendCommitter:
             rows += len(request.drafts)
         return batch
 
+    def _nudge(self) -> None:
+        """Something changed for a worker waiting to start (a transaction ended, a send came)."""
+        if self._waiting is not None:
+            self._waiting.set()
+            self._waiting = None
+
+    def _pull_waiting(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> int:
+        """Move what waits in the mailbox into `_held`, up to half a batch; the drafts held."""
+        drafts = sum(len(request.drafts) for request in self._held)
+        while drafts < self.max_rows // 2:
+            try:
+                request = mailbox.receive_nowait()
+            except trio.WouldBlock:
+                break
+            self._held.append(request)
+            drafts += len(request.drafts)
+        return drafts
+
     def _refuse_waiting(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
         stopping = Unavailable("the node is stopping; try again")
         while self._held:
@@ -180,20 +227,16 @@ class SendCommitter:
         # In room-id order (a stable sort: each room's drafts keep the order they came in).
         entries = sorted(((request.sender, draft, r, d) for r, request in enumerate(batch)
                           for d, draft in enumerate(request.drafts)), key=lambda entry: entry[1].room_id)
-        store = self.store
+        node, store, store_many = self.node, self.store, self.store_many
 
         def together(session: Session) -> list[Stored | Exception]:
-            outcomes: list[Stored | Exception] = []
-            for sender, draft, _, _ in entries:
-                try:
-                    outcomes.append(store(session, sender, draft))
-                except ApiError as exc:  # refused before writing anything: the others stand
-                    outcomes.append(exc)
-                except Exception as exc:  # it may have written, or broken the transaction: start over
-                    if is_unavailable(exc):
-                        raise  # not this draft's fault: the gateway makes it DatabaseUnavailable for all
-                    raise _DraftFailed from exc
-            return outcomes
+            try:
+                # A refusal is an outcome (decided before any write): the others stand.
+                return list(store_many(node, session, [(sender, draft) for sender, draft, _, _ in entries]))
+            except Exception as exc:  # something broke the transaction: start over, draft by draft
+                if is_unavailable(exc):
+                    raise  # no draft's fault: the gateway makes it DatabaseUnavailable for all
+                raise _DraftFailed from exc
 
         def each_in_a_savepoint(session: Session) -> list[Stored | Exception]:
             # The slow path, taken only after an unexpected failure: a savepoint per draft undoes
@@ -203,7 +246,7 @@ class SendCommitter:
             for sender, draft, _, _ in entries:
                 savepoint = session.begin_nested()
                 try:
-                    outcome: Stored | Exception = store(session, sender, draft)
+                    outcome: Stored | Exception = store(node, session, sender, draft)
                 except Exception as exc:
                     if is_unavailable(exc):
                         raise

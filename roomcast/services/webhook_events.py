@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..node import Node
-from ..storage.bots import RoomBot, room_bots
+from ..storage.bots import RoomBot, bots_of_rooms, room_bots
 from ..storage.database import on_commit
 from ..storage.models import Bot, Webhook
 from ..storage.webhooks import PENDING, ActiveWebhook, active_webhooks, insert_deliveries
@@ -117,6 +117,14 @@ def _bot_targets(session: Session, tenant: str, room_id: int) -> list[Target]:
     return cache[room_id]
 
 
+def prefetch_bot_targets(session: Session, tenant: str, room_ids: Collection[int]) -> None:
+    """Read the bots of many rooms at once (a batch of sends), for `enqueue` in this transaction."""
+    cache: dict[int, list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
+    missing = [room_id for room_id in room_ids if room_id not in cache]
+    for room_id, bots in bots_of_rooms(session, tenant, missing).items():
+        cache[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in bots]
+
+
 def _tenant_targets(session: Session, settings: Settings, tenant: str) -> list[Target]:
     """Every target that may get the tenant's events, read once per transaction (each source adds its own)."""
     cache: dict[str, list[Target]] = session.info.setdefault(_TARGETS, {})
@@ -133,13 +141,15 @@ def enqueue(node: Node, session: Session, tenant: str, event: str, room_id: int,
     same for every target and every retry. The node's delivery actor is woken once the
     transaction commits. `to_bots`: a message not sent by a bot, which the room's bots may take.
     """
+    candidates = _tenant_targets(session, node.settings, tenant)
+    if to_bots and event == BOT_EVENT:
+        candidates = candidates + _bot_targets(session, tenant, room_id)
+    if not candidates:  # the usual case on a send: nothing to build
+        return 0
     body: JsonObject = {"id": "", "event": event, "tenant": tenant, "room": room_id}
     if seq is not None:
         body["seq"] = seq
     body.update(fields)
-    candidates = _tenant_targets(session, node.settings, tenant)
-    if to_bots and event == BOT_EVENT:
-        candidates = candidates + _bot_targets(session, tenant, room_id)
     targets = [target for target in candidates if target.wants(event, body)]
     if not targets:
         return 0

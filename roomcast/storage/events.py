@@ -8,6 +8,8 @@ until commit, so seqs of one room are strictly increasing with no gaps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, update
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..timestamps import utcnow
 from ..wire import encode_text
+from . import driver_rows
 from .models import OutboxEvent, Room
 from .streams.base import Append
 
@@ -22,6 +25,14 @@ from .streams.base import Append
 _OUTBOX = OutboxEvent.__table__
 assert isinstance(_OUTBOX, Table)  # declarative models type __table__ as a FromClause
 _INSERT_OUTBOX_ROW = insert(_OUTBOX)
+
+
+# PostgreSQL: the rows as arrays, in binary (see driver_rows).
+_INSERT_OUTBOX_ROWS_PG = (
+    "INSERT INTO outbox (room_id, seq, type, payload, created_at) "
+    "SELECT room_id, seq, type, payload, %(at)b FROM unnest(%(room_ids)b::bigint[], %(seqs)b::bigint[], "
+    "%(types)b::varchar[], %(payloads)b::text[]) AS event(room_id, seq, type, payload)")
+_INSERT_OUTBOX_ROW_SQLITE = "INSERT INTO outbox (room_id, seq, type, payload, created_at) VALUES (?, ?, ?, ?, ?)"
 
 
 def take_next_seq(session: Session, room_id: int, **also_set: Any) -> int:
@@ -44,3 +55,26 @@ def append_event(session: Session, event: dict[str, Any]) -> Append:
                                                        "type": event["type"], "payload": payload,
                                                        "created_at": utcnow()})
     return Append(event["room"], payload.encode(), event["seq"])
+
+
+def append_events(session: Session, events: Sequence[dict[str, Any]], at: datetime) -> list[Append]:
+    """`append_event` for many events (of any rooms) in one statement (executemany)."""
+    if not events:
+        return []
+    payloads = [encode_text(event) for event in events]
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        stamp = driver_rows.sqlite_timestamp(at)
+        driver_rows.sqlite_execute_many(session, _INSERT_OUTBOX_ROW_SQLITE, [
+            (event["room"], event["seq"], event["type"], payload, stamp)
+            for event, payload in zip(events, payloads, strict=True)])
+    elif connection.dialect.name == "postgresql":
+        driver_rows.pg_execute(session, _INSERT_OUTBOX_ROWS_PG, {
+            "room_ids": [event["room"] for event in events], "seqs": [event["seq"] for event in events],
+            "types": [event["type"] for event in events], "payloads": payloads, "at": at})
+    else:
+        connection.execute(_INSERT_OUTBOX_ROW, [
+            {"room_id": event["room"], "seq": event["seq"], "type": event["type"], "payload": payload,
+             "created_at": at} for event, payload in zip(events, payloads, strict=True)])
+    return [Append(event["room"], payload.encode(), event["seq"])
+            for event, payload in zip(events, payloads, strict=True)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session
 
+from . import driver_rows
 from .models import Message, User
 
 
@@ -50,6 +52,54 @@ def insert_message(session: Session, *, room_id: int, seq: int, sender_id: int, 
         {"room_id": room_id, "seq": seq, "sender_id": sender_id, "body": body, "reply_to_id": reply_to_id,
          "client_id": client_id, "created_at": created_at},
     ).scalar_one()
+
+
+# Many rows in one statement (insertmanyvalues), ids back in the order of the rows given.
+_INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+
+
+_INSERT_MESSAGE_SQLITE = ("INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# One array per column, in binary (see driver_rows); the ids come back keyed by (room, seq).
+_INSERT_MESSAGES_PG = (
+    "INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
+    "SELECT * FROM unnest(%(room_id)b::bigint[], %(seq)b::bigint[], %(sender_id)b::bigint[], %(body)b::text[], "
+    "%(reply_to_id)b::bigint[], %(client_id)b::varchar[], %(created_at)b::timestamptz[]) "
+    "RETURNING id, room_id, seq")
+_MESSAGE_COLUMNS = ("room_id", "seq", "sender_id", "body", "reply_to_id", "client_id", "created_at")
+
+
+def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list[int]:
+    """Insert new message rows (the columns of `insert_message`) in one statement; their ids, in order."""
+    if not rows:
+        return []
+    dialect = driver_rows.dialect(session)
+    if dialect == "sqlite":
+        stamps: dict[object, str] = {}  # a batch's rows share their timestamp: formatted once
+        return driver_rows.sqlite_insert_each(session, _INSERT_MESSAGE_SQLITE, [
+            (row["room_id"], row["seq"], row["sender_id"], row["body"], row["reply_to_id"], row["client_id"],
+             stamps.get(row["created_at"]) or stamps.setdefault(
+                 row["created_at"], driver_rows.sqlite_timestamp(row["created_at"])))  # type: ignore[arg-type]
+            for row in rows])
+    if dialect != "postgresql":
+        return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
+    returned, _ = driver_rows.pg_execute(session, _INSERT_MESSAGES_PG,
+                                         {column: [row[column] for row in rows] for column in _MESSAGE_COLUMNS})
+    ids = {(room_id, seq): message_id for message_id, room_id, seq in returned}
+    return [ids[(row["room_id"], row["seq"])] for row in rows]  # type: ignore[misc]
+
+
+def find_by_client_ids(session: Session,
+                       keys: Collection[tuple[int, int, str]]) -> dict[tuple[int, int, str], Message]:
+    """The messages already stored under those (room_id, sender_id, client_id) keys, by key."""
+    if not keys:
+        return {}
+    query = select(Message).where(tuple_(Message.room_id, Message.sender_id, Message.client_id).in_(sorted(keys)))
+    found: dict[tuple[int, int, str], Message] = {}
+    for message in session.scalars(query):
+        assert message.client_id is not None
+        found[(message.room_id, message.sender_id, message.client_id)] = message
+    return found
 
 
 def find_by_client_id(session: Session, room_id: int, sender_id: int, client_id: str) -> Message | None:

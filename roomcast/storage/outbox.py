@@ -9,9 +9,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from . import driver_rows
 from .models import OutboxEvent, Room
 from .replica import require_replayed
 
@@ -70,16 +71,53 @@ def unpublished(session: Session, *, room_ids: Collection[int] | None = None,
     return [StoredEvent(room_id, seq, payload) for room_id, seq, payload in rows]
 
 
+_OUTBOX = OutboxEvent.__table__
+assert isinstance(_OUTBOX, Table)  # declarative models type __table__ as a FromClause
+# One run of a room's seqs per parameter set: what the relay publishes comes in runs, so a
+# marking is a handful of cheap statements, not an IN list of every (room, seq) pair.
+_MARK_RUN = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.room_id == bindparam("room"), _OUTBOX.c.seq >= bindparam("low"),
+           _OUTBOX.c.seq <= bindparam("high"), _OUTBOX.c.published_at.is_(None))
+    .values(published_at=bindparam("at"))
+)
+_MARK_RUNS_PG = (
+    "UPDATE outbox SET published_at = %(at)b "
+    "FROM unnest(%(rooms)b::bigint[], %(lows)b::bigint[], %(highs)b::bigint[]) AS run(room_id, low, high) "
+    "WHERE outbox.room_id = run.room_id AND outbox.seq >= run.low AND outbox.seq <= run.high "
+    "AND outbox.published_at IS NULL")
+_MARK_RUN_SQLITE = ("UPDATE outbox SET published_at = ? "
+                    "WHERE room_id = ? AND seq >= ? AND seq <= ? AND published_at IS NULL")
+
+
+def seq_runs(keys: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """The (room_id, seq) pairs as runs of consecutive seqs: (room_id, first seq, last seq)."""
+    runs: list[tuple[int, int, int]] = []
+    for room_id, seq in sorted(set(keys)):
+        if runs and runs[-1][0] == room_id and runs[-1][2] == seq - 1:
+            runs[-1] = (room_id, runs[-1][1], seq)
+        else:
+            runs.append((room_id, seq, seq))
+    return runs
+
+
 def mark_published(session: Session, keys: Sequence[tuple[int, int]], at: datetime) -> None:
     """Set published_at on the (room_id, seq) rows given."""
-    for start in range(0, len(keys), 500):
-        chunk = list(keys[start:start + 500])
-        session.execute(
-            update(OutboxEvent)
-            .where(tuple_(OutboxEvent.room_id, OutboxEvent.seq).in_(chunk), OutboxEvent.published_at.is_(None))
-            .values(published_at=at)
-            .execution_options(synchronize_session=False)
-        )
+    runs = seq_runs(keys)
+    if not runs:
+        return
+    dialect = driver_rows.dialect(session)
+    if dialect == "sqlite":
+        stamp = driver_rows.sqlite_timestamp(at)
+        driver_rows.sqlite_execute_many(session, _MARK_RUN_SQLITE,
+                                        [(stamp, room, low, high) for room, low, high in runs])
+        return
+    if dialect == "postgresql":
+        rooms, lows, highs = (list(column) for column in zip(*runs, strict=True))
+        driver_rows.pg_execute(session, _MARK_RUNS_PG, {"rooms": rooms, "lows": lows, "highs": highs, "at": at})
+        return
+    session.connection().execute(_MARK_RUN, [{"room": room, "low": low, "high": high, "at": at}
+                                             for room, low, high in runs])
 
 
 def outbox_backlog(session: Session) -> tuple[int, datetime | None]:

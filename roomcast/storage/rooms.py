@@ -7,10 +7,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, false, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from . import driver_rows
 from .models import Membership, Message, Room, User
 from .replica import require_replayed
 
@@ -88,28 +89,19 @@ class RoomAccessRows:
     members: set[tuple[int, int]]  # (room id, user id)
 
 
-def room_access_rows(session: Session, pairs: Collection[tuple[int, int]]) -> RoomAccessRows:
-    """The tenants of the pairs' rooms and which pairs are memberships: one query, however many pairs.
+_ROOM_TENANTS = select(_ROOMS.c.id, _ROOMS.c.tenant).where(_ROOMS.c.id.in_(bindparam("room_ids", expanding=True)))
 
-    A burst of subscribes costs one round trip this way instead of one per subscriber.
+
+def room_access_rows(session: Session, pairs: Collection[tuple[int, int]]) -> RoomAccessRows:
+    """The tenants of the pairs' rooms and which pairs are memberships: two statements, however many pairs.
+
+    A burst of subscribes costs one database call this way instead of one per subscriber.
     """
-    by_room: defaultdict[int, set[int]] = defaultdict(set)
-    for room_id, user_id in pairs:
-        by_room[room_id].add(user_id)
-    rows = RoomAccessRows({}, set())
-    if not by_room:
-        return rows
-    # Each room, with one row per asked member of it: a branch per room, each on the primary key.
-    asked = or_(false(), *(and_(_MEMBERSHIPS.c.room_id == room_id, _MEMBERSHIPS.c.user_id.in_(sorted(user_ids)))
-                           for room_id, user_ids in by_room.items()))
-    query = (select(_ROOMS.c.id, _ROOMS.c.tenant, _MEMBERSHIPS.c.user_id)
-             .select_from(_ROOMS.outerjoin(_MEMBERSHIPS, and_(_MEMBERSHIPS.c.room_id == _ROOMS.c.id, asked)))
-             .where(_ROOMS.c.id.in_(sorted(by_room))))
-    for room_id, tenant, user_id in session.execute(query):
-        rows.tenants[room_id] = tenant
-        if user_id is not None:
-            rows.members.add((room_id, user_id))
-    return rows
+    if not pairs:
+        return RoomAccessRows({}, set())
+    rows = session.connection().execute(_ROOM_TENANTS, {"room_ids": sorted({room_id for room_id, _ in pairs})})
+    tenants: dict[int, str] = {room_id: tenant for room_id, tenant in rows}
+    return RoomAccessRows(tenants, memberships_among(session, [pair for pair in pairs if pair[0] in tenants]))
 
 
 def lock_room_for_send(session: Session, tenant: str, room_id: int, user_id: int) -> SendTarget | None:
@@ -132,6 +124,94 @@ def record_room_message(session: Session, room_id: int, seq: int, message_id: in
     if result.rowcount != 1:
         # The lock makes this impossible; a seq taken twice would break every subscriber's order.
         raise RuntimeError(f"room {room_id} is no longer at seq {seq - 1}")
+
+
+@dataclass(frozen=True, slots=True)
+class LockedRoom:
+    """A room as a batch of sends needs it, read with its row locked."""
+
+    room_id: int
+    tenant: str
+    is_active: bool
+    last_seq: int
+
+
+# A batch's rooms, locked in id order by one statement: ORDER BY comes before the row locks
+# on PostgreSQL, so every batch takes its locks in the same order and two never deadlock.
+_LOCK_ROOMS_FOR_SEND = (
+    select(_ROOMS.c.id, _ROOMS.c.tenant, _ROOMS.c.is_active, _ROOMS.c.last_seq)
+    .where(_ROOMS.c.id.in_(bindparam("room_ids", expanding=True)))
+    .order_by(_ROOMS.c.id)
+    .with_for_update(of=_ROOMS, key_share=True)
+)
+
+
+def lock_rooms_for_send(session: Session, room_ids: Collection[int]) -> dict[int, LockedRoom]:
+    """The rooms among `room_ids` that exist, each locked as by `load_room(lock=True)`, by id.
+
+    One statement for a batch of sends to many rooms; the caller checks each sender's tenant.
+    """
+    rows = session.connection().execute(_LOCK_ROOMS_FOR_SEND, {"room_ids": sorted(room_ids)})
+    return {row[0]: LockedRoom(row[0], row[1], bool(row[2]), row[3]) for row in rows}
+
+
+_MEMBERSHIPS_AMONG_PG = (
+    "SELECT memberships.room_id, memberships.user_id FROM memberships "
+    "JOIN unnest(%(rooms)b::bigint[], %(users)b::bigint[]) AS pair(room_id, user_id) "
+    "ON memberships.room_id = pair.room_id AND memberships.user_id = pair.user_id")
+
+
+def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Those (room_id, user_id) pairs that are memberships."""
+    if not pairs:
+        return set()
+    ordered = sorted(pairs)
+    dialect = driver_rows.dialect(session)
+    if dialect == "postgresql":  # one statement text whatever the number of pairs (see driver_rows)
+        rows, _ = driver_rows.pg_execute(session, _MEMBERSHIPS_AMONG_PG, {
+            "rooms": [room_id for room_id, _ in ordered], "users": [user_id for _, user_id in ordered]})
+    elif dialect == "sqlite":
+        statement = ("SELECT room_id, user_id FROM memberships WHERE (room_id, user_id) IN (VALUES "
+                     + ", ".join(["(?, ?)"] * len(ordered)) + ")")
+        rows = driver_rows.sqlite_select(session, statement, [value for pair in ordered for value in pair])
+    else:
+        query = select(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).where(
+            tuple_(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).in_(ordered))
+        rows = [tuple(row) for row in session.connection().execute(query)]
+    return {(room_id, user_id) for room_id, user_id in rows}  # type: ignore[misc]
+
+
+# PostgreSQL: the moves as arrays, in binary (see driver_rows).
+_RECORD_MESSAGES_PG = (
+    "UPDATE rooms SET last_seq = moves.seq, last_message_id = moves.message_id, last_activity_at = %(at)b "
+    "FROM unnest(%(room_ids)b::bigint[], %(previous_seqs)b::bigint[], %(seqs)b::bigint[], "
+    "%(message_ids)b::bigint[]) AS moves(room_id, previous_seq, seq, message_id) "
+    "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq")
+_RECORD_MESSAGES_SQLITE = ("UPDATE rooms SET last_seq = ?, last_message_id = ?, last_activity_at = ? "
+                           "WHERE rooms.id = ? AND rooms.last_seq = ?")
+
+
+def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, int]], at: datetime) -> None:
+    """Move each room on by several messages at once: (room_id, previous last_seq, new last_seq, last
+    message id) with every room locked; one statement for the batch (executemany)."""
+    if not moves:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        stamp = driver_rows.sqlite_timestamp(at)
+        changed = driver_rows.sqlite_execute_many(session, _RECORD_MESSAGES_SQLITE, [
+            (seq, message_id, stamp, room_id, previous) for room_id, previous, seq, message_id in moves])
+    elif connection.dialect.name == "postgresql":
+        room_ids, previous_seqs, seqs, message_ids = (list(column) for column in zip(*moves, strict=True))
+        _, changed = driver_rows.pg_execute(session, _RECORD_MESSAGES_PG, {
+            "room_ids": room_ids, "previous_seqs": previous_seqs, "seqs": seqs, "message_ids": message_ids, "at": at})
+    else:
+        changed = connection.execute(_RECORD_MESSAGE, [
+            {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}
+            for room_id, previous, seq, message_id in moves]).rowcount
+    if connection.dialect.supports_sane_multi_rowcount and changed != len(moves):
+        # The locks make this impossible; a seq taken twice would break every subscriber's order.
+        raise RuntimeError("a room is no longer at the seq it was locked at")
 
 
 def find_room_by_ref(session: Session, tenant: str, external_ref: str, *, lock: bool = False) -> Room | None:

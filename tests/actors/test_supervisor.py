@@ -216,3 +216,20 @@ async def test_the_mailbox_is_bounded_and_survives_a_restart(autojump_clock: tri
         await trio.sleep(5)
         assert seen == ["a", "crash", "b"]
         nursery.cancel_scope.cancel()
+
+
+async def test_on_terminated_is_called_once_when_an_actor_ends_for_good_not_on_a_restart(
+        autojump_clock: trio.testing.MockClock) -> None:
+    root = Supervisor("root", intensity=10, period=100, backoff=no_jitter(base=1.0))
+    flaky = Flaky(failures=2)
+    ended: list[bool] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.serve)
+        actor = root.add(Actor("flaky", flaky, on_terminated=lambda: ended.append(actor.terminated.is_set())))
+        await flaky.running.wait()
+        assert actor.restarts == 2 and ended == []  # two crashes, two restarts: not the end
+        actor.stop("told to")
+        await actor.terminated.wait()
+        assert ended == [True]  # called once, with `terminated` already set
+        nursery.cancel_scope.cancel()
+    assert ended == [True]

@@ -185,3 +185,90 @@ async def test_one_transaction_of_several_rooms_is_published_in_one_append(
     assert not [outcome for outcome in outcomes if isinstance(outcome, Exception)]
     await eventually(lambda: any(set(rooms) <= set(call) for call in appended))
     assert [call for call in appended if set(call) & set(rooms)] == [sorted(rooms)]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_backend", ["postgresql"])
+@pytest.mark.parametrize("settings_overrides", [{"send_burst": 100_000, "send_rate_per_s": 100_000.0,
+                                                 "send_batch_max": 8, "send_committers": 2}])
+async def test_a_second_transaction_opens_only_for_a_backlog_of_half_a_batch(
+        client: Any, users: Any, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = await users.create("member")
+    room = (await make_group(client, owner))["id"]
+    user = await node.database.read(get_user, owner.id)
+    committer = messaging.committer(node)
+    gate = trio.Event()
+    real_write = node.database.write
+    opened: list[bool] = []  # a transaction of the committer's, as it opens (and waits for the gate)
+
+    async def held_write(work: Any, *args: Any) -> Any:
+        if work.__qualname__.startswith("SendCommitter."):
+            opened.append(True)
+            await gate.wait()
+        return await real_write(work, *args)
+
+    sizes: list[int] = []
+    real_commit = committer._commit
+
+    async def commit(batch: list[Any]) -> None:
+        sizes.append(sum(len(request.drafts) for request in batch))
+        await real_commit(batch)
+
+    monkeypatch.setattr(committer, "_commit", commit)
+    monkeypatch.setattr(node.database, "write", held_write)
+    done: list[Any] = []
+
+    async def send(body: str) -> None:
+        done.extend(await messaging.send_drafts(node, user, [messaging.draft_message(node, user, room, body)]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, "first")
+        await eventually(lambda: len(opened) == 1)  # one transaction open, held
+        for n in range(3):  # a backlog of 3, under half a batch (4): the other committer waits
+            nursery.start_soon(send, f"small {n}")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(opened) == 1 and sizes == [1]
+        nursery.start_soon(send, "fourth")  # half a batch waits now: a second transaction opens
+        await eventually(lambda: len(opened) == 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sizes == [1, 4]
+        gate.set()
+    assert len(done) == 5 and not [answer for answer in done if isinstance(answer, Exception)]
+    assert sorted(answer[0]["seq"] for answer in done) == [1, 2, 3, 4, 5]
+    assert committer.transactions == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_backend", ["postgresql"])
+@pytest.mark.parametrize("settings_overrides", [{"send_burst": 100_000, "send_rate_per_s": 100_000.0,
+                                                 "send_batch_max": 8, "send_committers": 2}])
+async def test_a_small_backlog_waits_for_the_open_transaction_and_goes_in_the_next_whole(
+        client: Any, users: Any, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = await users.create("member")
+    room = (await make_group(client, owner))["id"]
+    user = await node.database.read(get_user, owner.id)
+    committer = messaging.committer(node)
+    gate = hold_commits(node, monkeypatch)
+    sizes: list[int] = []
+    real_commit = committer._commit
+
+    async def commit(batch: list[Any]) -> None:
+        sizes.append(sum(len(request.drafts) for request in batch))
+        await real_commit(batch)
+
+    monkeypatch.setattr(committer, "_commit", commit)
+    done: list[Any] = []
+
+    async def send(body: str) -> None:
+        done.extend(await messaging.send_drafts(node, user, [messaging.draft_message(node, user, room, body)]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, "first")
+        await eventually(lambda: sizes == [1])
+        for n in range(3):  # one at a time, each waiting (the other committer is free) before the next
+            nursery.start_soon(send, f"then {n}")
+            await trio.testing.wait_all_tasks_blocked()
+        assert sizes == [1]
+        gate.set()
+    assert sizes == [1, 3]  # not 1, 1, 2 or the like: the three went together
+    assert sorted(answer[0]["seq"] for answer in done) == [1, 2, 3, 4]

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, select
 
 from roomcast.errors import ApiError
-from roomcast.services import messaging
+from roomcast.services import messaging, send_store
 from roomcast.storage.events import append_event, take_next_seq
 from roomcast.storage.models import Message, OutboxEvent, Room
 from roomcast.storage.rooms import (
@@ -23,7 +23,7 @@ from roomcast.storage.rooms import (
 from roomcast.storage.users import create_user, get_user
 from roomcast.timestamps import utcnow
 from roomcast.wire import encode, encode_text
-from tests.chat_helpers import make_group, outbox, room_of, send
+from tests.chat_helpers import curse, make_group, outbox, room_of, send
 
 
 def _room(tenant: str = "default", key: str | None = None) -> Room:
@@ -127,9 +127,11 @@ async def test_a_lost_client_id_race_returns_the_original_and_takes_no_seq(
     owner = await users.create("member")
     room = await make_group(client, owner)
     original = await send(client, owner, room["id"], "first try", client_id="dup")
-    # As if a concurrent retry committed between our look-up and our insert: the look-up
-    # misses once, the insert hits the unique constraint, and the savepoint cleans up.
-    real_lookup = messaging.find_by_client_id
+    # As if a concurrent retry committed between our look-up and our insert: the batch's look-up
+    # misses, its insert hits the unique constraint and fails the transaction; the committer
+    # then stores draft by draft, where the look-up misses once more, the insert fails again,
+    # and the savepoint cleans up.
+    real_lookup = send_store.find_by_client_id
     lookups = 0
 
     def lookup_that_misses_once(*args: Any) -> Message | None:
@@ -137,7 +139,8 @@ async def test_a_lost_client_id_race_returns_the_original_and_takes_no_seq(
         lookups += 1
         return None if lookups == 1 else real_lookup(*args)
 
-    monkeypatch.setattr(messaging, "find_by_client_id", lookup_that_misses_once)
+    monkeypatch.setattr(send_store, "find_by_client_ids", lambda session, keys: {})
+    monkeypatch.setattr(send_store, "find_by_client_id", lookup_that_misses_once)
     user = await node.database.read(get_user, owner.id)
     message, created = await messaging.send_message(node, user, room["id"], "second try", client_id="dup")
     assert (message, created) == (original, False)
@@ -200,14 +203,7 @@ async def test_a_draft_that_fails_unexpectedly_fails_alone_and_a_failed_transact
     owner = await users.create("member")
     room = await make_group(client, owner)
     user = await node.database.read(get_user, owner.id)
-    real_insert = messaging.insert_message
-
-    def insert_unless_cursed(session: Any, **fields: Any) -> int:
-        if fields["body"] == "cursed":
-            raise RuntimeError("refused by the database")
-        return real_insert(session, **fields)
-
-    monkeypatch.setattr(messaging, "insert_message", insert_unless_cursed)
+    curse(monkeypatch, error="refused by the database")
     drafts = [messaging.draft_message(node, user, room["id"], body, client_id=f"c-{body}")
               for body in ("one", "cursed", "two")]
     first, failed, second = await messaging.send_drafts(node, user, drafts)

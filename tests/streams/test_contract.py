@@ -42,6 +42,17 @@ async def test_a_read_returns_only_what_follows_each_position_at_most_count_per_
     assert [e.seq for e in rest[1]] == [5]
 
 
+@pytest.mark.parametrize("behind", [1, 3, 12, 25, 39])
+async def test_a_read_from_anywhere_in_a_long_stream_gets_what_follows_it(
+        backend: StreamBackend, clock: trio.testing.MockClock | None, behind: int) -> None:
+    ids = await backend.append([stored(1, seq) for seq in range(1, 41)])
+    position = ids[-1 - behind]  # `behind` entries after it
+    found = await backend.read({1: position}, count=5, timeout=SHORT)
+    assert [e.seq for e in found[1]] == list(range(41 - behind, min(41, 46 - behind)))
+    everything = await backend.read({1: position}, count=100, timeout=SHORT)
+    assert [e.seq for e in everything[1]] == list(range(41 - behind, 41))
+
+
 async def test_appends_to_one_room_keep_the_order_given_among_other_rooms(
         backend: StreamBackend, clock: trio.testing.MockClock | None) -> None:
     items = [stored(room, seq) for seq in range(1, 21) for room in (1, 2, 3)]

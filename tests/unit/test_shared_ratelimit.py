@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import trio
+import trio.testing
 
 from roomcast.errors import RateLimited
 from roomcast.ratelimit import SharedRateLimiter
@@ -46,3 +48,83 @@ async def test_the_bucket_refills(redis_url: str, redis_key_prefix: str) -> None
         await eventually(taken, timeout=10)
         ttl = await client.pttl(f"{redis_key_prefix}typing:7")
         assert 0 < ttl <= 1050  # a full bucket's refill time (50 ms) plus a second: nothing lingers
+
+
+async def test_tokens_asked_together_take_one_call_and_each_its_own_outcome(
+        redis_url: str, redis_key_prefix: str) -> None:
+    async with redis_admin(redis_url) as client:
+        limiter = SharedRateLimiter(client, f"{redis_key_prefix}send:", rate_per_s=0.01, burst=2)
+        refused: list[int] = []
+
+        async def ask(key: int) -> None:
+            try:
+                await limiter.acquire(key)
+            except RateLimited:
+                refused.append(key)
+
+        async with trio.open_nursery() as nursery:
+            for key in (1, 1, 1, 2, 3, 3):  # user 1 asks once more than its burst
+                nursery.start_soon(ask, key)
+        assert refused == [1] and limiter.calls == 1
+        # Asked while a call is out, tokens go in the next one: one call per batch, not per send.
+        gate, real_execute = trio.Event(), limiter._execute
+        sizes: list[int] = []
+
+        async def held_execute(keys: list[str]) -> list[float | None]:
+            sizes.append(len(keys))
+            if len(sizes) == 1:
+                await gate.wait()
+            return await real_execute(keys)
+
+        limiter._execute = held_execute  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, 10)
+            await trio.testing.wait_all_tasks_blocked()  # its call is out, and held
+            for key in range(11, 30):
+                nursery.start_soon(ask, key)
+                await trio.sleep(0)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+        assert refused == [1] and sizes == [1, 19], sizes
+        with pytest.raises(RateLimited):
+            await limiter.acquire(3)  # what was taken together is in Redis for later calls
+
+
+async def test_an_asker_cancelled_while_its_call_is_out_leaves_the_others_answered(
+        redis_url: str, redis_key_prefix: str) -> None:
+    async with redis_admin(redis_url) as client:
+        limiter = SharedRateLimiter(client, f"{redis_key_prefix}send:", rate_per_s=0.01, burst=1)
+        answered: list[int] = []
+
+        async def ask(key: int) -> None:
+            try:
+                await limiter.acquire(key)
+                answered.append(key)
+            except RateLimited:
+                answered.append(-key)
+
+        first = trio.CancelScope()
+
+        async def ask_then_leave(key: int) -> None:
+            with first:
+                await ask(key)
+
+        gate, real_execute = trio.Event(), limiter._execute
+
+        async def held_execute(keys: list[str]) -> list[float | None]:
+            await gate.wait()
+            return await real_execute(keys)
+
+        limiter._execute = held_execute  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_then_leave, 1)  # the first asker: it makes the call for all three
+            nursery.start_soon(ask, 1)
+            nursery.start_soon(ask, 2)
+            await trio.testing.wait_all_tasks_blocked()
+            first.cancel()  # its session ends while the call is out
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+        # Whichever of the three makes the call (Trio starts them in any order), the two others
+        # are answered by it; the one cancelled is answered too if it made the call.
+        assert 2 in answered and len(answered) in (2, 3) and {abs(key) for key in answered} == {1, 2}, answered
+        assert limiter.calls == 1 and not limiter.health.down

@@ -17,7 +17,7 @@ import trio
 from roomcast.services import messaging
 from roomcast.services.send_committer import SendCommitter, SendRequest
 from roomcast.storage.models import Message
-from tests.chat_helpers import make_group
+from tests.chat_helpers import curse, make_group
 from tests.helpers import eventually
 from tests.ws_client import WsClient, ws_connect
 
@@ -69,14 +69,7 @@ async def test_sends_of_many_rooms_from_ws_and_rest_commit_together_and_each_is_
     earlier = await client.post(f"/api/rooms/{rooms[0]}/messages", headers=members[0].headers,
                                 json={"body": "earlier", "client_id": "seen"})
     assert earlier.status_code == 201
-    real_insert = messaging.insert_message
-
-    def insert_unless_cursed(session: Any, **fields: Any) -> int:
-        if fields["body"] == "cursed":
-            raise RuntimeError("the database refused this one")
-        return real_insert(session, **fields)
-
-    monkeypatch.setattr(messaging, "insert_message", insert_unless_cursed)
+    curse(monkeypatch)
     committer = messaging.committer(node)
     before = committer.transactions
     submitted = count_requests(committer, monkeypatch)

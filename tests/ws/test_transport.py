@@ -281,3 +281,54 @@ async def test_the_server_closes_tcp_as_soon_as_the_close_handshake_is_done(
         with trio.fail_after(10):
             while await stream.receive_some(4096):
                 pass  # anything left, then the server's FIN
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 4096], ids=["byte-by-byte", "3-bytes", "7-bytes", "all-at-once"])
+async def test_frames_of_every_kind_in_any_cuts_are_read_in_order(live_server: str, users: Any, chunk: int) -> None:
+    """Whole text frames (read without wsproto) and everything else (read by it) keep their order."""
+    alice = await users.create("member")
+    long_ref = "L" * 300  # a 16-bit length
+    frames = [
+        client_frame(0x81, b'{"type":"ping","ref":"a"}'),
+        client_frame(0x01, b'{"type":"ping",') + client_frame(0x89, b"hi")  # a ping between fragments
+        + client_frame(0x80, b'"ref":"b"}'),
+        client_frame(0x82, b'{"type":"ping","ref":"c"}'),  # binary, as text
+        client_frame(0x81, b""),  # an empty text frame: an error, then on
+        long_frame(0x81, json.dumps({"type": "ping", "ref": long_ref[:64], "pad": long_ref}).encode()),
+        client_frame(0x81, '{"type":"ping","ref":"é"}'.encode()),
+    ]
+    stream_bytes = b"".join(frames)
+    head, stream = await raw_upgrade(live_server, alice.token)
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 101 ")
+        for start in range(0, len(stream_bytes), chunk):
+            await stream.send_all(stream_bytes[start:start + chunk])
+        received = head.partition(b"\r\n\r\n")[2]
+        with trio.fail_after(10):
+            while received.count(b'"pong"') < 5:
+                received += await stream.receive_some(4096)
+    refs = [json.loads(line)["ref"] for line in text_payloads(received)
+            if line.startswith(b'{"type":"pong"')]
+    assert refs == ["a", "b", "c", long_ref[:64], "é"]
+    assert b"\x8a\x02hi" in received  # the ping between the fragments got its pong
+
+
+def long_frame(first_byte: int, payload: bytes) -> bytes:
+    """A masked client frame with a 16-bit length (126 to 65535 bytes)."""
+    mask = b"\x55\x66\x77\x88"
+    return (bytes((first_byte, 0x80 | 126)) + len(payload).to_bytes(2, "big") + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def text_payloads(received: bytes) -> list[bytes]:
+    """The lines of every text frame the server sent (after the handshake head)."""
+    lines: list[bytes] = []
+    while len(received) >= 2:
+        opcode, length = received[0] & 0x0F, received[1] & 0x7F
+        start = 2 + {126: 2, 127: 8}.get(length, 0)
+        if length >= 126:
+            length = int.from_bytes(received[2:start], "big")
+        if opcode == 0x1:
+            lines += received[start:start + length].split(b"\n")
+        received = received[start + length:]
+    return lines

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...services import live
-from ...services.messaging import draft_message, mark_read, take_send_token
+from ...services.messaging import draft_message, mark_read
 from .protocol import ClientError, Ping, Read, Send, Subscribe, Typing, Unsubscribe
 from .session import Handler, Session
 
@@ -44,7 +44,7 @@ async def unsubscribe(session: Session, frame: Unsubscribe) -> None:
 
 
 async def send(session: Session, frame: Send) -> None:
-    await take_send_token(session.node, session.user)
+    # Its rate token is taken with the others pending (SendPipeline), not one round trip per frame here.
     draft = draft_message(session.node, session.user, frame.room, frame.body, reply_to=frame.reply_to,
                           client_id=frame.client_id, attachments=frame.attachments)
     await session.submit_send(draft, frame.ref)  # acked once committed; reading goes on meanwhile

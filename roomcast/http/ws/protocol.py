@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import ApiError
-from ...wire import MAX_ID
+from ...wire import MAX_ID, encode
 
 MAX_REF_CHARS = 256
 _SHOWN_TYPE_CHARS = 40
@@ -211,3 +211,11 @@ _READERS: dict[str, Callable[[dict[str, Any], str | None], Frame]] = {
     Read.type: _read,
     Ping.type: _ping,
 }
+
+
+def error_event(ref: str | None, code: str, message: str, **extra: Any) -> bytes:
+    """An `error` event answering a frame (with its ref, if it had one), encoded."""
+    event: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
+    if ref is not None:
+        event["ref"] = ref
+    return encode(event)

@@ -2,8 +2,10 @@
 
 Answering each `send` frame only after its own commit would let one connection
 commit one message per round trip to the database. Instead the reader checks a
-send and queues it here, then goes on reading; one task (alive only while sends
-are pending) hands whatever has piled up to the node's committer (`send_drafts`),
+send and queues it here, then goes on reading; one task (alive while the session
+keeps sending) takes the sender's rate tokens for whatever has piled up (one call to
+Redis for all; a send over the rate is answered `rate_limited` in its place) and
+hands the rest to the node's committer (`send_drafts`),
 which commits it together with the other sessions' and REST requests' sends, and
 answers each with its `ack` or `error`, in order. One batch of a session is in the
 committer at a time, so its sends to a room are sequenced and acked in the order
@@ -20,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...errors import ApiError
-from ...services.messaging import Draft, send_drafts
+from ...services.messaging import Draft, send_drafts, take_send_tokens
 from ...services.send_committer import SendOutcome
+from ...wire import encode
+from .protocol import error_event
 
 if TYPE_CHECKING:
     from .session import Session
@@ -37,49 +41,77 @@ MAX_BATCH = 32
 class SendPipeline:
     """The pending sends of one session."""
 
-    __slots__ = ("_pending", "_room_for_more", "_running", "_session")
+    __slots__ = ("_parked", "_pending", "_room_for_more", "_running", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session
         self._pending: list[tuple[Draft, str | None, float]] = []  # (draft, the frame's ref, when it was taken)
         self._running = False
         self._room_for_more: trio.Event | None = None
+        # Set while the task waits, idle, for the next send: it stays while the session keeps
+        # sending (a task started per batch costs more than the rest of a small batch's
+        # handling here) and ends at the first heartbeat that finds it idle (`retire_if_idle`).
+        self._parked: trio.Event | None = None
 
     async def submit(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
         self._pending.append((draft, ref, trio.current_time()))
-        if not self._running:
+        if self._parked is not None:
+            self._parked.set()
+            self._parked = None
+        elif not self._running:
             self._running = True
             self._session.start_soon(self._commit_pending)
         if len(self._pending) >= MAX_PENDING_SENDS:
             self._room_for_more = event = trio.Event()
             await event.wait()
 
+    def retire_if_idle(self) -> None:
+        """End the task if it waits for sends (the heartbeat's call): the next send starts another."""
+        if self._parked is not None:
+            self._parked.set()  # it wakes to nothing pending, and ends
+            self._parked = None
+
     async def _commit_pending(self) -> None:
         try:
-            while self._pending:
+            while True:
+                if not self._pending:
+                    self._parked = parked = trio.Event()
+                    await parked.wait()
+                    if not self._pending:
+                        return
                 node = self._session.node
                 count = min(MAX_BATCH, node.settings.send_batch_max)
                 batch, self._pending = self._pending[:count], self._pending[count:]
                 if self._room_for_more is not None:
                     self._room_for_more.set()
                     self._room_for_more = None
-                outcomes = await send_drafts(node, self._session.user, [draft for draft, _, _ in batch])
+                user = self._session.user
+                refusals = await take_send_tokens(node, user, len(batch))
+                allowed = [draft for (draft, _, _), refusal in zip(batch, refusals, strict=True) if refusal is None]
+                stored = iter(await send_drafts(node, user, allowed) if allowed else ())
                 now = trio.current_time()
-                for (_, ref, taken_at), outcome in zip(batch, outcomes, strict=True):
+                answers: list[bytes] = []  # one frame for the batch's answers, when the socket takes it
+                for (_, ref, taken_at), refusal in zip(batch, refusals, strict=True):
+                    if refusal is not None:
+                        answers.append(self._session.rate_limit_refusal(ref, refusal))
+                        continue
+                    outcome = next(stored)
                     if isinstance(outcome, tuple) and outcome[1]:  # stored now (not refused, not a repeat)
                         node.metrics.send_latency.observe(now - taken_at)
-                    self._answer(ref, outcome)
+                    answers.append(_answer(ref, outcome))
+                self._session.reply_all(answers)
         finally:
             self._running = False
+            self._parked = None
 
-    def _answer(self, ref: str | None, outcome: SendOutcome) -> None:
-        if isinstance(outcome, ApiError):
-            self._session.error(ref, outcome.code, outcome.message)
-        elif isinstance(outcome, Exception):  # a bug or a value the database refused: this send only
-            log.error("a send failed", exc_info=outcome)
-            self._session.error(ref, "internal_error", "the message could not be stored")
-        else:
-            ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
-                "type": "ack", "ref": ref, "message": outcome[0]}
-            self._session.reply(ack)
+
+def _answer(ref: str | None, outcome: SendOutcome) -> bytes:
+    if isinstance(outcome, ApiError):
+        return error_event(ref, outcome.code, outcome.message)
+    if isinstance(outcome, Exception):  # a bug or a value the database refused: this send only
+        log.error("a send failed", exc_info=outcome)
+        return error_event(ref, "internal_error", "the message could not be stored")
+    ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
+        "type": "ack", "ref": ref, "message": outcome[0]}
+    return encode(ack)

@@ -28,7 +28,7 @@ from ..front_door import Draining
 from . import frames
 from .connection import ConnectionClosed, WebSocket
 from .outbound import OutboundQueue, Overflowed, Stopped
-from .protocol import ClientError, parse_frame
+from .protocol import ClientError, error_event, parse_frame
 from .sends import SendPipeline
 
 log = logging.getLogger("roomcast.ws")
@@ -178,12 +178,22 @@ class Session:
         """Send an event to this client (a direct reply, not a room event)."""
         self._deliver(encode(event))
 
+    def reply_all(self, data: list[bytes]) -> None:
+        """Send several encoded replies, in order: in one frame when the socket takes it at once."""
+        if len(data) == 1:
+            self._deliver(data[0])
+        elif data and not (self._can_write_now() and self._write_now(frames.batch_frame(data))):
+            self._queued(self.outbound.extend(data))
+
     def error(self, ref: str | None, code: str, message: str, **extra: Any) -> None:
         """Answer a frame with an `error` event; the connection stays open."""
-        event: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
-        if ref is not None:
-            event["ref"] = ref
-        self.reply(event)
+        self._deliver(error_event(ref, code, message, **extra))
+
+    def rate_limit_refusal(self, ref: str | None, refusal: RateLimited) -> bytes:
+        """The `error` answering a frame refused for the sender's rate, to send; too many such
+        refusals close the connection."""
+        self._count_abuse()
+        return error_event(ref, refusal.code, refusal.message, retry_after=refusal.retry_after_s)
 
     async def submit_send(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send: committed in order with the others pending, then acked."""
@@ -247,8 +257,7 @@ class Session:
                 ref = frame.ref
                 await self.handlers[frame.type](self, frame)
             except RateLimited as exc:
-                self._count_abuse()
-                self.error(ref, exc.code, exc.message, retry_after=exc.retry_after_s)
+                self._deliver(self.rate_limit_refusal(ref, exc))
             except ClientError as exc:
                 self._count_abuse()
                 self.error(ref if ref is not None else exc.ref, exc.code, exc.message)
@@ -277,6 +286,8 @@ class Session:
 
     def heartbeat(self, now: float, interval: float) -> None:
         """Called every `interval` by the node's Heartbeat: ping the client, or drop it if it went quiet."""
+        if self._sends is not None:
+            self._sends.retire_if_idle()
         if now - self.socket.last_heard > 2 * interval:
             self._end(ConnectionClosed(1006, "heartbeat timeout"))
         elif not self.socket.try_write_now(frames.PING):

@@ -33,6 +33,12 @@ class _RoomLog:
             return []
         first = self.next_number - len(entries)  # number of entries[0]
         start = max(0, number + 1 - first)
+        newer = len(entries) - start
+        if newer * 2 < len(entries):
+            # A reader near the end (every live one): walk from the right, not past all the older ones.
+            tail = list(islice(reversed(entries), newer))
+            tail.reverse()
+            return tail[:count]
         return list(islice(entries, start, start + count))
 
 
