@@ -10,7 +10,8 @@ the outbox and the room stream, fanned out by the room actor. Scenarios:
   idle-5000      5000 idle connections, each subscribed to the one room -> RSS per connection
   storm-1x1000   1000 subscribers join one room within ~1 s while 20 messages/s start at once
                  (no warm-up)     -> p50/p99 send->receive, bytes received (presence bytes apart),
-                                     bytes the server wrote (/proc/<pid>/io wchar) during the storm
+                                     bytes the server wrote (/proc/<pid>/io wchar) during the storm,
+                                     when all were subscribed, the server's CPU seconds until then and in all
   drop-1x1000    1000 subscribers, then every client resets its TCP connection at once
                                   -> the server stays up (/readyz 200), its fd count settles
 
@@ -26,7 +27,8 @@ default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
 
     python bench/fanout.py                       # every scenario, SQLite + in-process streams
     python bench/fanout.py --stack postgresql-redis --scenario flat-1x1000
-    python bench/fanout.py --profile             # also sample the server with py-spy (pip install py-spy)
+    python bench/fanout.py --profile             # also sample the server with py-spy (pip install py-spy);
+                                                 # flat: the steady state, storm: the joins' first seconds
     python bench/fanout.py --no-pin              # let server and load generator share every core
     python bench/fanout.py --stack postgresql-redis --scenario storm-1x1000 --presence diff
     python bench/fanout.py --scenario drop-1x1000 --subscribers 100   # a smoke run at small scale
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import secrets
@@ -351,6 +354,13 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                                         "--output", str(workdir / "profile.txt")],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             line = gen.stdout.readline()
+            if line and json.loads(line).get("phase") == "storm":
+                if profile:  # the joins and what follows them, from the first subscribe on
+                    spy = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--duration",
+                                            str(math.ceil(spec["join_over_s"] + 4)), "--rate", "200",
+                                            "--pid", str(process.pid), "--output", str(workdir / "profile.txt")],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                line = gen.stdout.readline()
             if not line:
                 raise SystemExit(f"load generator failed; the server's log is {log_path}")
             result = json.loads(line)
@@ -425,7 +435,8 @@ def main() -> None:
                         help="the scenario to run (again for several); default all")
     parser.add_argument("--compare", action="store_true",
                         help="run the scenarios on every stack (or those given) and end with one table")
-    parser.add_argument("--profile", action="store_true", help="sample the server with py-spy in flat scenarios")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the server with py-spy in flat and storm scenarios")
     parser.add_argument("--duration", type=float, help="seconds to measure, instead of the scenario's own")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not keep the load generator on a core of its own")

@@ -26,19 +26,30 @@ let countingBytes = false;
 // Latency samples in fixed-size chunks: a million samples pushed onto one array would make V8
 // copy it as it grows, pauses that would show up as server latency.
 const CHUNK = 1 << 16;
-const latencyChunks = [new Float64Array(CHUNK)];
-let latencyCount = 0;
-function recordLatency(ms) {
-  const offset = latencyCount % CHUNK;
-  if (offset === 0 && latencyCount > 0) latencyChunks.push(new Float64Array(CHUNK));
-  latencyChunks[latencyChunks.length - 1][offset] = ms;
-  latencyCount += 1;
+class Samples {
+  constructor() { this.chunks = [new Float64Array(CHUNK)]; this.count = 0; }
+  record(ms) {
+    const offset = this.count % CHUNK;
+    if (offset === 0 && this.count > 0) this.chunks.push(new Float64Array(CHUNK));
+    this.chunks[this.chunks.length - 1][offset] = ms;
+    this.count += 1;
+  }
+  sorted() {
+    const all = new Float64Array(this.count);
+    this.chunks.forEach((chunk, index) => all.set(chunk.subarray(0, Math.min(CHUNK, this.count - index * CHUNK)), index * CHUNK));
+    return all.sort();
+  }
 }
-function sortedLatencies() {
-  const all = new Float64Array(latencyCount);
-  latencyChunks.forEach((chunk, index) => all.set(chunk.subarray(0, Math.min(CHUNK, latencyCount - index * CHUNK)), index * CHUNK));
-  return all.sort();
+const latencySamples = new Samples();
+// storm: the samples of messages sent while subscribers were still joining, and of those sent after.
+const joiningSamples = new Samples();
+const afterSamples = new Samples();
+let joinedAt = null;  // performance.now() once every subscriber is subscribed (storm)
+function recordLatency(ms, sent) {
+  latencySamples.record(ms);
+  if (plan.mode === "storm") (joinedAt === null || sent < joinedAt ? joiningSamples : afterSamples).record(ms);
 }
+const sortedLatencies = () => latencySamples.sorted();
 const closes = {};
 const LATENCY_SAMPLE_EVERY = plan.latency_sample_every ?? 1;
 let sampleCounter = 0;
@@ -104,7 +115,7 @@ function countMessages(payload) {
       if (++sampleCounter % LATENCY_SAMPLE_EVERY === 0) {
         const start = payload.indexOf(BODY_KEY, pos) + BODY_KEY.length;
         const sent = Number(payload.toString("latin1", start, payload.indexOf(QUOTE, start)));
-        recordLatency(performance.now() - sent);
+        recordLatency(performance.now() - sent, sent);
       }
     }
     pos = end + 1;
@@ -166,6 +177,11 @@ function serverCpuMs() {
   } catch { return NaN; }
 }
 
+function summary(sorted) {
+  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99),
+           max: sorted.length ? sorted[sorted.length - 1] : null, samples: sorted.length };
+}
+
 function percentile(sorted, p) {
   if (!sorted.length) return null;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -223,12 +239,19 @@ async function storm(subscriptions) {
   const counts = { sent: 0, acked: 0, errors: 0 };
   const publishers = await connectPublishers(counts);
   log("storm");
+  // The storm starts now: bench/fanout.py starts its profiler on this line (it reads on for the result).
+  process.stdout.write(JSON.stringify({ phase: "storm" }) + "\n");
   const ioBefore = serverIo();
   const serverBefore = serverCpuMs();
   measuring = countingBytes = true;
   const started = performance.now();
   let joinedAfter = null;
-  held.subscribed.then(() => { joinedAfter = (performance.now() - started) / 1000; });
+  let joinCpuMs = null;  // the server's CPU time from the first subscribe to the last `subscribed`
+  held.subscribed.then(() => {
+    joinedAt = performance.now();
+    joinedAfter = (joinedAt - started) / 1000;
+    joinCpuMs = serverCpuMs() - serverBefore;
+  });
   held.release();
   const interval = 1000 / (plan.rate_per_s / publishers.length);
   for (const p of publishers) {
@@ -250,8 +273,12 @@ async function storm(subscriptions) {
     received_bytes: receivedBytes, presence_bytes: presenceBytes, presence_events: presenceEvents,
     server_wchar_bytes: ioBefore && ioAfter ? ioAfter.wchar - ioBefore.wchar : null,
     server_cpu_share: (serverCpuMs() - serverBefore) / (elapsed * 1000),
-    latency_ms: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99),
-                  max: latencies.length ? latencies[latencies.length - 1] : null, samples: latencies.length },
+    server_cpu_s: (serverCpuMs() - serverBefore) / 1000,
+    server_cpu_s_until_subscribed: joinCpuMs === null ? null : joinCpuMs / 1000,
+    latency_ms: summary(latencies),
+    // Messages sent before the last subscriber was subscribed, and after.
+    latency_ms_joining: summary(joiningSamples.sorted()),
+    latency_ms_after: summary(afterSamples.sorted()),
   };
   process.stdout.write(JSON.stringify(result) + "\n");
   for (const p of publishers) p.ws.terminate();

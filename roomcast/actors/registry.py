@@ -27,6 +27,7 @@ from .backoff import Backoff
 from .room import RoomActor, RoomUnavailable, Subscribe, Subscriber
 from .stream_reader import StreamReader
 from .supervisor import Supervisor
+from .transients import TransientPublisher
 
 __all__ = ["RoomHub", "RoomUnavailable", "Subscriber"]
 
@@ -38,10 +39,11 @@ class RoomHub:
 
     def __init__(self, *, database: Database, backend: StreamBackend, reader: StreamReader,
                  supervisor: Supervisor, idle_s: float, replay_buffer: int, replay_stall_s: float,
-                 mailbox_size: int, retry: Backoff | None = None, presence_window_s: float = 0.1,
-                 presence_diff_limit: int = 20) -> None:
+                 mailbox_size: int, transients: TransientPublisher, retry: Backoff | None = None,
+                 presence_window_s: float = 0.1, presence_diff_limit: int = 20) -> None:
         self.database = database
         self.backend = backend
+        self.transients = transients  # the node's publisher of transient events, many per append
         self.reader = reader
         self.supervisor = supervisor
         self.idle_s = idle_s
@@ -138,10 +140,9 @@ class RoomHub:
         subscriber of it to deliver to; the other nodes' actors read the stream).
         Raises StreamUnavailable when the backend is down (the event is dropped).
         """
-        data = encode(event)
+        await self.transients.publish(Append(room_id, encode(event), origin=origin))  # with others published now
         if start_actor:
             self.touch(room_id)
-        await self.backend.append([Append(room_id, data, origin=origin)])
 
     def _forget(self, room: RoomActor) -> bool:
         """Called by an idle room actor that is about to stop."""

@@ -7,7 +7,10 @@ for everyone -- to every subscriber without ever waiting for one. The stored
 events of one stream batch go to each subscriber together (`push_many`), so a
 busy room costs a socket write per subscriber per batch, not per event. Presence
 records are not fanned out one by one: they are folded over `presence_window_s`
-(presence_fold.py) and each subscriber gets one event per window.
+(presence_fold.py) and each subscriber gets one event per window. Subscribes wait
+behind the room's events: each step hands out what the stream reader delivered, then
+attaches a few waiting subscribers, so a join storm never holds a message back.
+Replays that need events `recent` could hold share one database read that fills it.
 
 State that must survive a crash (subscribers, last seq delivered, stream
 position, recent events) lives on the RoomActor object, not in the task: a
@@ -46,6 +49,10 @@ T = TypeVar("T")
 
 # Rows per database round trip when healing a gap or replaying.
 _FETCH_CHUNK = 500
+# Subscribes attached per step when several wait: between steps, the room's events go first.
+_ATTACH_PER_STEP = 16
+# Events read at least when `recent` is extended back for a replay (if it has room for them).
+_BACKFILL_MIN = 64
 
 
 class Subscriber(Protocol):
@@ -186,6 +193,9 @@ class RoomActor:
         self.presence_window_s = presence_window_s
         self._presence = PresenceFold(room_id, presence_diff_limit)
         self._presence_due = math.inf
+        # Subscribes received, not yet attached: a join storm must not hold the room's events back.
+        self._joining: deque[Subscribe] = deque()
+        self._backfilling: trio.Event | None = None  # set when the running read into `recent` is done
 
     # ------------------------------------------------------------------ called by RoomHub
 
@@ -201,6 +211,7 @@ class RoomActor:
             "room": self.room_id,
             "subscribers": len(self.subscriptions),
             "replaying": sum(1 for s in self.subscriptions.values() if not s.live),
+            "joining": len(self._joining),
             "last_seq": self.last_seq,
             "stream_position": self.position,
             "delivered": self.delivered,
@@ -255,33 +266,45 @@ class RoomActor:
     async def _serve(self, ctx: ActorContext) -> str:
         mailbox = ctx.mailbox
         while True:
-            deadline = trio.current_time() + self.idle_s if not self.subscriptions else math.inf
-            with trio.CancelScope(deadline=min(deadline, self._presence_due)) as waiting:
-                self._idle_scope = waiting
-                message = await mailbox.receive()
-            self._idle_scope = None
-            if waiting.cancelled_caught:
-                if trio.current_time() >= self._presence_due:
-                    self._emit_presence()
+            message: object = None
+            if self._joining:
+                # Subscribes wait behind events: whatever the stream reader has handed over
+                # meanwhile goes out first, then the next few subscribes are attached.
+                await trio.lowlevel.checkpoint()
+                try:
+                    message = mailbox.receive_nowait()
+                except trio.WouldBlock:
+                    message = None
+            else:
+                deadline = trio.current_time() + self.idle_s if not self.subscriptions else math.inf
+                with trio.CancelScope(deadline=min(deadline, self._presence_due)) as waiting:
+                    self._idle_scope = waiting
+                    message = await mailbox.receive()
+                self._idle_scope = None
+                if waiting.cancelled_caught:
+                    if trio.current_time() >= self._presence_due:
+                        self._emit_presence()
+                        continue
+                    # Idle: no subscriber and nothing received for idle_s. Leave the hub and refuse
+                    # mail in this same step, so a new subscriber gets a new actor, never a dying one.
+                    if not self.subscriptions and self.actor.backlog == 0 and self.on_idle(self):
+                        self.actor.close_mailbox()
+                        return "idle"
                     continue
-                # Idle: no subscriber and nothing received for idle_s. Leave the hub and refuse
-                # mail in this same step, so a new subscriber gets a new actor, never a dying one.
-                if not self.subscriptions and self.actor.backlog == 0 and self.on_idle(self):
-                    self.actor.close_mailbox()
-                    return "idle"
-                continue
-            try:
-                await self._handle(message)
-                # Whatever else already waits joins this fan-out: under load, one socket write
-                # per subscriber carries many events. The mailbox is bounded, so this ends.
-                while True:
-                    try:
-                        message = mailbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+            if message is not None:
+                try:
                     await self._handle(message)
-            finally:
-                self._flush()  # what was accepted goes out, even if a later entry crashed the run
+                    # Whatever else already waits joins this fan-out: under load, one socket write
+                    # per subscriber carries many events. The mailbox is bounded, so this ends.
+                    while True:
+                        try:
+                            message = mailbox.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        await self._handle(message)
+                finally:
+                    self._flush()  # what was accepted goes out, even if a later entry crashed the run
+            self._attach_waiting()
             if trio.current_time() >= self._presence_due:
                 self._emit_presence()  # a busy mailbox does not hold the window open
 
@@ -301,7 +324,7 @@ class RoomActor:
         elif isinstance(message, Resync):
             await self._fill_from_database()
         elif isinstance(message, Subscribe):
-            self._subscribe(message)
+            self._joining.append(message)  # attached after the events that wait with it (`_serve`)
         else:
             log_event(log, "room.unknown_message", logging.WARNING, room=self.room_id, type=type(message).__name__)
 
@@ -453,6 +476,12 @@ class RoomActor:
         if not self.subscriptions and self._idle_scope is not None:
             self._idle_scope.deadline = min(trio.current_time() + self.idle_s, self._presence_due)
 
+    def _attach_waiting(self) -> None:
+        """Attach the next few waiting subscribes (each writes its `subscribed` reply)."""
+        joining = self._joining
+        for _ in range(min(len(joining), _ATTACH_PER_STEP)):
+            self._subscribe(joining.popleft())
+
     def _subscribe(self, request: Subscribe) -> None:
         assert self.last_seq is not None
         if request.reply.abandoned:
@@ -492,6 +521,7 @@ class RoomActor:
         happens in the same step as the last push, so there is no gap and no duplicate.
         """
         fetched: list[tuple[int, bytes]] = []  # read ahead from the database, from next_seq on
+        shared_failed = False  # `recent` could not be extended back to it: this replay reads alone
         stall_at = trio.current_time() + self.replay_stall_s  # moved on by every push or database read
         while subscription.active:
             assert self.last_seq is not None
@@ -518,9 +548,55 @@ class RoomActor:
                     self._overflow(subscription)
                     return
                 subscription.next_seq += len(payloads)
+            elif not shared_failed:
+                # Within what `recent` may hold: one read for every replay that needs it now.
+                shared_failed = not await self._backfill(subscription.next_seq)
             else:
                 fetched = await self._fetch(subscription, target)
             stall_at = trio.current_time() + self.replay_stall_s
+
+    async def _backfill(self, seq: int) -> bool:
+        """Extend `recent` back to `seq` from the database; whether it now holds `seq`.
+
+        After a restart or a deploy every client resumes with `since` at once, and the new
+        actor's `recent` is empty: one read per replay would be a storm of reads of the same
+        rows. So the replays that need events `recent` could hold share one read (a replay
+        that comes while one runs waits for it), which fills `recent` backwards; what is
+        older than `recent` can ever hold is read by each replay alone (`_fetch`).
+        """
+        while not (self.recent and self.recent[0][0] <= seq):
+            running = self._backfilling
+            if running is None:
+                break
+            await running.wait()  # another replay's read: it may hold ours
+        else:
+            return True
+        assert self.last_seq is not None
+        maxlen = self.recent.maxlen or 0
+        end = self.recent[0][0] - 1 if self.recent else self.last_seq  # the newest event to read
+        oldest = end - (maxlen - len(self.recent)) + 1  # the oldest `recent` has room for
+        if seq < oldest:
+            return False
+        # A little more than asked, for the replays with a slightly older `since` that follow.
+        start = max(oldest, 1, min(seq, end + 1 - _BACKFILL_MIN))
+        done = self._backfilling = trio.Event()
+        try:
+            rows = await self._read(events_after, self.room_id, start - 1, end, end - start + 1, replica=True)
+        finally:
+            self._backfilling = None
+            done.set()
+        self._prepend([(row.seq, row.payload.encode()) for row in rows])
+        return bool(self.recent) and self.recent[0][0] <= seq
+
+    def _prepend(self, events: list[tuple[int, bytes]]) -> None:
+        """Put events read from the database before `recent`, if they still end where it begins."""
+        assert self.last_seq is not None
+        begins = self.recent[0][0] if self.recent else self.last_seq + 1  # it may have moved during the read
+        if not events or events[-1][0] != begins - 1 or events[-1][0] - events[0][0] != len(events) - 1:
+            return  # not contiguous with it (a gap in the database, or `recent` moved on): replays read alone
+        room = (self.recent.maxlen or 0) - len(self.recent)
+        if room > 0:
+            self.recent.extendleft(reversed(events[-room:]))
 
     async def _fetch(self, subscription: Subscription, target: int) -> list[tuple[int, bytes]]:
         """The next stored events for a replay from the database (up to `target`), encoded.

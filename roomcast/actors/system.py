@@ -4,6 +4,7 @@
     ├── stream_reader        the one multiplexed read of every active room's stream
     ├── outbox_relay         committed outbox rows → room streams
     ├── notices              the notices stream → this node's sessions of each user
+    ├── transients           transient events (presence, typing, `event`) → room streams, many per append
     ├── rooms                supervisor of the room actors (started on demand)
     │   ├── room:1
     │   └── room:…
@@ -30,6 +31,7 @@ from .outbox_relay import OutboxRelay
 from .registry import RoomHub
 from .stream_reader import StreamReader
 from .supervisor import Supervisor
+from .transients import TransientPublisher
 
 
 class ActorSystem:
@@ -49,15 +51,17 @@ class ActorSystem:
                                    backoff=retry)
         self.relay = OutboxRelay(database, backend, batch_size=settings.outbox_batch_size,
                                  sweep_s=settings.outbox_sweep_s, backoff=retry)
+        self.transients = TransientPublisher(backend)
         self.rooms = RoomHub(database=database, backend=backend, reader=self.reader, supervisor=supervisor("rooms"),
                              idle_s=settings.room_idle_s, replay_buffer=settings.room_replay_buffer,
                              replay_stall_s=settings.room_replay_stall_s, mailbox_size=settings.room_mailbox_size,
-                             retry=retry, presence_window_s=settings.presence_window_s,
+                             transients=self.transients, retry=retry, presence_window_s=settings.presence_window_s,
                              presence_diff_limit=settings.presence_diff_limit)
         self.root.add(Actor("stream_reader", self.reader.run, describe_extra=self.reader.describe))
         self.notices = NoticesHub(backend, self.reader)
         self.root.add(Actor("outbox_relay", self.relay.run, describe_extra=self.relay.describe))
         self.root.add(self.notices.actor)
+        self.root.add(self.transients.actor)
         self.root.add(self.rooms.supervisor)
         replica = database.replica
         if replica is not None:

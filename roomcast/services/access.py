@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ..errors import Forbidden, NotFound
+from ..errors import ApiError, Forbidden, NotFound
 from ..storage.models import Membership, Room, User
-from ..storage.rooms import load_room
+from ..storage.rooms import RoomAccessRows, load_room
 from ..storage.users import UserSnapshot
 
 ROOM_ROLES = ("owner", "moderator", "member")
@@ -62,3 +62,13 @@ def open_room(session: Session, caller: UserSnapshot, room_id: int, *, lock: boo
     if membership is None and not is_admin(caller):
         raise not_a_member()
     return RoomAccess(room, caller, membership)
+
+
+def pair_refusal(rows: RoomAccessRows, caller: UserSnapshot, room_id: int) -> ApiError | None:
+    """What `open_room(...).require_member()` would refuse `caller` in `room_id` with, judged from
+    rows read for many callers at once (`storage.rooms.room_access_rows`); None: a member."""
+    if rows.tenants.get(room_id) != caller.tenant:
+        return NotFound("no such room")
+    if (room_id, caller.id) not in rows.members:
+        return not_a_member()
+    return None

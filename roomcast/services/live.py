@@ -8,7 +8,6 @@ Membership is checked as REST checks it (`services.access`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -26,8 +25,9 @@ from ..node import Node
 from ..storage.models import User
 from ..storage.users import UserSnapshot, access_states
 from ..wire import JsonObject, sender_to_wire
-from .access import open_room
-from .presence import announce_presence, ensure_presence_keeper, online_snapshot
+from .access import not_a_member, open_room
+from .joins import JoinRequest, prepare_join
+from .presence import announce_presence, ensure_presence_keeper
 
 log = logging.getLogger("roomcast.live")
 
@@ -72,30 +72,53 @@ async def join_room(node: Node, session: LiveSession, room_id: int, since: int |
                     on_attached: Callable[[int, JsonObject | None], None], presence_diff: bool = False) -> None:
     """Follow a room the user is a member of, and announce the session's presence in it.
 
-    Presence goes first: with the stream backend down it raises DependencyUnavailable
-    (an `unavailable` error for the frame) before anything is subscribed.
+    The membership check, the presence write and the online snapshot are made together with
+    the other joins waiting on the node (`services.joins`). Presence goes before the room
+    actor: with the stream backend down it raises DependencyUnavailable (an `unavailable`
+    error for the frame) before anything is subscribed, and nothing of the join is left.
     `on_attached(last_seq, snapshot)`: with `presence_diff`, `snapshot` holds who is online
     (`online`, `online_count`) for the `subscribed` reply, and later changes come as diffs.
     """
     subscriptions = session.subscriptions
-    user = session.user
-    await require_member(node, user, room_id)
-    if room_id in subscriptions:
-        snapshot = (await online_snapshot(node, user.tenant, await node.presence.online_in(room_id))
-                    if presence_diff else None)
-        await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
-        return
-    subscriptions.add(room_id)  # from here on, leaving (or disconnecting) undoes the presence entry
+    fresh = room_id not in subscriptions
+    if fresh:
+        subscriptions.add(room_id)  # from here on, leaving (or disconnecting, or room_removed) undoes the entry
+    request = JoinRequest(session.user, session.session_id, room_id, fresh=fresh, diff=presence_diff)
     try:
-        online = await node.presence.join(room_id, user.id, session.session_id)
-        at = time.time()
-        # One read of who is online, for the `subscribed` reply and the announcement alike.
-        snapshot = await online_snapshot(node, user.tenant, online) if presence_diff else None
-    except DependencyUnavailable:
-        await leave_room(node, session, room_id)  # whatever part of the join went through
+        joined = await prepare_join(node, request)
+    except Exception:
+        if fresh:
+            if request.wrote:
+                await leave_room(node, session, room_id)  # whatever part of the join went through
+            else:
+                subscriptions.discard(room_id)
         raise
-    await _subscribe(node, session, room_id, since, on_attached, snapshot, presence_diff)
-    await announce_presence(node, room_id, user, "joined", online, snapshot=snapshot, at=at)
+    except BaseException:  # cancelled: the session ends, and its disconnect undoes what was written
+        if fresh and not request.wrote:
+            subscriptions.discard(room_id)
+        raise
+    if fresh and room_id not in subscriptions:
+        # Removed from the room while joining (room_removed left it already): the entry just
+        # written may have come after that leave's.
+        await _undo_presence(node, session, room_id)
+        raise not_a_member()
+    await _subscribe(node, session, room_id, since, on_attached, joined.snapshot if presence_diff else None,
+                     presence_diff)
+    if room_id not in subscriptions:  # removed while the room actor took the subscription: its events stop
+        node.rooms.unsubscribe(room_id, session)
+        if fresh:
+            await _undo_presence(node, session, room_id)
+        return
+    if fresh:
+        await announce_presence(node, room_id, session.user, "joined", joined.online, snapshot=joined.snapshot,
+                                at=joined.at)
+
+
+async def _undo_presence(node: Node, session: LiveSession, room_id: int) -> None:
+    try:
+        await node.presence.leave(room_id, session.user.id, session.session_id)
+    except DependencyUnavailable:  # not kept alive by this node any more: it expires
+        pass
 
 
 async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int | None,

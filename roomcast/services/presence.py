@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -16,7 +17,7 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
 from ..storage.users import UserSnapshot, get_tenant_users, get_user, user_badges
-from ..wire import sender_to_wire, user_to_wire
+from ..wire import JsonObject, sender_to_wire, user_to_wire
 from .access import open_room
 
 log = logging.getLogger("roomcast.presence")
@@ -43,6 +44,30 @@ async def online_snapshot(node: Node, tenant: str, online: list[int]) -> dict[st
     """`online` (badges of the first `presence_online_limit` ids) and `online_count`, as events carry them."""
     shown = sorted(online)[:node.settings.presence_online_limit]
     return {"online": await node.database.read(user_badges, tenant, shown), "online_count": len(online)}
+
+
+async def online_snapshots(node: Node, rooms: Mapping[int, tuple[str, list[int]]]) -> dict[int, JsonObject]:
+    """`online_snapshot` of many rooms (room id -> its tenant and online ids) in one database read."""
+    if not rooms:
+        return {}
+    limit = node.settings.presence_online_limit
+    shown = {room_id: sorted(online)[:limit] for room_id, (_, online) in rooms.items()}
+    wanted: defaultdict[str, set[int]] = defaultdict(set)  # tenant -> every id shown in one of its rooms
+    for room_id, (tenant, _) in rooms.items():
+        wanted[tenant].update(shown[room_id])
+
+    def read(session: Session) -> dict[str, dict[int, JsonObject]]:
+        return {tenant: {badge_id: badge for badge in user_badges(session, tenant, ids)
+                         if isinstance(badge_id := badge["id"], int)}
+                for tenant, ids in wanted.items() if ids}
+
+    badges = await node.database.read(read)
+    snapshots: dict[int, JsonObject] = {}
+    for room_id, (tenant, online) in rooms.items():
+        found = badges.get(tenant, {})
+        snapshots[room_id] = {"online": [found[user_id] for user_id in shown[room_id] if user_id in found],
+                              "online_count": len(online)}
+    return snapshots
 
 
 async def announce_presence(node: Node, room_id: int, user: User | UserSnapshot, status: str, online: list[int],

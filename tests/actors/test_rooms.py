@@ -14,10 +14,12 @@ import trio
 import trio.testing
 
 from roomcast.actors import room as room_module
-from roomcast.actors.room import RoomActor
+from roomcast.actors.room import RoomActor, Subscribe
+from roomcast.actors.stream_reader import StreamBatch
 from roomcast.config import Settings
 from roomcast.node import Node
-from roomcast.storage.streams import STREAM_START, Append
+from roomcast.storage.streams import STREAM_START, Append, StreamEntry
+from roomcast.wire import encode
 
 from .faults import SlowWakeBackend, open_node_with
 from .helpers import Recorder, commit_events, create_rooms
@@ -121,6 +123,35 @@ async def test_since_replays_then_goes_live_with_no_gap_and_no_duplicate(
     assert late.seqs == list(range(8, 71))
 
 
+async def test_replays_of_a_new_room_actor_share_the_reads_of_what_recent_can_hold(
+        autojump_clock: trio.testing.MockClock, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a restart every client resumes with `since` at once, and the room's new actor has
+    # nothing in `recent`: the replays share their reads instead of each reading the same rows.
+    [room] = await create_rooms(node)
+    await commit_events(node, room, 200, notify=False, published=True)
+    reads: list[tuple[Any, ...]] = []
+    original = room_module.events_after
+
+    def counted(session: Any, *args: Any) -> Any:
+        reads.append(args)
+        return original(session, *args)
+
+    monkeypatch.setattr(room_module, "events_after", counted)
+    sinces = [140 + n * 2 for n in range(30)] + [10]
+    resumed = [Recorder() for _ in sinces]
+    async with trio.open_nursery() as nursery:
+        for subscriber, since in zip(resumed, sinces, strict=True):
+            nursery.start_soon(node.rooms.subscribe, room, subscriber, since)
+        for _ in range(5):  # live events meanwhile
+            await commit_events(node, room, 2)
+    for subscriber, since in zip(resumed, sinces, strict=True):
+        await subscriber.wait_for(210 - since)
+    await trio.sleep(1)
+    for subscriber, since in zip(resumed, sinces, strict=True):
+        assert subscriber.seqs == list(range(since + 1, 211))  # no gap, no duplicate, in order
+    assert len(reads) <= 2, reads  # not one per replay
+
+
 async def test_since_ahead_of_the_room_skips_what_the_subscriber_already_has(
         autojump_clock: trio.testing.MockClock, node: Node) -> None:
     [room] = await create_rooms(node)
@@ -208,6 +239,63 @@ async def test_transient_events_reach_subscribers_without_a_seq_and_are_not_stor
     await later.wait_for(2)
     await trio.sleep(1)
     assert [e["type"] for e in later.events] == ["message", "message"]
+
+
+async def test_a_burst_of_subscribes_waits_behind_the_rooms_events_and_each_is_attached(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    await commit_events(node, room, 3)
+    watcher = Recorder()
+    await node.rooms.subscribe(room, watcher)
+    actor = node.rooms.get(room)
+    assert actor is not None and actor.last_seq == 3
+    attached: list[int] = []  # the joiners whose `subscribed` went out, in order
+    attached_when_delivered: list[int] = []  # how many had, each time the watcher got an event
+
+    def deliver(data: bytes) -> bool:
+        attached_when_delivered.append(len(attached))
+        return Recorder.push(watcher, data)
+
+    watcher.push = deliver  # type: ignore[method-assign]
+    joiners = [Recorder() for _ in range(100)]
+    requests = [Subscribe(joiner, None, lambda last, n=n: attached.append(n)) for n, joiner in enumerate(joiners)]
+    typing = encode({"type": "typing", "room": room, "user": 7, "state": True})
+    # A hundred subscribes, then an event, all waiting in the mailbox at once (no checkpoint between).
+    for request in requests:
+        actor.actor.tell(request)
+    actor.actor.tell(StreamBatch(actor._epoch, [StreamEntry(actor.position or STREAM_START, None, typing)]))
+    for request in requests:
+        assert await request.reply.wait(actor.actor.terminated) == 3
+    assert attached_when_delivered == [0]  # the event went out before any of the joiners was attached
+    assert attached == list(range(100))  # then every joiner, in the order they came
+    # Each is a subscriber like any other.
+    await commit_events(node, room, 1)
+    for joiner in joiners:
+        await joiner.wait_for(1)
+        assert joiner.seqs == [4]
+    assert actor.describe()["joining"] == 0
+
+
+async def test_subscribes_are_attached_while_events_keep_coming(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    [room] = await create_rooms(node)
+    watcher = Recorder()
+    await node.rooms.subscribe(room, watcher)
+    actor = node.rooms.get(room)
+    assert actor is not None
+    joiners = [Recorder() for _ in range(3 * room_module._ATTACH_PER_STEP)]
+    requests = [Subscribe(joiner, None, None) for joiner in joiners]
+    typing = encode({"type": "typing", "room": room, "user": 7, "state": True})
+    for request in requests:
+        actor.actor.tell(request)
+    # An event waits in the mailbox at every step: the joiners are attached all the same, a few a step.
+    steps = 0
+    while not all(request.reply.done.is_set() for request in requests):
+        actor.actor.tell(StreamBatch(actor._epoch, [StreamEntry(actor.position or STREAM_START, None, typing)]))
+        await trio.sleep(0)
+        steps += 1
+    assert steps <= len(joiners)
+    assert len(actor.subscriptions) == len(joiners) + 1
 
 
 async def test_a_new_room_actor_knows_its_stream_position_before_it_answers_a_subscriber(

@@ -59,6 +59,8 @@ async def test_an_unreachable_redis_is_stream_unavailable_and_a_refused_join_lea
         with pytest.raises(StreamUnavailable):
             await presence.join(1, 5, "a")
         with pytest.raises(StreamUnavailable):
+            await presence.join_many([(1, 5, "a"), (2, 6, "b")], read=[3])
+        with pytest.raises(StreamUnavailable):
             await presence.connect(5, "a")
         with pytest.raises(StreamUnavailable):
             await presence.online_users([5])

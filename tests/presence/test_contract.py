@@ -43,6 +43,25 @@ async def test_online_in_is_sorted_distinct_and_per_room(
     assert await presence.online_in(3) == []
 
 
+async def test_join_many_writes_every_entry_and_answers_each_room_once(
+        world: PresenceWorld, clock: trio.testing.MockClock | None) -> None:
+    presence = world.presence
+    await presence.join(OTHER_ROOM, 4, "x")
+    online = await presence.join_many([(ROOM, 9, "a"), (ROOM, 2, "b"), (3, 7, "c"), (ROOM, 9, "d")], read=[OTHER_ROOM])
+    assert online == {ROOM: [2, 9], 3: [7], OTHER_ROOM: [4]}  # the read room is answered, not written
+    assert await presence.join_many([(ROOM, 2, "b")]) == {ROOM: [2, 9]}  # again: counted once
+    assert await presence.join_many([], read=[5]) == {5: []}
+    assert await presence.join_many([]) == {}
+    assert await presence.leave(ROOM, 9, "a") == [2, 9]  # user 9's other session is still there
+    assert await presence.leave(ROOM, 9, "d") == [2]
+    # The entries join_many wrote are kept alive like any other.
+    for _ in range(int(3 * TTL_S / presence.refresh_interval_s) + 1):
+        world.advance(presence.refresh_interval_s)
+        assert await presence.refresh() == []
+    assert await presence.online_in(ROOM) == [2]
+    assert await presence.online_in(3) == [7]
+
+
 async def test_a_user_is_online_while_any_of_their_sessions_is_connected(
         world: PresenceWorld, clock: trio.testing.MockClock | None) -> None:
     presence = world.presence
@@ -165,6 +184,28 @@ async def test_nodes_share_what_each_has(world: PresenceWorld, clock: trio.testi
     assert await a.online_users([5, 6]) == {6}
     assert await a.leave(ROOM, 5, "a") == [6]
     assert await b.online_in(ROOM) == [6]
+
+
+@only_redis
+async def test_a_refresh_of_many_keys_keeps_them_all_and_reports_each_departure_once(
+        world: PresenceWorld, clock: trio.testing.MockClock | None) -> None:
+    # More keys than one refresh pipeline takes, sessions and rooms alike.
+    live, dead = world.presence, world.peer()
+    await live.join_many([(room, 1000 + room, "s") for room in range(1, 301)])
+    for user_id in range(1, 301):
+        await live.connect(user_id, f"c{user_id}")
+    await dead.join_many([(room, 5000 + room, "d") for room in range(1, 301)])
+    for _ in range(2):
+        world.advance(live.refresh_interval_s)
+        assert await live.refresh() == []
+    departures = []
+    for _ in range(2):  # dead stopped refreshing: its entries expire
+        world.advance(live.refresh_interval_s)
+        departures += await live.refresh()
+    assert sorted((d.room_id, d.user_id, d.online) for d in departures) == [
+        (room, 5000 + room, [1000 + room]) for room in range(1, 301)]
+    assert await live.online_users(range(1, 301)) == set(range(1, 301))
+    assert await live.online_in(300) == [1300]
 
 
 @only_redis

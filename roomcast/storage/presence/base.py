@@ -9,7 +9,7 @@ expired because their node stopped refreshing them (it died).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +30,16 @@ class Presence(Protocol):
 
     async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
         """Mark the session subscribed to the room; the room's online user ids after it."""
+        ...
+
+    async def join_many(self, joins: Sequence[tuple[int, int, str]],
+                        read: Collection[int] = ()) -> dict[int, list[int]]:
+        """`join` for each (room, user, session), all at once (one round trip to Redis); the online
+        user ids of each room joined, and of each room in `read`, after them all.
+
+        All or nothing as far as this node knows: if it raises, no entry is kept alive (one that
+        reached Redis before the failure expires within the ttl).
+        """
         ...
 
     async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:

@@ -9,7 +9,7 @@ changes nothing. Nothing expires; a session's entries go with it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 import trio
 
@@ -33,6 +33,12 @@ class MemoryPresence:
     async def join(self, room_id: int, user_id: int, session_id: str) -> list[int]:
         self._rooms[room_id][user_id].add(session_id)
         return await self.online_in(room_id)
+
+    async def join_many(self, joins: Sequence[tuple[int, int, str]],
+                        read: Collection[int] = ()) -> dict[int, list[int]]:
+        for room_id, user_id, session_id in joins:
+            self._rooms[room_id][user_id].add(session_id)
+        return {room_id: await self.online_in(room_id) for room_id in {room_id for room_id, _, _ in joins} | set(read)}
 
     async def leave(self, room_id: int, user_id: int, session_id: str) -> list[int]:
         self._leave(room_id, user_id, session_id)
