@@ -130,6 +130,14 @@ class Actor:
         if self.on_terminated is not None:
             self.on_terminated()
 
+    async def wait_unless_terminated(self, done: trio.Event) -> None:
+        """Wait for `done`, or until this actor ends for good, whichever comes first: a request
+        left in the mailbox of an actor that will not come back must not hold its sender."""
+        async with trio.open_nursery() as watch:
+            watch.start_soon(_cancel_when_set, self.terminated, watch.cancel_scope)
+            await done.wait()
+            watch.cancel_scope.cancel()
+
     def close_mailbox(self) -> None:
         """Refuse further messages: senders get trio.BrokenResourceError."""
         self.inbox.close()
@@ -163,3 +171,8 @@ def describe_error(error: BaseException) -> tuple[str, str]:
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return type(error).__name__, str(error)
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

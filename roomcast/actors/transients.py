@@ -55,10 +55,7 @@ class TransientPublisher:
             await self.actor.send(publication)
         except trio.BrokenResourceError:
             raise StreamUnavailable("the node is stopping") from None
-        async with trio.open_nursery() as watch:
-            watch.start_soon(_cancel_when_set, self.actor.terminated, watch.cancel_scope)
-            await publication.done.wait()
-            watch.cancel_scope.cancel()
+        await self.actor.wait_unless_terminated(publication.done)
         if not publication.done.is_set():
             raise StreamUnavailable("the node is stopping")
         if publication.error is not None:
@@ -104,8 +101,3 @@ class TransientPublisher:
 
     def describe(self) -> dict[str, int]:
         return {"appends": self.appends, "published": self.published}
-
-
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -119,10 +119,7 @@ class JoinBatcher:
                 await self.actor.send(request)
             except trio.BrokenResourceError:
                 raise Unavailable("the node is stopping; try again") from None
-            async with trio.open_nursery() as watch:
-                watch.start_soon(_cancel_when_set, self.actor.terminated, watch.cancel_scope)
-                await request.done.wait()
-                watch.cancel_scope.cancel()
+            await self.actor.wait_unless_terminated(request.done)
         except BaseException:
             request.abandoned = True
             raise
@@ -244,9 +241,3 @@ class JoinBatcher:
 
     def describe(self) -> JsonObject:
         return {"batches": self.batches, "joins": self.joins, "held": len(self._held)}
-
-
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
-
