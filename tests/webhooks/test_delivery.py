@@ -233,7 +233,9 @@ async def test_a_node_killed_mid_attempt_loses_nothing(node: Node, client: Any, 
     receiver.reply = lambda _: Reply(wait=release.wait) if len(receiver.requests) == 1 else Reply()
     await receiver.start(nursery)
     ann = await users.create("admin")
-    other_settings = node.settings.model_copy(update={"webhook_timeout_s": 2.0, "webhook_lease_s": 2.5})
+    # The kill must come before the other node's attempt times out: a timeout far above what a busy
+    # machine takes between the receiver's first request and the kill, and the shortest lease past it.
+    other_settings = node.settings.model_copy(update={"webhook_timeout_s": 8.0, "webhook_lease_s": 8.5})
     with monkeypatch.context() as killed:
         # Killed, not stopped: it gets no chance to give its leases back.
         killed.setattr(WebhookDelivery, "_release_held", lambda self: trio.lowlevel.checkpoint())
