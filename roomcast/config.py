@@ -231,6 +231,9 @@ class Settings(BaseModel):
     contact_policy: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CONTACT_POLICY))
 
     max_request_bytes: int = Field(1 << 20, ge=1024)
+    # A server process runs a full garbage collection this often and rarely otherwise, so no storm
+    # of connections sets off one pass after another (collector.py); 0: CPython's own trigger.
+    gc_interval_s: float = Field(60.0, ge=0)
     # REST sends (POST /api/rooms/{id}/messages) answered below Quart, by the front door (http/fast_sends.py):
     # the same answers for a fraction of the CPU. Off: Hypercorn and Quart serve them like every request.
     rest_fast_sends: bool = True

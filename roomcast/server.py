@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import signal
 import socket
@@ -12,6 +11,7 @@ from collections.abc import Callable
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from .collector import collect_on_schedule, freeze_start_up
 from .config import Settings
 from .errors import StartupError
 from .http.app import create_app
@@ -120,10 +120,8 @@ async def run_server(settings: Settings, on_listening: Callable[[str], None] = p
         ensure_orphan_sweeper(node)
         url = await nursery.start(
             lambda task_status: serve_node(node, shutdown=shutdown, sockets=sockets, task_status=task_status))
-        # What start-up made lives as long as the process: frozen, the collector's full passes
-        # no longer walk it, which would stall every connection for milliseconds at a time.
-        gc.collect()
-        gc.freeze()
+        freeze_start_up()  # and full collections on a schedule from here on (collector.py)
+        nursery.start_soon(collect_on_schedule, settings.gc_interval_s, shutdown)
         log_event(log, "server.listening", url=url)
         on_listening(f"listening on {url}")
         await shutdown.wait()
