@@ -87,6 +87,8 @@ class Actor:
     # Set once the actor has ended for good; nothing will run it again.
     terminated: trio.Event = field(default_factory=trio.Event, init=False)
     _scope: trio.CancelScope | None = field(default=None, init=False)
+    # The give-ups of senders waiting for an answer (`wait_unless_terminated`), called when it ends for good.
+    _waiting: set[Callable[[], None]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.outbox, self.inbox = trio.open_memory_channel[Any](self.mailbox_size)
@@ -127,16 +129,25 @@ class Actor:
         if self.terminated.is_set():
             return
         self.terminated.set()
+        for give_up in list(self._waiting):
+            give_up()
         if self.on_terminated is not None:
             self.on_terminated()
 
-    async def wait_unless_terminated(self, done: trio.Event) -> None:
-        """Wait for `done`, or until this actor ends for good, whichever comes first: a request
-        left in the mailbox of an actor that will not come back must not hold its sender."""
-        async with trio.open_nursery() as watch:
-            watch.start_soon(_cancel_when_set, self.terminated, watch.cancel_scope)
+    async def wait_unless_terminated(self, done: trio.Event, give_up: Callable[[], None]) -> None:
+        """Wait for `done`, the answer to a request sent to this actor.
+
+        A request left in the mailbox of an actor that will not come back must not hold its
+        sender: if the actor ends for good first, `give_up()` is called, and it must fail the
+        request (setting `done`). No task per wait: a join storm makes thousands of them.
+        """
+        if self.terminated.is_set():
+            give_up()
+        self._waiting.add(give_up)
+        try:
             await done.wait()
-            watch.cancel_scope.cancel()
+        finally:
+            self._waiting.discard(give_up)
 
     def close_mailbox(self) -> None:
         """Refuse further messages: senders get trio.BrokenResourceError."""
@@ -171,8 +182,3 @@ def describe_error(error: BaseException) -> tuple[str, str]:
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return type(error).__name__, str(error)
-
-
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -115,7 +115,7 @@ class RoomHub:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 continue  # it stopped for idleness just now: the next attempt starts a new one
             try:
-                return await request.reply.wait(room.actor.terminated)
+                return await request.reply.wait(room.actor)
             except BaseException:
                 # The subscriber gave up waiting (its session ended, say): whether the actor
                 # has handled the request yet or not, it must not keep the subscription.

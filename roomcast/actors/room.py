@@ -137,15 +137,9 @@ class _Reply:
             self.error = error
             self.done.set()
 
-    async def wait(self, ended: trio.Event) -> int:
-        async with trio.open_nursery() as nursery:
-            async def watch_for_the_end() -> None:
-                await ended.wait()
-                self.fail(RoomUnavailable("the room actor ended"))
-
-            nursery.start_soon(watch_for_the_end)
-            await self.done.wait()
-            nursery.cancel_scope.cancel()
+    async def wait(self, actor: Actor) -> int:
+        """The answer of `actor` (the room's), or RoomUnavailable if it ends for good first."""
+        await actor.wait_unless_terminated(self.done, lambda: self.fail(RoomUnavailable("the room actor ended")))
         if self.error is not None:
             raise self.error
         return self.value

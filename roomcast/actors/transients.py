@@ -55,9 +55,8 @@ class TransientPublisher:
             await self.actor.send(publication)
         except trio.BrokenResourceError:
             raise StreamUnavailable("the node is stopping") from None
-        await self.actor.wait_unless_terminated(publication.done)
-        if not publication.done.is_set():
-            raise StreamUnavailable("the node is stopping")
+        await self.actor.wait_unless_terminated(
+            publication.done, lambda: publication.finish(StreamUnavailable("the node is stopping")))
         if publication.error is not None:
             raise publication.error
 

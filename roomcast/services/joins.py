@@ -119,14 +119,14 @@ class JoinBatcher:
                 await self.actor.send(request)
             except trio.BrokenResourceError:
                 raise Unavailable("the node is stopping; try again") from None
-            await self.actor.wait_unless_terminated(request.done)
+            await self.actor.wait_unless_terminated(
+                request.done, lambda: request.fail(Unavailable("the node is stopping; try again")))
         except BaseException:
             request.abandoned = True
             raise
         if request.error is not None:
             raise request.error
-        if request.joined is None:  # the actor ended for good with this request still queued
-            raise Unavailable("the node is stopping; try again")
+        assert request.joined is not None  # answered, or failed with an error
         return request.joined
 
     async def run(self, ctx: ActorContext) -> None:

@@ -265,7 +265,7 @@ async def test_a_burst_of_subscribes_waits_behind_the_rooms_events_and_each_is_a
         actor.actor.tell(request)
     actor.actor.tell(StreamBatch(actor._epoch, [StreamEntry(actor.position or STREAM_START, None, typing)]))
     for request in requests:
-        assert await request.reply.wait(actor.actor.terminated) == 3
+        assert await request.reply.wait(actor.actor) == 3
     assert attached_when_delivered == [0]  # the event went out before any of the joiners was attached
     assert attached == list(range(100))  # then every joiner, in the order they came
     # Each is a subscriber like any other.

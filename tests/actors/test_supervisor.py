@@ -233,3 +233,39 @@ async def test_on_terminated_is_called_once_when_an_actor_ends_for_good_not_on_a
         assert ended == [True]  # called once, with `terminated` already set
         nursery.cancel_scope.cancel()
     assert ended == [True]
+
+
+async def test_a_sender_waiting_on_an_actor_that_ends_for_good_is_given_up_not_held(
+        autojump_clock: trio.testing.MockClock) -> None:
+    root = Supervisor("root", intensity=10, period=100, backoff=no_jitter(base=1.0))
+
+    async def never_answers(ctx: ActorContext) -> None:
+        await trio.sleep_forever()
+
+    async def ask(actor: Actor, outcome: list[str], send: bool = True) -> None:
+        done = trio.Event()
+
+        def give_up() -> None:
+            outcome.append("given up")
+            done.set()
+
+        if send:
+            await actor.send("a request")
+        await actor.wait_unless_terminated(done, give_up)
+        assert actor.terminated.is_set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.serve)
+        actor = root.add(Actor("silent", never_answers))
+        outcome: list[str] = []
+        async with trio.open_nursery() as senders:
+            senders.start_soon(ask, actor, outcome)
+            await trio.sleep(5)
+            assert outcome == []  # held while the actor may still answer
+            actor.stop("told to")
+        assert outcome == ["given up"]
+        assert not actor._waiting  # nothing of the wait is kept
+        later: list[str] = []
+        await ask(actor, later, send=False)  # ended already: given up at once
+        assert later == ["given up"]
+        nursery.cancel_scope.cancel()
