@@ -3,7 +3,9 @@
 Every join and leave, on any node, reaches each node's room actor through the room's
 stream as one `presence` record (the PROTOCOL §5 event, plus `present`: whether the
 user is still online in the room after the change, and `at`: the wall time of the
-presence write, which orders records of concurrent changes). The room actor hands the records
+presence write, which orders records of concurrent changes). Changes a node announced
+together come as one record of the newest, with `changes`: each as [badge, present, at]
+(services/presence_announcer.py). The room actor hands the records
 to a `PresenceFold` instead of fanning each out; when the window closes it sends
 
 - to subscribers that opted in (`"presence": "diff"` on subscribe), one `presence_diff`:
@@ -66,15 +68,16 @@ class PresenceFold:
             return False
         # A record without `present` (published by an older node): the status says it.
         present = record.pop("present", status == "joined")
-        at = record.pop("at", None)
-        at = at if isinstance(at, int | float) else math.inf
-        # Records of concurrent changes may reach the stream out of order (each is published
-        # after its presence write and a database read): the newest by `at` says where a user
-        # ended and how many are online, whatever order they arrived in.
-        known = self._users.get(user_id)
-        if known is None or at >= known[2]:
-            self._users.pop(user_id, None)  # re-inserted: the lists keep the order of each user's last change
-            self._users[user_id] = (user, bool(present), at)
+        at = _time(record.pop("at", None))
+        # A record of several changes (announced together) lists each as [badge, present, at].
+        changes = record.pop("changes", None)
+        if isinstance(changes, list):
+            for change in changes:
+                if (isinstance(change, list) and len(change) == 3 and isinstance(change[0], dict)
+                        and type(change[0].get("id")) is int):
+                    self._change(change[0], bool(change[1]), _time(change[2]))
+        else:
+            self._change(user, bool(present), at)
         if self._last is None or at >= self._last_at:
             self._last = record
             self._last_at = at
@@ -84,6 +87,17 @@ class PresenceFold:
             self._count_at = at
             self._online_count = count
         return True
+
+    def _change(self, user: JsonObject, present: bool, at: float) -> None:
+        # Records of concurrent changes may reach the stream out of order (each is published
+        # after its presence write and a database read): the newest by `at` says where a user
+        # ended and how many are online, whatever order they arrived in.
+        user_id = user["id"]
+        assert isinstance(user_id, int)
+        known = self._users.get(user_id)
+        if known is None or at >= known[2]:
+            self._users.pop(user_id, None)  # re-inserted: the lists keep the order of each user's last change
+            self._users[user_id] = (user, present, at)
 
     def take(self, *, legacy: bool, diff: bool) -> tuple[bytes | None, bytes | None]:
         """The window's events, encoded once each (the PROTOCOL §5 one, the diff), and a fresh window."""
@@ -102,3 +116,8 @@ class PresenceFold:
         return {"type": "presence_diff", "room": self.room_id, "joins": shown_joins, "leaves": shown_leaves,
                 "joins_truncated": len(joins) - len(shown_joins), "leaves_truncated": len(leaves) - len(shown_leaves),
                 "online_count": self._online_count}
+
+
+def _time(at: object) -> float:
+    """A record's `at`; one without (an older node's) counts as the newest: arrival order is all there is."""
+    return at if isinstance(at, int | float) and not isinstance(at, bool) else math.inf

@@ -15,7 +15,7 @@ How a WebSocket session (issue 5) uses it::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -142,6 +142,12 @@ class RoomHub:
         """
         await self.transients.publish(Append(room_id, encode(event), origin=origin))  # with others published now
         if start_actor:
+            self.touch(room_id)
+
+    async def publish_transients(self, events: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """`publish_transient` of several (room id, event) pairs in one go, in order (no origin)."""
+        await self.transients.publish_many([Append(room_id, encode(event)) for room_id, event in events])
+        for room_id, _ in events:
             self.touch(room_id)
 
     def _forget(self, room: RoomActor) -> bool:

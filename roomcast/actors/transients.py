@@ -13,6 +13,7 @@ appends at once, a busy one many events per round trip.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import trio
 
@@ -33,6 +34,9 @@ class _Publication:
         self.done = trio.Event()
         self.error: BaseException | None = None
 
+    def give_up(self) -> None:
+        self.finish(StreamUnavailable("the node is stopping"))
+
     def finish(self, error: BaseException | None = None) -> None:
         if not self.done.is_set():
             self.error = error
@@ -50,15 +54,21 @@ class TransientPublisher:
 
     async def publish(self, item: Append) -> None:
         """Append `item` with whatever else is being published; StreamUnavailable if it could not be."""
-        publication = _Publication(item)
-        try:
-            await self.actor.send(publication)
-        except trio.BrokenResourceError:
-            raise StreamUnavailable("the node is stopping") from None
-        await self.actor.wait_unless_terminated(
-            publication.done, lambda: publication.finish(StreamUnavailable("the node is stopping")))
-        if publication.error is not None:
-            raise publication.error
+        await self.publish_many([item])
+
+    async def publish_many(self, items: Sequence[Append]) -> None:
+        """Append `items`, in order, with whatever else is being published; the first error if any failed."""
+        publications = [_Publication(item) for item in items]
+        for publication in publications:
+            try:
+                await self.actor.send(publication)
+            except trio.BrokenResourceError:
+                raise StreamUnavailable("the node is stopping") from None
+        for publication in publications:
+            await self.actor.wait_unless_terminated(publication.done, publication.give_up)
+        for publication in publications:
+            if publication.error is not None:
+                raise publication.error
 
     async def run(self, ctx: ActorContext) -> None:
         mailbox = ctx.mailbox

@@ -27,7 +27,8 @@ from ..storage.users import UserSnapshot, access_states
 from ..wire import JsonObject, sender_to_wire
 from .access import not_a_member, open_room
 from .joins import JoinRequest, prepare_join
-from .presence import announce_presence, ensure_presence_keeper
+from .presence_announcer import announce
+from .presence_keeper import ensure_presence_keeper
 
 log = logging.getLogger("roomcast.live")
 
@@ -110,8 +111,7 @@ async def join_room(node: Node, session: LiveSession, room_id: int, since: int |
             await _undo_presence(node, session, room_id)
         return
     if fresh:
-        await announce_presence(node, room_id, session.user, "joined", joined.online, snapshot=joined.snapshot,
-                                at=joined.at)
+        await announce(node, room_id, session.user, "joined", joined.online, snapshot=joined.snapshot, at=joined.at)
 
 
 async def _undo_presence(node: Node, session: LiveSession, room_id: int) -> None:
@@ -137,7 +137,7 @@ async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:
             online = await node.presence.leave(room_id, session.user.id, session.session_id)
         except DependencyUnavailable:  # the leave stands; the entry in Redis ages out
             return
-        await announce_presence(node, room_id, session.user, "left", online)
+        await announce(node, room_id, session.user, "left", online)
 
 
 async def typing(node: Node, session: LiveSession, room_id: int, state: bool) -> None:

@@ -1,23 +1,18 @@
-"""Who is online: as REST reports it, and as `presence` events announce it to a room."""
+"""Who is online: as REST reports it, and the snapshots `presence` events and `subscribed` carry."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import trio
 from sqlalchemy.orm import Session
 
-from ..actors.actor import Actor, ActorContext
-from ..errors import DependencyUnavailable
-from ..logs import log_event
 from ..node import Node
 from ..storage.models import User
-from ..storage.users import UserSnapshot, get_tenant_users, get_user, user_badges
-from ..wire import JsonObject, sender_to_wire, user_to_wire
+from ..storage.users import UserSnapshot, get_tenant_users, user_badges
+from ..wire import JsonObject, user_to_wire
 from .access import open_room
 
 log = logging.getLogger("roomcast.presence")
@@ -68,68 +63,3 @@ async def online_snapshots(node: Node, rooms: Mapping[int, tuple[str, list[int]]
         snapshots[room_id] = {"online": [found[user_id] for user_id in shown[room_id] if user_id in found],
                               "online_count": len(online)}
     return snapshots
-
-
-async def announce_presence(node: Node, room_id: int, user: User | UserSnapshot, status: str, online: list[int],
-                            origin: str | None = None, *, snapshot: dict[str, Any] | None = None,
-                            at: float | None = None) -> None:
-    """Publish `user` `joined` or `left` to the room, with who is online now (best effort).
-
-    What travels is the PROTOCOL §5 `presence` event plus `present` (is the user still
-    online in the room) and `at` (when the presence write was made); each node's room
-    actor folds these per window (actors/presence_fold.py). `snapshot`/`at`: the
-    `online_snapshot` of `online` and its time, when the caller has them already.
-    """
-    at = time.time() if at is None else at  # just after the presence write: orders concurrent records
-    try:
-        if snapshot is None:
-            snapshot = await online_snapshot(node, user.tenant, online)
-        event = {"type": "presence", "room": room_id, "user": sender_to_wire(user), "status": status,
-                 **snapshot, "present": user.id in online, "at": at}
-        await node.rooms.publish_transient(room_id, event, origin=origin)
-    except DependencyUnavailable as exc:  # best effort; subscriptions stand; the outage is logged once
-        log_event(log, "presence.announce_failed", logging.DEBUG, room=room_id, error=str(exc))
-
-
-class PresenceKeeper:
-    """The `presence` actor: refreshes this node's entries and announces users whose node died."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.failing = False
-        self.departures = 0
-
-    async def run(self, ctx: ActorContext) -> None:
-        presence = self.node.presence
-        while True:
-            await trio.sleep(presence.refresh_interval_s)
-            try:
-                for departure in await presence.refresh():
-                    user = await self.node.database.read(get_user, departure.user_id)
-                    if user is not None:
-                        await announce_presence(self.node, departure.room_id, user, "left", departure.online)
-                        self.departures += 1
-            except DependencyUnavailable as exc:  # logged once per outage by its gateway; the next round catches up
-                log_event(log, "presence.refresh_failed", logging.DEBUG, error=str(exc))
-                self.failing = True
-                continue
-            except Exception as exc:  # not an outage: a bug; the next round tries again
-                log_event(log, "presence.refresh_failed", logging.ERROR, error=repr(exc))
-                self.failing = True
-                continue
-            if self.failing:
-                log_event(log, "presence.refresh_recovered")
-            self.failing = False
-
-    def describe(self) -> dict[str, Any]:
-        return {"failing": self.failing, "departures_announced": self.departures}
-
-
-def ensure_presence_keeper(node: Node) -> None:
-    """Start the node's `presence` actor if it is not running yet (the first session connects)."""
-    node.actors.ensure("presence", lambda: _keeper_actor(node))
-
-
-def _keeper_actor(node: Node) -> Actor:
-    keeper = PresenceKeeper(node)
-    return Actor("presence", keeper.run, describe_extra=keeper.describe)

@@ -1,20 +1,26 @@
 """Presence folded per window in the room actor: one event per subscriber per window, in its shape.
 
 On MockClock (autojump): the window is virtual time, so "within one window" is exact.
-Records are published as `announce_presence` publishes them, through the node's stream.
+Records are published as services/presence_announcer.py publishes them, through the node's stream.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from sqlalchemy.orm import Session
 
 from roomcast.actors.presence_fold import PresenceFold
 from roomcast.node import Node
+from roomcast.services.presence_announcer import announce
+from roomcast.storage.models import User
+from roomcast.storage.streams import Append
+from roomcast.storage.users import UserSnapshot
 from roomcast.wire import encode
 
 from .helpers import Recorder, create_rooms
@@ -32,7 +38,7 @@ def badge(user_id: int) -> dict[str, Any]:
 
 
 def record(room: int, user_id: int, status: str, online: list[int]) -> dict[str, Any]:
-    """A presence record as `announce_presence` publishes it."""
+    """A presence record of one change, as services/presence_announcer.py publishes it."""
     return {"type": "presence", "room": room, "user": badge(user_id), "status": status,
             "online": [badge(u) for u in sorted(online)[:50]], "online_count": len(online),
             "present": user_id in online}
@@ -176,3 +182,71 @@ def test_records_that_arrive_out_of_order_are_ordered_by_when_they_were_made() -
     assert set(old) == LEGACY_KEYS and old["user"] == badge(2) and old["status"] == "joined"
     add(3, "joined", 1, at=10.8)  # next window, but older than the count already sent
     assert json.loads(fold.take(legacy=False, diff=True)[1] or b"")["online_count"] == 2
+
+
+def test_a_record_of_several_changes_folds_each_and_reads_as_its_newest() -> None:
+    """What services/presence_announcer.py publishes for changes announced together."""
+    fold = PresenceFold(1, 5)
+    record = {"type": "presence", "room": 1, "user": badge(3), "status": "joined", "online": [badge(1), badge(3)],
+              "online_count": 2, "present": True, "at": 12.0,
+              "changes": [[badge(1), True, 10.0], [badge(2), True, 11.0], [badge(2), False, 11.5],
+                          [badge(3), True, 12.0], ["not a change"], [{"id": "x"}, True, 1.0]]}
+    assert fold.add(encode(record))
+    legacy_event, diff_event = fold.take(legacy=True, diff=True)
+    assert legacy_event is not None and diff_event is not None
+    diff = json.loads(diff_event)
+    assert diff["joins"] == [badge(1), badge(3)] and diff["leaves"] == [badge(2)] and diff["online_count"] == 2
+    old = json.loads(legacy_event)  # the PROTOCOL §5 event of the newest change, nothing more
+    assert set(old) == LEGACY_KEYS and old["user"] == badge(3) and old["status"] == "joined"
+
+
+async def test_changes_announced_together_are_one_record_per_room_and_every_one_is_folded(
+        autojump_clock: trio.testing.MockClock, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """services/presence_announcer.py: a burst of joins and leaves of two rooms, one record per room;
+    a leave's snapshot is read once for its room, with the users' badges from the database."""
+    room, diff, legacy = await subscribed_pair(node)
+    [other] = await create_rooms(node)
+    other_diff = Recorder()
+    await node.rooms.subscribe(other, other_diff, presence_diff=True)
+
+    def add_users(session: Session) -> list[UserSnapshot]:
+        users = [User(tenant="default", username=f"p{n}", display_name=f"P {n}", role="member",
+                      password_hash="x") for n in range(4)]
+        session.add_all(users)
+        session.flush()
+        return [UserSnapshot.of(user) for user in users]
+
+    users = await node.database.write(add_users)
+    ids = [user.id for user in users]
+    appended: list[int] = []
+    real_append = node.streams.append
+
+    async def append(items: Sequence[Append]) -> list[str]:
+        appended.append(len(items))
+        return await real_append(items)
+
+    monkeypatch.setattr(node.streams, "append", append)
+    snapshot = {"online": [], "online_count": 3}  # as a join's batch read it
+
+    async def join(user: UserSnapshot, at: float) -> None:
+        await announce(node, room, user, "joined", ids[:3], snapshot=snapshot, at=at)
+
+    async def leave(room_id: int, user: UserSnapshot, online: list[int], at: float) -> None:
+        await announce(node, room_id, user, "left", online, at=at)
+
+    async with trio.open_nursery() as nursery:
+        for n, user in enumerate(users[:3]):
+            nursery.start_soon(join, user, 100.0 + n)
+        nursery.start_soon(leave, room, users[0], ids[1:3], 104.0)
+        nursery.start_soon(leave, other, users[3], [], 105.0)
+    assert appended == [2]  # one append of one record per room
+    await diff.wait_for(1)
+    await legacy.wait_for(1)
+    await other_diff.wait_for(1)
+    [event] = diff.events
+    assert sorted(u["id"] for u in event["joins"]) == ids[1:3] and [u["id"] for u in event["leaves"]] == ids[:1]
+    assert event["online_count"] == 2
+    [old] = legacy.events  # the newest change (the leave), with the online list read for it
+    assert old["status"] == "left" and old["user"]["id"] == ids[0]
+    assert [u["id"] for u in old["online"]] == ids[1:3] and old["online"][0]["username"] == "p1"
+    assert other_diff.events[0]["leaves"][0]["id"] == ids[3] and other_diff.events[0]["online_count"] == 0
