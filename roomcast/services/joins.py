@@ -32,7 +32,7 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.rooms import room_access_rows
 from ..storage.users import UserSnapshot
-from ..wire import JsonObject
+from ..wire import JsonObject, encode_members
 from .access import pair_refusal
 from .presence import online_snapshots
 
@@ -52,6 +52,8 @@ class Joined:
     online: list[int]
     snapshot: JsonObject | None
     at: float  # when the presence entry was written (wall time): orders the announcement
+    # `snapshot` encoded as object members (wire.encode_members), once for every join of the room in the batch
+    snapshot_members: bytes | None = None
 
 
 class JoinRequest:
@@ -226,8 +228,10 @@ class JoinBatcher:
             for request in admitted:
                 if request.diff:  # its reply needs the snapshot; a first join is undone by its session
                     request.fail(exc)
+        encoded = {room_id: encode_members(snapshot) for room_id, snapshot in snapshots.items()}
         for request in admitted:
-            request.answer(Joined(online.get(request.room_id, []), snapshots.get(request.room_id), at))
+            room_id = request.room_id
+            request.answer(Joined(online.get(room_id, []), snapshots.get(room_id), at, encoded.get(room_id)))
 
     async def _undo_abandoned(self, writes: list[JoinRequest]) -> None:
         """Take out the entries of joins whose session went away while they were being written."""

@@ -70,7 +70,7 @@ async def connect(node: Node, session: LiveSession) -> None:
 
 
 async def join_room(node: Node, session: LiveSession, room_id: int, since: int | None,
-                    on_attached: Callable[[int, JsonObject | None], None], presence_diff: bool = False) -> None:
+                    on_attached: Callable[[int, bytes | None], None], presence_diff: bool = False) -> None:
     """Follow a room the user is a member of, and announce the session's presence in it.
 
     The membership check, the presence write and the online snapshot are made together with
@@ -78,7 +78,8 @@ async def join_room(node: Node, session: LiveSession, room_id: int, since: int |
     actor: with the stream backend down it raises DependencyUnavailable (an `unavailable`
     error for the frame) before anything is subscribed, and nothing of the join is left.
     `on_attached(last_seq, snapshot)`: with `presence_diff`, `snapshot` holds who is online
-    (`online`, `online_count`) for the `subscribed` reply, and later changes come as diffs.
+    (`online`, `online_count`) for the `subscribed` reply, encoded as object members
+    (`wire.encode_with_members`), and later changes come as diffs.
     """
     subscriptions = session.subscriptions
     fresh = room_id not in subscriptions
@@ -103,7 +104,7 @@ async def join_room(node: Node, session: LiveSession, room_id: int, since: int |
         # written may have come after that leave's.
         await _undo_presence(node, session, room_id)
         raise not_a_member()
-    await _subscribe(node, session, room_id, since, on_attached, joined.snapshot if presence_diff else None,
+    await _subscribe(node, session, room_id, since, on_attached, joined.snapshot_members if presence_diff else None,
                      presence_diff)
     if room_id not in subscriptions:  # removed while the room actor took the subscription: its events stop
         node.rooms.unsubscribe(room_id, session)
@@ -122,7 +123,7 @@ async def _undo_presence(node: Node, session: LiveSession, room_id: int) -> None
 
 
 async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int | None,
-                     on_attached: Callable[[int, JsonObject | None], None], snapshot: JsonObject | None,
+                     on_attached: Callable[[int, bytes | None], None], snapshot: bytes | None,
                      presence_diff: bool) -> None:
     await node.rooms.subscribe(room_id, session, since, on_attached=lambda last: on_attached(last, snapshot),
                                presence_diff=presence_diff)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...services import live
 from ...services.messaging import draft_message, mark_read
+from ...wire import encode_with_members
 from .protocol import ClientError, Ping, Read, Send, Subscribe, Typing, Unsubscribe
 from .session import Handler, Session
 
@@ -30,9 +31,12 @@ async def subscribe(session: Session, frame: Subscribe) -> None:
     if room_id not in subscriptions and len(subscriptions) >= MAX_SUBSCRIPTIONS:
         raise ClientError(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
 
-    def attached(last_seq: int, presence: dict[str, Any] | None) -> None:
-        reply = {"type": "subscribed", "room": room_id, "last_seq": last_seq, **(presence or {})}
-        session.reply(_with_ref(frame.ref, reply))
+    def attached(last_seq: int, presence: bytes | None) -> None:
+        reply = _with_ref(frame.ref, {"type": "subscribed", "room": room_id, "last_seq": last_seq})
+        if presence is None:
+            session.reply(reply)
+        else:  # the room's online snapshot, encoded once for every join of its batch
+            session.reply_all([encode_with_members(reply, presence)])
 
     await live.join_room(session.node, session, room_id, frame.since, attached,
                          presence_diff=frame.presence == "diff")
