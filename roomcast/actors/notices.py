@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from .. import members
 from ..logs import log_event
 from ..storage.streams import NOTICES_STREAM, Append, StreamBackend
 from ..wire import JsonObject, encode
@@ -104,7 +105,7 @@ class NoticesHub:
     def __init__(self, backend: StreamBackend, reader: StreamReader, mailbox_size: int = 256) -> None:
         self.backend = backend
         self.reader = reader
-        self._sessions: dict[int, set[Recipient]] = {}  # by user id
+        self._sessions: dict[int, Recipient | set[Recipient]] = {}  # by user id (members.py: most have one)
         self._tenants: dict[str, dict[str, set[Recipient]]] = {}  # tenant -> role -> sessions
         self._placements: dict[Recipient, _Placement] = {}
         self.position: str | None = None  # kept across restarts; None: start at the stream's end
@@ -122,7 +123,7 @@ class NoticesHub:
         """Deliver `user_id`'s notices to `session` from now on, and, given its user's tenant and
         role, the notices to that tenant's sessions that select it."""
         self.remove(user_id, session)  # at most one place per session
-        self._sessions.setdefault(user_id, set()).add(session)
+        members.add(self._sessions, user_id, session)
         self._placements[session] = _Placement(user_id, tenant, role)
         if tenant is not None and role is not None:
             self._tenants.setdefault(tenant, {}).setdefault(role, set()).add(session)
@@ -136,7 +137,7 @@ class NoticesHub:
                 _discard(roles, placement.role, session)
                 if not roles:
                     self._tenants.pop(placement.tenant, None)
-        _discard(self._sessions, user_id, session)
+        members.discard(self._sessions, user_id, session)
 
     @property
     def users(self) -> Collection[int]:
@@ -146,10 +147,10 @@ class NoticesHub:
     @property
     def session_count(self) -> int:
         """This node's sessions."""
-        return sum(map(len, self._sessions.values()))
+        return len(self._placements)
 
     def sessions_of(self, user_id: int) -> int:
-        return len(self._sessions.get(user_id, ()))
+        return members.count(self._sessions, user_id)
 
     async def publish(self, to: Iterable[int] | Audience, event: JsonObject) -> None:
         """Send `event` to every session of these users (or of this audience), on every node.
@@ -163,7 +164,7 @@ class NoticesHub:
         """This node's sessions in `audience`, each once; cost: one step per session found (and per user id)."""
         if audience.tenant is None:
             for user_id in audience.user_ids:
-                yield from list(self._sessions.get(user_id, ()))
+                yield from members.members(self._sessions, user_id)
             return
         by_role = self._tenants.get(audience.tenant)
         if by_role is None:
@@ -176,7 +177,7 @@ class NoticesHub:
         for role in roles:
             yield from list(by_role.get(role, ()))
         for user_id in set(audience.user_ids):
-            for session in list(self._sessions.get(user_id, ())):
+            for session in members.members(self._sessions, user_id):
                 placement = self._placements.get(session)
                 # Not again if its role already selected it; never a session of another tenant.
                 if placement is not None and placement.tenant == audience.tenant and placement.role not in roles:

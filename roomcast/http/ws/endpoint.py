@@ -32,9 +32,18 @@ class WebSocketEndpoint:
         self.node = node
         self.heartbeat = Heartbeat(node.settings.heartbeat_s)
         self.proxies = TrustedProxies(node.settings.trusted_proxies)
+        self._draining: Draining | None = None  # the front door's, listened to once for every session
+
+    def _stop_sessions(self) -> None:
+        """Draining started: every session closes with 1012 once what is queued for it is written."""
+        for session in self.heartbeat.members():
+            session.outbound.stop()  # type: ignore[attr-defined]
 
     async def serve(self, stream: trio.SocketStream, request: UpgradeRequest, draining: Draining) -> None:
         """The front door's /ws handler: check the origin, handshake, authenticate, run the session."""
+        if draining is not self._draining:  # one listener for all: none kept per connection
+            self._draining = draining
+            draining.listen(self._stop_sessions)
         headers = request.headers
         client, scheme = self.proxies.resolve(_peer_address(stream), "http", headers.get("x-forwarded-for"),
                                               headers.get("x-forwarded-proto"))

@@ -223,7 +223,8 @@ class Session:
                 })
                 if self.outbound or self.socket.has_tail:
                     self._start_writer()  # what could not be written before the nursery existed
-                draining.listen(self.outbound.stop)
+                if draining.is_set:  # else the endpoint stops it when draining starts, with every session
+                    self.outbound.stop()
                 await self._read_forever()
                 nursery.cancel_scope.cancel()
         except* Overflowed:
@@ -242,7 +243,6 @@ class Session:
             log.error("session crashed", exc_info=group)
             close_code = SERVER_ERROR
         finally:
-            draining.forget(self.outbound.stop)
             self._nursery = None
             await live.disconnect(self.node, self)
         await self.socket.close(close_code, reason if reason is not None else _REASONS.get(close_code, ""))
