@@ -8,7 +8,7 @@ import pytest
 
 from roomcast.config import load_settings
 from roomcast.storage.presence import MemoryPresence, open_presence
-from roomcast.storage.presence.redis import RedisPresence
+from roomcast.storage.presence.redis import _REFRESH_BATCH, RedisPresence, _refresh_batches
 from roomcast.storage.streams import MemoryStreamBackend, StreamUnavailable, open_stream_backend
 from tests.conftest import REDIS_KINDS
 from tests.redis_helpers import open_redis_streams
@@ -65,3 +65,16 @@ async def test_an_unreachable_redis_is_stream_unavailable_and_a_refused_join_lea
         with pytest.raises(StreamUnavailable):
             await presence.online_users([5])
         assert await presence.refresh() == []  # nothing was stored, so nothing to keep alive
+
+
+def test_a_refresh_is_cut_into_short_pipelines_a_big_room_over_several() -> None:
+    room = ("p:presence:room:1", {f"{n}:s{n}" for n in range(150)})
+    users = [(f"p:presence:user:{n}", {f"s{n}"}) for n in range(70)]
+    batches = _refresh_batches([room, *users])
+    sizes = [sum(len(members) + 2 for _, members, _ in batch) for batch in batches]
+    assert max(sizes) <= _REFRESH_BATCH and len(batches) > 4
+    parts = [part for batch in batches for part in batch]
+    assert sorted(m for key, members, _ in parts if key == room[0] for m in members) == sorted(room[1])
+    assert [first for key, _, first in parts if key == room[0]] == [True, False, False]  # one EXPIRE, one scan
+    assert [(key, set(members), first) for key, members, first in parts if key != room[0]] == \
+        [(key, members, True) for key, members in users]

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from roomcast.storage.presence import Departure, Presence
+from roomcast.storage.presence.redis import RedisPresence
 from tests.conftest import REDIS_KINDS
 
 from .conftest import TTL_S, PresenceWorld
@@ -241,3 +242,34 @@ async def test_the_entries_of_a_node_that_stops_refreshing_expire_and_one_surviv
     assert await b.online_users([10, 20]) == {20}
     world.advance(step)
     assert await refresh_together(b, c) == []  # nothing is reported twice
+
+
+@only_redis
+async def test_keys_ttls_are_extended_every_third_round_and_entries_every_round(
+        world: PresenceWorld, clock: trio.testing.MockClock | None) -> None:
+    presence = world.presence
+    assert isinstance(presence, RedisPresence)
+    await presence.join(ROOM, 5, "a")
+    await presence.connect(5, "a")
+    keys = [presence._room_key(ROOM), presence._user_key(5)]
+
+    async def shorten() -> None:
+        for key in keys:
+            await presence.client.expire(key, 10)
+
+    async def ttls() -> list[int]:
+        return [await presence.client.ttl(key) for key in keys]
+
+    await shorten()
+    world.advance(presence.refresh_interval_s)
+    assert await presence.refresh() == []
+    assert min(await ttls()) > 10  # the first round extends them
+    await shorten()
+    for _ in range(2):  # then two rounds that only re-score the entries
+        world.advance(presence.refresh_interval_s)
+        assert await presence.refresh() == []
+        assert max(await ttls()) <= 10
+    world.advance(presence.refresh_interval_s)  # a ttl after the last extension: the next
+    assert await presence.refresh() == []
+    assert min(await ttls()) > 10
+    assert await presence.online_in(ROOM) == [5] and await presence.online_users([5]) == {5}

@@ -13,6 +13,7 @@ announce `left` for the users of a dead node (within `ttl_s` plus one refresh in
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -24,7 +25,10 @@ from ..streams.redis_base import RedisClient
 from .base import Departure
 
 _REFRESH_FRACTION = 3  # refresh entries three times per ttl
-_REFRESH_CHUNK = 100  # keys per refresh pipeline: each costs the event loop a few ms at most
+# Members and keys per refresh pipeline: encoding one and reading its replies is one step of the
+# event loop, and every room's messages wait behind it; at 64, about 2 ms. A node with thousands
+# of sessions refreshes them in many such steps, each a round trip, rather than in a few long ones.
+_REFRESH_BATCH = 64
 
 
 class RedisPresence:
@@ -48,6 +52,8 @@ class RedisPresence:
         self._clock = clock
         # What this node has registered, re-scored periodically: key -> members.
         self._local: defaultdict[str, set[str]] = defaultdict(set)
+        # When the keys' TTLs were last extended and the users' keys swept (see `refresh`).
+        self._maintained_at = -math.inf
 
     def _room_key(self, room_id: int) -> str:
         return f"{self._room_prefix}{room_id}"
@@ -135,25 +141,40 @@ class RedisPresence:
     async def refresh(self) -> list[Departure]:
         if not self._local:
             return []  # nothing of this node's to keep alive, nor rooms to look after
-        entries = list(self._local.items())
+        # Every round re-scores the entries and looks for expired ones in the rooms (departures are
+        # announced within a round). Extending the keys' TTLs (twice the entries') and sweeping the
+        # users' keys can wait a ttl: every third round, a third of the commands of the others.
+        maintain = self._clock() - self._maintained_at >= self.ttl_s * 0.9
         departures: list[Departure] = []
-        for start in range(0, len(entries), _REFRESH_CHUNK):
-            departures += await self._refresh(entries[start:start + _REFRESH_CHUNK])
+        for batch in _refresh_batches(list(self._local.items())):
+            departures += await self._refresh(batch, maintain)
+        if maintain:
+            self._maintained_at = self._clock()
         return departures
 
-    async def _refresh(self, entries: list[tuple[str, set[str]]]) -> list[Departure]:
-        """Re-score these keys' entries, and take the expired ones out, in one pipeline (a node
-        with thousands of sessions would otherwise spend thousands of round trips every round)."""
+    async def _refresh(self, batch: list[tuple[str, list[str], bool]], maintain: bool) -> list[Departure]:
+        """Re-score these entries (key, members, whether it is the key's first part), and take the
+        expired ones out of each room once, in one pipeline (a node with thousands of sessions would
+        otherwise spend thousands of round trips every round)."""
         now = self._clock()
         expiry = now + self.ttl_s
-        current = [(key, list(members)) for key, members in entries if members]  # emptied meanwhile: gone
-        rooms = [key for key, _ in current if key.startswith(self._room_prefix)]
+        rooms = []
         with self._guard():
             async with self.client.pipeline(transaction=False) as pipe:
-                for key, members in current:
-                    pipe.zadd(key, dict.fromkeys(members, expiry))
-                    pipe.expire(key, int(self.ttl_s * 2))
-                    if not key.startswith(self._room_prefix):
+                for key, listed, first in batch:
+                    # Only what is still this node's: a session that left while earlier batches
+                    # went out must not be scored back in.
+                    live = self._local.get(key, ())
+                    members = [member for member in listed if member in live]
+                    if members:
+                        pipe.zadd(key, dict.fromkeys(members, expiry))
+                    if not first:
+                        continue
+                    if maintain:
+                        pipe.expire(key, int(self.ttl_s * 2))
+                    if key.startswith(self._room_prefix):
+                        rooms.append(key)
+                    elif maintain:
                         pipe.zremrangebyscore(key, float("-inf"), now)
                 expired = [pipe.zrange(key, "-inf", now, sortby=PureToken.BYSCORE) for key in rooms]
             departures: list[Departure] = []
@@ -181,3 +202,24 @@ class RedisPresence:
 def _user_ids(members: Iterable[bytes]) -> list[int]:
     """The distinct user ids of a room's members (`<user id>:<session id>`), sorted."""
     return sorted({int(member.split(b":", 1)[0]) for member in members})
+
+
+def _refresh_batches(entries: list[tuple[str, set[str]]]) -> list[list[tuple[str, list[str], bool]]]:
+    """The entries cut into refresh pipelines of about `_REFRESH_BATCH` members and keys each: a big
+    room's members are spread over several, each part tagged whether it is its key's first."""
+    batches: list[list[tuple[str, list[str], bool]]] = []
+    batch: list[tuple[str, list[str], bool]] = []
+    size = 0
+    for key, members in entries:
+        listed = list(members)
+        step = _REFRESH_BATCH - 2  # a part and its key's other commands fill a pipeline at most
+        for start in range(0, max(len(listed), 1), step):
+            part = listed[start:start + step]
+            if batch and size + len(part) + 2 > _REFRESH_BATCH:
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append((key, part, start == 0))
+            size += len(part) + 2  # its ZADD's members, and the key's other commands
+    if batch:
+        batches.append(batch)
+    return batches
