@@ -12,7 +12,7 @@ import enum
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -20,6 +20,8 @@ from ..timestamps import to_wire, utcnow
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
+
+T = TypeVar("T")
 
 
 class Restart(enum.Enum):
@@ -175,6 +177,19 @@ class Actor:
         if self.describe_extra is not None:
             info.update(self.describe_extra())
         return info
+
+
+def take_waiting(mailbox: trio.MemoryReceiveChannel[T], batch: list[T], limit: int) -> None:
+    """Add to `batch` what waits in `mailbox` now, oldest first, until it holds `limit`.
+
+    How a batching actor takes its next batch: one message awaited, a checkpoint (so senders
+    woken in this round of the scheduler queue theirs first), then this.
+    """
+    while len(batch) < limit:
+        try:
+            batch.append(mailbox.receive_nowait())
+        except trio.WouldBlock:
+            break
 
 
 def describe_error(error: BaseException) -> tuple[str, str]:

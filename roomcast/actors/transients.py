@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import trio
 
 from ..storage.streams import Append, StreamBackend, StreamUnavailable
-from .actor import Actor, ActorContext
+from .actor import Actor, ActorContext, take_waiting
 
 log = logging.getLogger("roomcast.actors.transients")
 
@@ -77,11 +77,7 @@ class TransientPublisher:
                 batch = [await mailbox.receive()]
                 try:
                     await trio.lowlevel.checkpoint()  # publishers already woken in this round queue theirs first
-                    while len(batch) < _BATCH_MAX:
-                        try:
-                            batch.append(mailbox.receive_nowait())
-                        except trio.WouldBlock:
-                            break
+                    take_waiting(mailbox, batch, _BATCH_MAX)
                     await self._append(batch)
                 finally:
                     for publication in batch:  # cancelled (the node stops): whether appended is unknown

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import trio
 
-from ..actors.actor import Actor, ActorContext
+from ..actors.actor import Actor, ActorContext, take_waiting
 from ..errors import DependencyUnavailable
 from ..logs import log_event
 from ..node import Node
@@ -103,11 +103,7 @@ class PresenceAnnouncer:
                 batch: list[Announcement] = [await mailbox.receive()]
                 try:
                     await trio.lowlevel.checkpoint()  # announcers already woken in this round queue theirs first
-                    while len(batch) < _BATCH_MAX:
-                        try:
-                            batch.append(mailbox.receive_nowait())
-                        except trio.WouldBlock:
-                            break
+                    take_waiting(mailbox, batch, _BATCH_MAX)
                     await self._publish(batch)
                 finally:
                     for announcement in batch:
