@@ -50,6 +50,35 @@ def service_missing(what: str, reason: str) -> None:
     pytest.skip(message)
 
 
+# --------------------------------------------------------------------------- scheduling
+
+# Tests that share something fixed must not run at the same time, so under xdist each of these groups runs on
+# one worker: the read-replica tests share the PostgreSQL primary/replica pair on fixed ports (and restart the
+# replica), and a browser module shares one server process (a module fixture) among its tests.
+_SERIAL_GROUPS = ("tests/replica/",)
+_MODULE_GROUPS = ("tests/browser/",)
+
+
+def serial_group(nodeid: str) -> str | None:
+    """The group a test must run in (on one worker, one after another), or None when it may go anywhere."""
+    path = nodeid.split("::", 1)[0]
+    group = next((prefix for prefix in _SERIAL_GROUPS if path.startswith(prefix)), None)
+    if group is None and path.startswith(_MODULE_GROUPS):
+        group = path
+    return group
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`, with groups given by `serial_group` (by path: xdist_group marks go unseen here)."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PathGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return serial_group(nodeid) or nodeid
+
+    return PathGroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
 # --------------------------------------------------------------------------- databases
 
 
