@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
-import sysconfig
-import venv
 from pathlib import Path
+
+# Imports only some commands need (venv, subprocess, sysconfig, pytest, the server) sit in the functions that use them:
+# `run.py test` and `check` start without importing what they never use.
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -50,6 +50,9 @@ def _bootstrap(argv: list[str]) -> None:
     inside = Path(sys.prefix).resolve() == VENV.resolve()
     if inside and installed:
         return
+    import subprocess
+    import venv
+
     if not _venv_python().exists():
         print("roomcast: creating .venv (first run)", file=sys.stderr)
         venv.create(VENV, with_pip=True)
@@ -68,6 +71,9 @@ def _bootstrap(argv: list[str]) -> None:
 
 def check() -> int:
     """Run ruff, mypy and import-linter on the project; stop at the first failure."""
+    import subprocess
+    import sysconfig
+
     scripts = Path(sysconfig.get_path("scripts"))
     for command in CHECKS:
         print(f"check: {' '.join(command)}", file=sys.stderr, flush=True)
@@ -78,6 +84,15 @@ def check() -> int:
     return 0
 
 
+def _pytest_args(args: list[str]) -> list[str]:
+    """The suite runs on one pytest-xdist worker per core (at most 4) unless the arguments choose (-n, -p no:xdist);
+    tests that must not overlap are grouped by path in tests/conftest.py."""
+    chosen = any(arg in ("-n", "--numprocesses", "no:xdist", "-pno:xdist") or arg.startswith(("-n", "--numprocesses="))
+                 for arg in args)
+    workers = min(4, os.cpu_count() or 1)
+    return args if chosen or workers < 2 else ["-n", str(workers), "--dist", "loadgroup", *args]
+
+
 def main() -> int:
     argv = sys.argv[1:]
     _bootstrap(argv)
@@ -85,7 +100,7 @@ def main() -> int:
         import pytest
 
         os.chdir(ROOT)
-        return int(pytest.main(argv[1:]))
+        return int(pytest.main(_pytest_args(argv[1:])))
     if argv[:1] == ["check"]:
         return check()
     from roomcast.cli import main as cli_main

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import trio
+from argon2 import PasswordHasher
+from argon2.profiles import CHEAPEST
 from hypercorn.config import Config as HypercornConfig
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -29,6 +31,7 @@ from roomcast.http.app import create_app
 from roomcast.http.context import RoomcastApp
 from roomcast.http.front_door import FastPath, FrontDoor
 from roomcast.http.ws.endpoint import WebSocketEndpoint
+from roomcast.identity import passwords
 from roomcast.identity.passwords import hash_password
 from roomcast.node import Node, open_node
 from roomcast.server import hypercorn_config, serve_node
@@ -48,6 +51,56 @@ def service_missing(what: str, reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + "; CI requires it", pytrace=False)
     pytest.skip(message)
+
+
+# --------------------------------------------------------------------------- scheduling and hashing
+
+# Tests that share something fixed must not run at the same time, so under xdist each of these groups runs on
+# one worker: the read-replica tests share the PostgreSQL primary/replica pair on fixed ports (and restart the
+# replica), and a browser module shares one server process (a module fixture) among its tests.
+_SERIAL_GROUPS = ("tests/replica/",)
+_MODULE_GROUPS = ("tests/browser/",)
+
+
+def serial_group(nodeid: str) -> str | None:
+    """The group a test must run in (on one worker, one after another), or None when it may go anywhere."""
+    path = nodeid.split("::", 1)[0]
+    group = next((prefix for prefix in _SERIAL_GROUPS if path.startswith(prefix)), None)
+    if group is None and path.startswith(_MODULE_GROUPS):
+        group = path
+    return group
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`, with groups given by `serial_group` (by path: xdist_group marks go unseen here)."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PathGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return serial_group(nodeid) or nodeid
+
+    return PathGroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+_PRODUCTION_HASHING = (passwords._hasher, passwords._DUMMY_HASH)
+_CHEAP_HASHER = PasswordHasher.from_parameters(CHEAPEST)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Argon2id at its lowest cost in the test process: hashing is meant to be slow, and the suite hashes a lot.
+    tests/unit/test_passwords.py checks the production parameters (`production_password_hashing`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passwords, "_hasher", _CHEAP_HASHER)
+        patch.setattr(passwords, "_DUMMY_HASH", _CHEAP_HASHER.hash("not a real password"))
+        yield
+
+
+@pytest.fixture
+def production_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product's own hasher and dummy hash back for one test."""
+    monkeypatch.setattr(passwords, "_hasher", _PRODUCTION_HASHING[0])
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", _PRODUCTION_HASHING[1])
 
 
 # --------------------------------------------------------------------------- databases

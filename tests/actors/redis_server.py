@@ -15,6 +15,8 @@ from pathlib import Path
 
 import trio
 
+from tests.helpers import private_port
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -55,8 +57,9 @@ class RedisServer:
     def __init__(self, workdir: Path, *, cluster: bool = False, options: tuple[str, ...] = ()) -> None:
         self.binary = _binary("redis-server")
         self.workdir = workdir
-        self.port = free_port()
-        self.bus_port = free_port() if cluster else 0
+        # Ports of its own, outside the ephemeral range: a restart (after `stop`) binds them again.
+        self.port = private_port()
+        self.bus_port = private_port() if cluster else 0
         self.cluster = cluster
         self.options = options
         self.process: subprocess.Popen[bytes] | None = None

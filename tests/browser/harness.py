@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import JWT_SECRET
+from tests.helpers import JWT_SECRET, private_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("ROOMCAST_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -53,7 +53,7 @@ class ServerProcess:
         self.log_dir = log_dir
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
-        self.port = 0
+        self.port = private_port()  # kept across restarts, where the pages reconnect
         self.starts = 0
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCAST_")} | {
             "ROOMCAST_NO_BOOTSTRAP": "1",
@@ -77,7 +77,7 @@ class ServerProcess:
         return done.stdout
 
     def start(self) -> None:
-        """Start serving; the first start picks a free port, later ones reuse it (clients reconnect there)."""
+        """Start serving on the process's port (every start the same one: clients reconnect there)."""
         self.starts += 1
         log = (self.log_dir / f"server-{self.starts}.log").open("w")
         self.process = subprocess.Popen(

@@ -19,6 +19,8 @@ from typing import Any
 import h11
 import trio
 
+from tests.helpers import private_port
+
 
 @dataclass
 class Received:
@@ -46,7 +48,7 @@ class Reply:
 def _reserve() -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", private_port()))  # `start` after `stop` binds it again
     sock.listen(128)
     return sock
 

@@ -1,7 +1,8 @@
-"""An admin's change on one node reaches the user cache of another within a second (PostgreSQL + Redis).
+"""An admin's change on one node reaches the user cache of another by its notice (PostgreSQL + Redis).
 
 Both nodes run in this process, each with its own stream backend and user cache, as two
-processes would; they share only the database and Redis.
+processes would; they share only the database and Redis. The cache keeps an entry far longer
+than a test waits, so a change seen on the other node came by the notice, however slow the machine.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from tests.helpers import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
-WITHIN_S = 1.0
+CACHE_TTL_S = 3600.0
+WAIT_S = 30.0  # well under the ttl: only the notice can be seen within it
+
+
+@pytest.fixture
+def ws_settings() -> dict[str, Any]:
+    return {"user_cache_ttl_s": CACHE_TTL_S}
 
 
 @pytest.fixture
@@ -44,13 +51,11 @@ async def test_a_change_on_one_node_refuses_the_cached_token_on_the_other(
     body = {"password": "a brand new password"} if action == "password" else None
     assert (await client.post(f"/api/admin/users/{alice.id}/{action}", headers=admin.headers,
                               json=body)).status_code == 200
-    started = trio.current_time()
 
     async def refused_there() -> bool:
         return (await there.get("/api/me", headers=alice.headers)).status_code == 401
 
-    await eventually(refused_there, timeout=10)
-    assert trio.current_time() - started < WITHIN_S  # by the notice, not the cache's ttl (30 s)
+    await eventually(refused_there, timeout=WAIT_S)
 
 
 async def test_enabling_on_one_node_admits_new_tokens_on_the_other(
@@ -66,4 +71,4 @@ async def test_enabling_on_one_node_admits_new_tokens_on_the_other(
     async def admitted_there() -> bool:
         return (await there.get("/api/me", headers=fresh)).status_code == 200
 
-    await eventually(admitted_there, timeout=WITHIN_S)
+    await eventually(admitted_there, timeout=WAIT_S)
