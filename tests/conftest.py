@@ -71,6 +71,7 @@ def serial_group(nodeid: str) -> str | None:
     return group
 
 
+@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs the suite in one process
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist loadgroup`, with groups given by `serial_group` (by path: xdist_group marks go unseen here)."""
     from xdist.scheduler import LoadGroupScheduling
