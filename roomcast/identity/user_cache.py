@@ -29,8 +29,12 @@ class UserCache:
         self.ttl_s = ttl_s
         self.size = size
         self._entries: OrderedDict[int, tuple[UserAccess, float]] = OrderedDict()  # id -> (access, expires at)
-        # Bumped by every invalidation: a read that started before one must not store what it read.
-        self._generation = 0
+        # A read that an invalidation overtook must not store what it read. Per user (counted
+        # only while a read of theirs is in flight), so one user's change spoils no one else's
+        # read; `clear` bumps the epoch, which spoils every read in flight.
+        self._loading: dict[int, int] = {}  # user id -> reads in flight
+        self._invalidated: dict[int, int] = {}  # user id -> invalidations since its reads began
+        self._epoch = 0
         self.hits = 0
         self.misses = 0
 
@@ -51,9 +55,18 @@ class UserCache:
                     return access
                 del self._entries[user_id]
         self.misses += 1
-        generation = self._generation
-        loaded = await load(user_id)
-        if loaded is not None and keep and self.ttl_s > 0 and generation == self._generation:
+        epoch, invalidated = self._epoch, self._invalidated.get(user_id, 0)
+        self._loading[user_id] = self._loading.get(user_id, 0) + 1
+        try:
+            loaded = await load(user_id)
+        finally:
+            fresh = epoch == self._epoch and invalidated == self._invalidated.get(user_id, 0)
+            if self._loading[user_id] == 1:
+                del self._loading[user_id]
+                self._invalidated.pop(user_id, None)
+            else:
+                self._loading[user_id] -= 1
+        if loaded is not None and keep and self.ttl_s > 0 and fresh:
             self._entries[user_id] = (loaded, trio.current_time() + self.ttl_s)
             self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:
@@ -61,12 +74,13 @@ class UserCache:
         return loaded
 
     def invalidate(self, user_id: int) -> None:
-        """Forget the user: its next request reads the database."""
-        self._generation += 1
+        """Forget the user: its next request reads the database (and a read in flight keeps nothing)."""
+        if user_id in self._loading:
+            self._invalidated[user_id] = self._invalidated.get(user_id, 0) + 1
         self._entries.pop(user_id, None)
 
     def clear(self) -> None:
-        self._generation += 1
+        self._epoch += 1
         self._entries.clear()
 
     # ------------------------------------------------------------------ the notices hub's side

@@ -110,6 +110,38 @@ def test_a_read_that_started_before_an_invalidation_is_not_kept() -> None:
     run(main)
 
 
+def test_an_invalidation_spoils_only_the_reads_of_its_user_or_all_after_a_clear() -> None:
+    async def main() -> None:
+        cache = UserCache(ttl_s=30, size=10)
+        started, release = trio.Event(), trio.Event()
+
+        async def slow(user_id: int) -> UserAccess | None:
+            if user_id == 1:
+                started.set()
+            await release.wait()
+            return access(user_id)
+
+        async with trio.open_nursery() as nursery:
+            for user_id in (1, 1, 2, 3):  # two reads of user 1 at once, one of each other
+                nursery.start_soon(cache.get, user_id, slow)
+            await started.wait()
+            cache.invalidate(1)  # both reads of 1 are stale; 2's and 3's are not
+            cache.invalidate(4)  # no read in flight: nothing to remember
+            release.set()
+        assert sorted(cache._entries) == [2, 3]
+        assert not cache._loading and not cache._invalidated  # nothing kept once no read is in flight
+
+        release = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.get, 5, slow)
+            await trio.testing.wait_all_tasks_blocked()
+            cache.notices_missed()  # a gap: every read in flight may be stale
+            release.set()
+        assert len(cache) == 0
+
+    run(main)
+
+
 def test_a_zero_ttl_keeps_nothing() -> None:
     async def main() -> None:
         cache, load = UserCache(ttl_s=0, size=10), Loader()

@@ -16,6 +16,12 @@ from tests.join_gate import JoinGate
 from tests.ws_client import SmallWindowClient, WsClient, ws_connect
 
 
+@pytest.fixture
+def ws_settings() -> dict[str, Any]:
+    # No ping within a test: a client that goes away is noticed because its socket closed.
+    return {"heartbeat_s": 3600.0}
+
+
 async def quiet(ws: WsClient) -> list[str]:
     """The types of what reached `ws` before a ping's pong (everything sent to it before the ping)."""
     ref = "quiet"
@@ -163,3 +169,4 @@ async def test_a_join_whose_session_goes_away_during_its_membership_check_is_dro
         assert await node.presence.online_in(room) == [owner.id]
     assert gate.writes[0] == []  # nothing written for the one that went away
     assert "a batch of joins failed" not in caplog.text
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 
 import trio
 from wsproto.utilities import generate_accept_token
@@ -118,6 +119,27 @@ class WebSocket:
                 raise self.closed
             self.last_heard = trio.current_time()
             self._parser.feed(data)
+
+    async def wait_gone(self) -> None:
+        """Return once the client is known to have gone (its socket reached EOF or broke), reading
+        nothing it sent; `closed` then says so.
+
+        For a frame whose work waits on others (a join held in a batch), so that a client that
+        left meanwhile ends its session now rather than at its next ping. Where that cannot be
+        told without reading, this waits forever: on a stream other than a plain socket, or once
+        the client sent more (its next frames are handled after this one, a close among them too).
+        """
+        stream = self.stream
+        if not isinstance(stream, trio.SocketStream) or self._parser.holds_input or self.closed is not None:
+            await trio.sleep_forever()
+        assert isinstance(stream, trio.SocketStream)
+        try:
+            peeked = await stream.socket.recv(1, socket.MSG_PEEK)
+        except OSError:  # reset by the peer
+            peeked = b""
+        if peeked:
+            await trio.sleep_forever()
+        self.closed = self.closed or ConnectionClosed(1006, "connection lost")
 
     async def _handle_control(self, event: Event) -> None:
         if isinstance(event, Ping):

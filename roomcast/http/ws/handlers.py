@@ -38,8 +38,9 @@ async def subscribe(session: Session, frame: Subscribe) -> None:
         else:  # the room's online snapshot, encoded once for every join of its batch
             session.reply_all([encode_with_members(reply, presence)])
 
-    await live.join_room(session.node, session, room_id, frame.since, attached,
-                         presence_diff=frame.presence == "diff")
+    # A join may wait on a batch held by others: a client gone meanwhile ends its session at once.
+    await session.unless_client_gone(live.join_room(session.node, session, room_id, frame.since, attached,
+                                                    presence_diff=frame.presence == "diff"))
 
 
 async def unsubscribe(session: Session, frame: Unsubscribe) -> None:

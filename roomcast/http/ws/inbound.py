@@ -82,6 +82,11 @@ class FrameParser:
         self._size = 0  # payload bytes of the message in progress
         self._closed = False  # a close frame came: nothing after it is read (§5.5.1)
 
+    @property
+    def holds_input(self) -> bool:
+        """Bytes fed and not yet parsed into events, or a message begun: the client said more."""
+        return self._pos < len(self._buffer) or self._parts is not None
+
     def feed(self, data: bytes) -> None:
         if self._closed or not data:
             return

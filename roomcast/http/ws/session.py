@@ -201,6 +201,27 @@ class Session:
             self._sends = SendPipeline(self)
         await self._sends.submit(draft, ref)
 
+    async def unless_client_gone(self, work: Awaitable[None]) -> None:
+        """Await `work`, or end the session (ConnectionClosed) as soon as the client is gone.
+
+        The reader waits for a frame's work before it reads the next, so without this a client
+        that leaves while its join is held in a batch would be noticed only at its next ping.
+        """
+        watch = trio.CancelScope()
+        with trio.CancelScope() as work_scope:
+            self._spawn(self._cancel_when_gone, work_scope, watch)
+            try:
+                await work
+            finally:
+                watch.cancel()
+        if work_scope.cancelled_caught:
+            raise self.socket.closed or ConnectionClosed(1006, "connection lost")
+
+    async def _cancel_when_gone(self, work_scope: trio.CancelScope, watch: trio.CancelScope) -> None:
+        with watch:
+            await self.socket.wait_gone()
+            work_scope.cancel()
+
     def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
         """Run `task` inside the session (cancelled with it); a no-op once the session is ending."""
         self._spawn(task)
