@@ -149,7 +149,10 @@ async def test_replays_of_a_new_room_actor_share_the_reads_of_what_recent_can_ho
     await trio.sleep(1)
     for subscriber, since in zip(resumed, sinces, strict=True):
         assert subscriber.seqs == list(range(since + 1, 211))  # no gap, no duplicate, in order
-    assert len(reads) <= 2, reads  # not one per replay
+    # Not one per replay: at most one for the newest (64 back from the room's end, which the
+    # live events may have moved past 140 first), one reaching back to the oldest `since` of
+    # the 140s, and one for since=10 (however trio orders the subscribes).
+    assert len(reads) <= 3, reads
 
 
 async def test_since_ahead_of_the_room_skips_what_the_subscriber_already_has(
