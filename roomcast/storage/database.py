@@ -17,6 +17,7 @@ may go there; which reads it may serve, and how fresh it must be, is replica.py'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,6 +39,9 @@ T = TypeVar("T")
 POOL_OVERFLOW = 5
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 5
+# A pooled connection unused this long is pinged before it is handed out (`_ping_after_idle`).
+_PING_AFTER_IDLE_S = 1.0
+_LAST_USED = "roomcast_last_used"
 
 # SQLSTATE classes that mean the server cannot serve us now: 08 connection exception,
 # 53 insufficient resources (too many connections, disk full), 58 system error (I/O).
@@ -112,9 +116,36 @@ def create_database_engine(url: str, pool_size: int = 10) -> Engine:
         _configure_sqlite(engine)
         return engine
     connect_args = {"connect_timeout": _CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
-    # pool_pre_ping: after an outage, pooled connections are dead; each is replaced on checkout.
-    return create_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
-                         connect_args=connect_args)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW, connect_args=connect_args)
+    _ping_after_idle(engine)
+    return engine
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout only if it sat unused for `_PING_AFTER_IDLE_S`.
+
+    After an outage pooled connections are dead: a ping finds it, and the whole pool is
+    replaced. SQLAlchemy's `pool_pre_ping` pings on every checkout: one more round trip for
+    every transaction, where a connection in steady use has just proved itself.
+    One that dies between two uses fails its statement instead, which invalidates the pool.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) < _PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise sa_exc.InvalidatePoolError(f"ping failed: {error}") from error
 
 
 def _configure_sqlite(engine: Engine) -> None:
