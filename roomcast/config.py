@@ -234,9 +234,6 @@ class Settings(BaseModel):
     # A server process runs a full garbage collection this often and rarely otherwise, so no storm
     # of connections sets off one pass after another (collector.py); 0: CPython's own trigger.
     gc_interval_s: float = Field(60.0, ge=0)
-    # How long the event loop may hold the GIL while a database thread waits for it (gil.py);
-    # unset: 0.5 ms with PostgreSQL (its round trips wait for the GIL), CPython's 5 ms with SQLite.
-    gil_switch_interval_ms: float | None = Field(None, gt=0, le=1000)
     # REST sends (POST /api/rooms/{id}/messages) answered below Quart, by the front door (http/fast_sends.py):
     # the same answers for a fraction of the CPU. Off: Hypercorn and Quart serve them like every request.
     rest_fast_sends: bool = True

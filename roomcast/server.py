@@ -14,7 +14,6 @@ from hypercorn.config import Config as HypercornConfig
 from .collector import collect_on_schedule, freeze_start_up
 from .config import Settings
 from .errors import StartupError
-from .gil import apply_switch_interval
 from .http.app import create_app
 from .http.fast_sends import FastSends
 from .http.front_door import FrontDoor
@@ -122,9 +121,8 @@ async def run_server(settings: Settings, on_listening: Callable[[str], None] = p
         url = await nursery.start(
             lambda task_status: serve_node(node, shutdown=shutdown, sockets=sockets, task_status=task_status))
         freeze_start_up()  # and full collections on a schedule from here on (collector.py)
-        switch_ms = apply_switch_interval(settings.gil_switch_interval_ms, is_sqlite=node.database.is_sqlite)
         nursery.start_soon(collect_on_schedule, settings.gc_interval_s, shutdown)
-        log_event(log, "server.listening", url=url, gil_switch_interval_ms=round(switch_ms, 3))
+        log_event(log, "server.listening", url=url)
         on_listening(f"listening on {url}")
         await shutdown.wait()
         # serve_node returns once Hypercorn has drained; the signal watcher is done too.
