@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
 import trio
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from roomcast.node import Node
 from roomcast.storage.models import OutboxEvent, Room
+from roomcast.storage.streams import Append
 from roomcast.timestamps import utcnow
+
+
+def count_appends(node: Node, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each append the node's stream backend gets from now on (appended as they go through)."""
+    appends: list[int] = []
+    real_append = node.streams.append
+
+    async def append(items: Sequence[Append]) -> list[str]:
+        appends.append(len(items))
+        return await real_append(items)
+
+    monkeypatch.setattr(node.streams, "append", append)
+    return appends
 
 
 async def create_rooms(node: Node, count: int = 1) -> list[int]:

@@ -7,7 +7,6 @@ Records are published as services/presence_announcer.py publishes them, through 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,11 +18,10 @@ from roomcast.actors.presence_fold import PresenceFold
 from roomcast.node import Node
 from roomcast.services.presence_announcer import announce
 from roomcast.storage.models import User
-from roomcast.storage.streams import Append
 from roomcast.storage.users import UserSnapshot
 from roomcast.wire import encode
 
-from .helpers import Recorder, create_rooms
+from .helpers import Recorder, count_appends, create_rooms
 
 LEGACY_KEYS = {"type", "room", "user", "status", "online", "online_count"}
 
@@ -218,14 +216,7 @@ async def test_changes_announced_together_are_one_record_per_room_and_every_one_
 
     users = await node.database.write(add_users)
     ids = [user.id for user in users]
-    appended: list[int] = []
-    real_append = node.streams.append
-
-    async def append(items: Sequence[Append]) -> list[str]:
-        appended.append(len(items))
-        return await real_append(items)
-
-    monkeypatch.setattr(node.streams, "append", append)
+    appended = count_appends(node, monkeypatch)
     snapshot = {"online": [], "online_count": 3}  # as a join's batch read it
 
     async def join(user: UserSnapshot, at: float) -> None:

@@ -12,7 +12,7 @@ import trio.testing
 from roomcast.node import Node
 from roomcast.storage.streams import Append, StreamUnavailable
 
-from .helpers import Recorder, create_rooms
+from .helpers import Recorder, count_appends, create_rooms
 
 
 async def test_events_published_together_go_in_one_append_in_order(
@@ -20,14 +20,7 @@ async def test_events_published_together_go_in_one_append_in_order(
     [room] = await create_rooms(node)
     subscriber = Recorder()
     await node.rooms.subscribe(room, subscriber)
-    appends: list[int] = []
-    real_append = node.streams.append
-
-    async def append(items: Sequence[Append]) -> list[str]:
-        appends.append(len(items))
-        return await real_append(items)
-
-    monkeypatch.setattr(node.streams, "append", append)
+    appends = count_appends(node, monkeypatch)
 
     async def publisher(user: int) -> None:  # ten events, one after the other
         for n in range(10):
