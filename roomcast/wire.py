@@ -162,6 +162,20 @@ def encode_with_members(event: dict[str, Any], members: bytes) -> bytes:
     return head[:-1] + (b"," if event else b"") + members + b"}"
 
 
+def send_ack(ref: str | None, message: dict[str, Any], stored_event: bytes | None = None) -> bytes:
+    """The `ack` of a send, encoded: `{"type":"ack","ref":…,"message":…}` (no `ref` if the send had none).
+
+    `stored_event` is the send's `message` event as stored (`encode` of `message_event`): its
+    message is cut from those bytes rather than encoded a second time, the costliest part of an ack.
+    """
+    head = b'{"type":"ack",' if ref is None else b'{"type":"ack","ref":' + _encoder.encode(ref).encode() + b","
+    if stored_event is not None:
+        prefix = b'{"type":"message","room":%d,"seq":%d,"message":' % (message["room_id"], message["seq"])
+        if stored_event.startswith(prefix):
+            return head + b'"message":' + stored_event[len(prefix):]
+    return head + b'"message":' + encode(message) + b"}"
+
+
 def encode_json(value: JsonValue) -> bytes:
     """Any JSON value from a client as `encode` puts it on the wire (within an event).
 

@@ -85,9 +85,10 @@ async def send_message(node: Node, sender: UserSnapshot, room_id: int, body: str
     outcome = (await send_drafts(node, sender, [draft]))[0]
     if isinstance(outcome, Exception):
         raise outcome
-    if outcome[1]:
+    message, stored_event = outcome
+    if stored_event is not None:
         node.metrics.send_latency.observe(trio.current_time() - taken_at)
-    return outcome
+    return message, stored_event is not None
 
 
 async def send_drafts(node: Node, sender: UserSnapshot, drafts: Sequence[Draft]) -> list[SendOutcome]:

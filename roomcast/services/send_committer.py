@@ -45,9 +45,10 @@ log = logging.getLogger("roomcast.messaging")
 
 ACTOR_NAME = "committer"
 
-# The message and whether it was stored now; or why the draft was refused (ApiError); or,
-# for a draft that failed unexpectedly on its own, the exception it raised.
-SendOutcome = tuple[JsonObject, bool] | Exception
+# The message and, if it was stored now, its event as stored (None: a repeated client_id's
+# original); or why the draft was refused (ApiError); or, for a draft that failed
+# unexpectedly on its own, the exception it raised.
+SendOutcome = tuple[JsonObject, bytes | None] | Exception
 # What storing one draft in the open transaction gives: the message and its outbox row
 # (None for a repeated client_id: the original comes back); or a refusal (ApiError).
 Stored = tuple[JsonObject, Append | None]
@@ -286,7 +287,7 @@ class SendCommitter:
             message, row = outcome
             if row is not None:
                 rows[row.room_id].append(row)
-            answers[r][d] = (message, row is not None)
+            answers[r][d] = (message, None if row is None else row.data)
         self.transactions += 1
         self.node.database.wrote_for(request.sender.id for request in batch)
         if rows:

@@ -1,10 +1,12 @@
-"""The one encoder: shared members encoded once give the same bytes as encoding the whole event."""
+"""The one encoder: what is encoded once and reused gives the same bytes as encoding the whole event."""
 
 from __future__ import annotations
 
 import json
 
-from roomcast.wire import encode, encode_members, encode_with_members
+import pytest
+
+from roomcast.wire import encode, encode_members, encode_with_members, message_event, send_ack
 
 
 def test_an_event_with_encoded_members_is_the_event_encoded_whole() -> None:
@@ -14,3 +16,23 @@ def test_an_event_with_encoded_members_is_the_event_encoded_whole() -> None:
     assert data == encode({**head, **snapshot})
     assert json.loads(data) == {**head, **snapshot}
     assert encode_with_members({}, encode_members(snapshot)) == encode(snapshot)
+
+
+_MESSAGE = {"id": 41, "room_id": 7, "seq": 12, "sender": {"id": 3, "username": "ana", "display_name": "Ana \u2713"},
+            "body": 'quote " backslash \\ newline \n emoji \U0001f44b', "reply_to": None, "attachments": [],
+            "client_id": "c-1", "created_at": "2026-12-02T10:00:00.000Z"}
+
+
+@pytest.mark.parametrize("ref", [None, "r1", 'a "quoted" ref ✓'])
+def test_an_ack_cut_from_the_stored_event_is_the_ack_encoded_whole(ref: str | None) -> None:
+    whole = encode({"type": "ack", "message": _MESSAGE} if ref is None else
+                   {"type": "ack", "ref": ref, "message": _MESSAGE})
+    stored = encode(message_event(7, 12, _MESSAGE))
+    assert send_ack(ref, _MESSAGE, stored) == whole
+    assert send_ack(ref, _MESSAGE) == whole
+    assert json.loads(whole)["message"] == _MESSAGE
+
+
+def test_an_ack_whose_stored_event_is_of_another_message_is_encoded_whole() -> None:
+    other = encode(message_event(7, 13, {**_MESSAGE, "seq": 13}))
+    assert send_ack("r", _MESSAGE, other) == encode({"type": "ack", "ref": "r", "message": _MESSAGE})

@@ -17,14 +17,14 @@ the same.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from ...errors import ApiError
 from ...services.messaging import Draft, send_drafts, take_send_tokens
 from ...services.send_committer import SendOutcome
-from ...wire import encode
+from ...wire import send_ack
 from .protocol import error_event
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class SendPipeline:
                         answers.append(self._session.rate_limit_refusal(ref, refusal))
                         continue
                     outcome = next(stored)
-                    if isinstance(outcome, tuple) and outcome[1]:  # stored now (not refused, not a repeat)
+                    if isinstance(outcome, tuple) and outcome[1] is not None:  # stored now (not refused, not a repeat)
                         node.metrics.send_latency.observe(now - taken_at)
                     answers.append(_answer(ref, outcome))
                 self._session.reply_all(answers)
@@ -112,6 +112,4 @@ def _answer(ref: str | None, outcome: SendOutcome) -> bytes:
     if isinstance(outcome, Exception):  # a bug or a value the database refused: this send only
         log.error("a send failed", exc_info=outcome)
         return error_event(ref, "internal_error", "the message could not be stored")
-    ack: dict[str, Any] = {"type": "ack", "message": outcome[0]} if ref is None else {
-        "type": "ack", "ref": ref, "message": outcome[0]}
-    return encode(ack)
+    return send_ack(ref, *outcome)
