@@ -111,16 +111,18 @@ def make_clients(url: str, secret: str, count: int) -> list[Client]:
 
 
 @contextmanager
-def server(url: str, data_dir: Path, secret: str, settings: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """`run.py serve --port 0` on `url` (and `settings`, environment variables); yields its base URL
-    and pid, and stops it on exit."""
+def server(url: str, data_dir: Path, secret: str, settings: dict[str, str] | None = None,
+           cores: set[int] | None = None) -> Iterator[tuple[str, int]]:
+    """`run.py serve --port 0` on `url` (and `settings`, environment variables), on `cores` if given;
+    yields its base URL and pid, and stops it on exit."""
     env = {**os.environ, "ROOMCAST_NO_BOOTSTRAP": "1", "ROOMCAST_DATA_DIR": str(data_dir),
            "ROOMCAST_DATABASE_URL": url, "ROOMCAST_JWT_SECRET": secret, "ROOMCAST_LOG_LEVEL": "warning",
            # Measure the send path, not a rate limiter.
            "ROOMCAST_SEND_RATE_PER_S": "1000000", "ROOMCAST_SEND_BURST": "1000000", **(settings or {})}
     log = open(data_dir / "server.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=log, text=True)
+                               stdout=subprocess.PIPE, stderr=log, text=True,
+                               preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     try:
         assert process.stdout is not None
         deadline = time.monotonic() + 30
@@ -142,6 +144,18 @@ def server(url: str, data_dir: Path, secret: str, settings: dict[str, str] | Non
             process.kill()
             process.wait()
         log.close()
+
+
+def split_cores() -> tuple[set[int] | None, set[int] | None]:
+    """The server's cores and the clients' (the last one), as fanout.py splits them; (None, None) on one core.
+
+    Sharing cores, the scheduler may run the clients, woken by the server's answers, on the
+    server's core in the middle of its work: a stall no client on another machine causes.
+    """
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    return set(available[:-1]), {available[-1]}
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -268,6 +282,8 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=120.0, help="stop sending after this many seconds")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="raw: one hand-written keep-alive connection per client; httpx: httpx's pool")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let server and clients share every core (default: clients on the last core)")
     args = parser.parse_args()
     if not (1 <= args.clients <= 1000 and 1 <= args.rooms <= args.clients and 1 <= args.messages <= 10_000):
         parser.error("need 1 <= rooms <= clients <= 1000 and 1 <= messages <= 10000")
@@ -277,7 +293,10 @@ def main() -> int:
     try:
         with database(args.database, data_dir, args.postgres_url) as url:
             clients = make_clients(url, secret, args.clients)
-            with server(url, data_dir, secret) as (base_url, pid):
+            server_cores, client_cores = split_cores() if args.pin else (None, None)
+            with server(url, data_dir, secret, cores=server_cores) as (base_url, pid):
+                if client_cores:
+                    os.sched_setaffinity(0, client_cores)
                 latencies, elapsed, server_cpu, sent_to = trio.run(run_load, base_url, pid, clients, args.rooms,
                                                                    args.messages, args.time_limit, args.client == "raw")
     finally:
@@ -290,8 +309,10 @@ def main() -> int:
     print(f"latency p50={percentile(latencies, 0.50) * 1000:.1f}ms p99={percentile(latencies, 0.99) * 1000:.1f}ms "
           f"max={latencies[-1] * 1000:.1f}ms")
     if server_cpu is not None:
+        placement = (f"server on cores {sorted(server_cores)}, clients on {sorted(client_cores)}"
+                     if server_cores and client_cores else f"{os.cpu_count()} cores shared with the clients")
         print(f"server CPU: {server_cpu:.2f}s, {server_cpu / total * 1000:.2f}ms per message "
-              f"({server_cpu / elapsed:.0%} of one core); {os.cpu_count()} cores shared with this client")
+              f"({server_cpu / elapsed:.0%} of one core); {placement}")
     print(f"messages per room (each room's last_seq checked): {sorted(sent_to.values())}")
     return 0
 
