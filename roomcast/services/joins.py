@@ -86,13 +86,16 @@ class JoinRequest:
 
 
 # Each batcher by its actor: what `ensure_joins` finds behind `ActorSystem.ensure`.
-_BY_ACTOR: weakref.WeakKeyDictionary[Actor, JoinBatcher] = weakref.WeakKeyDictionary()
+# Weak both ways, as the committers' (send_committer._BY_ACTOR).
+_BY_ACTOR: weakref.WeakKeyDictionary[Actor, weakref.ref[JoinBatcher]] = weakref.WeakKeyDictionary()
 
 
 def ensure_joins(node: Node) -> JoinBatcher:
     """The node's join batcher, started on first use."""
     actor = node.actors.ensure(ACTOR_NAME, lambda: JoinBatcher(node).actor)
-    return _BY_ACTOR[actor]
+    batcher = _BY_ACTOR[actor]()
+    assert batcher is not None  # the actor's run holds it
+    return batcher
 
 
 async def prepare_join(node: Node, request: JoinRequest) -> Joined:
@@ -113,7 +116,7 @@ class JoinBatcher:
         self.joins = 0
         self._held: deque[JoinRequest] = deque()  # taken from the mailbox, left for the next batch
         self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=_MAILBOX, describe_extra=self.describe)
-        _BY_ACTOR[self.actor] = self
+        _BY_ACTOR[self.actor] = weakref.ref(self)
 
     async def submit(self, request: JoinRequest) -> Joined:
         try:

@@ -77,14 +77,18 @@ class SendRequest:
 
 
 # Each committer by its actor: what `ensure_committer` finds behind `ActorSystem.ensure`.
-_BY_ACTOR: weakref.WeakKeyDictionary[Actor, SendCommitter] = weakref.WeakKeyDictionary()
+# Weak both ways: the actor keeps its committer alive (its run is the committer's), and an
+# entry must not keep the actor alive through it once the node lets the actor go.
+_BY_ACTOR: weakref.WeakKeyDictionary[Actor, weakref.ref[SendCommitter]] = weakref.WeakKeyDictionary()
 
 
 def ensure_committer(node: Node, store: StoreDraft, store_many: StoreDrafts) -> SendCommitter:
     """The node's committer, started on first use: it stores each batch with `store_many`, or
     draft by draft with `store` after a batch failed unexpectedly."""
     actor = node.actors.ensure(ACTOR_NAME, lambda: SendCommitter(node, store, store_many).actor)
-    return _BY_ACTOR[actor]
+    committer = _BY_ACTOR[actor]()
+    assert committer is not None  # the actor's run holds it
+    return committer
 
 
 class _DraftFailed(Exception):
@@ -110,7 +114,7 @@ class SendCommitter:
         self._waiting: trio.Event | None = None  # while workers wait for a reason to start a transaction
         self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=settings.send_queue_max,
                            describe_extra=self.describe, on_terminated=self._terminated)
-        _BY_ACTOR[self.actor] = self
+        _BY_ACTOR[self.actor] = weakref.ref(self)
 
     async def submit(self, request: SendRequest) -> list[SendOutcome]:
         """Queue `request` (waiting while the mailbox is full) and return its outcomes once committed."""
