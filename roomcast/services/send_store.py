@@ -38,8 +38,7 @@ from ..storage.models import Attachment, Message
 from ..storage.rooms import (
     LockedRoom,
     lock_room_for_send,
-    lock_rooms_for_send,
-    memberships_among,
+    lock_rooms_with_members,
     record_room_message,
     record_room_messages,
 )
@@ -49,7 +48,7 @@ from ..timestamps import to_wire, utcnow
 from ..wire import JsonObject, attachment_to_wire, message_event, message_to_wire, new_message_to_wire, sender_to_wire
 from .access import not_a_member
 from .send_committer import Stored
-from .webhook_events import enqueue, prefetch_bot_targets
+from .webhook_events import enqueue, prefetch_targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +110,7 @@ def store_drafts(node: Node, session: Session,
     Each outcome is what `store_draft` gives for that draft, or the ApiError it raises.
     Anything else raised means the batch as a whole failed, and the transaction with it.
     """
-    rooms = lock_rooms_for_send(session, {draft.room_id for _, draft in entries})
-    members = memberships_among(session, {(draft.room_id, sender.id) for sender, draft in entries
-                                          if draft.room_id in rooms})
+    rooms, members = lock_rooms_with_members(session, {(draft.room_id, sender.id) for sender, draft in entries})
     originals = find_by_client_ids(session, {(draft.room_id, sender.id, draft.client_id) for sender, draft in entries
                                              if draft.client_id is not None and (draft.room_id, sender.id) in members})
     outcomes: list[Stored | ApiError | None] = [None] * len(entries)
@@ -186,12 +183,13 @@ def _write(node: Node, session: Session, planned: list[_Planned],
         last[draft.room_id] = (plan.seq, message_id)
     record_room_messages(session, [(room_id, rooms[room_id].last_seq, seq, message_id)
                                    for room_id, (seq, message_id) in last.items()], now)
-    by_tenant: defaultdict[str, set[int]] = defaultdict(set)
+    bot_rooms: defaultdict[str, set[int]] = defaultdict(set)  # every sending tenant: the rooms bots may answer in
     for plan in planned:
+        rooms_of_tenant = bot_rooms[plan.sender.tenant]
         if plan.sender.role != "bot":
-            by_tenant[plan.sender.tenant].add(plan.draft.room_id)
-    for tenant, room_ids in by_tenant.items():
-        prefetch_bot_targets(session, tenant, room_ids)
+            rooms_of_tenant.add(plan.draft.room_id)
+    for tenant, room_ids in bot_rooms.items():
+        prefetch_targets(session, node.settings, tenant, room_ids)
     for plan, view in zip(planned, views, strict=True):
         enqueue(node, session, plan.sender.tenant, "message.created", plan.draft.room_id, plan.seq, message=view,
                 to_bots=plan.sender.role != "bot")  # a bot's messages never trigger bots

@@ -30,9 +30,10 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..node import Node
-from ..storage.bots import RoomBot, bots_of_rooms, room_bots
+from ..storage.bots import RoomBot, room_bots
 from ..storage.database import on_commit
 from ..storage.models import Bot, Webhook
+from ..storage.send_targets import webhooks_and_room_bots
 from ..storage.webhooks import PENDING, ActiveWebhook, active_webhooks, insert_deliveries
 from ..timestamps import utcnow
 from ..wire import JsonObject, encode_text
@@ -117,19 +118,31 @@ def _bot_targets(session: Session, tenant: str, room_id: int) -> list[Target]:
     return cache[room_id]
 
 
-def prefetch_bot_targets(session: Session, tenant: str, room_ids: Collection[int]) -> None:
-    """Read the bots of many rooms at once (a batch of sends), for `enqueue` in this transaction."""
-    cache: dict[int, list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
-    missing = [room_id for room_id in room_ids if room_id not in cache]
-    for room_id, bots in bots_of_rooms(session, tenant, missing).items():
-        cache[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in bots]
+def prefetch_targets(session: Session, settings: Settings, tenant: str, bot_rooms: Collection[int]) -> None:
+    """Read the tenant's targets and the bots of `bot_rooms` at once (a batch of sends: one
+    statement for both), for `enqueue` in this transaction."""
+    tenants: dict[str, list[Target]] = session.info.setdefault(_TARGETS, {})
+    rooms: dict[int, list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
+    missing = [room_id for room_id in bot_rooms if room_id not in rooms]
+    if tenant in tenants and not missing:
+        return
+    webhooks, bots = webhooks_and_room_bots(session, tenant, missing, webhooks=tenant not in tenants)
+    if tenant not in tenants:
+        tenants[tenant] = _targets_of(settings, webhooks)
+    for room_id, room_bots_found in bots.items():
+        rooms[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in room_bots_found]
+
+
+def _targets_of(settings: Settings, webhooks: list[ActiveWebhook]) -> list[Target]:
+    """Every target that may get a tenant's events: the configured ones, then its API webhooks."""
+    return config_targets(settings) + [api_target(w) for w in webhooks]
 
 
 def _tenant_targets(session: Session, settings: Settings, tenant: str) -> list[Target]:
     """Every target that may get the tenant's events, read once per transaction (each source adds its own)."""
     cache: dict[str, list[Target]] = session.info.setdefault(_TARGETS, {})
     if tenant not in cache:
-        cache[tenant] = config_targets(settings) + [api_target(w) for w in active_webhooks(session, tenant)]
+        cache[tenant] = _targets_of(settings, active_webhooks(session, tenant))
     return cache[tenant]
 
 

@@ -46,29 +46,6 @@ _ROOM_BOTS = (
 )
 
 
-# The same for a batch of sends to many rooms: one statement, whatever the number of rooms.
-_ROOMS_BOTS = (
-    select(_MEMBERS.c.room_id, _BOTS.c.user_id, _USERS.c.username, _BOTS.c.url, _BOTS.c.secret, _BOTS.c.trigger,
-           _ROOMS.c.kind)
-    .select_from(_BOTS.join(_MEMBERS, (_MEMBERS.c.user_id == _BOTS.c.user_id)
-                            & _MEMBERS.c.room_id.in_(bindparam("rooms", expanding=True)))
-                 .join(_USERS, _USERS.c.id == _BOTS.c.user_id)
-                 .join(_ROOMS, _ROOMS.c.id == _MEMBERS.c.room_id))
-    .where(_BOTS.c.tenant == bindparam("tenant"), _BOTS.c.active.is_(True), _USERS.c.is_active.is_(True))
-    .order_by(_MEMBERS.c.room_id, _BOTS.c.user_id)
-)
-
-
-def bots_of_rooms(session: Session, tenant: str, room_ids: Collection[int]) -> dict[int, list[RoomBot]]:
-    """`room_bots` of each of `room_ids` (every one a key, with no bots or some)."""
-    found: dict[int, list[RoomBot]] = {room_id: [] for room_id in room_ids}
-    if found:
-        rows = session.connection().execute(_ROOMS_BOTS, {"tenant": tenant, "rooms": sorted(found)})
-        for row in rows:
-            found[row[0]].append(RoomBot(row[1], row[2], row[3], row[4], row[5], row[6]))
-    return found
-
-
 def room_bots(session: Session, tenant: str, room_id: int) -> list[RoomBot]:
     """The active bots that are members of the room."""
     rows = session.connection().execute(_ROOM_BOTS, {"tenant": tenant, "room": room_id})

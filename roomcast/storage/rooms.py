@@ -181,6 +181,36 @@ def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> s
     return {(room_id, user_id) for room_id, user_id in rows}  # type: ignore[misc]
 
 
+# PostgreSQL: the rooms locked as by _LOCK_ROOMS_FOR_SEND, each with those of the users that
+# are its members, in one round trip. The membership reads take the statement's snapshot: a
+# join committed while this waited for a room's lock is not seen (the send raced it, either
+# order is an outcome the sender could have had).
+_LOCK_ROOMS_WITH_MEMBERS_PG = (
+    "SELECT rooms.id, rooms.tenant, rooms.is_active, rooms.last_seq, "
+    "ARRAY(SELECT memberships.user_id FROM memberships WHERE memberships.room_id = rooms.id "
+    "AND memberships.user_id = ANY(%(users)b::bigint[])) "
+    "FROM rooms WHERE rooms.id = ANY(%(room_ids)b::bigint[]) ORDER BY rooms.id FOR NO KEY UPDATE OF rooms")
+
+
+def lock_rooms_with_members(session: Session, pairs: Collection[tuple[int, int]]
+                            ) -> tuple[dict[int, LockedRoom], set[tuple[int, int]]]:
+    """`lock_rooms_for_send` of the rooms of `pairs` (room_id, user_id), and `memberships_among`
+    of those pairs in the rooms found: on PostgreSQL in one statement."""
+    if driver_rows.dialect(session) != "postgresql":
+        found = lock_rooms_for_send(session, {room_id for room_id, _ in pairs})
+        return found, memberships_among(session, [pair for pair in pairs if pair[0] in found])
+    rows, _ = driver_rows.pg_execute(session, _LOCK_ROOMS_WITH_MEMBERS_PG, {
+        "room_ids": sorted({room_id for room_id, _ in pairs}), "users": sorted({user_id for _, user_id in pairs})})
+    rooms: dict[int, LockedRoom] = {}
+    members: set[tuple[int, int]] = set()
+    for room_id, tenant, is_active, last_seq, users in rows:
+        assert isinstance(room_id, int) and isinstance(tenant, str) and isinstance(last_seq, int)
+        assert isinstance(users, list)
+        rooms[room_id] = LockedRoom(room_id, tenant, bool(is_active), last_seq)
+        members.update((room_id, user_id) for user_id in users)
+    return rooms, {pair for pair in pairs if pair in members}
+
+
 # PostgreSQL: the moves as arrays, in binary (see driver_rows).
 _RECORD_MESSAGES_PG = (
     "UPDATE rooms SET last_seq = moves.seq, last_message_id = moves.message_id, last_activity_at = %(at)b "
