@@ -32,15 +32,14 @@ from ..storage.messages import (
     find_by_client_ids,
     get_room_message,
     insert_message,
-    insert_messages,
 )
 from ..storage.models import Attachment, Message
 from ..storage.rooms import (
     LockedRoom,
+    insert_messages_moving_rooms,
     lock_room_for_send,
     lock_rooms_with_members,
     record_room_message,
-    record_room_messages,
 )
 from ..storage.streams import Append
 from ..storage.users import UserSnapshot
@@ -163,11 +162,11 @@ def _write(node: Node, session: Session, planned: list[_Planned],
     """The writes of a checked batch: its messages, rooms, webhook deliveries and outbox rows."""
     now = utcnow()
     created_at = to_wire(now)
-    ids = insert_messages(session, [
+    last_seqs = {plan.draft.room_id: plan.seq for plan in planned}  # each room's new last seq (planned in order)
+    ids = insert_messages_moving_rooms(session, [
         {"room_id": plan.draft.room_id, "seq": plan.seq, "sender_id": plan.sender.id, "body": plan.draft.body,
          "reply_to_id": plan.draft.reply_to, "client_id": plan.draft.client_id, "created_at": now}
-        for plan in planned])
-    last: dict[int, tuple[int, int]] = {}  # room -> (its new last seq, that message's id)
+        for plan in planned], [(room_id, rooms[room_id].last_seq, seq) for room_id, seq in last_seqs.items()], now)
     events: list[JsonObject] = []
     views: list[JsonObject] = []
     for plan, message_id in zip(planned, ids, strict=True):
@@ -180,9 +179,6 @@ def _write(node: Node, session: Session, planned: list[_Planned],
                                    created_at)
         views.append(view)
         events.append(message_event(draft.room_id, plan.seq, view))
-        last[draft.room_id] = (plan.seq, message_id)
-    record_room_messages(session, [(room_id, rooms[room_id].last_seq, seq, message_id)
-                                   for room_id, (seq, message_id) in last.items()], now)
     bot_rooms: defaultdict[str, set[int]] = defaultdict(set)  # every sending tenant: the rooms bots may answer in
     for plan in planned:
         rooms_of_tenant = bot_rooms[plan.sender.tenant]

@@ -61,12 +61,17 @@ _INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter
 _INSERT_MESSAGE_SQLITE = ("INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
                           "VALUES (?, ?, ?, ?, ?, ?, ?)")
 # One array per column, in binary (see driver_rows); the ids come back keyed by (room, seq).
-_INSERT_MESSAGES_PG = (
+INSERT_MESSAGES_PG = (
     "INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
     "SELECT * FROM unnest(%(room_id)b::bigint[], %(seq)b::bigint[], %(sender_id)b::bigint[], %(body)b::text[], "
     "%(reply_to_id)b::bigint[], %(client_id)b::varchar[], %(created_at)b::timestamptz[]) "
     "RETURNING id, room_id, seq")
 _MESSAGE_COLUMNS = ("room_id", "seq", "sender_id", "body", "reply_to_id", "client_id", "created_at")
+
+
+def message_columns(rows: Sequence[dict[str, object]]) -> dict[str, list[object]]:
+    """The parameters of `INSERT_MESSAGES_PG` for `rows`: one list per column."""
+    return {column: [row[column] for row in rows] for column in _MESSAGE_COLUMNS}
 
 
 def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list[int]:
@@ -83,8 +88,7 @@ def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list
             for row in rows])
     if dialect != "postgresql":
         return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
-    returned, _ = driver_rows.pg_execute(session, _INSERT_MESSAGES_PG,
-                                         {column: [row[column] for row in rows] for column in _MESSAGE_COLUMNS})
+    returned, _ = driver_rows.pg_execute(session, INSERT_MESSAGES_PG, message_columns(rows))
     ids = {(room_id, seq): message_id for message_id, room_id, seq in returned}
     return [ids[(row["room_id"], row["seq"])] for row in rows]  # type: ignore[misc]
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from . import driver_rows
+from .messages import INSERT_MESSAGES_PG, insert_messages, message_columns
 from .models import Membership, Message, Room, User
 from .replica import require_replayed
 
@@ -239,9 +240,48 @@ def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, 
         changed = connection.execute(_RECORD_MESSAGE, [
             {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}
             for room_id, previous, seq, message_id in moves]).rowcount
-    if connection.dialect.supports_sane_multi_rowcount and changed != len(moves):
+    if connection.dialect.supports_sane_multi_rowcount:
+        _require_moved(changed, moves)
+
+
+def _require_moved(changed: int, moves: Sequence[object]) -> None:
+    if changed != len(moves):
         # The locks make this impossible; a seq taken twice would break every subscriber's order.
         raise RuntimeError("a room is no longer at the seq it was locked at")
+
+
+# PostgreSQL: a batch's messages inserted and their rooms moved on in one round trip. The
+# UPDATE takes each room's last message id from the INSERT's RETURNING (it cannot see the new
+# rows themselves: every part of the statement reads the same snapshot).
+_INSERT_MESSAGES_MOVING_ROOMS_PG = (
+    f"WITH inserted AS ({INSERT_MESSAGES_PG}), "
+    "moved AS (UPDATE rooms SET last_seq = moves.seq, last_message_id = inserted.id, last_activity_at = %(at)b "
+    "FROM unnest(%(move_rooms)b::bigint[], %(previous_seqs)b::bigint[], %(seqs)b::bigint[]) "
+    "AS moves(room_id, previous_seq, seq) "
+    "JOIN inserted ON inserted.room_id = moves.room_id AND inserted.seq = moves.seq "
+    "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq RETURNING rooms.id) "
+    "SELECT inserted.id, inserted.room_id, inserted.seq, (SELECT count(*) FROM moved) FROM inserted")
+
+
+def insert_messages_moving_rooms(session: Session, rows: Sequence[dict[str, object]],
+                                 moves: Sequence[tuple[int, int, int]], at: datetime) -> list[int]:
+    """`insert_messages` of `rows`, then `record_room_messages` of `moves` (room_id, previous
+    last_seq, new last_seq: the room's last message is its row of that seq); the rows' ids, in
+    order. On PostgreSQL one statement."""
+    if driver_rows.dialect(session) != "postgresql":
+        ids = insert_messages(session, rows)
+        by_seq = {(row["room_id"], row["seq"]): message_id for row, message_id in zip(rows, ids, strict=True)}
+        record_room_messages(session, [(room_id, previous, seq, by_seq[(room_id, seq)])
+                                       for room_id, previous, seq in moves], at)
+        return ids
+    returned, _ = driver_rows.pg_execute(session, _INSERT_MESSAGES_MOVING_ROOMS_PG, {
+        **message_columns(rows), "move_rooms": [room_id for room_id, _, _ in moves],
+        "previous_seqs": [previous for _, previous, _ in moves], "seqs": [seq for _, _, seq in moves], "at": at})
+    moved = returned[0][3] if returned else 0
+    assert isinstance(moved, int)
+    _require_moved(moved, moves)
+    new_ids = {(room_id, seq): message_id for message_id, room_id, seq, _ in returned}
+    return [new_ids[(row["room_id"], row["seq"])] for row in rows]  # type: ignore[misc]
 
 
 def find_room_by_ref(session: Session, tenant: str, external_ref: str, *, lock: bool = False) -> Room | None:

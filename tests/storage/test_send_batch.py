@@ -18,7 +18,8 @@ from roomcast.errors import ApiError
 from roomcast.services import messaging, send_store
 from roomcast.storage.events import append_events
 from roomcast.storage.messages import insert_messages
-from roomcast.storage.models import Message, OutboxEvent
+from roomcast.storage.models import Message, OutboxEvent, Room
+from roomcast.storage.rooms import insert_messages_moving_rooms
 from roomcast.storage.users import UserSnapshot, get_user
 from roomcast.timestamps import utcnow
 from tests.chat_helpers import make_group, send
@@ -173,3 +174,33 @@ async def test_the_drivers_errors_come_out_as_sqlalchemys(client: Any, users: An
         await node.database.write(lambda session: insert_messages(session, [
             {"room_id": rooms[0], "seq": 1, "sender_id": people[0].id, "body": "again", "reply_to_id": None,
              "client_id": None, "created_at": utcnow()}]))
+
+
+async def test_messages_inserted_with_their_rooms_moved_on_and_a_room_moved_meanwhile_fails_the_batch(
+        client: Any, users: Any, node: Any) -> None:
+    """PostgreSQL: one statement inserts and moves the rooms on; SQLite: two. Either way the ids come
+    back in the rows' order, each room points at its last new message, and a room that is not at
+    the seq it was read at fails the whole batch (nothing written)."""
+    people, rooms, _ = await _world(client, users, node)
+    first, second = rooms[:2]
+
+    def row(room: int, seq: int, body: str) -> dict[str, Any]:
+        return {"room_id": room, "seq": seq, "sender_id": people[0].id, "body": body, "reply_to_id": None,
+                "client_id": None, "created_at": utcnow()}
+
+    rows = [row(second, 1, "b1"), row(first, 2, "a2"), row(second, 2, "b2"), row(first, 3, "a3")]
+    ids = await node.database.write(
+        lambda session: insert_messages_moving_rooms(session, rows, [(first, 1, 3), (second, 0, 2)], utcnow()))
+    assert len(set(ids)) == 4
+    stored = await node.database.read(lambda session: {
+        m.id: (m.room_id, m.seq, m.body) for m in session.scalars(select(Message).where(Message.id.in_(ids)))})
+    assert [stored[message_id] for message_id in ids] == [(r["room_id"], r["seq"], r["body"]) for r in rows]
+    moved = await node.database.read(lambda session: {
+        room.id: (room.last_seq, room.last_message_id) for room in session.scalars(select(Room))})
+    assert (moved[first], moved[second]) == ((3, ids[3]), (2, ids[2]))
+
+    with pytest.raises(RuntimeError, match="no longer at the seq"):  # the first room is at 3, not 1
+        await node.database.write(lambda session: insert_messages_moving_rooms(
+            session, [row(second, 3, "b3"), row(first, 4, "a4")], [(first, 1, 4), (second, 2, 3)], utcnow()))
+    assert await node.database.read(
+        lambda session: session.scalars(select(Message.id).where(Message.body.in_(["a4", "b3"]))).all()) == []
