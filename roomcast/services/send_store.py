@@ -37,8 +37,8 @@ from ..storage.models import Attachment, Message
 from ..storage.rooms import (
     LockedRoom,
     insert_messages_moving_rooms,
+    lock_for_sends,
     lock_room_for_send,
-    lock_rooms_with_members,
     record_room_message,
 )
 from ..storage.streams import Append
@@ -109,9 +109,12 @@ def store_drafts(node: Node, session: Session,
     Each outcome is what `store_draft` gives for that draft, or the ApiError it raises.
     Anything else raised means the batch as a whole failed, and the transaction with it.
     """
-    rooms, members = lock_rooms_with_members(session, {(draft.room_id, sender.id) for sender, draft in entries})
-    originals = find_by_client_ids(session, {(draft.room_id, sender.id, draft.client_id) for sender, draft in entries
-                                             if draft.client_id is not None and (draft.room_id, sender.id) in members})
+    locked = lock_for_sends(session, {(draft.room_id, sender.id) for sender, draft in entries},
+                            {(draft.room_id, sender.id, draft.client_id) for sender, draft in entries
+                             if draft.client_id is not None})
+    rooms, members = locked.rooms, locked.members
+    # The originals of repeated client_ids (a client's retry: rare) are read whole only when there are some.
+    originals = find_by_client_ids(session, {key for key in locked.used_client_ids if key[:2] in members})
     outcomes: list[Stored | ApiError | None] = [None] * len(entries)
     last_seqs = {room_id: room.last_seq for room_id, room in rooms.items()}
     planned: list[_Planned] = []

@@ -93,6 +93,15 @@ def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list
     return [ids[(row["room_id"], row["seq"])] for row in rows]  # type: ignore[misc]
 
 
+def used_client_ids(session: Session, keys: Collection[tuple[int, int, str]]) -> set[tuple[int, int, str]]:
+    """Those (room_id, sender_id, client_id) keys that a stored message already has."""
+    if not keys:
+        return set()
+    query = select(_MESSAGES.c.room_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_id).where(
+        tuple_(_MESSAGES.c.room_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_id).in_(sorted(keys)))
+    return {(room_id, sender_id, client_id) for room_id, sender_id, client_id in session.connection().execute(query)}
+
+
 def find_by_client_ids(session: Session,
                        keys: Collection[tuple[int, int, str]]) -> dict[tuple[int, int, str], Message]:
     """The messages already stored under those (room_id, sender_id, client_id) keys, by key."""

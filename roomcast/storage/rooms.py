@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from . import driver_rows
-from .messages import INSERT_MESSAGES_PG, insert_messages, message_columns
+from .messages import INSERT_MESSAGES_PG, insert_messages, message_columns, used_client_ids
 from .models import Membership, Message, Room, User
 from .replica import require_replayed
 
@@ -185,31 +185,51 @@ def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> s
 # PostgreSQL: the rooms locked as by _LOCK_ROOMS_FOR_SEND, each with those of the users that
 # are its members, in one round trip. The membership reads take the statement's snapshot: a
 # join committed while this waited for a room's lock is not seen (the send raced it, either
-# order is an outcome the sender could have had).
-_LOCK_ROOMS_WITH_MEMBERS_PG = (
+# order is an outcome the sender could have had). So do the client_ids already used: a retry
+# committed meanwhile by another node is caught by the messages' unique key, and the committer's
+# draft-by-draft path then answers with the original.
+_USED_CLIENT_IDS_PG = (
+    "SELECT messages.{column} FROM messages JOIN unnest(%(key_senders)b::bigint[], %(key_clients)b::varchar[]) "
+    "AS used(sender_id, client_id) ON messages.sender_id = used.sender_id AND messages.client_id = used.client_id "
+    "WHERE messages.room_id = rooms.id ORDER BY messages.id")
+_LOCK_FOR_SENDS_PG = (
     "SELECT rooms.id, rooms.tenant, rooms.is_active, rooms.last_seq, "
     "ARRAY(SELECT memberships.user_id FROM memberships WHERE memberships.room_id = rooms.id "
-    "AND memberships.user_id = ANY(%(users)b::bigint[])) "
+    "AND memberships.user_id = ANY(%(users)b::bigint[])), "
+    f"ARRAY({_USED_CLIENT_IDS_PG.format(column='sender_id')}), ARRAY({_USED_CLIENT_IDS_PG.format(column='client_id')}) "
     "FROM rooms WHERE rooms.id = ANY(%(room_ids)b::bigint[]) ORDER BY rooms.id FOR NO KEY UPDATE OF rooms")
 
 
-def lock_rooms_with_members(session: Session, pairs: Collection[tuple[int, int]]
-                            ) -> tuple[dict[int, LockedRoom], set[tuple[int, int]]]:
-    """`lock_rooms_for_send` of the rooms of `pairs` (room_id, user_id), and `memberships_among`
-    of those pairs in the rooms found: on PostgreSQL in one statement."""
+@dataclass(frozen=True, slots=True)
+class LockedForSends:
+    """What a batch of sends reads before it writes, its rooms locked."""
+
+    rooms: dict[int, LockedRoom]  # the rooms that exist, by id
+    members: set[tuple[int, int]]  # the (room_id, user_id) pairs asked about that are memberships
+    used_client_ids: set[tuple[int, int, str]]  # the (room_id, sender_id, client_id) keys asked about already stored
+
+
+def lock_for_sends(session: Session, pairs: Collection[tuple[int, int]],
+                   keys: Collection[tuple[int, int, str]]) -> LockedForSends:
+    """`lock_rooms_for_send` of the rooms of `pairs` (room_id, user_id), `memberships_among` of those
+    pairs in the rooms found and `used_client_ids` of `keys`: on PostgreSQL in one statement."""
     if driver_rows.dialect(session) != "postgresql":
         found = lock_rooms_for_send(session, {room_id for room_id, _ in pairs})
-        return found, memberships_among(session, [pair for pair in pairs if pair[0] in found])
-    rows, _ = driver_rows.pg_execute(session, _LOCK_ROOMS_WITH_MEMBERS_PG, {
-        "room_ids": sorted({room_id for room_id, _ in pairs}), "users": sorted({user_id for _, user_id in pairs})})
+        return LockedForSends(found, memberships_among(session, [pair for pair in pairs if pair[0] in found]),
+                              used_client_ids(session, keys))
+    rows, _ = driver_rows.pg_execute(session, _LOCK_FOR_SENDS_PG, {
+        "room_ids": sorted({room_id for room_id, _ in pairs}), "users": sorted({user_id for _, user_id in pairs}),
+        "key_senders": [sender_id for _, sender_id, _ in keys], "key_clients": [client_id for _, _, client_id in keys]})
     rooms: dict[int, LockedRoom] = {}
     members: set[tuple[int, int]] = set()
-    for room_id, tenant, is_active, last_seq, users in rows:
+    used: set[tuple[int, int, str]] = set()
+    for room_id, tenant, is_active, last_seq, users, senders, client_ids in rows:
         assert isinstance(room_id, int) and isinstance(tenant, str) and isinstance(last_seq, int)
-        assert isinstance(users, list)
+        assert isinstance(users, list) and isinstance(senders, list) and isinstance(client_ids, list)
         rooms[room_id] = LockedRoom(room_id, tenant, bool(is_active), last_seq)
         members.update((room_id, user_id) for user_id in users)
-    return rooms, {pair for pair in pairs if pair in members}
+        used.update((room_id, sender_id, client_id) for sender_id, client_id in zip(senders, client_ids, strict=True))
+    return LockedForSends(rooms, {pair for pair in pairs if pair in members}, {key for key in keys if key in used})
 
 
 # PostgreSQL: the moves as arrays, in binary (see driver_rows).
