@@ -20,9 +20,14 @@ the client, not the server, is what is measured once both share two cores.
     python bench/rest_send.py --database postgresql     # PostgreSQL at --postgres-url
     python bench/rest_send.py --client httpx            # through httpx
 
+The server runs on every core but the last and the clients on the last one (`--no-pin` to
+share them), as fanout.py does: a client woken on the server's core stalls the server.
+
 Server CPU per message, 32 clients, 4 rooms, raw client, on 2 cores shared with it:
 before the fast path 1.2 ms (SQLite) and 2.1 ms (PostgreSQL); with it 0.4–0.5 ms and
-0.9–1.0 ms (docs/architecture.md, "REST sends below Quart").
+0.9–1.0 ms (docs/architecture.md, "REST sends below Quart"). Pinned, `--messages 300`:
+SQLite 0.42–0.49 ms (1,980–2,260 messages/s, p99 35–36 ms), PostgreSQL 0.50–0.63 ms
+(1,300–1,610 messages/s, p99 39–52 ms).
 """
 
 from __future__ import annotations
