@@ -183,6 +183,26 @@ def test_unread_badge_counts_messages_and_clears_when_the_room_is_read(server: S
     assert quiet["id"] != busy["id"]
 
 
+def test_a_click_on_a_room_survives_a_redraw_between_press_and_release(server: ServerProcess,
+                                                                       open_page: Any) -> None:
+    """The list redraws on every preview, badge and presence change; a click whose press came
+    before one and whose release after still opens the room."""
+    alice = server.create_user("alice")
+    bob = server.create_user("bob")
+    room = server.group(alice, "Redrawn room", bob)
+    page = open_page(alice)
+    button = room_item(page, "Redrawn room").get_by_role("button")
+    box = button.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    server.send(bob, room["id"], "sent while the mouse was down")
+    expect(room_item(page, "Redrawn room")).to_contain_text("sent while the mouse was down")  # redrawn
+    page.mouse.up()
+    expect(page.locator("#room-title")).to_have_text("Redrawn room")
+    expect(bodies(page)).to_have_text(["sent while the mouse was down"])
+
+
 def test_direct_chat_from_contacts(server: ServerProcess, open_page: Any, artifact: Any) -> None:
     carol = server.create_user("carol", display_name="Carol")
     dave = server.create_user("dave", display_name="Dave")

@@ -7,6 +7,7 @@ import { onlineIn } from "./presence.js";
 import { activityOf, roomName, store } from "./store.js";
 
 const items = new Map();  // room id → <li>
+const parts = new WeakMap();  // <li> → the elements each redraw updates in place
 let onOpen = () => {};
 
 export function initRoomList(openRoom) {
@@ -31,36 +32,55 @@ function preview(room) {
   return `${mine ? "You" : nameOf(last.sender)}: ${text}`;
 }
 
-function renderItem(room) {
-  const unread = room.unread_count || 0;
-  const open = store.openRoomId === room.id;
-  const name = roomName(room);
-  const button = el("button", {
-    type: "button",
-    className: "room-item",
-    attrs: {
-      "aria-label": `${name}${unread ? `, ${unread} unread` : ""}`,
-      ...(open ? { "aria-current": "true" } : {}),
-    },
-    onclick: () => onOpen(room.id),
-  },
+/** The <li> of a room, built once: every later redraw updates its elements in place. */
+function itemOf(roomId) {
+  let li = items.get(roomId);
+  if (li) return li;
+  const item = {
+    dot: el("span", { className: "dot", attrs: { "aria-hidden": "true" } }),
+    name: el("span", { className: "room-name" }),
+    time: el("span", { className: "room-time" }),
+    preview: el("span", { className: "room-preview" }),
+    badge: el("span", { className: "badge", attrs: { "aria-hidden": "true" } }),
+  };
+  item.previewLine = el("span", { className: "room-line" }, item.preview);
   // The dot has a column of its own, so the name and the preview line up under each other.
-  el("span", { className: `dot${isOtherOnline(room) ? " on" : ""}`, attrs: { "aria-hidden": "true" } }),
-  el("span", { className: "room-text" },
-    el("span", { className: "room-line" },
-      el("span", { className: "room-name" }, name),
-      el("span", { className: "room-time" }, shortTime(room.last_message && room.last_message.created_at))),
-    el("span", { className: "room-line" },
-      el("span", { className: "room-preview" }, preview(room)),
-      unread ? el("span", { className: "badge", attrs: { "aria-hidden": "true" } }, unread > 99 ? "99+" : String(unread)) : null)));
-  let li = items.get(room.id);
-  if (!li) {
-    li = el("li", { dataset: { roomId: String(room.id) } });
-    items.set(room.id, li);
+  item.button = el("button", { type: "button", className: "room-item", onclick: () => onOpen(roomId) },
+    item.dot,
+    el("span", { className: "room-text" }, el("span", { className: "room-line" }, item.name, item.time),
+      item.previewLine));
+  li = el("li", { dataset: { roomId: String(roomId) } }, item.button);
+  items.set(roomId, li);
+  parts.set(li, item);
+  return li;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+// The list redraws on every preview, badge and presence change. Its elements stay the same
+// (only their text and attributes change), so a click whose press and release straddle a
+// redraw still lands, and focus, hover and a screen reader's place are kept.
+function renderItem(room) {
+  const li = itemOf(room.id);
+  const item = parts.get(li);
+  const unread = room.unread_count || 0;
+  const name = roomName(room);
+  const label = `${name}${unread ? `, ${unread} unread` : ""}`;
+  if (item.button.getAttribute("aria-label") !== label) item.button.setAttribute("aria-label", label);
+  if (store.openRoomId === room.id) item.button.setAttribute("aria-current", "true");
+  else item.button.removeAttribute("aria-current");
+  item.dot.className = `dot${isOtherOnline(room) ? " on" : ""}`;
+  setText(item.name, name);
+  setText(item.time, shortTime(room.last_message && room.last_message.created_at));
+  setText(item.preview, preview(room));
+  if (unread) {
+    setText(item.badge, unread > 99 ? "99+" : String(unread));
+    if (!item.badge.isConnected) item.previewLine.append(item.badge);
+  } else {
+    item.badge.remove();
   }
-  const hadFocus = li.contains(document.activeElement);
-  li.replaceChildren(button);
-  if (hadFocus) button.focus();
   return li;
 }
 
