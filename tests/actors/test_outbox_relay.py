@@ -17,6 +17,7 @@ from roomcast.storage.models import Membership, User
 from roomcast.storage.streams import STREAM_START, MemoryStreamBackend
 from roomcast.wire import encode
 from tests.chat_helpers import outbox
+from tests.helpers import eventually
 
 from .faults import SwitchableBackend, open_node_with
 from .helpers import Recorder, commit_events, commit_to_rooms, create_rooms, unpublished_count
@@ -74,6 +75,10 @@ async def test_the_relay_and_the_reader_ride_out_a_stream_outage_and_lose_nothin
         for _ in range(4):
             await commit_events(node, room, 2)
             await trio.sleep(3)
+        # The relay reads its rows in a worker thread, which the mock clock does not wait for:
+        # on a loaded machine the sleeps above can all pass before its first append. Wait (in
+        # virtual time, as long as it takes) for that append to fail before the clock moves on.
+        await eventually(lambda: lifecycle.lines("outbox.stream_unavailable"), timeout=3600)
         await trio.sleep(60)
         assert subscriber.seqs == [1, 2, 3]
         assert await unpublished_count(node) == 8
