@@ -1,10 +1,11 @@
 """Storing sends in the committer's open transaction: a whole batch at once, or one draft at a time.
 
 `store_drafts` is the hot path of every send (DESIGN.md §1): whatever the number of
-drafts and rooms, one statement locks the batch's rooms (in id order), one reads the
-senders' memberships, one inserts the messages (insertmanyvalues, ids back in order),
-one moves each room's last_seq on (executemany) and one writes the outbox rows; seqs
-are handed out in Python under the room locks. Every refusal (no such room, not a
+drafts and rooms, a fixed few statements. One locks the batch's rooms (in id order)
+and reads the senders' memberships and the client_ids already used (on SQLite, one
+statement each); one inserts the messages and moves each room's last_seq on (on SQLite,
+two); one reads the webhooks and bots the messages may go to; one writes the outbox
+rows. Seqs are handed out in Python under the room locks. Every refusal (no such room, not a
 member, a repeated client_id, the room inactive, a bad reply_to or attachment) is
 decided before the first write and is an outcome of its own.
 
