@@ -188,16 +188,16 @@ def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> s
 # order is an outcome the sender could have had). So do the client_ids already used: a retry
 # committed meanwhile by another node is caught by the messages' unique key, and the committer's
 # draft-by-draft path then answers with the original.
-_USED_CLIENT_IDS_PG = (
-    "SELECT messages.{column} FROM messages JOIN unnest(%(key_senders)b::bigint[], %(key_clients)b::varchar[]) "
-    "AS used(sender_id, client_id) ON messages.sender_id = used.sender_id AND messages.client_id = used.client_id "
-    "WHERE messages.room_id = rooms.id ORDER BY messages.id")
 _LOCK_FOR_SENDS_PG = (
     "SELECT rooms.id, rooms.tenant, rooms.is_active, rooms.last_seq, "
     "ARRAY(SELECT memberships.user_id FROM memberships WHERE memberships.room_id = rooms.id "
-    "AND memberships.user_id = ANY(%(users)b::bigint[])), "
-    f"ARRAY({_USED_CLIENT_IDS_PG.format(column='sender_id')}), ARRAY({_USED_CLIENT_IDS_PG.format(column='client_id')}) "
-    "FROM rooms WHERE rooms.id = ANY(%(room_ids)b::bigint[]) ORDER BY rooms.id FOR NO KEY UPDATE OF rooms")
+    "AND memberships.user_id = ANY(%(users)b::bigint[])), used.senders, used.client_ids "
+    "FROM rooms CROSS JOIN LATERAL (SELECT array_agg(messages.sender_id) AS senders, "
+    "array_agg(messages.client_id) AS client_ids FROM messages "
+    "JOIN unnest(%(key_senders)b::bigint[], %(key_clients)b::varchar[]) AS key(sender_id, client_id) "
+    "ON messages.sender_id = key.sender_id AND messages.client_id = key.client_id "
+    "WHERE messages.room_id = rooms.id) AS used "
+    "WHERE rooms.id = ANY(%(room_ids)b::bigint[]) ORDER BY rooms.id FOR NO KEY UPDATE OF rooms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +225,13 @@ def lock_for_sends(session: Session, pairs: Collection[tuple[int, int]],
     used: set[tuple[int, int, str]] = set()
     for room_id, tenant, is_active, last_seq, users, senders, client_ids in rows:
         assert isinstance(room_id, int) and isinstance(tenant, str) and isinstance(last_seq, int)
-        assert isinstance(users, list) and isinstance(senders, list) and isinstance(client_ids, list)
+        assert isinstance(users, list)
         rooms[room_id] = LockedRoom(room_id, tenant, bool(is_active), last_seq)
         members.update((room_id, user_id) for user_id in users)
-        used.update((room_id, sender_id, client_id) for sender_id, client_id in zip(senders, client_ids, strict=True))
+        if senders is not None:  # array_agg of no rows is NULL; both arrays list the same rows in one order
+            assert isinstance(senders, list) and isinstance(client_ids, list)
+            used.update((room_id, sender_id, client_id)
+                        for sender_id, client_id in zip(senders, client_ids, strict=True))
     return LockedForSends(rooms, {pair for pair in pairs if pair in members}, {key for key in keys if key in used})
 
 
