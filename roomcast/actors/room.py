@@ -53,6 +53,8 @@ _FETCH_CHUNK = 500
 _ATTACH_PER_STEP = 16
 # Events read at least when `recent` is extended back for a replay (if it has room for them).
 _BACKFILL_MIN = 64
+# Mail that only wakes a room actor's wait (`_maybe_idle`).
+_WAKE = object()
 
 
 class Subscriber(Protocol):
@@ -182,6 +184,7 @@ class RoomActor:
         self.deliveries = 0  # events handed to subscribers (an event to n of them counts n), for metrics
         self._epoch = 0
         self._idle_scope: trio.CancelScope | None = None
+        self._waiting_unscoped = False  # waiting for mail with nothing due (no `_idle_scope`)
         self._replays: trio.Nursery | None = None
         # Presence changes wait here until `_presence_due`, then go out as one event per subscriber.
         self.presence_window_s = presence_window_s
@@ -269,6 +272,14 @@ class RoomActor:
                     message = mailbox.receive_nowait()
                 except trio.WouldBlock:
                     message = None
+            elif self.subscriptions and self._presence_due == math.inf:
+                # Nothing is due: no cancel scope, the cost of every wait of a busy room. If the
+                # last subscriber leaves meanwhile, `_maybe_idle` wakes this wait to start the idle clock.
+                self._waiting_unscoped = True
+                try:
+                    message = await mailbox.receive()
+                finally:
+                    self._waiting_unscoped = False
             else:
                 deadline = trio.current_time() + self.idle_s if not self.subscriptions else math.inf
                 with trio.CancelScope(deadline=min(deadline, self._presence_due)) as waiting:
@@ -319,6 +330,8 @@ class RoomActor:
             await self._fill_from_database()
         elif isinstance(message, Subscribe):
             self._joining.append(message)  # attached after the events that wait with it (`_serve`)
+        elif message is _WAKE:
+            pass
         else:
             log_event(log, "room.unknown_message", logging.WARNING, room=self.room_id, type=type(message).__name__)
 
@@ -467,8 +480,15 @@ class RoomActor:
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if not self.subscriptions and self._idle_scope is not None:
+        if self.subscriptions:
+            return
+        if self._idle_scope is not None:
             self._idle_scope.deadline = min(trio.current_time() + self.idle_s, self._presence_due)
+        elif self._waiting_unscoped:
+            try:
+                self.actor.tell(_WAKE)  # the wait starts again, with the idle clock running
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # a full mailbox wakes it anyway; a closed one has no wait to wake
 
     def _attach_waiting(self) -> None:
         """Attach the next few waiting subscribes (each writes its `subscribed` reply)."""
