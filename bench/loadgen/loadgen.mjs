@@ -45,9 +45,13 @@ const latencySamples = new Samples();
 const joiningSamples = new Samples();
 const afterSamples = new Samples();
 let joinedAt = null;  // performance.now() once every subscriber is subscribed (storm)
+const worstBySent = new Map();  // storm: each message's latest delivery (ms), by its send time
 function recordLatency(ms, sent) {
   latencySamples.record(ms);
-  if (plan.mode === "storm") (joinedAt === null || sent < joinedAt ? joiningSamples : afterSamples).record(ms);
+  if (plan.mode === "storm") {
+    (joinedAt === null || sent < joinedAt ? joiningSamples : afterSamples).record(ms);
+    if (!(worstBySent.get(sent) >= ms)) worstBySent.set(sent, ms);
+  }
 }
 const sortedLatencies = () => latencySamples.sorted();
 const closes = {};
@@ -279,6 +283,9 @@ async function storm(subscriptions) {
     // Messages sent before the last subscriber was subscribed, and after.
     latency_ms_joining: summary(joiningSamples.sorted()),
     latency_ms_after: summary(afterSamples.sorted()),
+    // The messages whose last delivery came latest: [seconds after the storm began, ms].
+    slowest_messages: [...worstBySent].sort((a, b) => b[1] - a[1]).slice(0, 5)
+      .map(([sent, ms]) => [Number(((sent - started) / 1000).toFixed(2)), Number(ms.toFixed(1))]),
   };
   process.stdout.write(JSON.stringify(result) + "\n");
   for (const p of publishers) p.ws.terminate();
