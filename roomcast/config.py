@@ -313,6 +313,9 @@ class Settings(BaseModel):
     webhook_lease_s: float = Field(60.0, gt=0)
     webhook_poll_s: float = Field(1.0, gt=0)
     webhook_retention_s: float = Field(7 * 86_400.0, gt=0)
+    # Webhooks and bots never connect to these (egress.py): by default the link-local networks,
+    # where cloud metadata services answer.
+    egress_denied_networks: list[str] = Field(default_factory=lambda: ["169.254.0.0/16", "fe80::/10"])
     # `message.unread`: a member with no live connection who has not read a message this long
     # after it was sent is notified; the scan for such members runs every `notify_poll_s`.
     notify_after_s: float = Field(60.0, gt=0)
@@ -394,15 +397,15 @@ class Settings(BaseModel):
                 raise ValueError(f"{origin!r} is not an origin like 'https://app.example.com' (scheme://host[:port])")
         return [origin.lower() for origin in origins]
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "egress_denied_networks")
     @classmethod
-    def _networks(cls, proxies: list[str]) -> list[str]:
-        for proxy in proxies:
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
             try:
-                ipaddress.ip_network(proxy, strict=False)
+                ipaddress.ip_network(network, strict=False)
             except ValueError:
-                raise ValueError(f"{proxy!r} is not an IP address or CIDR network") from None
-        return proxies
+                raise ValueError(f"{network!r} is not an IP address or CIDR network") from None
+        return networks
 
     @model_validator(mode="after")
     def _rs256_needs_a_key(self) -> Settings:

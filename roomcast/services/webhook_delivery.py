@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from .. import __version__
 from ..actors.actor import Actor, ActorContext
 from ..actors.backoff import Backoff, until_available
+from ..egress import EgressDenied, guarded_transport, parse_networks
 from ..errors import ApiError, DependencyUnavailable, RateLimited
 from ..logs import log_event
 from ..node import Node
@@ -116,6 +117,7 @@ class Answer:
     retry_after: float | None = None
     body: bytes = b""
     note: str | None = None  # kept as `last_error` of a delivered delivery (a bot reply that was not posted)
+    denied: bool = False  # the target's host is in egress_denied_networks: no attempt will do better
 
     @property
     def delivered(self) -> bool:
@@ -123,6 +125,8 @@ class Answer:
 
     @property
     def retryable(self) -> bool:
+        if self.denied:
+            return False
         return self.status is None or self.status in (408, 429) or self.status >= 500
 
 
@@ -154,7 +158,8 @@ class WebhookDelivery:
         limits = httpx.Limits(max_connections=settings.webhook_concurrency,
                               max_keepalive_connections=settings.webhook_concurrency)
         try:
-            async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False,
+            transport = guarded_transport(parse_networks(settings.egress_denied_networks), limits)
+            async with httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False,
                                          trust_env=False) as client:
                 await self._serve(ctx, client)
         finally:
@@ -343,7 +348,8 @@ class WebhookDelivery:
                     return Answer(response.status_code, retry_after=retry_after_s(response.headers.get("Retry-After")),
                                   body=bytes(kept))
             except Exception as exc:  # whatever the network or the URL did: this attempt failed
-                return Answer(error=f"{type(exc).__name__}: {exc}"[:_ERROR_MAX])
+                return Answer(error=f"{type(exc).__name__}: {exc}"[:_ERROR_MAX],
+                              denied=isinstance(exc.__cause__, EgressDenied))
         assert deadline.cancelled_caught
         return Answer(error=f"timed out after {self.settings.webhook_timeout_s:g}s")
 
