@@ -34,7 +34,7 @@ def test_the_default_denies_link_local_addresses_only(address: str, denied: bool
 
 
 def test_a_denied_network_that_is_not_one_stops_start_up(tmp_path: Any) -> None:
-    with pytest.raises(SettingsError, match="'10.0.0.0/33' is not an IP address or CIDR network"):
+    with pytest.raises(SettingsError, match=r"'10\.0\.0\.0/33' is not an IP address or CIDR network"):
         load_settings({"data_dir": tmp_path, "egress_denied_networks": ["10.0.0.0/8", "10.0.0.0/33"]}, environ={})
 
 
