@@ -83,7 +83,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return PathGroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
-_PRODUCTION_HASHING = (passwords._hasher, passwords._DUMMY_HASH)
+_PRODUCTION_HASHER = passwords._hasher
 _CHEAP_HASHER = PasswordHasher.from_parameters(CHEAPEST)
 
 
@@ -92,16 +92,14 @@ def _cheap_password_hashing() -> Iterator[None]:
     """Argon2id at its lowest cost in the test process: hashing is meant to be slow, and the suite hashes a lot.
     tests/unit/test_passwords.py checks the production parameters (`production_password_hashing`)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(passwords, "_hasher", _CHEAP_HASHER)
-        patch.setattr(passwords, "_DUMMY_HASH", _CHEAP_HASHER.hash("not a real password"))
+        patch.setattr(passwords, "_hasher", _CHEAP_HASHER)  # the dummy hash follows the hasher
         yield
 
 
 @pytest.fixture
 def production_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The product's own hasher and dummy hash back for one test."""
-    monkeypatch.setattr(passwords, "_hasher", _PRODUCTION_HASHING[0])
-    monkeypatch.setattr(passwords, "_DUMMY_HASH", _PRODUCTION_HASHING[1])
+    """The product's own hasher (and so its dummy hash) back for one test."""
+    monkeypatch.setattr(passwords, "_hasher", _PRODUCTION_HASHER)
 
 
 # --------------------------------------------------------------------------- databases

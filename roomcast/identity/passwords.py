@@ -9,8 +9,21 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _hasher = PasswordHasher()
 # Hashing is deliberately slow; two at a time keeps a login storm from eating every worker thread.
 _hashing = trio.CapacityLimiter(2)
-# Verified when the user does not exist, so that timing does not reveal which usernames exist.
-_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+_dummy: tuple[PasswordHasher, str] | None = None
+
+
+def _dummy_hash() -> str:
+    """Verified when the user does not exist, so that timing does not reveal which usernames exist.
+
+    Made on first use (by the hasher in use), not at import: hashing takes ~0.15 s, which every
+    process, CLI commands included, would otherwise pay at start.
+    """
+    global _dummy
+    if _dummy is None or _dummy[0] is not _hasher:
+        _dummy = (_hasher, _hasher.hash("not a real password"))
+    return _dummy[1]
 
 
 def hash_password_sync(password: str) -> str:
@@ -23,7 +36,7 @@ async def hash_password(password: str) -> str:
 
 def _verify(stored_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
