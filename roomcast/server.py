@@ -18,6 +18,7 @@ from .http.app import create_app
 from .http.fast_sends import FastSends
 from .http.front_door import FrontDoor
 from .http.ws.endpoint import WebSocketEndpoint
+from .identity.passwords import prepare_dummy_hash
 from .logs import log_event
 from .node import Node, open_node
 from .services.attachments import ensure_orphan_sweeper
@@ -120,6 +121,7 @@ async def run_server(settings: Settings, on_listening: Callable[[str], None] = p
         ensure_orphan_sweeper(node)
         url = await nursery.start(
             lambda task_status: serve_node(node, shutdown=shutdown, sockets=sockets, task_status=task_status))
+        await prepare_dummy_hash()  # an unknown user's first login costs what any other does
         freeze_start_up()  # and full collections on a schedule from here on (collector.py)
         nursery.start_soon(collect_on_schedule, settings.gc_interval_s, shutdown)
         log_event(log, "server.listening", url=url)

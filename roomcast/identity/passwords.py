@@ -26,6 +26,11 @@ def _dummy_hash() -> str:
     return _dummy[1]
 
 
+async def prepare_dummy_hash() -> None:
+    """Make the dummy hash now, off the event loop (a serving node's start): no login pays for it."""
+    await trio.to_thread.run_sync(_dummy_hash, limiter=_hashing)
+
+
 def hash_password_sync(password: str) -> str:
     return _hasher.hash(password)
 
