@@ -1,16 +1,9 @@
 // REST calls (PROTOCOL §1–4). The token lives in sessionStorage only: it is sent in the
 // Authorization header here, and in a URL nowhere but the /ws connection (socket.js).
 
-const TOKEN_KEY = "roomcast.token";
+import { request, RoomcastError } from "/sdk/roomcast.js";
 
-/** An error envelope from the server, or a network failure (status 0). */
-export class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
+const TOKEN_KEY = "roomcast.token";
 
 export function getToken() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -28,36 +21,14 @@ export function setUnauthorizedHandler(handler) {
   onUnauthorized = handler;
 }
 
+/** The SDK's REST call with the stored token; a 401 (but a failed login) signs the user out. */
 async function call(method, path, body) {
-  const headers = { Accept: "application/json" };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  let response;
   try {
-    response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "omit",
-      cache: "no-store",
-    });
+    return await request(method, path, body, getToken());
   } catch (err) {
-    throw new ApiError(0, "network", "The server cannot be reached.");
+    if (err.status === 401 && path !== "/api/auth/login") onUnauthorized();
+    throw err;
   }
-  if (response.status === 204) return null;
-  let data = null;
-  try {
-    data = await response.json();
-  } catch (err) {
-    data = null;
-  }
-  if (!response.ok) {
-    const error = (data && data.error) || {};
-    if (response.status === 401 && path !== "/api/auth/login") onUnauthorized();
-    throw new ApiError(response.status, error.code || "http_error", error.message || `HTTP ${response.status}`);
-  }
-  return data;
 }
 
 export const api = {
@@ -85,7 +56,7 @@ export const api = {
 /**
  * Upload a file to a room (multipart field `file`) with XMLHttpRequest, which reports upload
  * progress as fetch cannot. Returns {promise, abort}; the promise resolves to the attachment and
- * rejects with an ApiError (413 too_large, 415 unsupported_type, status 0 for the network).
+ * rejects with a RoomcastError (413 too_large, 415 unsupported_type, status 0 for the network).
  */
 export function upload(roomId, file, onProgress) {
   const xhr = new XMLHttpRequest();
@@ -104,10 +75,10 @@ export function upload(roomId, file, onProgress) {
       }
       const error = (xhr.response && xhr.response.error) || {};
       if (xhr.status === 401) onUnauthorized();
-      reject(new ApiError(xhr.status, error.code || "http_error", error.message || `HTTP ${xhr.status}`));
+      reject(new RoomcastError(xhr.status, error.code || "http_error", error.message || `HTTP ${xhr.status}`));
     };
-    xhr.onerror = () => reject(new ApiError(0, "network", "The server cannot be reached."));
-    xhr.onabort = () => reject(new ApiError(0, "aborted", "The upload was cancelled."));
+    xhr.onerror = () => reject(new RoomcastError(0, "network", "The server cannot be reached."));
+    xhr.onabort = () => reject(new RoomcastError(0, "aborted", "The upload was cancelled."));
     const form = new FormData();
     form.append("file", file, file.name);
     xhr.send(form);
@@ -122,7 +93,7 @@ export function attachmentUrl(url) {
   if (!blobs.has(url)) {
     const loading = fetch(url, { headers: { Authorization: `Bearer ${getToken()}` }, credentials: "omit" })
       .then(async (response) => {
-        if (!response.ok) throw new ApiError(response.status, "http_error", `HTTP ${response.status}`);
+        if (!response.ok) throw new RoomcastError(response.status, "http_error", `HTTP ${response.status}`);
         return URL.createObjectURL(await response.blob());
       });
     loading.catch(() => blobs.delete(url));  // a later look may succeed

@@ -63,6 +63,37 @@ export class RoomcastError extends Error {
 }
 
 /**
+ * A REST call (PROTOCOL §1): JSON in and out, the token (if any) as a bearer. Resolves to the
+ * JSON answer (null for 204); rejects with RoomcastError (status 0 when the server cannot be reached).
+ */
+export async function request(method, url, body = undefined, token = null) {
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(url, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "omit", cache: "no-store",
+    });
+  } catch (err) {
+    throw new RoomcastError(0, "network", "The server cannot be reached.");
+  }
+  if (response.status === 204) return null;
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (err) {
+    data = null;
+  }
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    const retryAfter = Number(response.headers.get("Retry-After")) || null;
+    throw new RoomcastError(response.status, error.code || "http_error", error.message || `HTTP ${response.status}`, retryAfter);
+  }
+  return data;
+}
+
+/**
  * One logical connection to a roomcast server that survives network losses and server restarts.
  *
  * Events: every server event by its `type` ("message", "presence", …, and "*" for all of them),
@@ -311,34 +342,14 @@ export class RoomcastClient {
 
   // ---------------------------------------------------------------- REST
 
-  /** A REST call with the token; resolves to the JSON answer (null for 204), rejects with RoomcastError. */
+  /** A REST call with the token (`request` below); a 401 also fires "authfailed". */
   async request(method, path, body = undefined) {
-    const headers = { Accept: "application/json" };
-    const token = this.tokenOf();
-    if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let response;
     try {
-      response = await fetch(this.base + path, {
-        method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "omit", cache: "no-store",
-      });
+      return await request(method, this.base + path, body, this.tokenOf());
     } catch (err) {
-      throw new RoomcastError(0, "network", "the server cannot be reached");
+      if (err.status === 401) this.emit("authfailed", {});
+      throw err;
     }
-    if (response.status === 204) return null;
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (err) {
-      data = null;
-    }
-    if (!response.ok) {
-      const error = (data && data.error) || {};
-      const retryAfter = Number(response.headers.get("Retry-After")) || null;
-      if (response.status === 401) this.emit("authfailed", {});
-      throw new RoomcastError(response.status, error.code || "http_error", error.message || `HTTP ${response.status}`, retryAfter);
-    }
-    return data;
   }
 
   // ---------------------------------------------------------------- outbox
