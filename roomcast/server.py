@@ -87,6 +87,7 @@ async def serve_node(node: Node, *, shutdown: trio.Event, sockets: list[socket.s
     websockets = WebSocketEndpoint(node)
     ensure_webhook_delivery(node)  # deliveries queued before this start (or by other nodes) go out
     ensure_unread_scanner(node)  # message.unread
+    ensure_orphan_sweeper(node)  # uploads left unsent (before a restart, say) go even if none comes again
     config = hypercorn_config(node.settings)
     fast_path = FastSends(node, config) if node.settings.rest_fast_sends else None
     front_door = FrontDoor(create_app(node), config, websockets.serve, fast_path=fast_path)
@@ -117,8 +118,6 @@ async def run_server(settings: Settings, on_listening: Callable[[str], None] = p
     shutdown = trio.Event()
     async with open_node(settings) as node, trio.open_nursery() as nursery:
         nursery.start_soon(_set_on_signal, shutdown)
-        # Uploads left unsent (by this node before a restart, say) are swept even if none comes again.
-        ensure_orphan_sweeper(node)
         url = await nursery.start(
             lambda task_status: serve_node(node, shutdown=shutdown, sockets=sockets, task_status=task_status))
         await prepare_dummy_hash()  # an unknown user's first login costs what any other does
