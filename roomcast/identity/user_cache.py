@@ -73,6 +73,13 @@ class UserCache:
                 self._entries.popitem(last=False)
         return loaded
 
+    def peek(self, user_id: int) -> UserAccess | None:
+        """The user's cached access if it is fresh, else None; never loads (a read that can wait does)."""
+        found = self._entries.get(user_id)
+        if found is None or trio.current_time() >= found[1]:
+            return None
+        return found[0]
+
     def invalidate(self, user_id: int) -> None:
         """Forget the user: its next request reads the database (and a read in flight keeps nothing)."""
         if user_id in self._loading:

@@ -38,7 +38,33 @@ async def room_presence(node: Node, caller: UserSnapshot, room_id: int) -> list[
 async def online_snapshot(node: Node, tenant: str, online: list[int]) -> dict[str, Any]:
     """`online` (badges of the first `presence_online_limit` ids) and `online_count`, as events carry them."""
     shown = sorted(online)[:node.settings.presence_online_limit]
-    return {"online": await node.database.read(user_badges, tenant, shown), "online_count": len(online)}
+    found = (await _badges(node, {tenant: set(shown)})).get(tenant, {})
+    return {"online": [found[user_id] for user_id in shown if user_id in found], "online_count": len(online)}
+
+
+async def _badges(node: Node, wanted: Mapping[str, set[int]]) -> dict[str, dict[int, JsonObject]]:
+    """The badges of these users of each tenant, by id: from the node's user cache where it holds
+    them (a join storm's online users all connected here), the rest in one database read."""
+    badges: dict[str, dict[int, JsonObject]] = {}
+    missing: dict[str, set[int]] = {}
+    for tenant, ids in wanted.items():
+        found = badges[tenant] = {}
+        for user_id in ids:
+            cached = node.user_cache.peek(user_id)
+            if cached is not None and cached.user.tenant == tenant:
+                user = cached.user
+                found[user_id] = {"id": user.id, "username": user.username, "display_name": user.display_name}
+            else:
+                missing.setdefault(tenant, set()).add(user_id)
+    if missing:
+        def read(session: Session) -> dict[str, list[dict[str, object]]]:
+            return {tenant: user_badges(session, tenant, ids) for tenant, ids in missing.items()}
+
+        for tenant, rows in (await node.database.read(read)).items():
+            for badge in rows:
+                if isinstance(badge_id := badge["id"], int):
+                    badges[tenant][badge_id] = badge
+    return badges
 
 
 async def online_snapshots(node: Node, rooms: Mapping[int, tuple[str, list[int]]]) -> dict[int, JsonObject]:
@@ -51,12 +77,7 @@ async def online_snapshots(node: Node, rooms: Mapping[int, tuple[str, list[int]]
     for room_id, (tenant, _) in rooms.items():
         wanted[tenant].update(shown[room_id])
 
-    def read(session: Session) -> dict[str, dict[int, JsonObject]]:
-        return {tenant: {badge_id: badge for badge in user_badges(session, tenant, ids)
-                         if isinstance(badge_id := badge["id"], int)}
-                for tenant, ids in wanted.items() if ids}
-
-    badges = await node.database.read(read)
+    badges = await _badges(node, wanted)
     snapshots: dict[int, JsonObject] = {}
     for room_id, (tenant, online) in rooms.items():
         found = badges.get(tenant, {})

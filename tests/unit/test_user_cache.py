@@ -161,3 +161,18 @@ def test_a_read_not_to_keep_uses_what_is_cached_and_adds_nothing() -> None:
         assert await cache.get(1, load, keep=False) is kept and load.calls == [1, 1]
 
     run(main)
+
+
+def test_peek_gives_a_fresh_entry_and_never_loads() -> None:
+    async def main() -> None:
+        cache, load = UserCache(ttl_s=30, size=10), Loader()
+        assert cache.peek(1) is None and load.calls == []
+        first = await cache.get(1, load)
+        assert cache.peek(1) is first
+        cache.invalidate(1)
+        assert cache.peek(1) is None
+        await cache.get(1, load)
+        await trio.sleep(30)
+        assert cache.peek(1) is None and load.calls == [1, 1]  # expired: gone, and not read again
+
+    run(main)
