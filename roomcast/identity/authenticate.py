@@ -26,9 +26,10 @@ async def authenticate(database: Database, tokens: TokenCodec, token: str | None
     """The token's user and claims; Unauthorized (or token_expired) for anything else. The calling
     context acts for that user from then on (`replica.act_for`).
 
-    With `users`, a user seen lately costs no database read (`UserCache`). Without `keep`, what
-    was not known already (the token's check, the user) is not kept: a /ws connection checks
-    its token once, and keeping it would cost memory per connection for nothing.
+    With `users`, a user seen lately costs no database read (`UserCache`); a user read is kept
+    there (the online lists of presence take their badges from it too). Without `keep`, the
+    token's check is not kept: a /ws connection checks its token once, and keeping it would cost
+    memory per connection for nothing.
     """
     if not token:
         raise Unauthorized("missing bearer token")
@@ -44,8 +45,7 @@ async def authenticate(database: Database, tokens: TokenCodec, token: str | None
     # back or fails as the request would (503, /ws 1013), rather than admitting a client that can
     # then do nothing.
     cached = users is not None and not database.availability.is_down
-    access = await (users.get(claims.user_id, load, keep=keep) if cached and users is not None
-                    else load(claims.user_id))
+    access = await (users.get(claims.user_id, load) if cached and users is not None else load(claims.user_id))
     if access is None:
         raise Unauthorized("unknown or disabled user")
     refusal = access_refusal(access.is_active, access.tokens_valid_after, claims.issued_at)

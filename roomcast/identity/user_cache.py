@@ -41,10 +41,8 @@ class UserCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, user_id: int, load: Callable[[int], Awaitable[UserAccess | None]], *,
-                  keep: bool = True) -> UserAccess | None:
-        """The user's cached access, or `load(user_id)` (kept for next time unless not `keep`);
-        None for no such user."""
+    async def get(self, user_id: int, load: Callable[[int], Awaitable[UserAccess | None]]) -> UserAccess | None:
+        """The user's cached access, or `load(user_id)` (kept for next time); None for no such user."""
         if self.ttl_s > 0:
             found = self._entries.get(user_id)
             if found is not None:
@@ -66,7 +64,7 @@ class UserCache:
                 self._invalidated.pop(user_id, None)
             else:
                 self._loading[user_id] -= 1
-        if loaded is not None and keep and self.ttl_s > 0 and fresh:
+        if loaded is not None and self.ttl_s > 0 and fresh:
             self._entries[user_id] = (loaded, trio.current_time() + self.ttl_s)
             self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:

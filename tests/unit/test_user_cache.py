@@ -152,17 +152,6 @@ def test_a_zero_ttl_keeps_nothing() -> None:
     run(main)
 
 
-def test_a_read_not_to_keep_uses_what_is_cached_and_adds_nothing() -> None:
-    async def main() -> None:
-        cache, load = UserCache(ttl_s=30, size=10), Loader()
-        await cache.get(1, load, keep=False)
-        assert len(cache) == 0 and load.calls == [1]
-        kept = await cache.get(1, load)
-        assert await cache.get(1, load, keep=False) is kept and load.calls == [1, 1]
-
-    run(main)
-
-
 def test_peek_gives_a_fresh_entry_and_never_loads() -> None:
     async def main() -> None:
         cache, load = UserCache(ttl_s=30, size=10), Loader()
