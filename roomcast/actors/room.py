@@ -53,6 +53,10 @@ _FETCH_CHUNK = 500
 _ATTACH_PER_STEP = 16
 # Events read at least when `recent` is extended back for a replay (if it has room for them).
 _BACKFILL_MIN = 64
+# A room's presence window is stretched past presence_window_s in proportion to its subscribers
+# beyond this many, up to this long (Phoenix.Presence broadcasts every 1.5 s).
+_PRESENCE_SUBSCRIBERS_PER_WINDOW = 100
+_PRESENCE_WINDOW_MAX_S = 1.5
 # Mail that only wakes a room actor's wait (`_maybe_idle`).
 _WAKE = object()
 
@@ -424,10 +428,22 @@ class RoomActor:
         if not self._presence.add(data):
             return False
         if self._presence_due == math.inf:
-            self._presence_due = trio.current_time() + self.presence_window_s
+            self._presence_due = trio.current_time() + self._presence_window()
             if self._idle_scope is not None:
                 self._idle_scope.deadline = min(self._idle_scope.deadline, self._presence_due)
         return True
+
+    def _presence_window(self) -> float:
+        """`presence_window_s`, stretched in a room with many subscribers on this node.
+
+        A window's event costs one write per subscriber: a room of n folds over n/100 windows (at
+        most `_PRESENCE_WINDOW_MAX_S`), so its presence costs this node about 100 writes per
+        window's length whatever its size, and a join storm no longer holds the room's messages
+        behind one long fan-out of presence after another.
+        """
+        base = self.presence_window_s
+        stretched = base * len(self.subscriptions) / _PRESENCE_SUBSCRIBERS_PER_WINDOW
+        return max(base, min(stretched, _PRESENCE_WINDOW_MAX_S))
 
     def _emit_presence(self) -> None:
         """The window closes: one event to each subscriber, in the shape it asked for."""

@@ -241,3 +241,22 @@ async def test_changes_announced_together_are_one_record_per_room_and_every_one_
     assert old["status"] == "left" and old["user"]["id"] == ids[0]
     assert [u["id"] for u in old["online"]] == ids[1:3] and old["online"][0]["username"] == "p1"
     assert other_diff.events[0]["leaves"][0]["id"] == ids[3] and other_diff.events[0]["online_count"] == 0
+
+
+async def test_a_room_with_many_subscribers_folds_over_a_longer_window(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    # 400 subscribers on this node: 4 times the window (0.4 s), so its presence costs about as many
+    # writes per second as a room of 100. Past 1.5 s it stretches no further.
+    room, diff, legacy = await subscribed_pair(node)
+    for _ in range(398):
+        await node.rooms.subscribe(room, Recorder(), presence_diff=True)
+    online: list[int] = []
+    start = trio.current_time()
+    await joins(node, room, [1], online)
+    await diff.wait_for(1)
+    assert 0.39 < trio.current_time() - start < 0.45
+    await joins(node, room, [2, 3], online)  # the next window is as long, and holds both
+    await diff.wait_for(2)
+    await trio.sleep(1)
+    assert [event["joins"] for event in diff.events] == [[badge(1)], [badge(2), badge(3)]]
+    assert len(legacy.events) == 2
