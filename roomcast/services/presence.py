@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ..node import Node
 from ..storage.models import User
 from ..storage.users import UserSnapshot, get_tenant_users, user_badges
-from ..wire import JsonObject, user_to_wire
+from ..wire import JsonObject, sender_to_wire, user_to_wire
 from .access import open_room
 
 log = logging.getLogger("roomcast.presence")
@@ -52,8 +52,7 @@ async def _badges(node: Node, wanted: Mapping[str, set[int]]) -> dict[str, dict[
         for user_id in ids:
             cached = node.user_cache.peek(user_id)
             if cached is not None and cached.user.tenant == tenant:
-                user = cached.user
-                found[user_id] = {"id": user.id, "username": user.username, "display_name": user.display_name}
+                found[user_id] = sender_to_wire(cached.user)  # a badge: what user_badges reads
             else:
                 missing.setdefault(tenant, set()).add(user_id)
     if missing:
