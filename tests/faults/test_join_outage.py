@@ -70,7 +70,7 @@ async def test_a_redis_outage_mid_burst_fails_every_join_it_meets_and_leaves_not
     assert node.actors.root.actor.state is ActorState.RUNNING
 
 
-@pytest.mark.parametrize("presence", ["diff", "legacy"])
+@pytest.mark.parametrize("presence", ["diff", "diff-cached", "legacy"])
 async def test_a_database_outage_mid_burst_fails_what_needs_it_and_undoes_what_was_written(
         presence: str, node: Node, live_server: str, client: Any, users: Any, pg_proxy: TcpProxy,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,17 +80,20 @@ async def test_a_database_outage_mid_burst_fails_what_needs_it_and_undoes_what_w
             ws_connect(live_server, queued_user.token) as queued:
         await o.subscribe(room)  # the room's actor runs (one that starts during the outage waits it out)
         gate = JoinGate(node, monkeypatch)
-        await first.send({"type": "subscribe", "room": room, "ref": "s", "presence": presence})
+        shape = "diff" if presence.startswith("diff") else presence
+        await first.send({"type": "subscribe", "room": room, "ref": "s", "presence": shape})
         await gate.held.wait()  # its membership was read before the outage; its entry is written after
         await queued.send({"type": "subscribe", "room": room, "ref": "s"})
         await eventually(lambda: gate.queued() == 1)
+        if presence == "diff":  # the online snapshot's badges must then be read (the user cache has them)
+            node.user_cache.clear()
         pg_proxy.cut()
         gate.open()
         reply = await first.until_ref("s", timeout=30)
         if presence == "diff":  # its `subscribed` needs the online snapshot, which the database could not give
             assert reply["type"] == "error" and reply["code"] == "unavailable", reply
-        else:  # the database is not needed for the rest: subscribed (its announcement is dropped)
-            assert reply["type"] == "subscribed", reply
+        else:  # the database is not needed for the rest (diff-cached: the badges are the user cache's):
+            assert reply["type"] == "subscribed", reply  # subscribed, its announcement dropped
         reply = await queued.until_ref("s", timeout=30)  # its membership could not be read
         assert reply["type"] == "error" and reply["code"] == "unavailable", reply
         expected = [owner.id] if presence == "diff" else sorted([owner.id, first_user.id])
