@@ -106,3 +106,26 @@ async def test_by_default_a_target_at_a_metadata_address_is_refused_without_a_co
     assert (delivery["status"], delivery["attempts"]) == ("dead", 1)
     assert "169.254.169.254" in delivery["last_error"] and "denied" in delivery["last_error"]
     await eventually(lambda: len(receiver.bodies("room.created")) == 1)  # the loopback target still gets it
+
+
+@pytest.mark.parametrize("webhook_settings", [{"webhooks": [], "egress_denied_networks": ["127.0.0.0/8", "::1/128"]}])
+async def test_a_bot_in_a_denied_network_is_never_called(
+        node: Node, client: Any, users: Any, receiver: Receiver, nursery: trio.Nursery) -> None:
+    await receiver.start(nursery)
+    admin, ann = await users.create("admin"), await users.create("member")
+    bot = await body_of(await client.post("/api/bots", headers=admin.headers, json={
+        "username": "helper", "url": receiver.url, "secret": "s", "trigger": "direct"}), 201)
+    room = await body_of(await client.post("/api/rooms", headers=ann.headers,
+                                           json={"kind": "direct", "members": [bot["user"]["id"]]}), 201)
+    sent = await body_of(await client.post(f"/api/rooms/{room['id']}/messages", headers=ann.headers,
+                                           json={"body": "hi"}), 201)
+
+    async def settled() -> list[dict[str, Any]]:
+        page = await body_of(await client.get(f"/api/bots/{bot['bot']['id']}/deliveries", headers=admin.headers), 200)
+        return [d for d in page["items"] if d["status"] != "pending"]
+
+    await eventually(settled)
+    [delivery] = await settled()
+    assert (delivery["status"], delivery["attempts"]) == ("dead", 1) and delivery["seq"] == sent["seq"]
+    assert "denied addresses (127.0.0.1)" in delivery["last_error"]
+    assert not receiver.requests
