@@ -120,7 +120,7 @@ async def run_server(settings: Settings, on_listening: Callable[[str], None] = p
         nursery.start_soon(_set_on_signal, shutdown)
         url = await nursery.start(
             lambda task_status: serve_node(node, shutdown=shutdown, sockets=sockets, task_status=task_status))
-        await prepare_dummy_hash()  # an unknown user's first login costs what any other does
+        nursery.start_soon(prepare_dummy_hash)  # an unknown user's first login costs what any other does
         freeze_start_up()  # and full collections on a schedule from here on (collector.py)
         nursery.start_soon(collect_on_schedule, settings.gc_interval_s, shutdown)
         log_event(log, "server.listening", url=url)
