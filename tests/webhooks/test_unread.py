@@ -185,7 +185,17 @@ async def test_two_nodes_sharing_postgresql_notify_once(node: Node, client: Any,
         # when it closed, is sent again as the same event; notifying once means one event per member and room.
         return {body["id"]: (body["room"], body["user"]) for body in receiver.bodies()}
 
-    await eventually(lambda: len(events()) >= total, timeout=30)
+    try:
+        await eventually(lambda: len(events()) >= total, timeout=30)
+    except trio.TooSlowError:  # say where the missing ones are, should this ever fail again
+        rows = await node.database.read(lambda session: session.execute(
+            select(WebhookDelivery.event_id, WebhookDelivery.status, WebhookDelivery.attempts,
+                   WebhookDelivery.lease_owner, WebhookDelivery.lease_until, WebhookDelivery.next_attempt_at,
+                   WebhookDelivery.last_status_code, WebhookDelivery.last_error)
+            .where(WebhookDelivery.event == "message.unread")).all())
+        missing = [row for row in rows if row[0] not in events()]
+        raise AssertionError(f"{len(events())} of {total} events arrived; the others' deliveries "
+                             f"(now {utcnow()}): {missing}") from None
     await trio.sleep(0.3)
     assert len(events()) == total == len(set(events().values()))
     queued = await node.database.read(lambda session: session.scalar(
