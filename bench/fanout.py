@@ -35,6 +35,9 @@ default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
     python bench/fanout.py --stack fastapi --scenario flat-1x1000       # a peer server alone
     python bench/fanout.py --compare --scenario flat-1x1000 --scenario idle-5000   # every stack, one table
     python bench/fanout.py --stack postgresql-redis --scenario flat-100x10 --server-setting send_committers=1
+    python bench/fanout.py --compare --stack sqlite-memory --stack fastapi --scenario flat-100x10 --repeat 3
+                                                 # three rounds; the table ends with each figure's spread
+                                                 # and each stack against the others, round by round
 
 By default the load generator gets the last CPU core and the server the others (Linux
 sched_setaffinity; PostgreSQL and Redis are left to float). Sharing cores, the
@@ -57,6 +60,7 @@ import os
 import resource
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -427,6 +431,49 @@ def compare_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _headline(result: dict) -> tuple[str, float | None]:
+    """The figure a scenario is judged by: deliveries/s, p99 ms, KiB per connection, or server up."""
+    if "deliveries_per_s" in result:
+        return "deliveries/s", result["deliveries_per_s"]
+    if "kib_per_connection" in result:
+        return "KiB/conn", result["kib_per_connection"]
+    if "server_alive" in result:
+        return "server up", float(bool(result["server_alive"]))
+    return "p99 ms", (result.get("latency_ms") or {}).get("p99")
+
+
+def spread_table(results: list[dict]) -> str:
+    """Over repeated runs: each scenario's headline figure per stack (median, min-max), and each
+    stack's figure against every other stack's of the same repetition (median and range of the
+    ratios), since this machine's speed drifts between runs more than stacks differ within one."""
+    def figure(value: float) -> str:
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+    by_run: dict[tuple[str, str], list[float | None]] = {}
+    metric_of: dict[str, str] = {}
+    for r in results:
+        metric, value = _headline(r)
+        metric_of[r["scenario"]] = metric
+        by_run.setdefault((r["scenario"], r["stack"]), []).append(value)
+    lines = ["| scenario | stack | figure | median | min-max | runs | against the others, same run (median, min-max) |",
+             "|---|---|---|---:|---:|---:|---|"]
+    for (scenario, stack), values in by_run.items():
+        known = sorted(v for v in values if v is not None)
+        if not known:
+            continue
+        ratios = []
+        for (other_scenario, other), other_values in by_run.items():
+            if other_scenario != scenario or other == stack:
+                continue
+            pairs = sorted(mine / theirs for mine, theirs in zip(values, other_values, strict=False)
+                           if mine is not None and theirs)
+            if pairs:
+                ratios.append(f"{other} {statistics.median(pairs):.2f}x ({pairs[0]:.2f}-{pairs[-1]:.2f})")
+        lines.append(f"| {scenario} | {stack} | {metric_of[scenario]} | {figure(statistics.median(known))} | "
+                     f"{figure(known[0])}-{figure(known[-1])} | {len(known)} | {'; '.join(ratios)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", choices=STACKS, action="append",
@@ -446,6 +493,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, help="subscribers per room, instead of the scenario's own")
     parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a server setting for this run, e.g. send_committers=1 (repeatable)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run everything N times, the stacks' order turned each time; with --compare "
+                             "the table ends with each figure's spread and the stacks' ratios run by run")
     args = parser.parse_args()
     server_env = {f"ROOMCAST_{name.upper()}": value
                   for name, _, value in (setting.partition("=") for setting in args.server_setting)}
@@ -460,16 +510,23 @@ def main() -> None:
             peers.ensure_installed(stack)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in names:
-        for stack in stacks:
-            result = run_scenario(name, stack, args.profile, args.duration, args.pin, args.presence,
-                                  args.subscribers, args.presence_window, server_env)
-            if server_env:
-                result["server_settings"] = args.server_setting
-            print(json.dumps(result), flush=True)
-            results.append(result)
+    for repetition in range(args.repeat):
+        turned = stacks[repetition % len(stacks):] + stacks[:repetition % len(stacks)]  # no stack always first
+        for name in names:
+            for stack in turned:
+                result = run_scenario(name, stack, args.profile, args.duration, args.pin, args.presence,
+                                      args.subscribers, args.presence_window, server_env)
+                if server_env:
+                    result["server_settings"] = args.server_setting
+                if args.repeat > 1:
+                    result["repetition"] = repetition + 1
+                print(json.dumps(result), flush=True)
+                results.append(result)
     if args.compare:
+        results.sort(key=lambda r: (names.index(r["scenario"]), stacks.index(r["stack"]), r.get("repetition", 1)))
         table = compare_table(results)
+        if args.repeat > 1:
+            table += "\n\n" + spread_table(results)
         (ARTIFACTS / "compare.md").write_text(table + "\n")
         print(table, flush=True)
 
