@@ -176,6 +176,17 @@ def send_ack(ref: str | None, message: dict[str, Any], stored_event: bytes | Non
     return head + b'"message":' + encode(message) + b"}"
 
 
+def message_event_around_id(room_id: int, seq: int, message: dict[str, Any]) -> tuple[str, str]:
+    """`encode_text` of the `message` event of a message whose id is not drawn yet (its "id", first,
+    is 0): the text before the id and after it. Once the id is known, the event is exactly
+    `head + str(id) + tail`, encoded once whatever the id (the database may join them itself)."""
+    head = f'{{"type":"message","room":{room_id:d},"seq":{seq:d},"message":{{"id":'
+    text = encode_text(message_event(room_id, seq, message))
+    if message.get("id") != 0 or not text.startswith(head + "0,"):
+        raise ValueError("the message must come with its id first, as 0")
+    return head, text[len(head) + 1:]
+
+
 def encode_json(value: JsonValue) -> bytes:
     """Any JSON value from a client as `encode` puts it on the wire (within an event).
 

@@ -88,17 +88,17 @@ async def read_pointer(node: Node, room_id: int, user_id: int) -> int:
 def curse(monkeypatch: pytest.MonkeyPatch, body: str = "cursed", error: str = "the database refused this one") -> None:
     """Make the database refuse every message with `body`: the batch insert that holds it fails
     (as one statement does), and so does its own insert when the committer retries draft by draft."""
-    real_insert, real_insert_many = send_store.insert_message, send_store.insert_messages_moving_rooms
+    real_insert, real_insert_many = send_store.insert_message, send_store.insert_messages_with_events
 
     def insert_unless_cursed(session: Any, **fields: Any) -> int:
         if fields["body"] == body:
             raise RuntimeError(error)
         return real_insert(session, **fields)
 
-    def insert_many_unless_cursed(session: Any, rows: Any, *args: Any) -> list[int]:
+    def insert_many_unless_cursed(session: Any, rows: Any, *args: Any) -> Any:
         if any(row["body"] == body for row in rows):
             raise RuntimeError(error)
         return real_insert_many(session, rows, *args)
 
     monkeypatch.setattr(send_store, "insert_message", insert_unless_cursed)
-    monkeypatch.setattr(send_store, "insert_messages_moving_rooms", insert_many_unless_cursed)
+    monkeypatch.setattr(send_store, "insert_messages_with_events", insert_many_unless_cursed)

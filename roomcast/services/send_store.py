@@ -3,9 +3,11 @@
 `store_drafts` is the hot path of every send (DESIGN.md §1): whatever the number of
 drafts and rooms, a fixed few statements. One locks the batch's rooms (in id order)
 and reads the senders' memberships and the client_ids already used (on SQLite, one
-statement each); one inserts the messages and moves each room's last_seq on (on SQLite,
-two); one reads the webhooks and bots the messages may go to; one writes the outbox
-rows. Seqs are handed out in Python under the room locks. Every refusal (no such room, not a
+statement each); one inserts the messages, moves each room's last_seq on and writes the
+outbox rows (on SQLite, three); one reads the webhooks and bots the messages may go to. Each
+message's event is encoded before its id is drawn, around it (`wire.message_event_around_id`),
+so that PostgreSQL joins the outbox payloads itself. Seqs are handed out in Python under the
+room locks. Every refusal (no such room, not a
 member, a repeated client_id, the room inactive, a bad reply_to or attachment) is
 decided before the first write and is an outcome of its own.
 
@@ -26,7 +28,7 @@ from sqlalchemy.orm import Session
 from ..errors import ApiError, BadRequest, NotFound
 from ..node import Node
 from ..storage.attachments import attachments_of, unlinked_uploads
-from ..storage.events import append_event, append_events
+from ..storage.events import append_event
 from ..storage.messages import (
     NewMessage,
     find_by_client_id,
@@ -37,7 +39,7 @@ from ..storage.messages import (
 from ..storage.models import Attachment, Message
 from ..storage.rooms import (
     LockedRoom,
-    insert_messages_moving_rooms,
+    insert_messages_with_events,
     lock_for_sends,
     lock_room_for_send,
     record_room_message,
@@ -45,7 +47,15 @@ from ..storage.rooms import (
 from ..storage.streams import Append
 from ..storage.users import UserSnapshot
 from ..timestamps import to_wire, utcnow
-from ..wire import JsonObject, attachment_to_wire, message_event, message_to_wire, new_message_to_wire, sender_to_wire
+from ..wire import (
+    JsonObject,
+    attachment_to_wire,
+    message_event,
+    message_event_around_id,
+    message_to_wire,
+    new_message_to_wire,
+    sender_to_wire,
+)
 from .access import not_a_member
 from .send_committer import Stored
 from .webhook_events import enqueue, prefetch_targets
@@ -167,22 +177,21 @@ def _write(node: Node, session: Session, planned: list[_Planned],
     now = utcnow()
     created_at = to_wire(now)
     last_seqs = {plan.draft.room_id: plan.seq for plan in planned}  # each room's new last seq (planned in order)
-    ids = insert_messages_moving_rooms(session, [
+    # Each message's event is encoded once, before its id is drawn: around the id (see wire).
+    views = [new_message_to_wire(0, plan.draft.room_id, plan.seq, sender_to_wire(plan.sender), plan.draft.body,
+                                 plan.draft.reply_to, [attachment_to_wire(upload) for upload in plan.uploads],
+                                 plan.draft.client_id, created_at) for plan in planned]
+    events = [message_event_around_id(plan.draft.room_id, plan.seq, view)
+              for plan, view in zip(planned, views, strict=True)]
+    ids, rows = insert_messages_with_events(session, [
         {"room_id": plan.draft.room_id, "seq": plan.seq, "sender_id": plan.sender.id, "body": plan.draft.body,
          "reply_to_id": plan.draft.reply_to, "client_id": plan.draft.client_id, "created_at": now}
-        for plan in planned], [(room_id, rooms[room_id].last_seq, seq) for room_id, seq in last_seqs.items()], now)
-    events: list[JsonObject] = []
-    views: list[JsonObject] = []
-    for plan, message_id in zip(planned, ids, strict=True):
-        draft, sender = plan.draft, plan.sender
+        for plan in planned], [(room_id, rooms[room_id].last_seq, seq) for room_id, seq in last_seqs.items()],
+        events, now)
+    for plan, view, message_id in zip(planned, views, ids, strict=True):
+        view["id"] = message_id
         for upload in plan.uploads:
             upload.message_id = message_id
-        view = new_message_to_wire(message_id, draft.room_id, plan.seq, sender_to_wire(sender), draft.body,
-                                   draft.reply_to,
-                                   [attachment_to_wire(upload) for upload in plan.uploads], draft.client_id,
-                                   created_at)
-        views.append(view)
-        events.append(message_event(draft.room_id, plan.seq, view))
     bot_rooms: defaultdict[str, set[int]] = defaultdict(set)  # every sending tenant: the rooms bots may answer in
     for plan in planned:
         rooms_of_tenant = bot_rooms[plan.sender.tenant]
@@ -193,7 +202,7 @@ def _write(node: Node, session: Session, planned: list[_Planned],
     for plan, view in zip(planned, views, strict=True):
         enqueue(node, session, plan.sender.tenant, "message.created", plan.draft.room_id, plan.seq, message=view,
                 to_bots=plan.sender.role != "bot")  # a bot's messages never trigger bots
-    return list(zip(views, append_events(session, events, now), strict=True))
+    return list(zip(views, rows, strict=True))
 
 
 def store_draft(node: Node, session: Session, sender: UserSnapshot, draft: Draft) -> Stored:

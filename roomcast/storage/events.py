@@ -57,24 +57,19 @@ def append_event(session: Session, event: dict[str, Any]) -> Append:
     return Append(event["room"], payload.encode(), event["seq"])
 
 
-def append_events(session: Session, events: Sequence[dict[str, Any]], at: datetime) -> list[Append]:
-    """`append_event` for many events (of any rooms) in one statement (executemany)."""
-    if not events:
-        return []
-    payloads = [encode_text(event) for event in events]
+def insert_outbox_rows(session: Session, rows: Sequence[tuple[int, int, str, str]], at: datetime) -> None:
+    """Outbox rows (room_id, seq, type, payload) of events already encoded, in one statement (executemany)."""
+    if not rows:
+        return
     connection = session.connection()
     if connection.dialect.name == "sqlite":
         stamp = driver_rows.sqlite_timestamp(at)
-        driver_rows.sqlite_execute_many(session, _INSERT_OUTBOX_ROW_SQLITE, [
-            (event["room"], event["seq"], event["type"], payload, stamp)
-            for event, payload in zip(events, payloads, strict=True)])
+        driver_rows.sqlite_execute_many(session, _INSERT_OUTBOX_ROW_SQLITE, [(*row, stamp) for row in rows])
     elif connection.dialect.name == "postgresql":
+        room_ids, seqs, types, payloads = (list(column) for column in zip(*rows, strict=True))
         driver_rows.pg_execute(session, _INSERT_OUTBOX_ROWS_PG, {
-            "room_ids": [event["room"] for event in events], "seqs": [event["seq"] for event in events],
-            "types": [event["type"] for event in events], "payloads": payloads, "at": at})
+            "room_ids": room_ids, "seqs": seqs, "types": types, "payloads": payloads, "at": at})
     else:
         connection.execute(_INSERT_OUTBOX_ROW, [
-            {"room_id": event["room"], "seq": event["seq"], "type": event["type"], "payload": payload,
-             "created_at": at} for event, payload in zip(events, payloads, strict=True)])
-    return [Append(event["room"], payload.encode(), event["seq"])
-            for event, payload in zip(events, payloads, strict=True)]
+            {"room_id": room_id, "seq": seq, "type": kind, "payload": payload, "created_at": at}
+            for room_id, seq, kind, payload in rows])

@@ -12,9 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from . import driver_rows
+from .events import insert_outbox_rows
 from .messages import INSERT_MESSAGES_PG, insert_messages, message_columns, used_client_ids
 from .models import Membership, Message, Room, User
 from .replica import require_replayed
+from .streams.base import Append
 
 
 @dataclass
@@ -246,19 +248,14 @@ def lock_for_sends(session: Session, pairs: Collection[tuple[int, int]],
     return LockedForSends(rooms, {pair for pair in pairs if pair in members}, {key for key in keys if key in used})
 
 
-# PostgreSQL: the moves as arrays, in binary (see driver_rows).
-_RECORD_MESSAGES_PG = (
-    "UPDATE rooms SET last_seq = moves.seq, last_message_id = moves.message_id, last_activity_at = %(at)b "
-    "FROM unnest(%(room_ids)b::bigint[], %(previous_seqs)b::bigint[], %(seqs)b::bigint[], "
-    "%(message_ids)b::bigint[]) AS moves(room_id, previous_seq, seq, message_id) "
-    "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq")
 _RECORD_MESSAGES_SQLITE = ("UPDATE rooms SET last_seq = ?, last_message_id = ?, last_activity_at = ? "
                            "WHERE rooms.id = ? AND rooms.last_seq = ?")
 
 
 def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, int]], at: datetime) -> None:
     """Move each room on by several messages at once: (room_id, previous last_seq, new last_seq, last
-    message id) with every room locked; one statement for the batch (executemany)."""
+    message id) with every room locked; one statement for the batch (executemany). PostgreSQL
+    does it within `insert_messages_with_events`'s statement."""
     if not moves:
         return
     connection = session.connection()
@@ -266,10 +263,6 @@ def record_room_messages(session: Session, moves: Sequence[tuple[int, int, int, 
         stamp = driver_rows.sqlite_timestamp(at)
         changed = driver_rows.sqlite_execute_many(session, _RECORD_MESSAGES_SQLITE, [
             (seq, message_id, stamp, room_id, previous) for room_id, previous, seq, message_id in moves])
-    elif connection.dialect.name == "postgresql":
-        room_ids, previous_seqs, seqs, message_ids = (list(column) for column in zip(*moves, strict=True))
-        _, changed = driver_rows.pg_execute(session, _RECORD_MESSAGES_PG, {
-            "room_ids": room_ids, "previous_seqs": previous_seqs, "seqs": seqs, "message_ids": message_ids, "at": at})
     else:
         changed = connection.execute(_RECORD_MESSAGE, [
             {"room_id": room_id, "previous_seq": previous, "seq": seq, "message_id": message_id, "at": at}
@@ -284,38 +277,60 @@ def _require_moved(changed: int, moves: Sequence[object]) -> None:
         raise RuntimeError("a room is no longer at the seq it was locked at")
 
 
-# PostgreSQL: a batch's messages inserted and their rooms moved on in one round trip. The
-# UPDATE takes each room's last message id from the INSERT's RETURNING (it cannot see the new
-# rows themselves: every part of the statement reads the same snapshot).
-_INSERT_MESSAGES_MOVING_ROOMS_PG = (
+# PostgreSQL: a batch's messages inserted, their rooms moved on and each one's outbox row written,
+# in one round trip. The UPDATE takes each room's last message id from the INSERT's RETURNING (it
+# cannot see the new rows themselves: every part of the statement reads the same snapshot); each
+# outbox payload is joined around the id the INSERT drew.
+_INSERT_MESSAGES_WITH_EVENTS_PG = (
     f"WITH inserted AS ({INSERT_MESSAGES_PG}), "
     "moved AS (UPDATE rooms SET last_seq = moves.seq, last_message_id = inserted.id, last_activity_at = %(at)b "
     "FROM unnest(%(move_rooms)b::bigint[], %(previous_seqs)b::bigint[], %(seqs)b::bigint[]) "
     "AS moves(room_id, previous_seq, seq) "
     "JOIN inserted ON inserted.room_id = moves.room_id AND inserted.seq = moves.seq "
-    "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq RETURNING rooms.id) "
+    "WHERE rooms.id = moves.room_id AND rooms.last_seq = moves.previous_seq RETURNING rooms.id), "
+    "outboxed AS (INSERT INTO outbox (room_id, seq, type, payload, created_at) "
+    "SELECT inserted.room_id, inserted.seq, 'message', event.head || inserted.id || event.tail, %(at)b "
+    "FROM unnest(%(event_rooms)b::bigint[], %(event_seqs)b::bigint[], %(heads)b::text[], %(tails)b::text[]) "
+    "AS event(room_id, seq, head, tail) "
+    "JOIN inserted ON inserted.room_id = event.room_id AND inserted.seq = event.seq) "
     "SELECT inserted.id, inserted.room_id, inserted.seq, (SELECT count(*) FROM moved) FROM inserted")
 
 
-def insert_messages_moving_rooms(session: Session, rows: Sequence[dict[str, object]],
-                                 moves: Sequence[tuple[int, int, int]], at: datetime) -> list[int]:
-    """`insert_messages` of `rows`, then `record_room_messages` of `moves` (room_id, previous
-    last_seq, new last_seq: the room's last message is its row of that seq); the rows' ids, in
-    order. On PostgreSQL one statement."""
-    if driver_rows.dialect(session) != "postgresql":
+def insert_messages_with_events(session: Session, rows: Sequence[dict[str, object]],
+                                moves: Sequence[tuple[int, int, int]], events: Sequence[tuple[str, str]],
+                                at: datetime) -> tuple[list[int], list[Append]]:
+    """Insert the messages `rows` (the columns of `insert_message`), move each room on by `moves`
+    (room_id, previous last_seq, new last_seq: the room's last message is its row of that seq) and
+    write the outbox row of each message's `message` event, given as its text around the message's
+    id (`wire.message_event_around_id`, one per row). Returns the ids, in the rows' order, and the
+    outbox rows as the relay takes them. On PostgreSQL one statement; elsewhere three."""
+    on_postgresql = driver_rows.dialect(session) == "postgresql"
+    if on_postgresql:
+        columns = message_columns(rows)
+        returned, _ = driver_rows.pg_execute(session, _INSERT_MESSAGES_WITH_EVENTS_PG, {
+            **columns, "move_rooms": [room_id for room_id, _, _ in moves],
+            "previous_seqs": [previous for _, previous, _ in moves], "seqs": [seq for _, _, seq in moves],
+            "event_rooms": columns["room_id"], "event_seqs": columns["seq"],
+            "heads": [head for head, _ in events], "tails": [tail for _, tail in events], "at": at})
+        moved = returned[0][3] if returned else 0
+        assert isinstance(moved, int)
+        _require_moved(moved, moves)
+        new_ids: dict[tuple[object, object], int] = {}
+        for message_id, room_id, seq, _ in returned:
+            assert isinstance(message_id, int)
+            new_ids[(room_id, seq)] = message_id
+        ids = [new_ids[(row["room_id"], row["seq"])] for row in rows]
+    else:
         ids = insert_messages(session, rows)
         by_seq = {(row["room_id"], row["seq"]): message_id for row, message_id in zip(rows, ids, strict=True)}
         record_room_messages(session, [(room_id, previous, seq, by_seq[(room_id, seq)])
                                        for room_id, previous, seq in moves], at)
-        return ids
-    returned, _ = driver_rows.pg_execute(session, _INSERT_MESSAGES_MOVING_ROOMS_PG, {
-        **message_columns(rows), "move_rooms": [room_id for room_id, _, _ in moves],
-        "previous_seqs": [previous for _, previous, _ in moves], "seqs": [seq for _, _, seq in moves], "at": at})
-    moved = returned[0][3] if returned else 0
-    assert isinstance(moved, int)
-    _require_moved(moved, moves)
-    new_ids = {(room_id, seq): message_id for message_id, room_id, seq, _ in returned}
-    return [new_ids[(row["room_id"], row["seq"])] for row in rows]  # type: ignore[misc]
+    payloads = [head + str(message_id) + tail for message_id, (head, tail) in zip(ids, events, strict=True)]
+    if not on_postgresql:
+        insert_outbox_rows(session, [(row["room_id"], row["seq"], "message", payload)  # type: ignore[misc]
+                                     for row, payload in zip(rows, payloads, strict=True)], at)
+    return ids, [Append(row["room_id"], payload.encode(), row["seq"])  # type: ignore[arg-type]
+                 for row, payload in zip(rows, payloads, strict=True)]
 
 
 def find_room_by_ref(session: Session, tenant: str, external_ref: str, *, lock: bool = False) -> Room | None:

@@ -16,12 +16,13 @@ from sqlalchemy import select
 
 from roomcast.errors import ApiError
 from roomcast.services import messaging, send_store
-from roomcast.storage.events import append_events
+from roomcast.storage.events import insert_outbox_rows
 from roomcast.storage.messages import insert_messages
 from roomcast.storage.models import Message, OutboxEvent, Room
-from roomcast.storage.rooms import insert_messages_moving_rooms
+from roomcast.storage.rooms import insert_messages_with_events
 from roomcast.storage.users import UserSnapshot, get_user
 from roomcast.timestamps import utcnow
+from roomcast.wire import encode_text, message_event, message_event_around_id
 from tests.chat_helpers import make_group, send
 
 
@@ -166,10 +167,9 @@ async def test_a_batch_that_breaks_is_stored_draft_by_draft(
 async def test_the_drivers_errors_come_out_as_sqlalchemys(client: Any, users: Any, node: Any) -> None:
     """The batch's rows go through the driver's cursor; its errors are classified like any other statement's."""
     people, rooms, _ = await _world(client, users, node)
-    event = {"type": "message", "room": rooms[0], "seq": 1, "message": {}}  # seq 1 is taken
-
-    with pytest.raises(sa_exc.IntegrityError):
-        await node.database.write(lambda session: append_events(session, [event], utcnow()))
+    with pytest.raises(sa_exc.IntegrityError):  # seq 1 of the room is taken
+        await node.database.write(
+            lambda session: insert_outbox_rows(session, [(rooms[0], 1, "message", "{}")], utcnow()))
     with pytest.raises(sa_exc.IntegrityError):
         await node.database.write(lambda session: insert_messages(session, [
             {"room_id": rooms[0], "seq": 1, "sender_id": people[0].id, "body": "again", "reply_to_id": None,
@@ -178,9 +178,10 @@ async def test_the_drivers_errors_come_out_as_sqlalchemys(client: Any, users: An
 
 async def test_messages_inserted_with_their_rooms_moved_on_and_a_room_moved_meanwhile_fails_the_batch(
         client: Any, users: Any, node: Any) -> None:
-    """PostgreSQL: one statement inserts and moves the rooms on; SQLite: two. Either way the ids come
-    back in the rows' order, each room points at its last new message, and a room that is not at
-    the seq it was read at fails the whole batch (nothing written)."""
+    """PostgreSQL: one statement inserts the messages, moves the rooms on and writes the outbox rows;
+    SQLite: three. Either way the ids come back in the rows' order, each room points at its last new
+    message, each outbox row is its event with the id drawn, and a room that is not at the seq it
+    was read at fails the whole batch (nothing written)."""
     people, rooms, _ = await _world(client, users, node)
     first, second = rooms[:2]
 
@@ -188,9 +189,12 @@ async def test_messages_inserted_with_their_rooms_moved_on_and_a_room_moved_mean
         return {"room_id": room, "seq": seq, "sender_id": people[0].id, "body": body, "reply_to_id": None,
                 "client_id": None, "created_at": utcnow()}
 
+    def events(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return [message_event_around_id(r["room_id"], r["seq"], {"id": 0, "body": r["body"]}) for r in rows]
+
     rows = [row(second, 1, "b1"), row(first, 2, "a2"), row(second, 2, "b2"), row(first, 3, "a3")]
-    ids = await node.database.write(
-        lambda session: insert_messages_moving_rooms(session, rows, [(first, 1, 3), (second, 0, 2)], utcnow()))
+    ids, appended = await node.database.write(lambda session: insert_messages_with_events(
+        session, rows, [(first, 1, 3), (second, 0, 2)], events(rows), utcnow()))
     assert len(set(ids)) == 4
     stored = await node.database.read(lambda session: {
         m.id: (m.room_id, m.seq, m.body) for m in session.scalars(select(Message).where(Message.id.in_(ids)))})
@@ -198,9 +202,19 @@ async def test_messages_inserted_with_their_rooms_moved_on_and_a_room_moved_mean
     moved = await node.database.read(lambda session: {
         room.id: (room.last_seq, room.last_message_id) for room in session.scalars(select(Room))})
     assert (moved[first], moved[second]) == ((3, ids[3]), (2, ids[2]))
+    expected = [encode_text(message_event(r["room_id"], r["seq"], {"id": message_id, "body": r["body"]}))
+                for r, message_id in zip(rows, ids, strict=True)]
+    assert [(a.room_id, a.seq, a.data.decode()) for a in appended] == [
+        (r["room_id"], r["seq"], payload) for r, payload in zip(rows, expected, strict=True)]
+    outbox = await node.database.read(lambda session: {
+        (e.room_id, e.seq): (e.type, e.payload) for e in session.scalars(select(OutboxEvent))})
+    assert [outbox[(r["room_id"], r["seq"])] for r in rows] == [("message", payload) for payload in expected]
 
+    later = [row(second, 3, "b3"), row(first, 4, "a4")]
     with pytest.raises(RuntimeError, match="no longer at the seq"):  # the first room is at 3, not 1
-        await node.database.write(lambda session: insert_messages_moving_rooms(
-            session, [row(second, 3, "b3"), row(first, 4, "a4")], [(first, 1, 4), (second, 2, 3)], utcnow()))
+        await node.database.write(lambda session: insert_messages_with_events(
+            session, later, [(first, 1, 4), (second, 2, 3)], events(later), utcnow()))
     assert await node.database.read(
         lambda session: session.scalars(select(Message.id).where(Message.body.in_(["a4", "b3"]))).all()) == []
+    assert await node.database.read(lambda session: session.scalars(select(OutboxEvent.seq).where(
+        OutboxEvent.room_id == second, OutboxEvent.seq == 3)).all()) == []
