@@ -7,9 +7,9 @@ statement each); one inserts the messages, moves each room's last_seq on and wri
 outbox rows (on SQLite, three); one reads the webhooks and bots the messages may go to. Each
 message's event is encoded before its id is drawn, around it (`wire.message_event_around_id`),
 so that PostgreSQL joins the outbox payloads itself. Seqs are handed out in Python under the
-room locks. Every refusal (no such room, not a
-member, a repeated client_id, the room inactive, a bad reply_to or attachment) is
-decided before the first write and is an outcome of its own.
+room locks. Every refusal (no such room, not a member, a repeated client_id, the room
+inactive, a bad reply_to or attachment) is decided before the first write and is an outcome
+of its own.
 
 `store_draft` stores one draft the same way it always did, statement by statement:
 the committer's slow path, taken with a savepoint per draft after `store_drafts` failed
