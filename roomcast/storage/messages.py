@@ -60,7 +60,8 @@ _INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter
 
 _INSERT_MESSAGE_SQLITE = ("INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
                           "VALUES (?, ?, ?, ?, ?, ?, ?)")
-# One array per column, in binary (see driver_rows); the ids come back keyed by (room, seq).
+# One array per column, in binary (see driver_rows); the ids come back keyed by (room, seq). The
+# first part of `rooms.insert_messages_with_events`' statement.
 INSERT_MESSAGES_PG = (
     "INSERT INTO messages (room_id, seq, sender_id, body, reply_to_id, client_id, created_at) "
     "SELECT * FROM unnest(%(room_id)b::bigint[], %(seq)b::bigint[], %(sender_id)b::bigint[], %(body)b::text[], "
@@ -75,7 +76,9 @@ def message_columns(rows: Sequence[dict[str, object]]) -> dict[str, list[object]
 
 
 def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list[int]:
-    """Insert new message rows (the columns of `insert_message`) in one statement; their ids, in order."""
+    """Insert new message rows (the columns of `insert_message`) in one statement; their ids, in order.
+
+    SQLite and others: PostgreSQL stores a batch's messages with `rooms.insert_messages_with_events`."""
     if not rows:
         return []
     dialect = driver_rows.dialect(session)
@@ -86,11 +89,8 @@ def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list
              stamps.get(row["created_at"]) or stamps.setdefault(
                  row["created_at"], driver_rows.sqlite_timestamp(row["created_at"])))  # type: ignore[arg-type]
             for row in rows])
-    if dialect != "postgresql":
-        return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
-    returned, _ = driver_rows.pg_execute(session, INSERT_MESSAGES_PG, message_columns(rows))
-    ids = {(room_id, seq): message_id for message_id, room_id, seq in returned}
-    return [ids[(row["room_id"], row["seq"])] for row in rows]  # type: ignore[misc]
+    # PostgreSQL inserts a batch's messages within `rooms.insert_messages_with_events`' statement.
+    return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
 
 
 def used_client_ids(session: Session, keys: Collection[tuple[int, int, str]]) -> set[tuple[int, int, str]]:
