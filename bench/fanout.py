@@ -28,7 +28,7 @@ default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
     python bench/fanout.py                       # every scenario, SQLite + in-process streams
     python bench/fanout.py --stack postgresql-redis --scenario flat-1x1000
     python bench/fanout.py --profile             # also sample the server with py-spy (pip install py-spy);
-                                                 # flat: the steady state, storm: the joins' first seconds
+                                                 # flat and rate: the steady state, storm: the joins' first seconds
     python bench/fanout.py --no-pin              # let server and load generator share every core
     python bench/fanout.py --stack postgresql-redis --scenario storm-1x1000 --presence diff
     python bench/fanout.py --scenario drop-1x1000 --subscribers 100   # a smoke run at small scale
@@ -351,7 +351,7 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                                    preexec_fn=child_setup(loadgen_cores))
             assert gen.stdout is not None and gen.stdin is not None
             spy = None
-            if profile and spec["mode"] == "flat":
+            if profile and spec["mode"] in ("flat", "rate"):
                 time.sleep(spec["warmup_s"] + 4)  # subscribers connect, then sample the steady state
                 spy = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--duration", "8",
                                         "--rate", "200", "--pid", str(process.pid),
@@ -483,7 +483,7 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true",
                         help="run the scenarios on every stack (or those given) and end with one table")
     parser.add_argument("--profile", action="store_true",
-                        help="sample the server with py-spy in flat and storm scenarios")
+                        help="sample the server with py-spy in flat, rate and storm scenarios")
     parser.add_argument("--duration", type=float, help="seconds to measure, instead of the scenario's own")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not keep the load generator on a core of its own")
