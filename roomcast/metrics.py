@@ -50,6 +50,17 @@ class NodeMetrics:
             "roomcast_send_latency_seconds",
             "Time from taking a message send (REST request or /ws send frame) to its commit, when it is acked.",
             buckets=SEND_LATENCY_BUCKETS, registry=self.registry)
+        # The two parts of a send's latency the node itself does not set: the rate limit (with
+        # Redis, a round trip shared by the node's waiting senders) and the database's commit.
+        self.send_rate_limit = Histogram(
+            "roomcast_send_rate_limit_seconds",
+            "Time taking senders' rate tokens: per REST send, or per batch of a /ws connection's sends.",
+            buckets=SEND_LATENCY_BUCKETS, registry=self.registry)
+        self.send_transaction = Histogram(
+            "roomcast_send_transaction_seconds",
+            "Time a group-commit transaction that stored messages took, from handing it to a database thread "
+            "to its commit.",
+            buckets=SEND_LATENCY_BUCKETS, registry=self.registry)
         self.http_requests = Counter(
             "roomcast_http_requests", "HTTP requests answered, by method, route (the URL rule) and status.",
             ["method", "route", "status"], registry=self.registry)

@@ -49,13 +49,19 @@ def _require_active(room: Room) -> None:
 
 async def take_send_token(node: Node, sender: UserSnapshot) -> None:
     """One send off the sender's budget (shared by every node with Redis); RateLimited when spent."""
-    await node.send_limiter.acquire(sender.id)
+    started = trio.current_time()
+    try:
+        await node.send_limiter.acquire(sender.id)
+    finally:
+        node.metrics.send_rate_limit.observe(trio.current_time() - started)
 
 
 async def take_send_tokens(node: Node, sender: UserSnapshot, count: int) -> list[RateLimited | None]:
     """`count` sends off the sender's budget, in order (one call to Redis for all): for each,
     None when it may go, or the RateLimited that refuses it."""
+    started = trio.current_time()
     waits = await node.send_limiter.take(sender.id, count)
+    node.metrics.send_rate_limit.observe(trio.current_time() - started)
     return [RateLimited(round(wait, 3)) if wait > 0 else None for wait in waits]
 
 

@@ -262,6 +262,7 @@ class SendCommitter:
                     outcomes.append(outcome)
             return outcomes
 
+        started = trio.current_time()
         try:
             try:
                 stored = await self.node.database.write(together)
@@ -276,10 +277,10 @@ class SendCommitter:
             for request in batch:
                 request.fail(exc)
             return
-        self._committed(batch, entries, stored)
+        self._committed(batch, entries, stored, trio.current_time() - started)
 
     def _committed(self, batch: list[SendRequest], entries: list[tuple[UserSnapshot, Draft, int, int]],
-                   stored: list[Stored | Exception]) -> None:
+                   stored: list[Stored | Exception], took_s: float) -> None:
         answers: list[list[SendOutcome]] = [[] for _ in batch]
         for request, answer in zip(batch, answers, strict=True):
             answer.extend([Unavailable("not stored")] * len(request.drafts))  # each overwritten below
@@ -300,6 +301,7 @@ class SendCommitter:
             for room_id, room_rows in rows.items():
                 self.node.notify_committed(room_id, room_rows)  # the relay appends them all in one call
             self.node.metrics.committed(count)
+            self.node.metrics.send_transaction.observe(took_s)  # as counted: a transaction that stored messages
         for request, answer in zip(batch, answers, strict=True):
             request.answer(answer)
 

@@ -65,6 +65,10 @@ async def test_counters_move_after_a_rest_send_and_a_ws_delivery(live_server: st
             assert value(after_rest, "roomcast_ws_frames_out_total") > value(before, "roomcast_ws_frames_out_total")
             assert value(after_rest, "roomcast_ws_bytes_out_total") > value(before, "roomcast_ws_bytes_out_total")
             assert value(after_rest, "roomcast_send_latency_seconds_count") == 1
+            # Its parts: one rate-limit call, and the transaction that committed it.
+            assert value(after_rest, "roomcast_send_rate_limit_seconds_count") == 1
+            assert value(after_rest, "roomcast_send_transaction_seconds_count") == value(
+                after_rest, "roomcast_send_transactions_total")
             assert value(after_rest, "roomcast_http_requests_total", method="POST", route=MESSAGES_ROUTE,
                          status="201") == 1
             for gauge in ("roomcast_outbox_unpublished", "roomcast_outbox_oldest_age_seconds",
@@ -81,6 +85,9 @@ async def test_counters_move_after_a_rest_send_and_a_ws_delivery(live_server: st
                 after_rest, "roomcast_messages_committed_total") + 1
             assert value(after_ws, "roomcast_send_latency_seconds_count") == 2
             assert value(after_ws, "roomcast_send_latency_seconds_bucket", le="+Inf") == 2
+            assert value(after_ws, "roomcast_send_rate_limit_seconds_count") == 2
+            assert value(after_ws, "roomcast_send_transaction_seconds_count") == value(
+                after_ws, "roomcast_send_transactions_total")
         await eventually(lambda: scrape_value(http, "roomcast_connections"), until=0.0)
 
 
