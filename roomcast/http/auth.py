@@ -17,6 +17,7 @@ from .context import current_node
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 _PUBLIC_ATTR = "_roomcast_public"
+_ROLES_ATTR = "_roomcast_roles"
 _AUTHENTICATED_ATTR = "_roomcast_authenticated"
 
 
@@ -51,6 +52,11 @@ def needs_token(app: Quart, endpoint: str) -> bool:
     return getattr(blueprint, _AUTHENTICATED_ATTR, False) and not getattr(view, _PUBLIC_ATTR, False)
 
 
+def needs_role(app: Quart, endpoint: str) -> bool:
+    """Whether `endpoint` is for some roles only (`require_roles`), so it may answer 403 (for the OpenAPI document)."""
+    return bool(getattr(app.view_functions[endpoint], _ROLES_ATTR, ()))
+
+
 def current_user() -> UserSnapshot:
     """The authenticated caller of this request."""
     return g.user
@@ -66,6 +72,7 @@ def require_roles(*roles: str) -> Callable[[F], F]:
                 raise Forbidden(f"only {' or '.join(roles)} users may do this")
             return await view(*args, **kwargs)
 
+        setattr(guarded, _ROLES_ATTR, roles)  # decorators above copy it on (functools.wraps)
         return guarded  # type: ignore[return-value]
 
     return decorate

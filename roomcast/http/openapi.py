@@ -1,6 +1,8 @@
 """quart-schema's OpenAPI generation, completed: bodiless responses (204), required request
-bodies, the 401 of every operation that needs a token (and no security on those that do not),
-and the id range of path parameters."""
+bodies, the id range of path parameters, and the errors any operation of its kind may answer
+whatever its view: 401 where a token is needed (and no security where none is), 403 where only
+some roles may call, 400 where there is a body or a query to check, 413 for a body over
+`max_request_bytes`, and 503 while a dependency is down."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from quart_schema.openapi import OpenAPIProvider
 from werkzeug.routing import BaseConverter, Rule
 
 from ..wire import MAX_ID
-from .auth import needs_token
+from .auth import needs_role, needs_token
 from .ids import IdConverter
 from .schemas import ErrorOut
 
@@ -21,13 +23,15 @@ class RoomcastOpenAPIProvider(OpenAPIProvider):
     def build_paths(self, rule: Rule) -> tuple[dict, dict]:
         paths, components = super().build_paths(rule)
         authenticated = needs_token(self._app, rule.endpoint)  # type: ignore[arg-type]
-        unauthorized, error_components = self.build_response_object(ErrorOut, None)
+        restricted = needs_role(self._app, rule.endpoint)  # type: ignore[arg-type]
+        error, error_components = self.build_response_object(ErrorOut, None)
+        components.update(error_components)
         for operations in paths.values():
             for operation in operations.values():
-                if authenticated:
-                    operation["responses"] = {**operation["responses"], "401": unauthorized}
-                    components.update(error_components)
-                else:
+                responses = operation["responses"]
+                for status in _errors_of(operation, authenticated, restricted):
+                    responses.setdefault(status, error)
+                if not authenticated:
                     operation["security"] = []  # the document's default asks for a bearer token
         return paths, components
 
@@ -49,6 +53,18 @@ class RoomcastOpenAPIProvider(OpenAPIProvider):
             return {"description": FileBytes.__doc__, "content": {
                 "*/*": {"schema": {"type": "string", "format": "binary"}}}}, {}
         return super().build_response_object(model, headers_model)
+
+
+def _errors_of(operation: dict[str, Any], authenticated: bool, restricted: bool) -> list[str]:
+    """The error statuses an operation may answer by its kind alone (its view adds its own)."""
+    checked = "requestBody" in operation or any(p.get("in") == "query" for p in operation.get("parameters", []))
+    return [status for status, applies in (
+        ("400", checked),  # PROTOCOL §1's validation_error
+        ("401", authenticated),
+        ("403", restricted),  # the caller's role may not
+        ("413", "requestBody" in operation),  # over max_request_bytes, refused before it is read
+        ("503", True),  # the database (or the stream backend) is down: wait and retry
+    ) if applies]
 
 
 def documents_no_content() -> Callable[[Any], Any]:

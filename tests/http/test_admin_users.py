@@ -211,13 +211,13 @@ def test_minted_tokens_carry_iat_in_milliseconds() -> None:
 async def test_openapi_documents_the_admin_user_routes(client: Any) -> None:
     spec = await (await client.get("/openapi.json")).get_json()
     expected = {
-        ("get", "/api/admin/users"): {"200", "400", "401", "403"},
-        ("get", "/api/admin/users/{user_id}"): {"200", "401", "403", "404"},
-        ("post", "/api/admin/users/{user_id}/disable"): {"200", "400", "401", "403", "404"},
-        ("post", "/api/admin/users/{user_id}/enable"): {"200", "401", "403", "404"},
-        ("post", "/api/admin/users/{user_id}/revoke-tokens"): {"200", "401", "403", "404"},
-        ("post", "/api/admin/users/{user_id}/password"): {"200", "400", "401", "403", "404"},
-        ("post", "/api/auth/login"): {"200", "400", "401", "429"},
+        ("get", "/api/admin/users"): {"200", "400", "401", "403", "503"},
+        ("get", "/api/admin/users/{user_id}"): {"200", "401", "403", "404", "503"},
+        ("post", "/api/admin/users/{user_id}/disable"): {"200", "400", "401", "403", "404", "503"},
+        ("post", "/api/admin/users/{user_id}/enable"): {"200", "401", "403", "404", "503"},
+        ("post", "/api/admin/users/{user_id}/revoke-tokens"): {"200", "401", "403", "404", "503"},
+        ("post", "/api/admin/users/{user_id}/password"): {"200", "400", "401", "403", "404", "413", "503"},
+        ("post", "/api/auth/login"): {"200", "400", "401", "413", "429", "503"},
     }
     for (method, path), statuses in expected.items():
         assert set(spec["paths"][path][method]["responses"]) == statuses, (method, path)

@@ -6,19 +6,19 @@ import re
 from typing import Any
 
 ROUTES = {
-    ("get", "/api/rooms"): {"200", "400", "401"},
-    ("post", "/api/rooms"): {"200", "201", "400", "403", "404", "401"},
-    ("get", "/api/rooms/{room_id}"): {"200", "403", "404", "401"},
-    ("patch", "/api/rooms/{room_id}"): {"200", "400", "403", "404", "401"},
-    ("post", "/api/rooms/{room_id}/members"): {"200", "201", "400", "403", "404", "401"},
-    ("delete", "/api/rooms/{room_id}/members/{user_id}"): {"204", "403", "404", "401"},
-    ("put", "/api/rooms/by-ref/{external_ref}"): {"200", "201", "400", "403", "404", "401"},
-    ("delete", "/api/rooms/by-ref/{external_ref}"): {"204", "403", "404", "401"},
-    ("get", "/api/rooms/{room_id}/messages"): {"200", "400", "403", "404", "401"},
-    ("post", "/api/rooms/{room_id}/messages"): {"200", "201", "400", "403", "404", "401"},
-    ("patch", "/api/rooms/{room_id}/messages/{message_id}"): {"200", "400", "403", "404", "401"},
-    ("delete", "/api/rooms/{room_id}/messages/{message_id}"): {"204", "403", "404", "401"},
-    ("post", "/api/rooms/{room_id}/read"): {"204", "400", "403", "404", "401"},
+    ("get", "/api/rooms"): {"200", "400", "401", "503"},
+    ("post", "/api/rooms"): {"200", "201", "400", "403", "404", "401", "413", "503"},
+    ("get", "/api/rooms/{room_id}"): {"200", "403", "404", "401", "503"},
+    ("patch", "/api/rooms/{room_id}"): {"200", "400", "403", "404", "401", "413", "503"},
+    ("post", "/api/rooms/{room_id}/members"): {"200", "201", "400", "403", "404", "401", "413", "503"},
+    ("delete", "/api/rooms/{room_id}/members/{user_id}"): {"204", "400", "403", "404", "401", "503"},
+    ("put", "/api/rooms/by-ref/{external_ref}"): {"200", "201", "400", "403", "404", "401", "413", "503"},
+    ("delete", "/api/rooms/by-ref/{external_ref}"): {"204", "403", "404", "401", "503"},
+    ("get", "/api/rooms/{room_id}/messages"): {"200", "400", "403", "404", "401", "503"},
+    ("post", "/api/rooms/{room_id}/messages"): {"200", "201", "400", "403", "404", "401", "413", "429", "503"},
+    ("patch", "/api/rooms/{room_id}/messages/{message_id}"): {"200", "400", "403", "404", "401", "413", "503"},
+    ("delete", "/api/rooms/{room_id}/messages/{message_id}"): {"204", "403", "404", "401", "503"},
+    ("post", "/api/rooms/{room_id}/read"): {"204", "400", "403", "404", "401", "413", "503"},
     ("post", "/api/rooms/{room_id}/events"): {"202", "400", "401", "403", "404", "413", "503"},
     ("post", "/api/broadcast"): {"202", "400", "401", "403", "413", "503"},
 }
@@ -82,13 +82,21 @@ async def test_every_operation_documents_body_auth_and_success(client: Any) -> N
             continue
         unauthorized = responses["401"]["content"]["application/json"]["schema"]
         assert set(_resolve(spec, unauthorized)["properties"]) == {"error"}, where
+        # What any operation of its kind may answer, whatever its view (http/openapi.py).
+        assert "503" in responses, where
+        if "requestBody" in operation:
+            assert {"400", "413"} <= set(responses), where
+        if any(parameter["in"] == "query" for parameter in operation.get("parameters", [])):
+            assert "400" in responses, where
         for parameter in operation.get("parameters", []):
             if parameter["in"] == "path" and parameter["name"].endswith("_id"):
                 assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, where
     public = {(method, path) for method, path, operation in operations if operation.get("security") == []}
     assert public == {("post", "/api/auth/login")}
     actors = spec["paths"]["/api/admin/actors"]["get"]["responses"]
-    assert set(actors) == {"200", "401", "403"}
+    assert set(actors) == {"200", "401", "403", "503"}
+    # Only admins and services may create users: the role check is documented with the route.
+    assert "403" in spec["paths"]["/api/users"]["post"]["responses"]
     tree = _resolve(spec, actors["200"]["content"]["application/json"]["schema"])
     assert {"stream_backend", "tree"} <= set(tree["properties"])
 

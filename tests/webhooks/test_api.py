@@ -228,13 +228,13 @@ async def test_api_targets_get_their_events_only_and_wait_while_paused(node: Nod
 
 
 WEBHOOK_ROUTES = {
-    ("post", "/api/webhooks"): {"201", "400", "403", "401"},
-    ("get", "/api/webhooks"): {"200", "403", "401"},
-    ("get", "/api/webhooks/{webhook}"): {"200", "403", "404", "401"},
-    ("patch", "/api/webhooks/{webhook}"): {"200", "400", "403", "404", "401"},
-    ("delete", "/api/webhooks/{webhook}"): {"204", "403", "404", "401"},
-    ("get", "/api/webhooks/{webhook}/deliveries"): {"200", "400", "403", "404", "401"},
-    ("post", "/api/webhooks/{webhook}/deliveries/{delivery_id}/retry"): {"202", "403", "404", "401"},
+    ("post", "/api/webhooks"): {"201", "400", "403", "401", "413", "503"},
+    ("get", "/api/webhooks"): {"200", "403", "401", "503"},
+    ("get", "/api/webhooks/{webhook}"): {"200", "403", "404", "401", "503"},
+    ("patch", "/api/webhooks/{webhook}"): {"200", "400", "403", "404", "401", "413", "503"},
+    ("delete", "/api/webhooks/{webhook}"): {"204", "403", "404", "401", "503"},
+    ("get", "/api/webhooks/{webhook}/deliveries"): {"200", "400", "403", "404", "401", "503"},
+    ("post", "/api/webhooks/{webhook}/deliveries/{delivery_id}/retry"): {"202", "403", "404", "401", "503"},
 }
 
 

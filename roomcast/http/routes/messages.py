@@ -50,6 +50,7 @@ async def history(room_id: int, query_args: HistoryQuery) -> dict:
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
+@document_response(ErrorOut, 429)
 async def send(room_id: int, data: SendMessageIn) -> tuple[dict, int]:
     """Send as the caller; 201 once committed, 200 with the original for a repeated `client_id`.
 

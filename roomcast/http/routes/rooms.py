@@ -116,6 +116,7 @@ async def add_member(room_id: int, data: AddMemberIn) -> tuple[dict, int]:
 
 @blueprint.delete(f"/{ROOM}/members/{USER}")
 @documents_no_content()
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def remove_member(room_id: int, user_id: int) -> tuple[str, int]:
