@@ -206,10 +206,11 @@ _LOCK_FOR_SENDS_PG = (
     "ARRAY(SELECT memberships.user_id FROM memberships WHERE memberships.room_id = rooms.id "
     "AND memberships.user_id = ANY(%(users)b::bigint[])), used.senders, used.client_ids "
     "FROM rooms CROSS JOIN LATERAL (SELECT array_agg(messages.sender_id) AS senders, "
-    "array_agg(messages.client_id) AS client_ids FROM messages "
-    "JOIN unnest(%(key_senders)b::bigint[], %(key_clients)b::varchar[]) AS key(sender_id, client_id) "
-    "ON messages.sender_id = key.sender_id AND messages.client_id = key.client_id "
-    "WHERE messages.room_id = rooms.id) AS used "
+    "array_agg(messages.client_id) AS client_ids "
+    "FROM unnest(%(key_rooms)b::bigint[], %(key_senders)b::bigint[], %(key_clients)b::varchar[]) "
+    "AS key(room_id, sender_id, client_id) "
+    "JOIN messages ON messages.room_id = key.room_id AND messages.sender_id = key.sender_id "
+    "AND messages.client_id = key.client_id WHERE key.room_id = rooms.id) AS used "
     "WHERE rooms.id = ANY(%(room_ids)b::bigint[]) ORDER BY rooms.id FOR NO KEY UPDATE OF rooms")
 
 
@@ -232,7 +233,8 @@ def lock_for_sends(session: Session, pairs: Collection[tuple[int, int]],
                               used_client_ids(session, keys))
     rows, _ = driver_rows.pg_execute(session, _LOCK_FOR_SENDS_PG, {
         "room_ids": sorted({room_id for room_id, _ in pairs}), "users": sorted({user_id for _, user_id in pairs}),
-        "key_senders": [sender_id for _, sender_id, _ in keys], "key_clients": [client_id for _, _, client_id in keys]})
+        "key_rooms": [room_id for room_id, _, _ in keys], "key_senders": [sender_id for _, sender_id, _ in keys],
+        "key_clients": [client_id for _, _, client_id in keys]})
     rooms: dict[int, LockedRoom] = {}
     members: set[tuple[int, int]] = set()
     used: set[tuple[int, int, str]] = set()

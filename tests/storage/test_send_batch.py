@@ -19,7 +19,7 @@ from roomcast.services import messaging, send_store
 from roomcast.storage.events import insert_outbox_rows
 from roomcast.storage.messages import insert_messages
 from roomcast.storage.models import Message, OutboxEvent, Room
-from roomcast.storage.rooms import insert_messages_with_events
+from roomcast.storage.rooms import insert_messages_with_events, lock_for_sends
 from roomcast.storage.users import UserSnapshot, get_user
 from roomcast.timestamps import utcnow
 from roomcast.wire import encode_text, message_event, message_event_around_id
@@ -218,3 +218,20 @@ async def test_messages_inserted_with_their_rooms_moved_on_and_a_room_moved_mean
         lambda session: session.scalars(select(Message.id).where(Message.body.in_(["a4", "b3"]))).all()) == []
     assert await node.database.read(lambda session: session.scalars(select(OutboxEvent.seq).where(
         OutboxEvent.room_id == second, OutboxEvent.seq == 3)).all()) == []
+
+
+async def test_client_ids_used_are_found_in_their_own_rooms_only(client: Any, users: Any, node: Any) -> None:
+    """`lock_for_sends` asks about (room, sender, client_id) keys: a client_id a sender used in
+    one room is no repeat in another, whatever else the batch asks about (on PostgreSQL each
+    room looks up only its own keys, not every key of the batch)."""
+    alice, bob = await users.create("member"), await users.create("member")
+    rooms = [(await make_group(client, alice, [bob], name=f"room {n}"))["id"] for n in range(5)]
+    for room in rooms[1::2]:
+        await send(client, alice, room, "first", client_id="x")
+    await send(client, bob, rooms[0], "bob's", client_id="x")
+    keys = {(room, sender.id, client_id) for room in rooms for sender in (alice, bob) for client_id in ("x", "y")}
+    pairs = {(room, sender.id) for room in rooms for sender in (alice, bob)}
+
+    locked = await node.database.write(lambda session: lock_for_sends(session, pairs, keys))
+    assert locked.used_client_ids == {(rooms[1], alice.id, "x"), (rooms[3], alice.id, "x"), (rooms[0], bob.id, "x")}
+    assert set(locked.rooms) == set(rooms) and locked.members == pairs
