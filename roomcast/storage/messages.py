@@ -93,13 +93,32 @@ def insert_messages(session: Session, rows: Sequence[dict[str, object]]) -> list
     return list(session.connection().execute(_INSERT_MESSAGES, list(rows)).scalars())
 
 
+# SQLite answers a row value IN list (`(room_id, sender_id, client_id) IN (...)`) by scanning the
+# whole index, every message of every room (31 ms at 200k messages); joined to the keys as a
+# VALUES table it searches the index once per key (0.1 ms).
+_MESSAGES_WITH_KEYS_SQLITE = (
+    "WITH key(room_id, sender_id, client_id) AS (VALUES {rows}) "
+    "SELECT messages.id, messages.room_id, messages.sender_id, messages.client_id FROM key JOIN messages "
+    "ON messages.room_id = key.room_id AND messages.sender_id = key.sender_id AND messages.client_id = key.client_id")
+
+
+def _messages_with_keys(session: Session, keys: Collection[tuple[int, int, str]]) -> list[tuple[int, int, int, str]]:
+    """(id, room_id, sender_id, client_id) of the stored messages that have one of those keys."""
+    ordered = sorted(keys)
+    if driver_rows.dialect(session) == "sqlite":
+        rows = driver_rows.sqlite_select(session, _MESSAGES_WITH_KEYS_SQLITE.format(
+            rows=", ".join(["(?, ?, ?)"] * len(ordered))), [value for key in ordered for value in key])
+    else:
+        columns = (_MESSAGES.c.room_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_id)
+        rows = list(session.connection().execute(select(_MESSAGES.c.id, *columns).where(tuple_(*columns).in_(ordered))))
+    return [(row[0], row[1], row[2], row[3]) for row in rows]  # type: ignore[misc]
+
+
 def used_client_ids(session: Session, keys: Collection[tuple[int, int, str]]) -> set[tuple[int, int, str]]:
     """Those (room_id, sender_id, client_id) keys that a stored message already has."""
     if not keys:
         return set()
-    query = select(_MESSAGES.c.room_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_id).where(
-        tuple_(_MESSAGES.c.room_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_id).in_(sorted(keys)))
-    return {(room_id, sender_id, client_id) for room_id, sender_id, client_id in session.connection().execute(query)}
+    return {(room_id, sender_id, client_id) for _, room_id, sender_id, client_id in _messages_with_keys(session, keys)}
 
 
 def find_by_client_ids(session: Session,
@@ -107,9 +126,11 @@ def find_by_client_ids(session: Session,
     """The messages already stored under those (room_id, sender_id, client_id) keys, by key."""
     if not keys:
         return {}
-    query = select(Message).where(tuple_(Message.room_id, Message.sender_id, Message.client_id).in_(sorted(keys)))
+    ids = [message_id for message_id, _, _, _ in _messages_with_keys(session, keys)]
+    if not ids:
+        return {}
     found: dict[tuple[int, int, str], Message] = {}
-    for message in session.scalars(query):
+    for message in session.scalars(select(Message).where(Message.id.in_(ids))):
         assert message.client_id is not None
         found[(message.room_id, message.sender_id, message.client_id)] = message
     return found

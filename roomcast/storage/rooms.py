@@ -175,6 +175,11 @@ _MEMBERSHIPS_AMONG_PG = (
     "ON memberships.room_id = pair.room_id AND memberships.user_id = pair.user_id")
 
 
+_MEMBERSHIPS_AMONG_SQLITE = (
+    "WITH pair(room_id, user_id) AS (VALUES {pairs}) SELECT memberships.room_id, memberships.user_id "
+    "FROM pair JOIN memberships ON memberships.room_id = pair.room_id AND memberships.user_id = pair.user_id")
+
+
 def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
     """Those (room_id, user_id) pairs that are memberships."""
     if not pairs:
@@ -184,10 +189,9 @@ def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> s
     if dialect == "postgresql":  # one statement text whatever the number of pairs (see driver_rows)
         rows, _ = driver_rows.pg_execute(session, _MEMBERSHIPS_AMONG_PG, {
             "rooms": [room_id for room_id, _ in ordered], "users": [user_id for _, user_id in ordered]})
-    elif dialect == "sqlite":
-        statement = ("SELECT room_id, user_id FROM memberships WHERE (room_id, user_id) IN (VALUES "
-                     + ", ".join(["(?, ?)"] * len(ordered)) + ")")
-        rows = driver_rows.sqlite_select(session, statement, [value for pair in ordered for value in pair])
+    elif dialect == "sqlite":  # joined, not `(room_id, user_id) IN (...)`: see messages._MESSAGES_WITH_KEYS_SQLITE
+        rows = driver_rows.sqlite_select(session, _MEMBERSHIPS_AMONG_SQLITE.format(
+            pairs=", ".join(["(?, ?)"] * len(ordered))), [value for pair in ordered for value in pair])
     else:
         query = select(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).where(
             tuple_(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).in_(ordered))

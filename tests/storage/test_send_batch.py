@@ -17,9 +17,9 @@ from sqlalchemy import select
 from roomcast.errors import ApiError
 from roomcast.services import messaging, send_store
 from roomcast.storage.events import insert_outbox_rows
-from roomcast.storage.messages import insert_messages
+from roomcast.storage.messages import _MESSAGES_WITH_KEYS_SQLITE, insert_messages
 from roomcast.storage.models import Message, OutboxEvent, Room
-from roomcast.storage.rooms import insert_messages_with_events, lock_for_sends
+from roomcast.storage.rooms import _MEMBERSHIPS_AMONG_SQLITE, insert_messages_with_events, lock_for_sends
 from roomcast.storage.users import UserSnapshot, get_user
 from roomcast.timestamps import utcnow
 from roomcast.wire import encode_text, message_event, message_event_around_id
@@ -235,3 +235,22 @@ async def test_client_ids_used_are_found_in_their_own_rooms_only(client: Any, us
     locked = await node.database.write(lambda session: lock_for_sends(session, pairs, keys))
     assert locked.used_client_ids == {(rooms[1], alice.id, "x"), (rooms[3], alice.id, "x"), (rooms[0], bob.id, "x")}
     assert set(locked.rooms) == set(rooms) and locked.members == pairs
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+@pytest.mark.parametrize("statement, width", [(_MESSAGES_WITH_KEYS_SQLITE.format(rows="(?, ?, ?), (?, ?, ?)"), 3),
+                                              (_MEMBERSHIPS_AMONG_SQLITE.format(pairs="(?, ?), (?, ?)"), 2)],
+                         ids=["client_ids", "memberships"])
+async def test_sqlite_looks_keys_up_in_the_index_never_scanning_the_table(node: Any, statement: str,
+                                                                          width: int) -> None:
+    """A batch's keys are searched in the index one by one: SQLite would scan the whole table (every
+    message of every room) for a row value IN list, so a batch would cost more the more was stored."""
+
+    def plan(session: Any) -> list[str]:
+        rows = session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", tuple([1] * (2 * width)))
+        return [row[-1] for row in rows]
+
+    steps = await node.database.read(plan)
+    table = "messages" if width == 3 else "memberships"
+    assert any(step.startswith(f"SEARCH {table} USING") for step in steps), steps
+    assert not any(step.startswith(f"SCAN {table}") for step in steps), steps
