@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Fan-out benchmark: a real roomcast server, a Node.js load generator in another process, on loopback.
 
-Every message is a real `send` over /ws: committed to the database, relayed through
+Every message is a real `send` over /ws, with a client_id as the web client and the SDK send
+them: committed to the database (the client_id looked up first), relayed through
 the outbox and the room stream, fanned out by the room actor. Scenarios:
 
   flat-1x1000    1 room x 1000 subscribers, one publisher flat out   -> deliveries/s

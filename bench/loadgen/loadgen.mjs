@@ -201,6 +201,13 @@ function serverIo() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
+// Every send carries a client_id, as the web client's and the SDK's do (PROTOCOL §5: the server
+// looks each one up before it stores the message); the body is the send time, for the latency.
+const clientIdPrefix = `lg${Math.random().toString(36).slice(2, 8)}-`;
+let clientIds = 0;
+const sendFrame = (room) => JSON.stringify(
+  { type: "send", room, body: String(performance.now()), client_id: clientIdPrefix + (clientIds += 1) });
+
 /** Connect every subscriber (100 at a time), each stopping at a gate before it subscribes.
  * Returns release(): they then subscribe, spread evenly over `join_over_s`, and a promise of them all. */
 async function connectHeld(subscriptions) {
@@ -261,7 +268,7 @@ async function storm(subscriptions) {
   for (const p of publishers) {
     p.timer = setInterval(() => {
       p.inflight += 1; counts.sent += 1;
-      p.ws.send(JSON.stringify({ type: "send", room: p.room, body: String(performance.now()) }));
+      p.ws.send(sendFrame(p.room));
     }, interval);
   }
   await sleep(plan.duration_s * 1000);
@@ -340,7 +347,7 @@ async function main() {
   }));
   const send = (p) => {
     p.inflight += 1; sent += 1;
-    p.ws.send(JSON.stringify({ type: "send", room: p.room, body: String(performance.now()) }));
+    p.ws.send(sendFrame(p.room));
   };
 
   let running = true;
