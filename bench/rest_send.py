@@ -33,6 +33,7 @@ SQLite 0.42–0.49 ms (1,980–2,260 messages/s, p99 35–36 ms), PostgreSQL 0.5
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -230,14 +231,17 @@ async def run_load(base_url: str, server_pid: int, clients: list[Client], rooms:
             room_ids.append(response.json()["id"])
         sent_to = dict.fromkeys(room_ids, 0)
 
+        sends = itertools.count()
+
         async def post(client: Client, room_id: int, body: str, record: bool) -> None:
             started = time.perf_counter()
+            # With a client_id, as the web client and the SDK send every message.
+            message = {"body": body, "client_id": f"rest-{next(sends)}"}
             if raw:
                 status, answer = await raw_connections[client.user_id].post(
-                    f"/api/rooms/{room_id}/messages", client.token, json.dumps({"body": body}).encode())
+                    f"/api/rooms/{room_id}/messages", client.token, json.dumps(message).encode())
             else:
-                response = await http.post(f"/api/rooms/{room_id}/messages", headers=client.headers,
-                                           json={"body": body})
+                response = await http.post(f"/api/rooms/{room_id}/messages", headers=client.headers, json=message)
                 status, answer = response.status_code, response.content
             if status != 201:
                 raise RuntimeError(f"send failed: {status} {answer!r}")
