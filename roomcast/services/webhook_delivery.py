@@ -78,6 +78,7 @@ RESPONSE_KEEP_BYTES = 64 << 10
 _RETRY_AFTER_MAX_S = 86_400.0
 _ROUND_COALESCE_S = 0.05
 _PURGE_EVERY_S = 600.0
+_PURGE_BATCH = 1000  # deliveries deleted per transaction
 _ERROR_MAX = 500
 _RELEASE_TIMEOUT_S = 2.0
 
@@ -381,10 +382,8 @@ class WebhookDelivery:
                       webhook_event=delivery.event)
 
     async def _purge(self) -> None:
-        """Forget delivered and dead deliveries older than `webhook_retention_s` (a bounded batch)."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.webhook_retention_s)
         try:
-            await self.node.database.write(purge_finished, cutoff)
+            await purge_expired(self.node)
         except DependencyUnavailable as exc:  # the next round tries again
             log_event(log, "webhooks.purge_failed", logging.DEBUG, error=str(exc))
 
@@ -392,6 +391,21 @@ class WebhookDelivery:
         return {"in_flight": sum(self.in_flight.values()), "targets_in_flight": len(self.in_flight),
                 "delivered": self.counts["delivered"], "retried": self.counts["retried"],
                 "dead": self.counts["dead"]}
+
+
+async def purge_expired(node: Node, batch: int = _PURGE_BATCH) -> int:
+    """Forget delivered and dead deliveries older than `webhook_retention_s`; how many.
+
+    One bounded batch per transaction, so other writers (sends, on SQLite) go between them, until a
+    batch comes short: a busy target's deliveries of one round between purges outnumber a batch.
+    """
+    cutoff = utcnow() - timedelta(seconds=node.settings.webhook_retention_s)
+    purged = 0
+    while True:
+        count = await node.database.write(purge_finished, cutoff, batch)
+        purged += count
+        if count < batch:
+            return purged
 
 
 @dataclass(frozen=True, slots=True)
