@@ -85,6 +85,13 @@ def sqlite_execute_many(session: Session, statement: str, rows: Sequence[tuple[o
     return _wrapped(session, statement, lambda: cursor.executemany(statement, rows).rowcount)
 
 
+def sqlite_values(rows: Sequence[tuple[object, ...]]) -> tuple[str, list[object]]:
+    """`rows` as the rows of a VALUES list: its placeholders ("(?, ?), (?, ?)") and their parameters."""
+    width = len(rows[0]) if rows else 0
+    marks = "(" + ", ".join(["?"] * width) + ")"
+    return ", ".join([marks] * len(rows)), [value for row in rows for value in row]
+
+
 def sqlite_select(session: Session, statement: str, params: Sequence[object]) -> list[tuple[object, ...]]:
     """The rows of a query."""
     cursor = _sqlite_cursor(session)

@@ -106,8 +106,8 @@ def _messages_with_keys(session: Session, keys: Collection[tuple[int, int, str]]
     """(id, room_id, sender_id, client_id) of the stored messages that have one of those keys."""
     ordered = sorted(keys)
     if driver_rows.dialect(session) == "sqlite":
-        rows = driver_rows.sqlite_select(session, _MESSAGES_WITH_KEYS_SQLITE.format(
-            rows=", ".join(["(?, ?, ?)"] * len(ordered))), [value for key in ordered for value in key])
+        marks, params = driver_rows.sqlite_values(ordered)
+        rows = driver_rows.sqlite_select(session, _MESSAGES_WITH_KEYS_SQLITE.format(rows=marks), params)
     else:
         columns = (_MESSAGES.c.room_id, _MESSAGES.c.sender_id, _MESSAGES.c.client_id)
         rows = list(session.connection().execute(select(_MESSAGES.c.id, *columns).where(tuple_(*columns).in_(ordered))))

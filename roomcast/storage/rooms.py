@@ -190,8 +190,8 @@ def memberships_among(session: Session, pairs: Collection[tuple[int, int]]) -> s
         rows, _ = driver_rows.pg_execute(session, _MEMBERSHIPS_AMONG_PG, {
             "rooms": [room_id for room_id, _ in ordered], "users": [user_id for _, user_id in ordered]})
     elif dialect == "sqlite":  # joined, not `(room_id, user_id) IN (...)`: see messages._MESSAGES_WITH_KEYS_SQLITE
-        rows = driver_rows.sqlite_select(session, _MEMBERSHIPS_AMONG_SQLITE.format(
-            pairs=", ".join(["(?, ?)"] * len(ordered))), [value for pair in ordered for value in pair])
+        marks, params = driver_rows.sqlite_values(ordered)
+        rows = driver_rows.sqlite_select(session, _MEMBERSHIPS_AMONG_SQLITE.format(pairs=marks), params)
     else:
         query = select(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).where(
             tuple_(_MEMBERSHIPS.c.room_id, _MEMBERSHIPS.c.user_id).in_(ordered))
