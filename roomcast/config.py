@@ -275,9 +275,10 @@ class Settings(BaseModel):
     # Presence events list at most this many online users (plus the full count): a join in a
     # room of n subscribers otherwise costs O(n) bytes to each of n sockets.
     presence_online_limit: int = Field(50, ge=1, le=10_000)
-    # During a burst of subscribes, a batch of joins starts at most this often (the first join after
-    # a quiet spell is answered at once): each batch costs ~3 ms of CPU whatever its size, so joins
-    # trickling in one by one would each pay it (services/joins.py). 0: a batch as soon as one is free.
+    # During a burst of subscribes (several clients'), a batch of joins starts at most this often (a
+    # join after a quiet spell, or one client's rooms one after another, go at once): each batch costs
+    # ~3 ms of CPU whatever its size, so joins trickling in would each pay it (services/joins.py).
+    # 0: a batch as soon as one is free.
     join_batch_interval_s: float = Field(0.05, ge=0, le=1)
     # Presence changes of a room are folded over this long into one event per subscriber
     # (a `presence_diff`, or the newest `presence`): a join storm costs each socket one event per window.

@@ -17,8 +17,9 @@ some 3 ms of CPU on a 2-core VM. Clients reconnecting after a deploy do not come
 trickle in over a second or more, and answered as they come each would pay that alone: a
 thousand joins spread over four seconds cost 2.9 s of CPU, a node saturated by joins while the
 rooms' messages wait. So during a burst batches start at most every `join_batch_interval_s`
-(0.05 s): the joins of that interval share one. A join that comes after a quiet spell (no batch
-within the interval) is answered at once, as before.
+(0.05 s): the joins of that interval share one. A burst is joins of several sessions
+(`_BURST_SESSIONS`) within one interval: a client subscribing to its rooms one after another
+never waits, nor does a join after a quiet spell.
 
 The session then subscribes with the room actor and announces itself (`services.live`). A
 join whose session went away before its batch wrote anything is left out; one that went away
@@ -52,6 +53,9 @@ ACTOR_NAME = "joins"
 # Joins per batch at most (each is a bound parameter of the membership query).
 _BATCH_MAX = 500
 _MAILBOX = 1024
+# Sessions whose joins, within one `join_batch_interval_s`, make a burst (batches then wait for the
+# interval): several clients arriving at once, not one client's rooms one after another.
+_BURST_SESSIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,7 @@ class JoinBatcher:
         self._held: deque[JoinRequest] = deque()  # taken from the mailbox, left for the next batch
         self._interval = node.settings.join_batch_interval_s
         self._last_batch_at = -math.inf  # when the last batch started (trio time)
+        self._recent: deque[tuple[float, str]] = deque(maxlen=64)  # (when taken, session) of the last joins
         self.actor = Actor(ACTOR_NAME, self.run, mailbox_size=_MAILBOX, describe_extra=self.describe)
         _BY_ACTOR[self.actor] = weakref.ref(self)
 
@@ -177,14 +182,14 @@ class JoinBatcher:
             await trio.lowlevel.checkpoint()  # joiners already woken in this round queue theirs first
             # A burst: gather what comes until the interval is up (a full batch does not wait).
             due = self._last_batch_at + self._interval
-            if trio.current_time() < due and len(self._held) + 1 < _BATCH_MAX:
+            if trio.current_time() < due and len(self._held) + 1 < _BATCH_MAX and self._in_burst():
                 with trio.move_on_at(due):
                     while len(self._held) + 1 < _BATCH_MAX:
                         self._held.append(await mailbox.receive())
         except BaseException:
             self._held.appendleft(first)
             raise
-        self._last_batch_at = trio.current_time()
+        self._last_batch_at = now = trio.current_time()
         batch = [first]
         while len(batch) < _BATCH_MAX:
             if self._held:
@@ -194,7 +199,13 @@ class JoinBatcher:
                 batch.append(mailbox.receive_nowait())
             except trio.WouldBlock:
                 break
+        self._recent.extend((now, request.session_id) for request in batch)
         return batch
+
+    def _in_burst(self) -> bool:
+        """Whether the joins taken within the last interval came from `_BURST_SESSIONS` sessions or more."""
+        since = trio.current_time() - self._interval
+        return len({session for at, session in self._recent if at >= since}) >= _BURST_SESSIONS
 
     async def _prepare(self, batch: list[JoinRequest]) -> None:
         node = self.node

@@ -1,5 +1,6 @@
 """During a burst of subscribes a batch of joins starts at most every `join_batch_interval_s`
-(services/joins.py): joins trickling in share a batch, and one after a quiet spell goes at once.
+(services/joins.py): joins trickling in share a batch, and one after a quiet spell goes at once, as
+does each of one client's subscribes to its rooms one after another.
 
 The batcher's policy alone, on a frozen clock that only the test moves."""
 
@@ -23,8 +24,9 @@ def batcher(interval: float) -> JoinBatcher:
     return JoinBatcher(node)
 
 
-def requests(count: int) -> list[JoinRequest]:
-    return [JoinRequest(USER, f"session {n}", 1, fresh=True, diff=False) for n in range(count)]
+def requests(count: int, session: str | None = None) -> list[JoinRequest]:
+    """Joins of `count` sessions (or all of one `session`, each to another room)."""
+    return [JoinRequest(USER, session or f"session {n}", n + 1, fresh=True, diff=False) for n in range(count)]
 
 
 async def taken_now(joins_batcher: JoinBatcher, mailbox: trio.MemoryReceiveChannel[JoinRequest]) -> list[JoinRequest]:
@@ -46,9 +48,10 @@ async def test_joins_trickling_in_during_a_burst_share_a_batch_and_one_after_a_q
         mock_clock: trio.testing.MockClock) -> None:
     joins_batcher = batcher(0.05)
     send, mailbox = trio.open_memory_channel[JoinRequest](16)
-    first, second, third, fourth, later = requests(5)
-    send.send_nowait(first)
-    assert await taken_now(joins_batcher, mailbox) == [first]  # nothing before it: answered at once
+    *starting, first, second, third, fourth, later = requests(joins._BURST_SESSIONS + 4)
+    for request in [*starting, first]:  # the burst starts: several sessions at once
+        send.send_nowait(request)
+    assert await taken_now(joins_batcher, mailbox) == [*starting, first]  # nothing before them: at once
 
     taken: list[list[JoinRequest]] = []
 
@@ -76,9 +79,11 @@ async def test_joins_trickling_in_during_a_burst_share_a_batch_and_one_after_a_q
 async def test_a_full_batch_does_not_wait_for_the_interval(mock_clock: trio.testing.MockClock) -> None:
     joins_batcher = batcher(0.05)
     send, mailbox = trio.open_memory_channel[JoinRequest](joins._BATCH_MAX + 10)
-    first, *burst = requests(1 + joins._BATCH_MAX + 3)
-    send.send_nowait(first)
-    assert await taken_now(joins_batcher, mailbox) == [first]
+    starting = requests(joins._BURST_SESSIONS)
+    burst = requests(joins._BATCH_MAX + 3 + joins._BURST_SESSIONS)[joins._BURST_SESSIONS:]
+    for request in starting:
+        send.send_nowait(request)
+    assert await taken_now(joins_batcher, mailbox) == starting
     for request in burst:
         send.send_nowait(request)
     assert await taken_now(joins_batcher, mailbox) == burst[:joins._BATCH_MAX]
@@ -100,5 +105,17 @@ async def test_no_interval_takes_each_batch_as_soon_as_a_join_waits(mock_clock: 
     joins_batcher = batcher(0.0)
     send, mailbox = trio.open_memory_channel[JoinRequest](16)
     for request in requests(3):
+        send.send_nowait(request)
+        assert await taken_now(joins_batcher, mailbox) == [request]
+
+
+async def test_one_clients_subscribes_one_after_another_never_wait(mock_clock: trio.testing.MockClock) -> None:
+    joins_batcher = batcher(0.05)
+    send, mailbox = trio.open_memory_channel[JoinRequest](16)
+    for request in requests(12, session="one client"):  # the web client subscribing to its rooms
+        send.send_nowait(request)
+        assert await taken_now(joins_batcher, mailbox) == [request]
+    # Nor do a few clients at once: a burst takes more sessions than that.
+    for request in requests(joins._BURST_SESSIONS - 1):
         send.send_nowait(request)
         assert await taken_now(joins_batcher, mailbox) == [request]
