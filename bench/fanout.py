@@ -32,6 +32,9 @@ default) or `--presence diff` (`presence_diff` events, opted in on subscribe).
                                                  # flat and rate: the steady state, storm: the joins' first seconds
     python bench/fanout.py --no-pin              # let server and load generator share every core
     python bench/fanout.py --stack postgresql-redis --scenario storm-1x1000 --presence diff
+    python bench/fanout.py --scenario storm-1x1000 --presence diff --join-over 4 --rate 0.2
+                                                 # the joins' CPU alone (server_cpu_s_until_subscribed),
+                                                 # a thousand clients trickling in over four seconds
     python bench/fanout.py --scenario drop-1x1000 --subscribers 100   # a smoke run at small scale
     python bench/fanout.py --stack fastapi --scenario flat-1x1000       # a peer server alone
     python bench/fanout.py --compare --scenario flat-1x1000 --scenario idle-5000   # every stack, one table
@@ -328,13 +331,18 @@ def after_the_drop(gen: subprocess.Popen[str], process: subprocess.Popen[str], b
 
 def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None = None, pin: bool = True,
                  presence: str = "legacy", subscribers: int | None = None,
-                 presence_window_s: float | None = None, server_env: dict[str, str] | None = None) -> dict:
+                 presence_window_s: float | None = None, server_env: dict[str, str] | None = None,
+                 join_over_s: float | None = None, rate_per_s: float | None = None) -> dict:
     spec = dict(SCENARIOS[name])
     server_cores, loadgen_cores = core_split(pin)
     if duration_s is not None and "duration_s" in spec:
         spec["duration_s"] = duration_s
     if subscribers is not None:
         spec["subscribers"] = subscribers
+    if join_over_s is not None and "join_over_s" in spec:
+        spec["join_over_s"] = join_over_s
+    if rate_per_s is not None and "rate_per_s" in spec:
+        spec["rate_per_s"] = rate_per_s
     extra_env = {"ROOMCAST_PRESENCE_WINDOW_S": str(presence_window_s)} if presence_window_s is not None else {}
     extra_env |= server_env or {}
     with tempfile.TemporaryDirectory(prefix="rc-fanout-") as tmp:
@@ -426,6 +434,10 @@ def compare_table(results: list[dict]) -> str:
             notes.append("closes " + ",".join(f"{code}x{n}" for code, n in r["closes"].items()))
         if "server_alive" in r:
             notes.append(f"alive={r['server_alive']} settled_after_s={r.get('sockets_settled_after_s')}")
+        if r.get("server_cpu_s_until_subscribed") is not None:  # a storm: what the joins cost
+            notes.append(f"all subscribed after {r['all_subscribed_after_s']:.2f} s, "
+                         f"{r['server_cpu_s_until_subscribed']:.2f} CPU s until then; "
+                         f"presence {r['presence_bytes'] / 1e6:.2f} MB")
         lines.append(f"| {r['scenario']} | {r['stack']} | {number(rate, 0)} | {number(cpu, 2)} | "
                      f"{number(per_delivery)} | {number(latency.get('p50'), 2)} | {number(latency.get('p99'), 2)} | "
                      f"{number(r.get('kib_per_connection'), 2)} | {'; '.join(notes)} |")
@@ -492,6 +504,11 @@ def main() -> None:
                         help="how subscribers take presence: PROTOCOL §5 events, or opted-in presence_diff")
     parser.add_argument("--presence-window", type=float, help="the server's presence_window_s (default: its own)")
     parser.add_argument("--subscribers", type=int, help="subscribers per room, instead of the scenario's own")
+    parser.add_argument("--join-over", type=float, metavar="SECONDS",
+                        help="storm: the subscribes spread over this long instead of ~1 s (clients that "
+                             "reconnect after a deploy trickle in over several seconds)")
+    parser.add_argument("--rate", type=float, metavar="PER_S",
+                        help="rate and storm: messages per second instead of 20 (0.2: the joins' cost alone)")
     parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a server setting for this run, e.g. send_committers=1 (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -516,7 +533,7 @@ def main() -> None:
         for name in names:
             for stack in turned:
                 result = run_scenario(name, stack, args.profile, args.duration, args.pin, args.presence,
-                                      args.subscribers, args.presence_window, server_env)
+                                      args.subscribers, args.presence_window, server_env, args.join_over, args.rate)
                 if server_env:
                     result["server_settings"] = args.server_setting
                 if args.repeat > 1:
