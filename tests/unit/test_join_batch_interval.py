@@ -6,6 +6,8 @@ The batcher's policy alone, on a frozen clock that only the test moves."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,8 +31,11 @@ def requests(count: int, session: str | None = None) -> list[JoinRequest]:
     return [JoinRequest(USER, session or f"session {n}", n + 1, fresh=True, diff=False) for n in range(count)]
 
 
-async def taken_now(joins_batcher: JoinBatcher, mailbox: trio.MemoryReceiveChannel[JoinRequest]) -> list[JoinRequest]:
-    """The next batch, which must come without the clock moving (a hang fails the test instead)."""
+@asynccontextmanager
+async def taking(joins_batcher: JoinBatcher, mailbox: trio.MemoryReceiveChannel[JoinRequest],
+                 ) -> AsyncIterator[tuple[list[list[JoinRequest]], trio.CancelScope]]:
+    """The next batch taken in the background while the block moves the clock: (what was taken, once
+    it was; the scope that stops the taking)."""
     taken: list[list[JoinRequest]] = []
 
     async def take() -> None:
@@ -38,8 +43,14 @@ async def taken_now(joins_batcher: JoinBatcher, mailbox: trio.MemoryReceiveChann
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(take)
+        yield taken, nursery.cancel_scope
+
+
+async def taken_now(joins_batcher: JoinBatcher, mailbox: trio.MemoryReceiveChannel[JoinRequest]) -> list[JoinRequest]:
+    """The next batch, which must come without the clock moving (a hang fails the test instead)."""
+    async with taking(joins_batcher, mailbox) as (taken, scope):
         await trio.testing.wait_all_tasks_blocked()
-        nursery.cancel_scope.cancel()
+        scope.cancel()
     assert taken, "the batch waited for the clock"
     return taken[0]
 
@@ -53,13 +64,7 @@ async def test_joins_trickling_in_during_a_burst_share_a_batch_and_one_after_a_q
         send.send_nowait(request)
     assert await taken_now(joins_batcher, mailbox) == [*starting, first]  # nothing before them: at once
 
-    taken: list[list[JoinRequest]] = []
-
-    async def take() -> None:
-        taken.append(await joins_batcher._take(mailbox))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(take)
+    async with taking(joins_batcher, mailbox) as (taken, _):
         send.send_nowait(second)  # within the interval of the first batch: it waits for the rest
         await trio.testing.wait_all_tasks_blocked()
         mock_clock.jump(0.02)
@@ -88,13 +93,7 @@ async def test_a_full_batch_does_not_wait_for_the_interval(mock_clock: trio.test
         send.send_nowait(request)
     assert await taken_now(joins_batcher, mailbox) == burst[:joins._BATCH_MAX]
     # The rest came in the same interval: they wait for it, then go.
-    taken: list[list[JoinRequest]] = []
-
-    async def take() -> None:
-        taken.append(await joins_batcher._take(mailbox))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(take)
+    async with taking(joins_batcher, mailbox) as (taken, _):
         await trio.testing.wait_all_tasks_blocked()
         assert taken == []
         mock_clock.jump(0.05)
