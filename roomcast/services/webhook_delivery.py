@@ -154,6 +154,7 @@ class WebhookDelivery:
         self._wake.set()
 
     async def run(self, ctx: ActorContext) -> None:
+        self._forget_previous_run()
         settings = self.settings
         timeout = httpx.Timeout(settings.webhook_timeout_s, connect=settings.webhook_connect_timeout_s)
         limits = httpx.Limits(max_connections=settings.webhook_concurrency,
@@ -165,6 +166,17 @@ class WebhookDelivery:
                 await self._serve(ctx, client)
         finally:
             await self._release_held()
+
+    def _forget_previous_run(self) -> None:
+        """A run that crashed (its supervisor starts another) left the counts of its attempts, which
+        ended with it, and the outcomes it had not stored; it gave their leases back as it ended. Kept,
+        the counts would leave their target busy for good; the deliveries are simply tried again."""
+        self.in_flight.clear()
+        while True:
+            try:
+                self._to_record.receive_nowait()
+            except trio.WouldBlock:
+                return
 
     async def _serve(self, ctx: ActorContext, client: httpx.AsyncClient) -> None:
         settings = self.settings

@@ -26,6 +26,11 @@ async def deliveries(client: Any, admin: Any, target: str = "config:0", **query:
     return page["items"]
 
 
+async def _statuses(client: Any, admin: Any) -> list[str]:
+    """The status of each delivery to the configured target."""
+    return [item["status"] for item in await deliveries(client, admin)]
+
+
 async def test_every_event_type_arrives_signed_with_its_documented_body(node: Node, client: Any, users: Any,
                                                                         receiver: Receiver,
                                                                         nursery: trio.Nursery) -> None:
@@ -323,3 +328,36 @@ async def test_a_database_outage_is_waited_out(node: Node, client: Any, users: A
     assert [d["status"] for d in items] in (["delivered", "delivered"], ["pending", "delivered"])
     assert len(receiver.bodies("room.created")) == 1  # stored once it could be: not sent again
     assert actor.restarts == 0
+
+
+async def test_a_restart_with_attempts_in_flight_leaves_their_target_free(
+        node: Node, client: Any, users: Any, receiver: Receiver, nursery: trio.Nursery,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The actor crashes while its target's every slot holds an attempt: the next run delivers them again."""
+    crash, crashed = trio.Event(), []
+    real_wake_on_mail = WebhookDelivery._wake_on_mail
+
+    async def wake_on_mail(self: WebhookDelivery, ctx: Any) -> None:
+        if not crashed:  # the first run only
+            await crash.wait()
+            crashed.append(True)
+            raise RuntimeError("the webhooks actor crashes, for the test")
+        await real_wake_on_mail(self, ctx)
+
+    monkeypatch.setattr(WebhookDelivery, "_wake_on_mail", wake_on_mail)
+    answer = trio.Event()
+    receiver.reply = lambda _: Reply(wait=answer.wait)
+    await receiver.start(nursery)
+    ann = await users.create("admin")
+    cap = node.settings.webhook_target_concurrency
+    for n in range(cap):  # one `room.created` per room: each room's first, so all go at once
+        await make_group(client, ann, name=f"r{n}")
+    await eventually(lambda: len(receiver.requests) == cap)  # every slot of the target is taken
+    actor = ensure_webhook_delivery(node)
+    crash.set()
+    await eventually(lambda: actor.restarts == 1)
+    answer.set()
+    await eventually(lambda: len(receiver.requests) >= 2 * cap)  # each sent again by the new run
+    await eventually(lambda: _statuses(client, ann), until=["delivered"] * cap)
+    assert len({body["id"] for body in receiver.bodies("room.created")}) == cap
+
