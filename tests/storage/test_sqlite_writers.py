@@ -31,3 +31,30 @@ async def test_write_transactions_run_one_at_a_time_on_sqlite(node: Any, db_back
         for _ in range(30):
             nursery.start_soon(node.database.write, work)
     assert peak == 1
+
+
+def driver_connection(session: Any) -> object:
+    return session.connection().connection.driver_connection
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_every_write_goes_through_one_connection_whose_cache_stays_warm(node: Any, db_backend: str) -> None:
+    """SQLite empties a connection's page cache when another connection wrote: one writer's connection
+    keeps it, whatever reads run in between and however many writes wait."""
+    writers: list[object] = []
+    readers: list[object] = []
+
+    def write(session: Any) -> None:
+        writers.append(driver_connection(session))
+        session.execute(text("UPDATE rooms SET topic = topic WHERE id = -1"))
+
+    def read(session: Any) -> None:
+        readers.append(driver_connection(session))
+        session.execute(text("SELECT count(*) FROM rooms"))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(node.database.write, write)
+            nursery.start_soon(node.database.read, read)
+    assert len(writers) == 10 and len(set(map(id, writers))) == 1
+    assert all(reader is not writers[0] for reader in readers)  # reads never hold the writer's connection
