@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from ..config import ROLES
+from ..services.text import text_problem
 
 Role = Literal["admin", "service", "member", "teacher", "tutor", "student", "parent", "bot"]
 assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
@@ -14,7 +15,20 @@ assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
 # Usernames are identifiers: no spaces or control characters, at most 64 characters.
 Username = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
 Tenant = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+def _storable(text: str) -> str:
+    """`text` if every database stores it as sent (no NUL: PostgreSQL refuses one), else a validation error."""
+    if (problem := text_problem(text)) is not None:
+        raise ValueError(problem)
+    return text
+
+
+Storable = AfterValidator(_storable)
+DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=128), Storable]
+# A webhook's or bot's signing secret: stored, so storable too.
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=256), Storable]
+SECRET_DESCRIPTION = "signs each body (HMAC-SHA256); never shown again"
 
 
 class RequestModel(BaseModel):
@@ -159,14 +173,14 @@ class WebhookIn(RequestModel):
     """A target: `url` (http or https) gets a signed POST of every event `events` names ("*": all)."""
 
     url: str = Field(min_length=1, max_length=2048)
-    secret: str = Field(min_length=1, max_length=256, description="signs each body (HMAC-SHA256); never shown again")
+    secret: Secret = Field(description=SECRET_DESCRIPTION)
     events: WebhookEvents = Field("*", description='event names, or "*" for every event')
     active: bool = True
 
 
 class WebhookPatchIn(RequestModel):
     url: str | None = Field(None, min_length=1, max_length=2048)
-    secret: str | None = Field(None, min_length=1, max_length=256)
+    secret: Secret | None = None
     events: WebhookEvents | None = None
     active: bool | None = None
 
@@ -229,14 +243,14 @@ class BotIn(RequestModel):
     username: Username
     display_name: DisplayName | None = None
     url: str = Field(min_length=1, max_length=2048)
-    secret: str = Field(min_length=1, max_length=256, description="signs each body (HMAC-SHA256); never shown again")
+    secret: Secret = Field(description=SECRET_DESCRIPTION)
     trigger: BotTrigger = Field(description="direct: messages in a direct chat with the bot; mention: messages "
                                             "naming @username in its rooms; all: every message in its rooms")
 
 
 class BotPatchIn(RequestModel):
     url: str | None = Field(None, min_length=1, max_length=2048)
-    secret: str | None = Field(None, min_length=1, max_length=256)
+    secret: Secret | None = None
     trigger: BotTrigger | None = None
     active: bool | None = None
 
@@ -287,7 +301,7 @@ class AdminUserPage(BaseModel):
 
 
 class AdminUsersQuery(BaseModel):
-    q: str | None = Field(None, max_length=128)  # a part of the username or display name, any case
+    q: Annotated[str, StringConstraints(max_length=128), Storable] | None = None  # of a username or display name
     role: Role | None = None
     active: bool | None = None
     limit: int = Field(100, ge=1, le=500)
