@@ -278,7 +278,8 @@ def query_guard() -> EventLoopQueryGuard:
 @pytest.fixture
 async def node(settings: Settings, query_guard: EventLoopQueryGuard) -> AsyncIterator[Node]:
     async with open_node(settings, migrate=False) as opened:
-        event.listen(opened.database.engine, "before_cursor_execute", query_guard)
+        for engine in opened.database.engines:
+            event.listen(engine, "before_cursor_execute", query_guard)
         yield opened
         assert not query_guard.offences, f"SQL on the event-loop thread: {query_guard.offences}"
 

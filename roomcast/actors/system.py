@@ -8,6 +8,7 @@
     ├── rooms                supervisor of the room actors (started on demand)
     │   ├── room:1
     │   └── room:…
+    ├── wal_checkpointer     copies SQLite's WAL into the database beside the writer (SQLite files only)
     ├── read_replica         probes the read replica's lag (with database_read_url only)
     └── …                    actors the services start on first use (`ensure`): announcer, presence
 """
@@ -20,12 +21,14 @@ from typing import Any
 import trio
 
 from ..config import Settings
-from ..storage.database import Database
+from ..storage.database import Database, has_wal
 from ..storage.outbox import room_last_seqs
 from ..storage.replica import primary_position
 from ..storage.streams import Append, StreamBackend
 from .actor import Actor
 from .backoff import Backoff
+from .checkpointer import ACTOR_NAME as CHECKPOINTER
+from .checkpointer import CHECKPOINT_INTERVAL_S, WalCheckpointer
 from .notices import NoticesHub
 from .outbox_relay import OutboxRelay
 from .registry import RoomHub
@@ -63,6 +66,9 @@ class ActorSystem:
         self.root.add(self.notices.actor)
         self.root.add(self.transients.actor)
         self.root.add(self.rooms.supervisor)
+        if has_wal(database.engine):
+            checkpointer = WalCheckpointer(database, CHECKPOINT_INTERVAL_S, retry)
+            self.root.add(Actor(CHECKPOINTER, checkpointer.run, describe_extra=checkpointer.describe))
         replica = database.replica
         if replica is not None:
             self.root.add(Actor("read_replica", lambda _: replica.run(lambda: database.read(primary_position)),

@@ -17,6 +17,7 @@ may go there; which reads it may serve, and how fresh it must be, is replica.py'
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,6 +39,11 @@ T = TypeVar("T")
 
 POOL_OVERFLOW = 5
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+# The WAL's size, in pages, past which SQLite's writer checkpoints in its own commit, the write
+# lock held: only should the node's checkpointer (actors/checkpointer.py) fall that far behind.
+# SQLite's default is 1000, which a batch of sends to many rooms passes every few commits.
+_SQLITE_WRITER_AUTOCHECKPOINT_PAGES = 10_000
+_CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 _CONNECT_TIMEOUT_S = 5
 # A pooled connection unused this long is pinged before it is handed out (`_ping_after_idle`).
 _PING_AFTER_IDLE_S = 1.0
@@ -141,14 +147,15 @@ def _ping_after_idle(engine: Engine) -> None:
             raise sa_exc.InvalidatePoolError(f"ping failed: {error}") from error
 
 
-def _sqlite_engine(url: str | URL, pool_size: int, max_overflow: int) -> Engine:
+def _sqlite_engine(url: str | URL, pool_size: int, max_overflow: int,
+                   autocheckpoint_pages: int | None = None) -> Engine:
     engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, autocheckpoint_pages)
     return engine
 
 
@@ -162,12 +169,18 @@ def _sqlite_writer(engine: Engine) -> Engine:
     writer's connection keeps its cache from one transaction to the next; there is only
     ever one writer at a time anyway.
     """
-    if engine.url.database in (None, "", ":memory:"):  # a private database per connection: share the pool's
+    if not has_wal(engine):  # a private database per connection: share the pool's
         return engine
-    return _sqlite_engine(engine.url, pool_size=1, max_overflow=0)
+    return _sqlite_engine(engine.url, pool_size=1, max_overflow=0,
+                          autocheckpoint_pages=_SQLITE_WRITER_AUTOCHECKPOINT_PAGES)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def has_wal(engine: Engine) -> bool:
+    """Whether `engine` is a SQLite file database (WAL), which the node checkpoints itself."""
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+
+def _configure_sqlite(engine: Engine, autocheckpoint_pages: int | None = None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself, so writers can ask for BEGIN IMMEDIATE.
@@ -177,6 +190,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        if autocheckpoint_pages is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint_pages}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -206,6 +221,11 @@ class Database:
         # Made once: an engine with options is a new object per call, on every write.
         self._writer_bind = (self._writer_engine.execution_options(sqlite_immediate=True) if self.is_sqlite
                              else engine)
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine this database's calls go through: the pool's, and the SQLite writer's own."""
+        return (self.engine,) if self._writer_engine is self.engine else (self.engine, self._writer_engine)
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10, replica: ReadReplica | None = None) -> Database:
@@ -245,17 +265,51 @@ class Database:
             result, committed = await trio.to_thread.run_sync(self._transaction, work, args, writes,
                                                               limiter=self.limiter)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
-            if not is_unavailable(exc):
-                raise
-            detail = describe_error(exc)
-            self.availability.failed(exc, started, detail)
-            raise DatabaseUnavailable(detail) from exc
+            self._raise_unavailable(exc, started)
+            raise
         self.availability.succeeded(started)
         if writes and self.replica is not None:
             self.replica.committed()  # before anyone hears of the commit: their next read must see it
         for callback in committed:
             callback()
         return result
+
+    def _raise_unavailable(self, error: sa_exc.DBAPIError | sa_exc.TimeoutError, started: float, *,
+                           report: bool = True) -> None:
+        """DatabaseUnavailable if `error` means the database cannot be reached (`report`: as an outage)."""
+        if is_unavailable(error):
+            detail = describe_error(error)
+            if report:
+                self.availability.failed(error, started, detail)
+            raise DatabaseUnavailable(detail) from error
+
+    async def checkpoint(self) -> tuple[int, int]:
+        """Copy what the WAL of a SQLite file database holds into the database, beside the writer
+        (passively: it waits for no one, and holds no one back); the WAL's frames, and how many of
+        them are in the database now. (0, 0) for other databases.
+
+        Its outcome says nothing of the database's availability: a passive checkpoint goes through
+        while another process holds the write lock and every write waits, say.
+        """
+        if not has_wal(self.engine):
+            return 0, 0
+        try:
+            return await trio.to_thread.run_sync(self._checkpoint, limiter=self.limiter)
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+            self._raise_unavailable(exc, trio.current_time(), report=False)
+            raise
+
+    def _checkpoint(self) -> tuple[int, int]:
+        # On the driver's connection, outside any transaction: SQLAlchemy would open one first.
+        with self.engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            try:
+                _, frames, copied = driver.execute(_CHECKPOINT).fetchone()
+            except sqlite3.Error as exc:
+                raise sa_exc.DBAPIError.instance(_CHECKPOINT, None, exc, sqlite3.Error,
+                                                 dialect=connection.dialect) from exc
+        return int(frames), int(copied)
 
     def _transaction(self, work: Callable[..., T], args: tuple[Any, ...],
                      writes: bool) -> tuple[T, list[Callable[[], None]]]:
@@ -269,9 +323,8 @@ class Database:
         await self.read(lambda session: session.execute(text("SELECT 1")))
 
     async def aclose(self) -> None:
-        await trio.to_thread.run_sync(self.engine.dispose)
-        if self._writer_engine is not self.engine:
-            await trio.to_thread.run_sync(self._writer_engine.dispose)
+        for engine in self.engines:
+            await trio.to_thread.run_sync(engine.dispose)
         if self.replica is not None:
             await self.replica.aclose()
 

@@ -98,10 +98,19 @@ class DatabaseOutage:
         self.down = False
         self.failed_calls = 0
         self._transaction = database._transaction
+        self._checkpoint = database._checkpoint
         monkeypatch.setattr(database, "_transaction", self._fail_or_run)
+        monkeypatch.setattr(database, "_checkpoint", self._fail_or_checkpoint)
 
     def _fail_or_run(self, work: Any, args: tuple[Any, ...], writes: bool) -> Any:
+        self._fail_if_down()
+        return self._transaction(work, args, writes)
+
+    def _fail_or_checkpoint(self) -> tuple[int, int]:
+        self._fail_if_down()
+        return self._checkpoint()
+
+    def _fail_if_down(self) -> None:
         if self.down:
             self.failed_calls += 1
             raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
-        return self._transaction(work, args, writes)

@@ -237,13 +237,15 @@ def counted_statements(node: Any) -> Iterator[list[str]]:
         if _counting.get():
             statements.append(statement)
 
-    event.listen(node.database.engine, "before_cursor_execute", count)
+    for engine in node.database.engines:
+        event.listen(engine, "before_cursor_execute", count)
     token = _counting.set(True)
     try:
         yield statements
     finally:
         _counting.reset(token)
-        event.remove(node.database.engine, "before_cursor_execute", count)
+        for engine in node.database.engines:
+            event.remove(engine, "before_cursor_execute", count)
 
 
 async def test_room_list_costs_the_same_for_5_and_100_rooms(client: Any, users: Any, node: Any) -> None:

@@ -23,11 +23,13 @@ def user_reads(node: Node) -> Iterator[list[str]]:
         if "FROM users" in statement:
             seen.append(statement)
 
-    event.listen(node.database.engine, "before_cursor_execute", record)
+    for engine in node.database.engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(node.database.engine, "before_cursor_execute", record)
+        for engine in node.database.engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 async def test_a_cached_user_costs_no_database_read(client: Any, users: Any, node: Node) -> None:
