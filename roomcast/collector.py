@@ -9,7 +9,10 @@ on a 1000-subscriber storm), exactly while the room's messages are already late.
 
 So a server process:
 - freezes what start-up built (modules, classes, the app), which no pass walks again;
-- leaves the young generations to CPython (their passes take 1-4 ms);
+- leaves the young generations to CPython (their passes take 1-4 ms). Raising the youngest
+  threshold trades pauses for throughput: in `bench/fanout.py`'s flat-100x10, the collector's
+  share of the CPU fell from about 5% (700, the default) to 1.5% (10 000), but each young pass
+  then took up to 15 ms and a middle one up to 57 ms, past the fan-out latency we aim for;
 - makes full passes rare on its own (`_OLDEST_THRESHOLD` young passes between them, where
   CPython's default is 10) and runs one itself every `gc_interval_s`, so the cycles of
   closed sessions are freed on a schedule: memory they hold is bounded by what the node's
