@@ -372,6 +372,7 @@ async def provision_room(node: Node, caller: UserSnapshot, external_ref: str, *,
 
 async def unprovision_room(node: Node, caller: UserSnapshot, external_ref: str) -> None:
     """Delete the tenant's room with `external_ref`, with its messages; 404 if there is none."""
+    check_external_ref(external_ref)
 
     def work(session: Session) -> None:
         room = find_room_by_ref(session, caller.tenant, external_ref, lock=True)

@@ -13,7 +13,7 @@ ROUTES = {
     ("post", "/api/rooms/{room_id}/members"): {"200", "201", "400", "403", "404", "401", "413", "503"},
     ("delete", "/api/rooms/{room_id}/members/{user_id}"): {"204", "400", "403", "404", "401", "503"},
     ("put", "/api/rooms/by-ref/{external_ref}"): {"200", "201", "400", "403", "404", "401", "413", "503"},
-    ("delete", "/api/rooms/by-ref/{external_ref}"): {"204", "403", "404", "401", "503"},
+    ("delete", "/api/rooms/by-ref/{external_ref}"): {"204", "400", "403", "404", "401", "503"},
     ("get", "/api/rooms/{room_id}/messages"): {"200", "400", "403", "404", "401", "503"},
     ("post", "/api/rooms/{room_id}/messages"): {"200", "201", "400", "403", "404", "401", "413", "429", "503"},
     ("patch", "/api/rooms/{room_id}/messages/{message_id}"): {"200", "400", "403", "404", "401", "413", "503"},

@@ -52,3 +52,11 @@ async def test_a_webhook_s_secret(client: Any, users: Any) -> None:
 async def test_an_admin_user_search(client: Any, users: Any, q: str) -> None:
     admin = await users.create("admin")
     await refused(await client.get(f"/api/admin/users?q={q}", headers=admin.headers), "q")
+
+
+@pytest.mark.parametrize("method", ["put", "delete"])
+async def test_a_room_s_external_ref(client: Any, users: Any, method: str) -> None:
+    admin = await users.create("admin")
+    body = {"json": {"kind": "group", "name": "n", "members": []}} if method == "put" else {}
+    response = await getattr(client, method)("/api/rooms/by-ref/a%00b", headers=admin.headers, **body)
+    await refused(response, "external_ref")

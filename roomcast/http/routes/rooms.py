@@ -152,6 +152,7 @@ async def provision_room(external_ref: str, data: ProvisionRoomIn) -> tuple[dict
 @blueprint.delete("/by-ref/<external_ref>")
 @require_roles("admin", "service")
 @documents_no_content()
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 403)
 @document_response(ErrorOut, 404)
 async def unprovision_room(external_ref: str) -> tuple[str, int]:
