@@ -68,6 +68,16 @@ async def test_active_filter_shows_disabled_users(client: Any, users: Any) -> No
     assert "alice" not in [u["username"] for u in active["items"]]
 
 
+@pytest.mark.parametrize("q", ["émile", "ÉMILE", "Émile", "öl", "σοφ", "ΣΟΦ"])
+async def test_the_search_folds_the_case_of_every_alphabet_on_either_database(client: Any, users: Any,
+                                                                              q: str) -> None:
+    admin = await users.create("admin")
+    await users.create("member", username="emile", display_name="Émile Ölund")
+    await users.create("member", username="sofia", display_name="Σοφία")
+    found = await (await client.get("/api/admin/users", query_string={"q": q}, headers=admin.headers)).get_json()
+    assert len(found["items"]) == 1, found
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=x", "cursor=nonsense", "role=king",
                                   "active=maybe", "q=" + "x" * 129, "cursor=" + "A" * 33])
 async def test_bad_list_queries_are_400(client: Any, users: Any, query: str) -> None:
