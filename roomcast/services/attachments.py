@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ DISCARD_TIMEOUT_S = 10.0
 SWEEP_INTERVAL_MAX_S = 600.0
 # Characters never kept in a file name: path separators and quotes (header and shell trouble).
 _DROPPED = frozenset('/\\"')
+# Leading dots and spaces, however interleaved: no name is ".", ".." or hidden.
+_LEADING_DOTS_AND_SPACES = re.compile(r"^[\s.]+")
 
 
 def safe_filename(raw: str) -> str:
@@ -52,8 +55,8 @@ def safe_filename(raw: str) -> str:
     format characters (CR, LF, NUL, bidi overrides), quotes or backslashes, at most 255 characters."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if c not in _DROPPED and unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
-    name = name.strip().lstrip(".").strip()
-    return name[:MAX_FILENAME_CHARS] or DEFAULT_FILENAME
+    name = _LEADING_DOTS_AND_SPACES.sub("", name)
+    return name[:MAX_FILENAME_CHARS].rstrip() or DEFAULT_FILENAME
 
 
 def _room_for_upload(session: Session, uploader: UserSnapshot, room_id: int) -> None:
