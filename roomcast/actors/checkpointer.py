@@ -44,14 +44,18 @@ class WalCheckpointer:
         self.copied = 0  # of those, in the database since
 
     async def run(self, ctx: ActorContext) -> None:
+        failures = 0
         while True:
-            await trio.sleep(self.interval_s)
+            # After a failure, backing off: one that recurs is logged with growing gaps, not ten times a second.
+            await trio.sleep(self.retry.delay(failures) if failures else self.interval_s)
             try:
                 self.frames, self.copied = await until_available(self.database.checkpoint, self.retry, log,
                                                                  "checkpoint.waiting")
             except Exception as exc:  # a bug, or a database that refuses: the writer still checkpoints itself
-                log_event(log, "checkpoint.failed", logging.ERROR, error=repr(exc))
+                failures += 1
+                log_event(log, "checkpoint.failed", logging.ERROR, error=repr(exc), attempt=failures)
                 continue
+            failures = 0
             self.checkpoints += 1
 
     def describe(self) -> dict[str, object]:
