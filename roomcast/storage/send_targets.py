@@ -7,11 +7,14 @@ they cost two round trips to the database in every send's transaction instead of
 
 from __future__ import annotations
 
+import json
+import typing
 from collections.abc import Collection
 
 from sqlalchemy import Boolean, Integer, String, Table, bindparam, cast, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
+from . import driver_rows
 from .bots import RoomBot
 from .models import Bot, Membership, Room, User, Webhook
 from .webhooks import ActiveWebhook
@@ -40,16 +43,39 @@ _TARGETS = union_all(
 ).order_by("source", "room_id", "id")
 
 
+# (source, room, id, username, url, secret, selector, room kind): a webhook's row has no room, username or kind.
+_TargetRow = tuple[str, int | None, int, str | None, str, str, str, str | None]
+# The same statement for SQLite's own driver: run in every batch of sends, it took four times as
+# long through SQLAlchemy (260 µs against 66 for a batch to 100 rooms: the expanding IN is
+# rendered anew each time). The rooms come as one parameter, a JSON array.
+_TARGETS_SQLITE = (
+    "SELECT 'w', NULL, id, NULL, url, secret, events, NULL FROM webhooks "
+    "WHERE tenant = ? AND active IS 1 AND ? "
+    "UNION ALL "
+    "SELECT 'b', memberships.room_id, bots.user_id, users.username, bots.url, bots.secret, bots.trigger, rooms.kind "
+    "FROM bots JOIN memberships ON memberships.user_id = bots.user_id "
+    "AND memberships.room_id IN (SELECT value FROM json_each(?)) "
+    "JOIN users ON users.id = bots.user_id JOIN rooms ON rooms.id = memberships.room_id "
+    "WHERE bots.tenant = ? AND bots.active IS 1 AND users.is_active IS 1 "
+    "ORDER BY 1, 2, 3")
+
+
 def webhooks_and_room_bots(session: Session, tenant: str, room_ids: Collection[int],
                            webhooks: bool = True) -> tuple[list[ActiveWebhook], dict[int, list[RoomBot]]]:
     """The tenant's active webhooks (none read unless `webhooks`), and the active bots of each of
     `room_ids` (every one a key, with no bots or some), as `active_webhooks` and `room_bots` give them."""
     found: dict[int, list[RoomBot]] = {room_id: [] for room_id in room_ids}
     hooks: list[ActiveWebhook] = []
-    rows = session.connection().execute(_TARGETS, {"tenant": tenant, "rooms": sorted(found), "webhooks": webhooks})
+    if driver_rows.dialect(session) == "sqlite":
+        params = (tenant, webhooks, json.dumps(sorted(found)), tenant)
+        rows = typing.cast(list[_TargetRow], driver_rows.sqlite_select(session, _TARGETS_SQLITE, params))
+    else:
+        rows = typing.cast(list[_TargetRow], session.connection().execute(
+            _TARGETS, {"tenant": tenant, "rooms": sorted(found), "webhooks": webhooks}).all())
     for source, room_id, target_id, username, url, secret, selector, room_kind in rows:
         if source == _WEBHOOK:
             hooks.append(ActiveWebhook(target_id, url, secret, selector))
         else:
+            assert room_id is not None and username is not None and room_kind is not None  # a bot's row
             found[room_id].append(RoomBot(target_id, username, url, secret, selector, room_kind))
     return hooks, found
