@@ -108,3 +108,27 @@ async def test_an_error_for_a_frame_without_a_usable_type_echoes_its_ref(live_se
             assert error["type"] == "error" and error["ref"] == frame["ref"], (frame, error)
         long_type = await answer_to(ws, {"type": "x" * 60_000, "ref": "long-type"})
         assert long_type["code"] == "unknown_type" and len(long_type["message"]) < 200, long_type
+
+
+async def test_a_validation_error_names_its_field_in_details(live_server: str, client: Any, users: Any) -> None:
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    # Refused by the frame check, by the handler's rules before the database, and by the committer.
+    cases = [
+        ({"type": "subscribe", "room": room, "presence": 5}, "presence"),
+        ({"type": "read", "room": room, "seq": -1}, "seq"),
+        ({"type": "send", "room": "x", "body": "hi"}, "room"),
+        ({"type": "send", "room": room, "body": "hi", "client_id": ""}, "client_id"),
+        ({"type": "send", "room": room, "body": "a\u0000b"}, "body"),
+        ({"type": "send", "room": room, "body": "hi", "attachments": [MAX_ID]}, None),
+    ]
+    async with ws_connect(live_server, alice.token) as ws:
+        for frame, field in cases:
+            error = await ws.request(frame)  # a send is answered after the commit: wait for its ref
+            assert (error["type"], error["code"]) == ("error", "validation_error"), error
+            if field is not None:
+                assert error["details"]["field"] == field, (frame, error)
+            else:
+                assert error["details"], (frame, error)
+        ping = await answer_to(ws, {"type": "ping", "ref": "p"})
+        assert ping == {"type": "pong", "ref": "p"} and "details" not in ping

@@ -213,6 +213,12 @@ _READERS: dict[str, Callable[[dict[str, Any], str | None], Frame]] = {
 }
 
 
+def api_error_event(ref: str | None, error: ApiError) -> bytes:
+    """The `error` event answering a frame refused with `error`, its `details` (e.g. `field`) included."""
+    # REST shows `details` in its envelope; /ws clients need the same to tell which field was wrong.
+    return error_event(ref, error.code, error.message, **({"details": error.details} if error.details else {}))
+
+
 def error_event(ref: str | None, code: str, message: str, **extra: Any) -> bytes:
     """An `error` event answering a frame (with its ref, if it had one), encoded."""
     event: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}

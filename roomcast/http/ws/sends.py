@@ -25,7 +25,7 @@ from ...errors import ApiError
 from ...services.messaging import Draft, send_drafts, take_send_tokens
 from ...services.send_committer import SendOutcome
 from ...wire import send_ack
-from .protocol import error_event
+from .protocol import api_error_event, error_event
 
 if TYPE_CHECKING:
     from .session import Session
@@ -108,7 +108,7 @@ class SendPipeline:
 
 def _answer(ref: str | None, outcome: SendOutcome) -> bytes:
     if isinstance(outcome, ApiError):
-        return error_event(ref, outcome.code, outcome.message)
+        return api_error_event(ref, outcome)
     if isinstance(outcome, Exception):  # a bug or a value the database refused: this send only
         log.error("a send failed", exc_info=outcome)
         return error_event(ref, "internal_error", "the message could not be stored")

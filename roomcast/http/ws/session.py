@@ -28,7 +28,7 @@ from ..front_door import Draining
 from . import frames
 from .connection import ConnectionClosed, WebSocket
 from .outbound import OutboundQueue, Overflowed, Stopped
-from .protocol import ClientError, error_event, parse_frame
+from .protocol import ClientError, api_error_event, error_event, parse_frame
 from .sends import SendPipeline
 
 log = logging.getLogger("roomcast.ws")
@@ -281,9 +281,9 @@ class Session:
                 self._deliver(self.rate_limit_refusal(ref, exc))
             except ClientError as exc:
                 self._count_abuse()
-                self.error(ref if ref is not None else exc.ref, exc.code, exc.message)
+                self._deliver(api_error_event(ref if ref is not None else exc.ref, exc))
             except ApiError as exc:
-                self.error(ref, exc.code, exc.message)
+                self._deliver(api_error_event(ref, exc))
 
     def _count_abuse(self) -> None:
         now = trio.current_time()
