@@ -120,6 +120,13 @@ class Actor:
         """Messages waiting in the mailbox."""
         return self.outbox.statistics().current_buffer_used
 
+    @property
+    def waiting_for_mail(self) -> bool:
+        """Its run waits on an empty mailbox, and no message is on its way to it."""
+        # A message sent to a waiting receiver skips the buffer: the receiver stops waiting at once.
+        statistics = self.outbox.statistics()
+        return statistics.current_buffer_used == 0 and statistics.tasks_waiting_receive > 0
+
     def stop(self, reason: str = "stopped") -> None:
         """Stop this actor for good (its supervisor will not restart it); returns at once."""
         self.stop_reason = reason

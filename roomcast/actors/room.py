@@ -1,7 +1,8 @@
 """The room actor: orders and heals one room's events and fans them out (DESIGN.md §2, §3).
 
 It consumes the room's stream from its last position (through the process's one
-StreamReader), delivers stored events in strict `seq` order, fetches any gap
+StreamReader, which hands a batch that needs no waiting straight to the fan-out while the
+actor waits idle: `take_now`), delivers stored events in strict `seq` order, fetches any gap
 from the database, and hands each event's bytes -- encoded once, the same object
 for everyone -- to every subscriber without ever waiting for one. The stored
 events of one stream batch go to each subscriber together (`push_many`), so a
@@ -59,6 +60,13 @@ _PRESENCE_SUBSCRIBERS_PER_WINDOW = 100
 _PRESENCE_WINDOW_MAX_S = 1.5
 # Mail that only wakes a room actor's wait (`_maybe_idle`).
 _WAKE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """What failed in `take_now`, raised by the run as if it had failed there."""
+
+    error: Exception
 
 
 class Subscriber(Protocol):
@@ -234,7 +242,7 @@ class RoomActor:
         epoch = self._epoch
         # From our last position; on a first run (None) the reader starts at the stream's
         # end and sends Resync, which fetches anything committed in between.
-        self.reader.attach(self.room_id, self.actor, self.position, epoch)
+        self.reader.attach(self.room_id, self.actor, self.position, epoch, self.take_now)
         try:
             async with trio.open_nursery() as replays:
                 self._replays = replays
@@ -317,7 +325,48 @@ class RoomActor:
             if trio.current_time() >= self._presence_due:
                 self._emit_presence()  # a busy mailbox does not hold the window open
 
+    def take_now(self, batch: StreamBatch) -> bool:
+        """Fan out a stream batch in the caller's task (the stream reader's), if the run could do nothing else.
+
+        A busy room's fast path: no mailbox, no task switch. Only while the run waits for mail
+        with nothing due (no subscribe waiting, no presence window open) and no message on its
+        way to it, and only for what needs no waiting: stored events that follow on last_seq
+        and transient events other than presence. The rest goes through the mailbox (False).
+        What fails here is the actor's: its run raises it, and its supervisor restarts it.
+        """
+        if (not self._waiting_unscoped or not self.actor.waiting_for_mail or batch.epoch != self._epoch
+                or self.last_seq is None):
+            return False
+        expected = self.last_seq + 1
+        for entry in batch.entries:
+            if entry.seq is None:
+                if is_presence_record(entry.data):
+                    return False  # folded over a window the waiting run does not time
+            elif entry.seq > expected:
+                return False  # a gap: filled from the database
+            elif entry.seq == expected:
+                expected += 1
+        try:
+            try:
+                for entry in batch.entries:
+                    if entry.seq is None:
+                        self._flush()  # keep stored and transient events in stream order
+                        self._fan_out(entry.data, entry.origin)
+                    elif entry.seq > self.last_seq:
+                        self._accept(entry.seq, entry.data)
+                    self.position = entry.id
+            finally:
+                self._flush()  # what was accepted goes out, even if a later entry failed
+        except Exception as exc:
+            try:
+                self.actor.tell(_Failed(exc))
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.exception("room %s: a fan-out failed", self.room_id)
+        return True
+
     async def _handle(self, message: object) -> None:
+        if isinstance(message, _Failed):
+            raise message.error
         if isinstance(message, StreamBatch):
             if message.epoch != self._epoch:
                 return  # read for an earlier run; this run's attachment re-reads it

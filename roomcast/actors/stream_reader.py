@@ -2,7 +2,8 @@
 
 Room actors attach with the stream position to read from; the reader keeps one
 blocking multi-room read going (one XREAD on Redis) and hands each room's
-entries to that room actor's mailbox. The number of Redis connections therefore
+entries to that room actor's mailbox, or to its fan-out at once if it waits
+idle (`take_now`). The number of Redis connections therefore
 does not grow with the number of rooms.
 
 A room whose mailbox is full is not waited for: its batch is held back and the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +51,17 @@ class Resync:
     """Stream entries may have been missed: fetch from the database what is past your last seq."""
 
 
+# Takes a batch in the reader's own task, if its actor can (a room actor waiting idle for
+# mail: `RoomActor.take_now`); False when it did not, and the batch goes to the mailbox.
+TakeNow = Callable[[StreamBatch], bool]
+
+
 @dataclass(slots=True)
 class _Feed:
     actor: Actor
     position: str | None  # None: not yet known; the reader takes the stream's end and sends Resync
     epoch: int
+    take_now: TakeNow | None = None
     # Messages that did not fit in the mailbox yet, in order (at most a batch and a Resync).
     held_back: deque[StreamBatch | Resync] = field(default_factory=deque)
 
@@ -79,14 +87,16 @@ class StreamReader:
         """Rooms being read (the notices stream, read too, is not a room)."""
         return len(self._feeds) - (NOTICES_STREAM in self._feeds)
 
-    def attach(self, room_id: int, actor: Actor, position: str | None, epoch: int) -> None:
-        """Read `room_id` from after `position` into `actor`'s mailbox (replacing any earlier attachment).
+    def attach(self, room_id: int, actor: Actor, position: str | None, epoch: int,
+               take_now: TakeNow | None = None) -> None:
+        """Read `room_id` from after `position` into `actor`'s mailbox (replacing any earlier attachment);
+        a batch `take_now` takes, while nothing waits in the mailbox, skips it.
 
         With `position` None the reader starts at the stream's current end and then
         sends the actor a Resync, so that it fetches from the database whatever was
         committed before that point and is newer than what it has.
         """
-        self._feeds[room_id] = _Feed(actor, position, epoch)
+        self._feeds[room_id] = _Feed(actor, position, epoch, take_now)
         self._wake()
 
     def detach(self, room_id: int, epoch: int) -> None:
@@ -182,8 +192,12 @@ class StreamReader:
     def _hand_over(self, room_id: int, feed: _Feed) -> None:
         """Move the feed's held-back messages into its actor's mailbox, as far as they fit."""
         while feed.held_back:
+            message = feed.held_back[0]
+            if feed.take_now is not None and isinstance(message, StreamBatch) and feed.take_now(message):
+                feed.held_back.popleft()
+                continue
             try:
-                feed.actor.tell(feed.held_back[0])
+                feed.actor.tell(message)
             except trio.WouldBlock:
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):

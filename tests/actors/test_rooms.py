@@ -196,6 +196,37 @@ async def test_duplicates_on_the_stream_are_delivered_once(
     assert subscriber.seqs == [1, 2]
 
 
+async def test_the_stream_reader_fans_out_only_what_the_waiting_actor_would_do_at_once(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    """`take_now`: the next seqs while the actor waits idle for mail; a gap, presence, or mail on its
+    way to the actor (which must be handled first) go through the mailbox."""
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+    await node.rooms.subscribe(room, subscriber)
+    await commit_events(node, room, 2)
+    await subscriber.wait_for(2)
+    await trio.sleep(1)
+    actor = node.rooms.get(room)
+    assert actor is not None and actor.last_seq == 2
+
+    def entry(seq: int | None, data: bytes | None = None) -> StreamEntry:
+        payload = data or json.dumps({"type": "message", "room": room, "seq": seq}).encode()
+        return StreamEntry(actor.position or STREAM_START, seq, payload)
+
+    assert not actor.take_now(StreamBatch(actor._epoch, [entry(4)]))  # seq 3 is missing
+    assert not actor.take_now(StreamBatch(actor._epoch - 1, [entry(3)]))  # read for an earlier run
+    presence = encode({"type": "presence", "room": room, "user": 7, "status": "joined", "online": []})
+    assert not actor.take_now(StreamBatch(actor._epoch, [entry(None, presence)]))
+    actor.actor.tell(room_module._WAKE)  # handed to the waiting run, which has not run yet
+    assert not actor.take_now(StreamBatch(actor._epoch, [entry(3)]))
+    await trio.sleep(1)
+    typing = encode({"type": "typing", "room": room, "user": 7, "state": True})
+    assert actor.take_now(StreamBatch(actor._epoch, [entry(2), entry(3), entry(None, typing)]))
+    # Delivered in the call, the seq already delivered dropped, as the run would have.
+    assert subscriber.seqs == [1, 2, 3] and subscriber.events[-1]["type"] == "typing"
+    assert actor.last_seq == 3
+
+
 async def test_an_overflowing_subscriber_is_dropped_and_told_while_others_get_everything(
         autojump_clock: trio.testing.MockClock, node: Node) -> None:
     [room] = await create_rooms(node)
@@ -348,25 +379,38 @@ async def test_an_idle_room_actor_stops_itself_and_the_next_subscriber_starts_a_
     assert node.rooms.get(room) is not first
 
 
-@pytest.mark.parametrize("where", ["handling", "gap-fill"])
+@pytest.mark.parametrize("where", ["handling", "handling-from-mailbox", "gap-fill"])
 async def test_a_room_actor_that_crashes_and_restarts_neither_loses_nor_duplicates(
         autojump_clock: trio.testing.MockClock, node: Node, lifecycle: Lifecycle,
         monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """"handling": a batch fails wherever it is handled (most in the stream reader's task,
+    `take_now`); "handling-from-mailbox": every batch goes through the mailbox."""
     [room] = await create_rooms(node)
     crashes = {"left": 2}
 
-    if where == "handling":
-        original = RoomActor._stored
+    if where.startswith("handling"):
+        original = RoomActor._accept
 
-        async def flaky_stored(self: RoomActor, seq: int, data: bytes) -> None:
+        def flaky_accept(self: RoomActor, seq: int, data: bytes) -> None:
             # Crash on the first new event read from the stream past seq 6, then past seq 18.
             threshold = 6 if crashes["left"] == 2 else 18
             if crashes["left"] and self.last_seq is not None and seq > self.last_seq >= threshold:
                 crashes["left"] -= 1
                 raise RuntimeError(f"injected crash at seq {seq}")
-            await original(self, seq, data)
+            original(self, seq, data)
 
-        monkeypatch.setattr(RoomActor, "_stored", flaky_stored)
+        monkeypatch.setattr(RoomActor, "_accept", flaky_accept)
+        if where == "handling-from-mailbox":
+            monkeypatch.setattr(RoomActor, "take_now", lambda self, batch: False)
+        else:
+            original_take_now = RoomActor.take_now
+
+            def counted_take_now(self: RoomActor, batch: Any) -> bool:
+                taken = original_take_now(self, batch)
+                crashes["taken_now"] = crashes.get("taken_now", 0) + taken
+                return taken
+
+            monkeypatch.setattr(RoomActor, "take_now", counted_take_now)
     else:
         original_fetch = room_module.events_after
 
@@ -398,6 +442,7 @@ async def test_a_room_actor_that_crashes_and_restarts_neither_loses_nor_duplicat
     await trio.sleep(5)
     assert alice.seqs == bob.seqs == list(range(1, total + 2))
     assert crashes["left"] == 0
+    assert where != "handling" or crashes["taken_now"] > 0
     path = f"roomcast/rooms/room:{room}"
     crashed = lifecycle.lines("actor.crashed", path=path)
     assert len(crashed) == 2 and crashed[0]["restart_in_s"] is not None
