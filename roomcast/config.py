@@ -68,8 +68,12 @@ def check_webhook_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an absolute http:// or https:// URL")
-    if len(url) > WEBHOOK_URL_MAX or any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise ValueError(f"url must be at most {WEBHOOK_URL_MAX} characters, without spaces")
+    if len(url) > WEBHOOK_URL_MAX or any(ch.isspace() or ord(ch) < 32 or ch == "\x7f" for ch in url):
+        raise ValueError(f"url must be at most {WEBHOOK_URL_MAX} characters, without spaces or control characters")
+    try:  # reading the port checks it: one out of 0..65535, or not a number, could never be posted to
+        _ = parts.port
+    except ValueError:
+        raise ValueError("url has an invalid port (a number from 0 to 65535)") from None
     return url
 
 

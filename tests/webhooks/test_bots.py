@@ -81,6 +81,7 @@ async def test_the_bot_api(node: Node, client: Any, users: Any, receiver: Receiv
     await expect_error(await client.post("/api/bots", headers=admin.headers, json={
         "username": "helper", "url": receiver.url, "secret": "s", "trigger": "all"}), 409, "conflict")
     for bad in ({"url": "ftp://x", "secret": "s", "trigger": "all"},
+                {"url": "https://example.org:70000/bot", "secret": "s", "trigger": "all"},
                 {"url": receiver.url, "secret": "s", "trigger": "sometimes"},
                 {"url": receiver.url, "trigger": "all"},
                 {"url": receiver.url, "secret": "", "trigger": "all"},
