@@ -96,10 +96,21 @@ def _check_reply_and_uploads(session: Session, room_id: int, sender: UserSnapsho
         return []
     uploads = unlinked_uploads(session, room_id, sender.id, list(draft.attachments))
     if len(uploads) != len(draft.attachments):
-        unknown = sorted(set(draft.attachments) - {upload.id for upload in uploads})
-        raise BadRequest("attachments must be your own uploads to this room, not yet sent",
-                         details={"field": "attachments", "ids": unknown})
+        raise _unusable_uploads(set(draft.attachments) - {upload.id for upload in uploads})
     return uploads
+
+
+def _unusable_uploads(ids: set[int]) -> BadRequest:
+    return BadRequest("attachments must be your own uploads to this room, not yet sent",
+                      details={"field": "attachments", "ids": sorted(ids)})
+
+
+def _claim_uploads(uploads: list[Attachment], claimed: set[int]) -> None:
+    """Take the uploads for a draft of a batch, unless a draft planned before in it carries one:
+    uploads are linked only once the batch is written, so each draft still finds them unlinked."""
+    if taken := {upload.id for upload in uploads} & claimed:
+        raise _unusable_uploads(taken)
+    claimed.update(upload.id for upload in uploads)
 
 
 @dataclass(slots=True)
@@ -131,6 +142,7 @@ def store_drafts(node: Node, session: Session,
     planned: list[_Planned] = []
     repeats: list[tuple[int, int]] = []  # (draft index, index of the planned draft with its client_id)
     new_keys: dict[tuple[int, int, str], int] = {}  # client_id keys taken in this batch -> planned index
+    claimed: set[int] = set()  # uploads carried by the drafts planned so far
     for index, (sender, draft) in enumerate(entries):
         room_id = draft.room_id
         room = rooms.get(room_id)
@@ -154,6 +166,7 @@ def store_drafts(node: Node, session: Session,
             continue
         try:
             uploads = _check_reply_and_uploads(session, room_id, sender, draft)
+            _claim_uploads(uploads, claimed)
         except ApiError as exc:
             outcomes[index] = exc
             continue

@@ -12,10 +12,13 @@ import pytest
 import trio
 from sqlalchemy import func, select, update
 
+from roomcast.errors import ApiError
 from roomcast.http.routes import attachments as attachment_routes
 from roomcast.node import Node
+from roomcast.services import messaging
 from roomcast.services.attachments import sweep_orphans
 from roomcast.storage.models import Attachment, AttachmentChunk, Room
+from roomcast.storage.users import UserSnapshot, get_user
 from roomcast.timestamps import utcnow
 from tests.actors.faults import DatabaseOutage
 from tests.chat_helpers import make_group
@@ -412,6 +415,25 @@ async def test_the_attachments_of_a_deleted_message_are_gone(http: httpx.AsyncCl
     await http.delete(f"/api/rooms/{room_id}/messages/{message['id']}", headers=owner.headers)
     response = await http.get(attachment["url"], headers=member.headers)
     assert (response.status_code, error_code(response)) == (404, "not_found")
+
+
+async def test_sends_committed_together_never_share_an_upload(http: httpx.AsyncClient, client: Any, users: Any,
+                                                              node: Node) -> None:
+    """Sends that meet in one group commit (concurrent sends of one upload, say): the first takes it, the
+    others are 400 as if sent after it; none answers 201 with an attachment its stored message lacks."""
+    room_id, owner, _ = await _room(client, users)
+    attachment = (await upload(http, owner, room_id, PNG)).json()
+    sender = UserSnapshot.of(await node.database.read(get_user, owner.id))
+    drafts = [messaging.draft_message(node, sender, room_id, f"take {n}", attachments=[attachment["id"]])
+              for n in range(3)]
+    outcomes = await messaging.send_drafts(node, sender, drafts)
+    first, *others = outcomes
+    assert not isinstance(first, Exception) and [a["id"] for a in first[0]["attachments"]] == [attachment["id"]]
+    for refused in others:
+        assert isinstance(refused, ApiError) and (refused.status, refused.code) == (400, "validation_error")
+        assert refused.details == {"field": "attachments", "ids": [attachment["id"]]}
+    history = (await http.get(f"/api/rooms/{room_id}/messages", headers=owner.headers)).json()["items"]
+    assert [(m["body"], [a["id"] for a in m["attachments"]]) for m in history] == [("take 0", [attachment["id"]])]
 
 
 async def test_an_early_refusal_reaches_a_client_still_sending(http: httpx.AsyncClient, client: Any,
