@@ -181,7 +181,10 @@ def has_wal(engine: Engine) -> bool:
 
 
 def _unicode_lower(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
+    """Each character folded alone to one character, as PostgreSQL's lower() does. Python's str.lower()
+    looks at the context of a 'Σ' (a final one becomes 'ς') and makes 'İ' two characters ('i̇'),
+    so a name would fold apart from a part of it; the first of those two is the one-character form."""
+    return "".join(char.lower()[0] for char in value) if isinstance(value, str) else value
 
 
 def _configure_sqlite(engine: Engine, autocheckpoint_pages: int | None = None) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -136,9 +136,12 @@ def search_users(session: Session, *, tenant: str, query: str | None, role: str 
     `query` (case-insensitive), with `role`, active or not, where given."""
     statement = select(User).where(User.tenant == tenant, User.id > after_id)
     if query:
-        needle = query.lower()
-        statement = statement.where(or_(func.lower(User.username).contains(needle, autoescape=True),
-                                        func.lower(User.display_name).contains(needle, autoescape=True)))
+        # The needle is folded by the database's lower(), as the columns are: Python's folds some
+        # letters otherwise (a final 'Σ' to 'ς', 'İ' to 'i̇'), and a name then missed itself.
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = func.lower(literal("%") + escaped + "%")
+        statement = statement.where(or_(func.lower(User.username).like(pattern, escape="\\"),
+                                        func.lower(User.display_name).like(pattern, escape="\\")))
     if role is not None:
         statement = statement.where(User.role == role)
     if active is not None:

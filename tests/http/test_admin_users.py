@@ -78,6 +78,19 @@ async def test_the_search_folds_the_case_of_every_alphabet_on_either_database(cl
     assert len(found["items"]) == 1, found
 
 
+@pytest.mark.parametrize("name, q", [("ΟΔΟΣ", "ΟΔΟΣ"), ("ΟΔΟΣ", "οδοσ"), ("ΟΔΟΣ", "Σ"), ("ΣΑΣ", "ΑΣ"),
+                                     ("İsmail", "İs"), ("İsmail", "İSMAİL"), ("100%_sure\\", "0%_SURE\\")])
+async def test_a_name_is_found_by_any_part_of_itself_on_either_database(client: Any, users: Any, name: str,
+                                                                        q: str) -> None:
+    """The needle folds as the names do: a final 'Σ' or an 'İ' folded otherwise missed the name
+    it was part of; LIKE's wildcards in it stay plain characters."""
+    admin = await users.create("admin")
+    await users.create("member", username="someone", display_name=name)
+    await users.create("member", username="other", display_name="100 sure")
+    found = await (await client.get("/api/admin/users", query_string={"q": q}, headers=admin.headers)).get_json()
+    assert [user["display_name"] for user in found["items"]] == [name], found
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=x", "cursor=nonsense", "role=king",
                                   "active=maybe", "q=" + "x" * 129, "cursor=" + "A" * 33])
 async def test_bad_list_queries_are_400(client: Any, users: Any, query: str) -> None:
