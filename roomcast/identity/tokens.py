@@ -88,15 +88,24 @@ class TokenCodec:
         if not (isinstance(subject, str) and subject.isascii() and subject.isdigit()
                 and 1 <= int(subject) <= MAX_ID):
             raise TokenError("unauthorized", "invalid token: sub must be a user id")
-        issued = claims.get("iat")
-        issued_at = datetime.fromtimestamp(issued, UTC) if isinstance(issued, int | float) else None
-        checked = Claims(int(subject), issued_at)
+        checked = Claims(int(subject), _issued_at(claims.get("iat")))
         expires = claims["exp"]
         if remember and isinstance(expires, int | float):  # PyJWT has checked it is a number
             self._verified[token] = (checked, float(expires))
             if len(self._verified) > self.VERIFIED_KEPT:
                 self._verified.popitem(last=False)
         return checked
+
+
+def _issued_at(issued: object) -> datetime | None:
+    """The `iat` claim as an instant, None without one; TokenError for a number that is no instant
+    (PyJWT lets a huge negative one or NaN through, and a backend sharing the secret may send it)."""
+    if not isinstance(issued, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(issued, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise TokenError("unauthorized", "invalid token: iat must be a time") from None
 
 
 def _stored_secret(data_dir: Path) -> str:

@@ -105,8 +105,12 @@ async def test_me(client: Any, users: Any) -> None:
         (forged({"sub": "1", "exp": datetime.now(UTC) + timedelta(hours=1)}, "wrong-secret-" * 4), "unauthorized"),
         (forged({"sub": "1"}), "unauthorized"),
         (forged({"sub": "999999", "exp": datetime.now(UTC) + timedelta(hours=1)}), "unauthorized"),
+        # Signed with the right secret, but the `iat` is no instant a datetime holds.
+        (forged({"sub": "1", "exp": datetime.now(UTC) + timedelta(hours=1), "iat": -1e300}), "unauthorized"),
+        (forged({"sub": "1", "exp": datetime.now(UTC) + timedelta(hours=1), "iat": -10**12}), "unauthorized"),
     ],
-    ids=["none", "empty", "basic", "bearer-alone", "garbage", "expired", "forged", "no-exp", "unknown-user"],
+    ids=["none", "empty", "basic", "bearer-alone", "garbage", "expired", "forged", "no-exp", "unknown-user",
+         "iat-overflowing", "iat-before-year-1"],
 )
 async def test_bad_tokens_get_401(client: Any, users: Any, headers: dict, code: str) -> None:
     await users.create("member")  # user 1 exists
