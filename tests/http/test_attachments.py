@@ -101,8 +101,12 @@ async def test_a_png_renamed_pdf_round_trips_byte_exact_over_several_chunks(
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["content-security-policy"] == "sandbox"
     etag = headers["etag"]
-    again = await http.get(attachment["url"], headers={**member.headers, "If-None-Match": etag})
-    assert again.status_code == 304 and again.content == b""
+    for matching in (etag, "*", f'"other", W/{etag}', f'"other" ,{etag}'):
+        again = await http.get(attachment["url"], headers={**member.headers, "If-None-Match": matching})
+        assert again.status_code == 304 and again.content == b"", matching
+    for other in ('"other"', etag[:-2] + '"', etag + "x", ""):
+        fresh = await http.get(attachment["url"], headers={**member.headers, "If-None-Match": other})
+        assert fresh.status_code == 200 and fresh.content == data, other
 
 
 async def test_html_named_photo_png_is_refused(http: httpx.AsyncClient, client: Any, users: Any,

@@ -93,13 +93,19 @@ async def download(attachment_id: int) -> Response:
         "Cache-Control": "private, no-cache",
         "ETag": etag,
     }
-    if etag in request.headers.get("If-None-Match", ""):
+    if _none_match(request.headers.get("If-None-Match", ""), etag):
         await found.chunks.aclose()
         return Response(b"", status=304, headers=headers)
     content_type = found.content_type + ("; charset=utf-8" if found.content_type.startswith("text/") else "")
     response = Response(found.chunks, status=200, headers=headers, content_type=content_type)
     response.headers["Content-Length"] = str(found.size)
     return response
+
+
+def _none_match(header: str, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (weakly compared) or is `*` (RFC 9110 §13.1.2)."""
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
 
 
 def content_disposition(content_type: str, filename: str) -> str:
