@@ -360,8 +360,8 @@ class RoomActor:
         except Exception as exc:
             try:
                 self.actor.tell(_Failed(exc))
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                log.exception("room %s: a fan-out failed", self.room_id)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):  # the run is ending
+                log.error("a fan-out of room %s failed", self.room_id, exc_info=exc)
         return True
 
     async def _handle(self, message: object) -> None:
