@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 ROLES = ("admin", "service", "member", "teacher", "tutor", "student", "parent", "bot")
@@ -74,6 +75,11 @@ def check_webhook_url(url: str) -> str:
         _ = parts.port
     except ValueError:
         raise ValueError("url has an invalid port (a number from 0 to 65535)") from None
+    try:  # the host as the sender names it (IDNA), then as the resolver encodes it: an empty or
+        # over-long label, or a character IDNA refuses, could never be posted to either
+        httpx.URL(url).raw_host.decode("ascii").encode("idna")
+    except (httpx.InvalidURL, UnicodeError):
+        raise ValueError("url has an invalid host name") from None
     return url
 
 
