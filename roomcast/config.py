@@ -71,10 +71,13 @@ def check_webhook_url(url: str) -> str:
         raise ValueError("url must be an absolute http:// or https:// URL")
     if len(url) > WEBHOOK_URL_MAX or any(ch.isspace() or ord(ch) < 32 or ch == "\x7f" for ch in url):
         raise ValueError(f"url must be at most {WEBHOOK_URL_MAX} characters, without spaces or control characters")
-    try:  # reading the port checks it: one out of 0..65535, or not a number, could never be posted to
-        _ = parts.port
-    except ValueError:
-        raise ValueError("url has an invalid port (a number from 0 to 65535)") from None
+    try:
+        port = parts.port
+    except ValueError:  # out of 0..65535, or not a number
+        port = 0
+    # None of these could ever be posted to, nor port 0: the HTTP client takes it for the scheme's default.
+    if port == 0:
+        raise ValueError("url has an invalid port (a number from 1 to 65535)")
     try:  # the host as the sender names it (IDNA), then as the resolver encodes it: an empty or
         # over-long label, or a character IDNA refuses, could never be posted to either
         httpx.URL(url).raw_host.decode("ascii").encode("idna")

@@ -59,6 +59,7 @@ async def test_create_list_get_patch_delete(client: Any, users: Any, receiver: R
     ({"url": "https://x.test/" + "a" * 2100}, "url"),
     ({"url": "https://x.test:99999/"}, "url"),
     ({"url": "https://x.test:-1/"}, "url"),
+    ({"url": "http://127.0.0.1:0/hook"}, "url"),
     ({"url": "https://x.test:8o/"}, "url"),
     ({"url": "https://x.test/\x7f"}, "url"),
     ({"secret": ""}, "secret"),
