@@ -208,10 +208,8 @@ async def mark_read(node: Node, reader: UserSnapshot, room_id: int, seq: int) ->
 
     def work(session: Session) -> tuple[int, bool]:
         access = open_room(session, reader, room_id)
-        previous = access.require_member().last_read_seq
-        target = min(seq, access.room.last_seq)
-        advance_read_pointer(session, room_id, reader.id, target)
-        return max(previous, target), target > previous
+        access.require_member()
+        return advance_read_pointer(session, room_id, reader.id, min(seq, access.room.last_seq))
 
     pointer, moved = await node.database.write(work)
     if moved:

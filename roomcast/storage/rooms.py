@@ -463,10 +463,20 @@ def _active_since(session: Session, room_id: int, moment: datetime) -> bool:
     return active is not None and active >= moment
 
 
-def advance_read_pointer(session: Session, room_id: int, user_id: int, seq: int) -> None:
-    """Move the member's read pointer up to `seq`; never backwards."""
-    session.execute(
+def advance_read_pointer(session: Session, room_id: int, user_id: int, seq: int) -> tuple[int, bool]:
+    """Move the member's read pointer up to `seq`, never backwards: the pointer as it now stands, and whether it moved.
+
+    Told by the update itself, not by a read before it: a concurrent move past `seq` committed
+    meanwhile (PostgreSQL's READ COMMITTED) leaves this one a no-op, and the pointer is then
+    read again, so nobody announces a pointer below the stored one.
+    """
+    moved = session.connection().execute(
         update(Membership)
         .where(Membership.room_id == room_id, Membership.user_id == user_id, Membership.last_read_seq < seq)
         .values(last_read_seq=seq)
-    )
+    ).rowcount == 1
+    if moved:
+        return seq, True
+    pointer = session.scalar(
+        select(Membership.last_read_seq).where(Membership.room_id == room_id, Membership.user_id == user_id))
+    return (pointer if pointer is not None else seq), False

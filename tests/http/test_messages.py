@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from roomcast.storage.models import Attachment, OutboxEvent
+from roomcast.services import messaging
+from roomcast.storage.models import Attachment, Membership, OutboxEvent
 from roomcast.timestamps import utcnow
 from tests.chat_helpers import (
     body_of,
@@ -398,6 +399,34 @@ async def test_read_pointer_drives_unread_and_never_moves_backwards(client: Any,
     await send(client, owner, room["id"], "new")
     assert (await room_of(client, bob, room["id"]))["unread_count"] == 1
     assert len(await outbox(node, room["id"])) == 6  # reading stores no room event
+
+
+async def test_a_read_overtaken_by_a_concurrent_one_announces_no_pointer_below_the_stored_one(
+        client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    room, owner, [bob] = await _room(client, users)
+    for i in range(5):
+        await send(client, owner, room["id"], f"m{i}")
+    published: list[dict[str, Any]] = []
+    real_publish = node.rooms.publish_transient
+
+    async def record(room_id: int, event: dict[str, Any], **kwargs: Any) -> None:
+        published.append(event)
+        await real_publish(room_id, event, **kwargs)
+
+    real_advance = messaging.advance_read_pointer
+
+    def overtaken(session: Any, room_id: int, user_id: int, seq: int) -> tuple[int, bool]:
+        # Bob's read of 4 commits after this one read his pointer (0) and before it moves it to 2.
+        session.connection().execute(update(Membership).where(
+            Membership.room_id == room_id, Membership.user_id == user_id).values(last_read_seq=4))
+        return real_advance(session, room_id, user_id, seq)
+
+    monkeypatch.setattr(node.rooms, "publish_transient", record)
+    monkeypatch.setattr(messaging, "advance_read_pointer", overtaken)
+    response = await client.post(f"/api/rooms/{room['id']}/read", headers=bob.headers, json={"seq": 2})
+    assert response.status_code == 204
+    assert await read_pointer(node, room["id"], bob.id) == 4
+    assert published == []  # the pointer did not move to 2: nothing to announce, least of all 2
 
 
 @pytest.mark.parametrize("payload", [{}, {"seq": -1}, {"seq": "3"}, {"seq": 1.0}, {"seq": None}, {"seq": 2**63}])
