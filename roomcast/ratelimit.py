@@ -4,14 +4,16 @@ The in-process buckets run on Trio's clock (so tests can drive it). With `redis_
 set, a user's bucket lives in Redis and every node takes from the same one (a Lua
 script refills and takes atomically, on Redis's clock). The tokens asked for at the same
 moment go in one script call; on a Redis Cluster, which refuses a script whose keys span
-slots, in one call per user's bucket, each on the master of that user's slot. When Redis cannot be reached
-the node falls back to its own buckets (fail open: each node then counts alone, as
+slots, in one call per user's bucket, each on the master of that user's slot. A busy user's
+calls lease a few tokens ahead, spent here with no round trip (`SharedRateLimiter`). When
+Redis cannot be reached the node falls back to its own buckets (fail open: each node then counts alone, as
 without Redis), logs that once, and goes back to Redis once it answers again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from typing import Protocol
 
@@ -93,38 +95,80 @@ class RateLimiter:
         return self.take_now(key, count)
 
 
-# KEYS: the buckets to take one token from each, in order (a key twice takes two); each a hash:
-# t = tokens, u = when last refilled. ARGV: rate per second, burst. Returns the wait in seconds
-# of each, as strings ("0" when a token was taken): Lua numbers come back as integers.
+# KEYS: the buckets to take from, each once; ARGV: rate per second, burst, then for each key
+# the tokens it needs (each taken or refused in turn) and how many more it may lease, from the
+# upper half of the bucket only (near its limit every token is taken exactly when needed). Each
+# bucket is a hash: t = tokens, u = when last refilled. Returns, key after key, the wait in
+# seconds of each needed token ("0" when taken) and then the count leased, all as strings (Lua
+# numbers come back as integers).
 _TAKE = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ttl = math.ceil(burst / rate * 1000) + 1000
-local waits = {}
+local out = {}
 for i, key in ipairs(KEYS) do
+  local need, extra = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
   local state = redis.call('HMGET', key, 't', 'u')
   local tokens, updated = tonumber(state[1]), tonumber(state[2])
   if tokens == nil or updated == nil then tokens, updated = burst, now end
   tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
-  local wait = 0
-  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+  for _ = 1, need do
+    if tokens >= 1 then
+      tokens = tokens - 1
+      out[#out + 1] = '0'
+    else
+      out[#out + 1] = tostring((1 - tokens) / rate)
+    end
+  end
+  local leased = math.max(0, math.min(extra, math.floor(tokens - burst / 2)))
+  tokens = tokens - leased
+  out[#out + 1] = tostring(leased)
   redis.call('HSET', key, 't', tostring(tokens), 'u', tostring(now))
   redis.call('PEXPIRE', key, ttl)
-  waits[i] = tostring(wait)
 end
-return waits
+return out
 """
+
+# Tokens a node takes from a busy user's bucket ahead of need are spent within this long, or
+# dropped: they count against the user, so they must not linger. At most burst / _LEASE_SHARE of
+# them at once, so a user sending through two nodes loses a tenth of a burst to each at worst.
+_LEASE_S = 1.0
+_LEASE_SHARE = 10
+
+
+class _Lease:
+    """A user's tokens taken ahead on this node: spent with no round trip until `until`."""
+
+    __slots__ = ("size", "tokens", "until")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.until = -math.inf  # when the tokens lapse: a second after the last call for the user
+        self.size = 0  # the extra tokens asked for in that call; doubles while the user keeps asking
+
+
+class _Ask:
+    """One user's part of a script call: the tokens needed, and the extra ones to lease."""
+
+    __slots__ = ("extra", "need", "user")
+
+    def __init__(self, user: int, extra: int) -> None:
+        self.user = user
+        self.need = 0
+        self.extra = extra
 
 
 class _Takes:
-    """The tokens asked for while one script call gathers: its keys, then each one's wait (None: no answer)."""
+    """The tokens asked for while one script call gathers: per bucket key, its ask; then the waits
+    of each key's needed tokens and the count leased (no entry: no answer)."""
 
-    __slots__ = ("done", "keys", "waits")
+    __slots__ = ("asks", "done", "leased", "waits")
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.waits: list[float | None] = []
+        self.asks: dict[str, _Ask] = {}
+        self.waits: dict[str, list[float]] = {}
+        self.leased: dict[str, int] = {}
         self.done = trio.Event()
 
 
@@ -173,19 +217,30 @@ class SharedRateLimiter:
     for all who asked while the previous call was out), so a node sending flat out makes
     one round trip per batch, not per send. Each token is still taken from its own user's
     bucket, on Redis's clock, in the order asked.
+
+    A user who asks again within `_LEASE_S` of the last call is busy: the next call also
+    leases up to 1, 2, 4, ... extra tokens (at most burst / `_LEASE_SHARE`), which this node
+    then hands out with no round trip until they lapse. Every token still comes out of the one
+    shared bucket, so no user ever gets more than the budget. A leased token left unspent is
+    lost to its user, so leases are small, short, and drawn only from the upper half of the
+    bucket: a user near the limit has every token taken exactly when needed, and so has every
+    user of a small burst (under ten).
     """
 
     def __init__(self, client: RedisClient, key_prefix: str, rate_per_s: float, burst: int, *,
-                 timeout_s: float = 1.0) -> None:
+                 timeout_s: float = 1.0, max_keys: int = 100_000) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self.key_prefix = key_prefix
         self.timeout_s = timeout_s
+        self.max_keys = max_keys
         self._script = client.register_script(_TAKE)
         self._cluster = isinstance(client, coredis.RedisCluster)
-        self.local = RateLimiter(rate_per_s, burst)
+        self.local = RateLimiter(rate_per_s, burst, max_keys)
         self.health = FailOpen(f"redis {key_prefix}")
         self.calls = 0  # batches sent, each for one or more tokens
+        self._lease_max = burst // _LEASE_SHARE
+        self._leases: OrderedDict[int, _Lease] = OrderedDict()  # by user, least recently asked first
         self._gathering: _Takes | None = None  # open to more askers until its call is sent
         self._in_flight: trio.Event | None = None  # set when the call out now is answered
 
@@ -197,24 +252,62 @@ class SharedRateLimiter:
     async def take(self, key: int, count: int) -> list[float]:
         if not self.health.should_try():
             return self.local.take_now(key, count)
+        now = trio.current_time()
+        lease = self._leases.get(key)
+        spent = 0
+        if lease is not None and lease.tokens and now < lease.until:
+            spent = min(count, lease.tokens)
+            lease.tokens -= spent
+            if spent == count:
+                return [0.0] * count
+        need = count - spent
         takes = self._gathering
         first = takes is None
         if takes is None:
             takes = self._gathering = _Takes()
-        start = len(takes.keys)
-        takes.keys += [f"{self.key_prefix}{key}"] * count
+        bucket = f"{self.key_prefix}{key}"
+        ask = takes.asks.get(bucket)
+        if ask is None:
+            ask = takes.asks[bucket] = _Ask(key, self._extra(lease, now))
+        start = ask.need
+        ask.need += need
         if first:
             await self._call(takes)
         else:
             await takes.done.wait()
-        waits = takes.waits[start:start + count]
-        if any(wait is None for wait in waits):  # Redis did not answer: this node counts on its own
-            return self.local.take_now(key, count)
-        return [wait for wait in waits if wait is not None]
+        waits = takes.waits.get(bucket)
+        if waits is None:  # Redis did not answer: this node counts on its own
+            return [0.0] * spent + self.local.take_now(key, need)
+        return [0.0] * spent + waits[start:start + need]
+
+    def _extra(self, lease: _Lease | None, now: float) -> int:
+        """How many tokens to lease beyond the need: none for a user not asked for within a lease's life."""
+        if lease is None or now >= lease.until or not self._lease_max:
+            return 0
+        return min(self._lease_max, max(1, lease.size * 2))
+
+    def _credit(self, takes: _Takes) -> None:
+        """Keep what each user of an answered call leased, and how much to ask for next time."""
+        until = trio.current_time() + _LEASE_S
+        leases = self._leases
+        for bucket, ask in takes.asks.items():
+            lease = leases.pop(ask.user, None)
+            if lease is None:
+                lease = _Lease()
+            elif trio.current_time() >= lease.until:
+                lease.tokens = 0  # lapsed meanwhile
+            refused = any(wait > 0 for wait in takes.waits[bucket])
+            lease.tokens += takes.leased[bucket]
+            lease.size = 0 if refused else ask.extra
+            lease.until = until
+            leases[ask.user] = lease  # most recently asked last
+        while len(leases) > self.max_keys:
+            leases.popitem(last=False)
 
     async def _call(self, takes: _Takes) -> None:
         """Send `takes` once everyone who asks in this round (and while the last call is out) joined."""
         error: Exception | None = None
+        answered_all = False
         # Shielded, and bounded by two timeouts: the other askers wait on this call even if the
         # task that makes it is cancelled (its own session ended, say).
         with trio.CancelScope(shield=True):
@@ -227,40 +320,53 @@ class SharedRateLimiter:
                 with trio.move_on_after(self.timeout_s):  # a slow Redis must not hold a send
                     try:
                         self.calls += 1
-                        takes.waits = await self._execute(takes.keys)
+                        takes.waits, takes.leased = await self._execute(takes.asks)
+                        answered_all = True
                     except Exception as exc:  # unreachable, timed out, a script error: never refuse everyone
                         error = exc
             finally:
                 self._in_flight = None
                 answered.set()
-                if len(takes.waits) != len(takes.keys):
-                    takes.waits = [None] * len(takes.keys)
-                    self.health.failed(error)
-                else:
+                if answered_all:
                     self.health.succeeded()
+                    self._credit(takes)
+                else:
+                    takes.waits, takes.leased = {}, {}
+                    self.health.failed(error)
                 takes.done.set()
 
-    async def _execute(self, keys: list[str]) -> list[float | None]:
-        """Each key's wait, in order: one script call, or on a cluster one per distinct key (a
-        user's tokens stay in one call, in order; their waits depend on that bucket alone)."""
+    async def _execute(self, asks: dict[str, _Ask]) -> tuple[dict[str, list[float]], dict[str, int]]:
+        """Each bucket's waits and leased count: one script call, or on a cluster one per bucket
+        (a script's keys must share a slot; a user's tokens stay in one call, in order)."""
         if not self._cluster:
-            return await self._execute_one(keys)
-        places: dict[str, list[int]] = {}
-        for index, key in enumerate(keys):
-            places.setdefault(key, []).append(index)
-        waits: list[float | None] = [None] * len(keys)
+            return await self._execute_one(asks)
+        waits: dict[str, list[float]] = {}
+        leased: dict[str, int] = {}
 
-        async def take_for(key: str, indexes: list[int]) -> None:
-            for index, wait in zip(indexes, await self._execute_one([key] * len(indexes)), strict=True):
-                waits[index] = wait
+        async def take_for(bucket: str, ask: _Ask) -> None:
+            one_waits, one_leased = await self._execute_one({bucket: ask})
+            waits.update(one_waits)
+            leased.update(one_leased)
 
         async with trio.open_nursery() as nursery:
-            for key, indexes in places.items():
-                nursery.start_soon(take_for, key, indexes)
-        return waits
+            for bucket, ask in asks.items():
+                nursery.start_soon(take_for, bucket, ask)
+        return waits, leased
 
-    async def _execute_one(self, keys: list[str]) -> list[float | None]:
-        answer = await self._script.execute(keys=keys, args=[repr(self.rate_per_s), str(self.burst)])
-        if not isinstance(answer, list) or len(answer) != len(keys):
+    async def _execute_one(self, asks: dict[str, _Ask]) -> tuple[dict[str, list[float]], dict[str, int]]:
+        args = [repr(self.rate_per_s), str(self.burst)]
+        for ask in asks.values():
+            args += (str(ask.need), str(ask.extra))
+        answer = await self._script.execute(keys=list(asks), args=args)
+        expected = sum(ask.need + 1 for ask in asks.values())
+        if not isinstance(answer, list) or len(answer) != expected:
             raise TypeError(f"the script answered {answer!r}")
-        return [float(wait.decode() if isinstance(wait, bytes) else str(wait)) for wait in answer]
+        numbers = [float(value.decode() if isinstance(value, bytes) else str(value)) for value in answer]
+        waits: dict[str, list[float]] = {}
+        leased: dict[str, int] = {}
+        at = 0
+        for bucket, ask in asks.items():
+            waits[bucket] = numbers[at:at + ask.need]
+            leased[bucket] = int(numbers[at + ask.need])
+            at += ask.need + 1
+        return waits, leased
