@@ -40,10 +40,10 @@ from ..storage.models import Attachment, Message
 from ..storage.rooms import (
     LockedRoom,
     insert_messages_with_events,
-    lock_for_sends,
     lock_room_for_send,
     record_room_message,
 )
+from ..storage.send_reads import read_for_sends
 from ..storage.streams import Append
 from ..storage.users import UserSnapshot
 from ..timestamps import to_wire, utcnow
@@ -58,7 +58,7 @@ from ..wire import (
 )
 from .access import not_a_member
 from .send_committer import Stored
-from .webhook_events import enqueue, prefetch_targets
+from .webhook_events import enqueue, keep_targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +131,18 @@ def store_drafts(node: Node, session: Session,
     Each outcome is what `store_draft` gives for that draft, or the ApiError it raises.
     Anything else raised means the batch as a whole failed, and the transaction with it.
     """
-    locked = lock_for_sends(session, {(draft.room_id, sender.id) for sender, draft in entries},
-                            {(draft.room_id, sender.id, draft.client_id) for sender, draft in entries
-                             if draft.client_id is not None})
+    # Every sending tenant: the rooms whose bots the batch may wake (read with the locks; drafts
+    # then refused only make the read a little wider).
+    bot_rooms: defaultdict[str, set[int]] = defaultdict(set)
+    for sender, draft in entries:
+        rooms_of_tenant = bot_rooms[sender.tenant]
+        if sender.role != "bot":
+            rooms_of_tenant.add(draft.room_id)
+    locked, targets = read_for_sends(session, {(draft.room_id, sender.id) for sender, draft in entries},
+                                     {(draft.room_id, sender.id, draft.client_id) for sender, draft in entries
+                                      if draft.client_id is not None}, bot_rooms)
+    for tenant, found in targets.items():
+        keep_targets(session, node.settings, tenant, found)
     rooms, members = locked.rooms, locked.members
     # The originals of repeated client_ids (a client's retry: rare) are read whole only when there are some.
     originals = find_by_client_ids(session, {key for key in locked.used_client_ids if key[:2] in members})
@@ -205,14 +214,7 @@ def _write(node: Node, session: Session, planned: list[_Planned],
         view["id"] = message_id
         for upload in plan.uploads:
             upload.message_id = message_id
-    bot_rooms: defaultdict[str, set[int]] = defaultdict(set)  # every sending tenant: the rooms bots may answer in
-    for plan in planned:
-        rooms_of_tenant = bot_rooms[plan.sender.tenant]
-        if plan.sender.role != "bot":
-            rooms_of_tenant.add(plan.draft.room_id)
-    for tenant, room_ids in bot_rooms.items():
-        prefetch_targets(session, node.settings, tenant, room_ids)
-    for plan, view in zip(planned, views, strict=True):
+    for plan, view in zip(planned, views, strict=True):  # their targets were read with the locks (store_drafts)
         enqueue(node, session, plan.sender.tenant, "message.created", plan.draft.room_id, plan.seq, message=view,
                 to_bots=plan.sender.role != "bot")  # a bot's messages never trigger bots
     return list(zip(views, rows, strict=True))

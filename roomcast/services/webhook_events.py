@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -33,7 +33,7 @@ from ..node import Node
 from ..storage.bots import RoomBot, room_bots
 from ..storage.database import on_commit
 from ..storage.models import Bot, Webhook
-from ..storage.send_targets import webhooks_and_room_bots
+from ..storage.send_targets import Targets
 from ..storage.webhooks import PENDING, ActiveWebhook, active_webhooks, insert_deliveries
 from ..timestamps import utcnow
 from ..wire import JsonObject, encode_text
@@ -112,25 +112,25 @@ def _trigger(trigger: str, username: str, room_kind: str) -> Callable[[JsonObjec
 
 
 def _bot_targets(session: Session, tenant: str, room_id: int) -> list[Target]:
-    cache: dict[int, list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
-    if room_id not in cache:
-        cache[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in room_bots(session, tenant, room_id)]
-    return cache[room_id]
+    # By tenant and room: a batch may have read a room for a sender of another tenant (refused).
+    cache: dict[tuple[str, int], list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
+    if (tenant, room_id) not in cache:
+        cache[tenant, room_id] = [bot_target(bot, bot.username, bot.room_kind)
+                                  for bot in room_bots(session, tenant, room_id)]
+    return cache[tenant, room_id]
 
 
-def prefetch_targets(session: Session, settings: Settings, tenant: str, bot_rooms: Collection[int]) -> None:
-    """Read the tenant's targets and the bots of `bot_rooms` at once (a batch of sends: one
-    statement for both), for `enqueue` in this transaction."""
+def keep_targets(session: Session, settings: Settings, tenant: str, targets: Targets) -> None:
+    """Keep, for `enqueue` in this transaction, targets read for the tenant (`webhooks_and_room_bots`:
+    a batch of sends reads them with its other reads, `storage/send_reads.py`); webhooks already
+    kept stay as they are."""
+    webhooks, bots = targets
     tenants: dict[str, list[Target]] = session.info.setdefault(_TARGETS, {})
-    rooms: dict[int, list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
-    missing = [room_id for room_id in bot_rooms if room_id not in rooms]
-    if tenant in tenants and not missing:
-        return
-    webhooks, bots = webhooks_and_room_bots(session, tenant, missing, webhooks=tenant not in tenants)
+    rooms: dict[tuple[str, int], list[Target]] = session.info.setdefault(_ROOM_BOTS, {})
     if tenant not in tenants:
         tenants[tenant] = _targets_of(settings, webhooks)
     for room_id, room_bots_found in bots.items():
-        rooms[room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in room_bots_found]
+        rooms[tenant, room_id] = [bot_target(bot, bot.username, bot.room_kind) for bot in room_bots_found]
 
 
 def _targets_of(settings: Settings, webhooks: list[ActiveWebhook]) -> list[Target]:

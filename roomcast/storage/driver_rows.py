@@ -17,6 +17,7 @@ kinds), so an outage or a constraint is told apart exactly as on any other state
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -108,3 +109,32 @@ def pg_execute(session: Session, statement: str,
             return (cursor.fetchall() if cursor.description is not None else []), cursor.rowcount
 
     return _wrapped(session, statement, run)
+
+
+@functools.cache
+def pg_pipelines() -> bool:
+    """Whether psycopg's libpq has pipeline mode (14 and later: psycopg's binary wheels always)."""
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
+def pg_execute_together(session: Session, statements: Sequence[tuple[str, Mapping[str, object]]]
+                        ) -> list[list[tuple[object, ...]]]:
+    """Run several statements (placeholders `%(name)b`) in one round trip, in order, with libpq's
+    pipeline mode (see `pg_pipelines`); the rows each returned. The first statement of a
+    transaction takes its BEGIN along: that round trip is saved too."""
+    driver = cast("psycopg.Connection[tuple[object, ...]]", session.connection().connection.driver_connection)
+
+    def run() -> list[list[tuple[object, ...]]]:
+        cursors = [driver.cursor() for _ in statements]
+        try:
+            with driver.pipeline():
+                for cursor, (statement, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(statement.encode(), params)
+            return [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    return _wrapped(session, statements[0][0], run)

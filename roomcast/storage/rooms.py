@@ -235,10 +235,24 @@ def lock_for_sends(session: Session, pairs: Collection[tuple[int, int]],
         found = lock_rooms_for_send(session, {room_id for room_id, _ in pairs})
         return LockedForSends(found, memberships_among(session, [pair for pair in pairs if pair[0] in found]),
                               used_client_ids(session, keys))
-    rows, _ = driver_rows.pg_execute(session, _LOCK_FOR_SENDS_PG, {
+    statement, params = pg_lock_for_sends(pairs, keys)
+    rows, _ = driver_rows.pg_execute(session, statement, params)
+    return locked_of_rows(rows, pairs, keys)
+
+
+def pg_lock_for_sends(pairs: Collection[tuple[int, int]],
+                      keys: Collection[tuple[int, int, str]]) -> tuple[str, dict[str, object]]:
+    """`lock_for_sends` on PostgreSQL as a statement for `driver_rows.pg_execute_together`; its rows
+    go to `locked_of_rows`."""
+    return _LOCK_FOR_SENDS_PG, {
         "room_ids": sorted({room_id for room_id, _ in pairs}), "users": sorted({user_id for _, user_id in pairs}),
         "key_rooms": [room_id for room_id, _, _ in keys], "key_senders": [sender_id for _, sender_id, _ in keys],
-        "key_clients": [client_id for _, _, client_id in keys]})
+        "key_clients": [client_id for _, _, client_id in keys]}
+
+
+def locked_of_rows(rows: Sequence[tuple[object, ...]], pairs: Collection[tuple[int, int]],
+                   keys: Collection[tuple[int, int, str]]) -> LockedForSends:
+    """What `lock_for_sends` gives, from the PostgreSQL statement's rows."""
     rooms: dict[int, LockedRoom] = {}
     members: set[tuple[int, int]] = set()
     used: set[tuple[int, int, str]] = set()

@@ -1,7 +1,7 @@
 """Who stored messages may go to besides their rooms, read in one statement: the tenant's
 active webhooks and the active bots of the rooms.
 
-A batch of sends needs both in its transaction (`webhook_events.prefetch_targets`); read apart
+A batch of sends needs both in its transaction (`send_reads.read_for_sends`); read apart
 they cost two round trips to the database in every send's transaction instead of one.
 """
 
@@ -60,19 +60,46 @@ _TARGETS_SQLITE = (
     "ORDER BY 1, 2, 3")
 
 
+# The same for psycopg itself, its parameters in binary: for `pg_targets`, to go in one round trip
+# with the batch's other reads (`storage/send_reads.py`).
+_TARGETS_PG = (
+    "SELECT 'w', NULL::integer, id, NULL::varchar, url, secret, events, NULL::varchar FROM webhooks "
+    "WHERE tenant = %(tenant)b AND active AND %(webhooks)b "
+    "UNION ALL "
+    "SELECT 'b', memberships.room_id, bots.user_id, users.username, bots.url, bots.secret, bots.trigger, rooms.kind "
+    "FROM bots JOIN memberships ON memberships.user_id = bots.user_id "
+    "AND memberships.room_id = ANY(%(rooms)b::bigint[]) "
+    "JOIN users ON users.id = bots.user_id JOIN rooms ON rooms.id = memberships.room_id "
+    "WHERE bots.tenant = %(tenant)b AND bots.active AND users.is_active "
+    "ORDER BY 1, 2, 3")
+
+Targets = tuple[list[ActiveWebhook], dict[int, list[RoomBot]]]
+
+
 def webhooks_and_room_bots(session: Session, tenant: str, room_ids: Collection[int],
-                           webhooks: bool = True) -> tuple[list[ActiveWebhook], dict[int, list[RoomBot]]]:
+                           webhooks: bool = True) -> Targets:
     """The tenant's active webhooks (none read unless `webhooks`), and the active bots of each of
     `room_ids` (every one a key, with no bots or some), as `active_webhooks` and `room_bots` give them."""
-    found: dict[int, list[RoomBot]] = {room_id: [] for room_id in room_ids}
-    hooks: list[ActiveWebhook] = []
     if driver_rows.dialect(session) == "sqlite":
-        params = (tenant, webhooks, json.dumps(sorted(found)), tenant)
+        params = (tenant, webhooks, json.dumps(sorted(room_ids)), tenant)
         rows = typing.cast(list[_TargetRow], driver_rows.sqlite_select(session, _TARGETS_SQLITE, params))
     else:
         rows = typing.cast(list[_TargetRow], session.connection().execute(
-            _TARGETS, {"tenant": tenant, "rooms": sorted(found), "webhooks": webhooks}).all())
-    for source, room_id, target_id, username, url, secret, selector, room_kind in rows:
+            _TARGETS, {"tenant": tenant, "rooms": sorted(room_ids), "webhooks": webhooks}).all())
+    return targets_of_rows(rows, room_ids)
+
+
+def pg_targets(tenant: str, room_ids: Collection[int], webhooks: bool = True) -> tuple[str, dict[str, object]]:
+    """`webhooks_and_room_bots` as a statement for `driver_rows.pg_execute_together`; its rows go to
+    `targets_of_rows`."""
+    return _TARGETS_PG, {"tenant": tenant, "rooms": sorted(room_ids), "webhooks": webhooks}
+
+
+def targets_of_rows(rows: typing.Sequence[tuple[object, ...]], room_ids: Collection[int]) -> Targets:
+    """The webhooks and each room's bots (every one of `room_ids` a key) from the statement's rows."""
+    found: dict[int, list[RoomBot]] = {room_id: [] for room_id in room_ids}
+    hooks: list[ActiveWebhook] = []
+    for source, room_id, target_id, username, url, secret, selector, room_kind in typing.cast(list[_TargetRow], rows):
         if source == _WEBHOOK:
             hooks.append(ActiveWebhook(target_id, url, secret, selector))
         else:
