@@ -23,7 +23,12 @@ class IdConverter(IntegerConverter):
     """`<id:name>`: a decimal id in 1..MAX_ID."""
 
     def to_python(self, value: str) -> int:
-        number = int(value)
+        # More digits than any id has names nothing; int() would refuse a text of over 4300 digits,
+        # leading zeros included (a ValueError, which escaped as a 500).
+        digits = value.lstrip("0")
+        if len(digits) > len(str(MAX_ID)):
+            raise NotFound("no such thing")
+        number = int(digits or "0")
         if not 1 <= number <= MAX_ID:
             # Not a ValidationError: werkzeug would then answer 405 when the path matches a
             # rule of another method. An id out of range is simply no such thing.
