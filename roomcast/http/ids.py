@@ -26,7 +26,9 @@ class IdConverter(IntegerConverter):
         # More digits than any id has names nothing; int() would refuse a text of over 4300 digits,
         # leading zeros included (a ValueError, which escaped as a 500).
         digits = value.lstrip("0")
-        if len(digits) > len(str(MAX_ID)):
+        # Only ASCII digits write an id: werkzeug's pattern also takes other scripts' digits, which
+        # int() reads (U+0661 ARABIC-INDIC DIGIT ONE is 1), so such a path named the room with id 1.
+        if not digits.isascii() or len(digits) > len(str(MAX_ID)):
             raise NotFound("no such thing")
         number = int(digits or "0")
         if not 1 <= number <= MAX_ID:

@@ -62,6 +62,16 @@ async def test_path_ids_of_thousands_of_digits_are_404(client: Any, world: dict[
         await expect_error(response, 404, "not_found")
 
 
+@pytest.mark.parametrize("method, path", PATHS)
+async def test_path_ids_in_other_digits_than_ascii_are_404(client: Any, world: dict[str, Any], method: str,
+                                                            path: str) -> None:
+    # int() reads "\u0661" (Arabic-Indic one) and "\uff11" (fullwidth one) as 1: they named the first room.
+    for value in ("\u0661", "\uff11", "1\u0660", "\U0001d7cf"):
+        url = path.format(id=value, room=world["room"], message=world["message"], user=world["admin"].id)
+        response = await getattr(client, method)(url, headers=world["admin"].headers, json=BODIES.get(method))
+        await expect_error(response, 404, "not_found")
+
+
 @pytest.mark.parametrize("query", [
     *(f"{name}={value}" for name in ("limit", "before", "after") for value in ("99999999999999999999999", 2**63)),
     "before=-1", "after=-1", "limit=0",
