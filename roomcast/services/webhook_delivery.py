@@ -94,15 +94,19 @@ def attempt_body(stored: str) -> bytes:
 
 
 def retry_after_s(value: str | None) -> float | None:
-    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date); None if absent or unreadable."""
+    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date); None if absent or unreadable.
+
+    Never raises, whatever the receiver sent: delta-seconds are ASCII digits only (RFC 9110 §10.2.3;
+    `str.isdigit` also takes "²" or "١", which `float` then refuses or reads as a number).
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), _RETRY_AFTER_MAX_S)
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if moment.tzinfo is None:
         return None

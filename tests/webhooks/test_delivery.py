@@ -173,6 +173,26 @@ async def test_a_failing_target_retries_with_the_same_id_and_honours_retry_after
     assert (exported["roomcast_webhook_deliveries_total"], exported["roomcast_webhook_failures_total"]) == (1, 3)
 
 
+@pytest.mark.parametrize("retry_after", [b"\xb2", "²".encode(), b"soon"])
+async def test_a_2xx_with_an_unreadable_retry_after_is_delivered_once(
+        node: Node, client: Any, users: Any, receiver: Receiver, nursery: trio.Nursery, retry_after: bytes) -> None:
+    # Found by randomized fuzzing: "²" passed str.isdigit, float() refused it, and the 200 counted as a
+    # network error: the event was sent again (and went dead once the attempts ran out).
+    receiver.reply = lambda _: Reply(200, {"Retry-After": retry_after})  # type: ignore[dict-item]
+    await receiver.start(nursery)
+    ann = await users.create("admin")
+    await make_group(client, ann)
+
+    async def settled() -> bool:
+        return (await deliveries(client, ann))[0]["status"] != "pending"
+
+    await eventually(settled)
+    [delivery] = await deliveries(client, ann)
+    assert (delivery["status"], delivery["attempts"], delivery["last_error"]) == ("delivered", 1, None)
+    await trio.sleep(0.3)  # past several retry delays: nothing more is sent
+    assert len(receiver.requests) == 1
+
+
 @pytest.mark.parametrize("webhook_settings", [{"webhook_max_attempts": 3}])
 async def test_dead_after_max_attempts_or_at_once_on_a_refusal_and_replayed_on_request(
         node: Node, client: Any, users: Any, receiver: Receiver, nursery: trio.Nursery) -> None:

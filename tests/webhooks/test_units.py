@@ -53,6 +53,11 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert retry_after_s(format_datetime(utcnow() - timedelta(seconds=30), usegmt=True)) == 0.0
 
 
+@pytest.mark.parametrize("value", ["²", "¹⁰", "١٠", "５", "+5", "Wed, 21 Oct 2015 07:28:00 +9999"])
+def test_a_retry_after_that_is_not_ascii_digits_nor_a_date_is_unreadable(value: str) -> None:
+    assert retry_after_s(value) is None  # never an exception (found by randomized fuzzing)
+
+
 @pytest.mark.parametrize("status, delivered, retryable", [
     (200, True, False), (204, True, False), (301, False, False), (400, False, False), (404, False, False),
     (408, False, True), (429, False, True), (500, False, True), (503, False, True), (None, False, True),
