@@ -50,6 +50,9 @@ server's own core in the middle of a fan-out and stalls it there: on a 2-core ma
 that alone moves the p99 of rate-1x1000 by several ms. Clients of a real deployment
 are on other machines and steal nothing from the server.
 
+After each roomcast run the server's /metrics are kept in artifacts/fanout/<scenario>-<stack>-metrics.txt:
+its send latency, rate-limit and transaction histograms say where a send's time went.
+
 The load generator needs Node.js 18+; its one dependency (ws) is installed with npm on first use.
 So are the peers' (bench/peers/stacks.py): `ws` for node-ws, bench/peers/.venv with the `bench`
 extra of pyproject.toml for the Python peers.
@@ -287,18 +290,23 @@ def ready_status(base: str) -> int | None:
         return None
 
 
-def send_counters(base: str) -> dict[str, float]:
-    """The server's committed messages and the transactions that committed them (GET /metrics)."""
-    wanted = {"roomcast_messages_committed_total": "messages", "roomcast_send_transactions_total": "transactions"}
-    counters: dict[str, float] = {}
+def server_metrics(base: str) -> str:
+    """The server's GET /metrics (Prometheus text), or "" if it does not answer."""
     try:
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                name, _, value = line.partition(" ")
-                if name in wanted:
-                    counters[wanted[name]] = float(value)
+            return response.read().decode()
     except OSError:
-        pass
+        return ""
+
+
+def send_counters(metrics: str) -> dict[str, float]:
+    """The server's committed messages and the transactions that committed them, from its /metrics."""
+    wanted = {"roomcast_messages_committed_total": "messages", "roomcast_send_transactions_total": "transactions"}
+    counters: dict[str, float] = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            counters[wanted[name]] = float(value)
     return counters
 
 
@@ -386,8 +394,12 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                            "kib_per_connection": round((after - before) / spec["subscribers"], 2)}
                 gen.stdin.close()
             gen.wait(timeout=120)
+            if stack in ROOMCAST_STACKS:
+                # The whole run's, warm-up included: where a send's time went (docs/metrics.md).
+                metrics = server_metrics(base)
+                (ARTIFACTS / f"{name}-{stack}-metrics.txt").write_text(metrics)
             if spec["mode"] == "flat" and stack in ROOMCAST_STACKS:
-                counters = send_counters(base)  # the whole run's, warm-up included
+                counters = send_counters(metrics)
                 if counters.get("transactions"):
                     result["messages_per_transaction"] = round(counters["messages"] / counters["transactions"], 2)
             if spy is not None:
