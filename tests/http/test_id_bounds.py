@@ -44,32 +44,32 @@ async def world(client: Any, users: Any) -> dict[str, Any]:
     return {"admin": admin, "room": room["id"], "message": message["id"]}
 
 
-@pytest.mark.parametrize("method, path", PATHS)
-async def test_path_ids_out_of_range_are_404(client: Any, world: dict[str, Any], method: str, path: str) -> None:
-    for value in [*OUT_OF_RANGE, str(MAX)]:
+async def expect_404_for_each(client: Any, world: dict[str, Any], method: str, path: str,
+                              ids: list[str]) -> None:
+    """Each of `ids` in the path's id place names nothing: 404 not_found."""
+    for value in ids:
         url = path.format(id=value, room=world["room"], message=world["message"], user=world["admin"].id)
         response = await getattr(client, method)(url, headers=world["admin"].headers, json=BODIES.get(method))
         await expect_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("method, path", PATHS)
+async def test_path_ids_out_of_range_are_404(client: Any, world: dict[str, Any], method: str, path: str) -> None:
+    await expect_404_for_each(client, world, method, path, [*OUT_OF_RANGE, str(MAX)])
 
 
 @pytest.mark.parametrize("method, path", PATHS)
 async def test_path_ids_of_thousands_of_digits_are_404(client: Any, world: dict[str, Any], method: str,
                                                         path: str) -> None:
     # Past 4300 digits int() refuses the text (a ValueError, once a 500); any id that long names nothing.
-    for value in ("9" * 5000, "1" * 4301, "0" * 5000 + str(MAX)):
-        url = path.format(id=value, room=world["room"], message=world["message"], user=world["admin"].id)
-        response = await getattr(client, method)(url, headers=world["admin"].headers, json=BODIES.get(method))
-        await expect_error(response, 404, "not_found")
+    await expect_404_for_each(client, world, method, path, ["9" * 5000, "1" * 4301, "0" * 5000 + str(MAX)])
 
 
 @pytest.mark.parametrize("method, path", PATHS)
 async def test_path_ids_in_other_digits_than_ascii_are_404(client: Any, world: dict[str, Any], method: str,
                                                             path: str) -> None:
     # int() reads "\u0661" (Arabic-Indic one) and "\uff11" (fullwidth one) as 1: they named the first room.
-    for value in ("\u0661", "\uff11", "1\u0660", "\U0001d7cf"):
-        url = path.format(id=value, room=world["room"], message=world["message"], user=world["admin"].id)
-        response = await getattr(client, method)(url, headers=world["admin"].headers, json=BODIES.get(method))
-        await expect_error(response, 404, "not_found")
+    await expect_404_for_each(client, world, method, path, ["\u0661", "\uff11", "1\u0660", "\U0001d7cf"])
 
 
 @pytest.mark.parametrize("query", [
