@@ -151,9 +151,14 @@ def is_websocket_upgrade(method: str, target: str, headers: dict[str, str], path
     return (
         method == "GET"
         and urlsplit(target).path == path
-        and "websocket" in headers.get("upgrade", "").lower()
-        and "upgrade" in headers.get("connection", "").lower()
+        and "websocket" in _tokens(headers.get("upgrade", ""))
+        and "upgrade" in _tokens(headers.get("connection", ""))
     )
+
+
+def _tokens(value: str) -> set[str]:
+    """The lower-case members of a comma-separated field value (`Connection: keep-alive, Upgrade`)."""
+    return {token.strip().lower() for token in value.split(",")}
 
 
 async def _read_head(stream: trio.SocketStream) -> bytes:

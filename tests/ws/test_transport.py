@@ -238,6 +238,23 @@ async def test_a_malformed_or_incomplete_upgrade_head_is_a_400(live_server: str,
     assert received.startswith(b"HTTP/1.1 400 " if len(head) < 1024 else b"HTTP/1.1 4"), received[:100]
 
 
+@pytest.mark.parametrize(("upgrade", "connection", "upgraded"), [
+    ("notwebsocket", "Upgrade", False), ("websocket", "notupgrade", False), ("websockets", "Upgrade", False),
+    ("WebSocket", "keep-alive, Upgrade", True), ("websocket", "upgrade,keep-alive", True)])
+async def test_upgrade_and_connection_are_read_as_token_lists(live_server: str, users: Any, upgrade: str,
+                                                              connection: str, upgraded: bool) -> None:
+    alice = await users.create("member")
+    head = (UPGRADE_HEAD.replace("Upgrade: websocket", f"Upgrade: {upgrade}")
+            .replace("Connection: Upgrade", f"Connection: {connection}")
+            + f"\r\nAuthorization: Bearer {alice.token}\r\n\r\n")
+    host, port = live_server.removeprefix("http://").split(":")
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(head.encode())
+        with trio.fail_after(5):
+            received = await stream.receive_some(4096)
+    assert received.startswith(b"HTTP/1.1 101 ") == upgraded, received[:100]
+
+
 async def test_a_frame_sent_right_behind_the_handshake_is_read(live_server: str, users: Any) -> None:
     alice = await users.create("member")
     payload = b'{"type":"ping","ref":"early"}'
