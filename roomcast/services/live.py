@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..actors.notices import Recipient
 from ..actors.room import Subscriber
-from ..errors import DependencyUnavailable
+from ..errors import DependencyUnavailable, Forbidden
 from ..identity import user_cache
 from ..identity.authenticate import access_refusal
 from ..logs import log_event
@@ -104,8 +104,13 @@ async def join_room(node: Node, session: LiveSession, room_id: int, since: int |
         # written may have come after that leave's.
         await _undo_presence(node, session, room_id)
         raise not_a_member()
-    await _subscribe(node, session, room_id, since, on_attached, joined.snapshot_members if presence_diff else None,
-                     presence_diff)
+    try:
+        await _subscribe(node, session, room_id, since, on_attached,
+                         joined.snapshot_members if presence_diff else None, presence_diff)
+    except Forbidden:
+        if fresh and room_id not in subscriptions:  # removed while the room actor took it: nothing attached
+            await _undo_presence(node, session, room_id)
+        raise
     if room_id not in subscriptions:  # removed while the room actor took the subscription: its events stop
         node.rooms.unsubscribe(room_id, session)
         if fresh:
@@ -125,20 +130,39 @@ async def _undo_presence(node: Node, session: LiveSession, room_id: int) -> None
 async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int | None,
                      on_attached: Callable[[int, bytes | None], None], snapshot: bytes | None,
                      presence_diff: bool) -> None:
-    await node.rooms.subscribe(room_id, session, since, on_attached=lambda last: on_attached(last, snapshot),
-                               presence_diff=presence_diff)
+    def attached(last_seq: int) -> None:
+        # Removed from the room (room_removed already sent) while the room actor took the
+        # subscription: it is refused there, so no `subscribed` and no event follows the removal.
+        if room_id not in session.subscriptions:
+            raise not_a_member()
+        on_attached(last_seq, snapshot)
+
+    await node.rooms.subscribe(room_id, session, since, on_attached=attached, presence_diff=presence_diff)
+
+
+def forget_room(node: Node, session: LiveSession, room_id: int) -> bool:
+    """Stop following a room at once (no waiting); True if it was followed, and its leave is to be announced
+    (`announce_leave`)."""
+    node.rooms.unsubscribe(room_id, session)
+    if room_id not in session.subscriptions:
+        return False
+    session.subscriptions.discard(room_id)
+    return True
+
+
+async def announce_leave(node: Node, session: LiveSession, room_id: int) -> None:
+    """Remove the session's presence entry in a room it no longer follows, and announce the leave."""
+    try:
+        online = await node.presence.leave(room_id, session.user.id, session.session_id)
+    except DependencyUnavailable:  # the leave stands; the entry in Redis ages out
+        return
+    await announce(node, room_id, session.user, "left", online)
 
 
 async def leave_room(node: Node, session: LiveSession, room_id: int) -> None:
     """Stop following a room and announce the leave; a no-op for rooms not followed."""
-    node.rooms.unsubscribe(room_id, session)
-    if room_id in session.subscriptions:
-        session.subscriptions.discard(room_id)
-        try:
-            online = await node.presence.leave(room_id, session.user.id, session.session_id)
-        except DependencyUnavailable:  # the leave stands; the entry in Redis ages out
-            return
-        await announce(node, room_id, session.user, "left", online)
+    if forget_room(node, session, room_id):
+        await announce_leave(node, session, room_id)
 
 
 async def typing(node: Node, session: LiveSession, room_id: int, state: bool) -> None:

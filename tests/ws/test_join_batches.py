@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+import trio
 
 from roomcast.node import Node
 from tests.chat_helpers import make_group
@@ -170,3 +171,34 @@ async def test_a_join_whose_session_goes_away_during_its_membership_check_is_dro
     assert gate.writes[0] == []  # nothing written for the one that went away
     assert "a batch of joins failed" not in caplog.text
 
+
+
+async def test_a_member_removed_while_the_room_takes_the_subscription_gets_nothing_of_the_room_after(
+        node: Node, live_server: str, client: Any, users: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, owner, [bob]))["id"]
+    entered, go = trio.Event(), trio.Event()
+    real_subscribe = node.rooms.subscribe
+
+    async def held_subscribe(*args: Any, **kwargs: Any) -> int:
+        entered.set()  # the membership was checked and the presence entry written
+        await go.wait()
+        return await real_subscribe(*args, **kwargs)
+
+    monkeypatch.setattr(node.rooms, "subscribe", held_subscribe)
+    async with ws_connect(live_server, owner.token) as o, ws_connect(live_server, bob.token) as b:
+        await b.send({"type": "subscribe", "room": room, "ref": "s", "presence": "diff"})
+        await entered.wait()
+        assert (await client.delete(f"/api/rooms/{room}/members/{bob.id}", headers=owner.headers)).status_code == 204
+        await b.until("room_removed")
+        go.set()  # the room actor takes the subscription only now
+        reply = await b.until_ref("s")
+        assert reply["type"] == "error" and reply["code"] == "not_a_member", reply
+        monkeypatch.setattr(node.rooms, "subscribe", real_subscribe)
+        await o.subscribe(room)
+        assert (await o.request({"type": "send", "room": room, "body": "after"}))["type"] == "ack"
+        await o.until("presence", lambda e: e["user"]["id"] == owner.id)
+        assert await quiet(b) == []  # nothing of the room after room_removed: no presence, no message
+        assert await node.presence.online_in(room) == [owner.id]
+        actor = node.rooms.get(room)
+        assert actor is not None and len(actor.subscriptions) == 1

@@ -167,10 +167,12 @@ class Session:
         return not self.outbound.is_closing
 
     def _forget_room(self, room_id: int) -> None:
-        # Removed from the room: stop its events at once, announce the leave in the background.
-        if room_id in self.subscriptions:
-            self.node.rooms.unsubscribe(room_id, self)
-            self._spawn(live.leave_room, self.node, self, room_id)
+        # Removed from the room: stop its events and drop it from the session's rooms at once (a
+        # join of the room still under way sees that and is refused), announce the leave in the
+        # background; a session already ending gives its entry up (it expires elsewhere).
+        if live.forget_room(self.node, self, room_id) and not self._spawn(live.announce_leave, self.node, self,
+                                                                            room_id):
+            self.node.presence.forget(self.user.id, self.session_id, [room_id])
 
     # ------------------------------------------------------------------ the client's side
 
