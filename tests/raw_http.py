@@ -64,3 +64,16 @@ class RawConnection:
 def head(method: str, path: str, *, length: int | None = None, extra: str = "") -> bytes:
     framing = f"Content-Type: application/json\r\nContent-Length: {length}\r\n" if length is not None else ""
     return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{framing}{extra}\r\n".encode()
+
+
+async def receive_until(stream: trio.abc.ReceiveStream, marker: bytes, *, timeout: float = 5,
+                        chunk_bytes: int = 4096) -> bytes:
+    """What the server sends until `marker` has come, or it ends the connection (fails after `timeout`)."""
+    received = b""
+    with trio.fail_after(timeout):
+        while marker not in received:
+            chunk = await stream.receive_some(chunk_bytes)
+            if not chunk:
+                break
+            received += chunk
+    return received

@@ -9,6 +9,8 @@ import httpx
 import pytest
 import trio
 
+from tests.raw_http import receive_until
+
 APP = "https://app.example.com"
 PREFLIGHT = {"Origin": APP, "Access-Control-Request-Method": "POST",
              "Access-Control-Request-Headers": "authorization, content-type"}
@@ -88,13 +90,8 @@ async def handshake(base: str, token: str, headers: dict[str, str]) -> tuple[int
              *(f"{name}: {value}" for name, value in headers.items())]
     async with stream:
         await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
-        answer = b""
+        answer = await receive_until(stream, b"\r\n\r\n", timeout=10, chunk_bytes=65536)
         with trio.fail_after(10):
-            while b"\r\n\r\n" not in answer:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    break
-                answer += chunk
             head, _, body = answer.partition(b"\r\n\r\n")
             if b"Content-Length" in head and not head.startswith(b"HTTP/1.1 101"):
                 length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])

@@ -13,6 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.helpers import JWT_SECRET
+from tests.raw_http import receive_until
 
 
 def ws_url(base: str, token: str | None = None) -> str:
@@ -174,14 +175,7 @@ async def raw_upgrade(base: str, token: str, *, version: str = "13", key: str = 
     await stream.send_all(
         f"GET /ws?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n".encode() + trailing)
-    received = b""
-    with trio.fail_after(5):
-        while b"\r\n\r\n" not in received:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                break
-            received += chunk
-    return received, stream
+    return await receive_until(stream, b"\r\n\r\n"), stream
 
 
 async def test_handshake_accept_token_follows_rfc_6455(live_server: str, users: Any) -> None:
@@ -226,13 +220,7 @@ async def test_a_malformed_or_incomplete_upgrade_head_is_a_400(live_server: str,
         await stream.send_all(head)
         if eof:
             await stream.send_eof()
-        received = b""
-        with trio.fail_after(5):
-            while b"\r\n" not in received:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    break
-                received += chunk
+        received = await receive_until(stream, b"\r\n")
     # Hypercorn's answer: 400, or for a head over the front door's cap that h11 still reads whole, the
     # 404 of a plain GET /ws; never the 101 that read the rest of the head as WebSocket frames.
     assert received.startswith(b"HTTP/1.1 400 " if len(head) < 1024 else b"HTTP/1.1 4"), received[:100]
