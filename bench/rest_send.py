@@ -56,6 +56,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fanout import send_counters  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
@@ -181,15 +182,17 @@ class RawConnection:
     """One keep-alive HTTP/1.1 connection, written and read by hand: the lean client (httpx costs the
     client more CPU per request than the fast path costs the server)."""
 
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+    def __init__(self, stream: trio.SocketStream, host: str, address: tuple[str, int]) -> None:
         self.stream = stream
         self.host = host
+        self.address = address
         self.buffer = b""
 
     @classmethod
     async def open(cls, base_url: str) -> RawConnection:
         host, port = base_url.removeprefix("http://").rsplit(":", 1)
-        return cls(await trio.open_tcp_stream(host.strip("[]"), int(port)), f"{host}:{port}")
+        address = (host.strip("[]"), int(port))
+        return cls(await trio.open_tcp_stream(*address), f"{host}:{port}", address)
 
     async def post(self, path: str, token: str, body: bytes) -> tuple[int, bytes]:
         await self.stream.send_all(
@@ -202,6 +205,10 @@ class RawConnection:
         while len(self.buffer) < end + 4 + length:
             await self._fill()
         answer, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
+        if any(line.lower().replace(" ", "") == "connection:close" for line in head):
+            # The server closes a connection after its keep-alive request limit: open the next one.
+            await self.stream.aclose()
+            self.stream, self.buffer = await trio.open_tcp_stream(*self.address), b""
         return int(head[0].split(" ")[1]), answer
 
     async def _fill(self) -> None:
@@ -308,6 +315,7 @@ def main() -> int:
                     os.sched_setaffinity(0, client_cores)
                 latencies, elapsed, server_cpu, sent_to = trio.run(run_load, base_url, pid, clients, args.rooms,
                                                                    args.messages, args.time_limit, args.client == "raw")
+                counters = send_counters(httpx.get(f"{base_url}/metrics", timeout=10).text)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     latencies.sort()
@@ -322,6 +330,9 @@ def main() -> int:
                      if server_cores and client_cores else f"{os.cpu_count()} cores shared with the clients")
         print(f"server CPU: {server_cpu:.2f}s, {server_cpu / total * 1000:.2f}ms per message "
               f"({server_cpu / elapsed:.0%} of one core); {placement}")
+    if counters.get("transactions"):
+        print(f"group commit: {counters['messages'] / counters['transactions']:.1f} messages per transaction "
+              f"({counters['transactions']:.0f} transactions, warm-up included)")
     print(f"messages per room (each room's last_seq checked): {sorted(sent_to.values())}")
     return 0
 
