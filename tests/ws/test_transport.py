@@ -323,6 +323,18 @@ async def test_the_server_closes_tcp_as_soon_as_the_close_handshake_is_done(
                 pass  # anything left, then the server's FIN
 
 
+@pytest.mark.parametrize(("payload", "answer"), [((1001).to_bytes(2, "big"), 1001),
+                                                   ((4321).to_bytes(2, "big") + b"bye", 4321), (b"", 1000)],
+                         ids=["going-away", "application-code", "no-code"])
+async def test_the_servers_close_frame_echoes_the_clients_code(live_server: str, users: Any, payload: bytes,
+                                                               answer: int) -> None:
+    """RFC 6455 §5.5.1: the answer to a close echoes its code; a close without a code gets 1000."""
+    alice = await users.create("member")
+    head, stream = await raw_upgrade(live_server, alice.token, trailing=client_frame(0x88, payload))
+    async with stream:
+        assert await server_close_code(stream, head) == answer
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 7, 4096], ids=["byte-by-byte", "3-bytes", "7-bytes", "all-at-once"])
 async def test_frames_of_every_kind_in_any_cuts_are_read_in_order(live_server: str, users: Any, chunk: int) -> None:
     """Whole text frames (read without wsproto) and everything else (read by it) keep their order."""

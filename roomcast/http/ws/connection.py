@@ -19,7 +19,7 @@ from wsproto.utilities import generate_accept_token
 from ...metrics import WireCounters
 from ..front_door import UpgradeRequest
 from . import frames
-from .inbound import MESSAGE_TOO_BIG, Close, Event, FrameParser, Message, Ping, ProtocolError
+from .inbound import MESSAGE_TOO_BIG, NO_STATUS, Close, Event, FrameParser, Message, Ping, ProtocolError
 
 _RECEIVE_BYTES = 16 << 10
 PROTOCOL_ERROR = 1002  # RFC 6455 §7.4.1
@@ -148,8 +148,9 @@ class WebSocket:
             self._peer_closed = True
             if self.closed is None:
                 self.closed = ConnectionClosed(event.code, event.reason)
+                # The answer echoes the client's code (RFC 6455 §5.5.1); a close without one gets 1000.
                 async with self._lock():
-                    await self._write_quietly(frames.close_frame(1000))
+                    await self._write_quietly(frames.close_frame(1000 if event.code == NO_STATUS else event.code))
         # A pong needs nothing: any bytes from the client already count as hearing from it.
 
     def try_write_now(self, frame: bytes) -> bool:
