@@ -186,15 +186,27 @@ async def test_handshake_accept_token_follows_rfc_6455(live_server: str, users: 
         assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head  # RFC 6455 §1.3's example
 
 
+async def refusal_body(head: bytes, stream: trio.SocketStream) -> Any:
+    """The JSON body of a refused handshake: what follows the head, up to the server's close."""
+    body = head.partition(b"\r\n\r\n")[2]
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(4096):
+            body += chunk
+    return json.loads(body)
+
+
 async def test_handshake_with_a_bad_version_or_key_is_refused(live_server: str, users: Any) -> None:
     alice = await users.create("member")
     head, stream = await raw_upgrade(live_server, alice.token, version="8")
     async with stream:
         assert head.startswith(b"HTTP/1.1 426 ") and b"Sec-WebSocket-Version: 13" in head
+        assert (await refusal_body(head, stream))["error"]["code"] == "validation_error"
     for key in ("", "not base64!", "c2hvcnQ="):
         head, stream = await raw_upgrade(live_server, alice.token, key=key)
         async with stream:
-            assert head.startswith(b"HTTP/1.1 400 "), key
+            assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), key
+            error = (await refusal_body(head, stream))["error"]
+            assert error["code"] == "validation_error" and "Sec-WebSocket-Key" in error["message"], key
 
 
 UPGRADE_HEAD = ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -17,6 +17,7 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from ...metrics import WireCounters
+from ..framing import error_body
 from ..front_door import UpgradeRequest
 from . import frames
 from .inbound import MESSAGE_TOO_BIG, NO_STATUS, Close, Event, FrameParser, Message, Ping, ProtocolError
@@ -30,6 +31,13 @@ def _is_valid_key(key: str) -> bool:
         return len(base64.b64decode(key, validate=True)) == 16
     except ValueError:
         return False
+
+
+def _refusal(status: str, message: str, extra_headers: bytes = b"") -> bytes:
+    """A refused handshake's answer, with PROTOCOL §1's error envelope (`validation_error`)."""
+    body = error_body("validation_error", message)
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n".encode()
+            + extra_headers + b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n" + body)
 
 
 class ConnectionClosed(Exception):
@@ -69,11 +77,11 @@ class WebSocket:
         version = request.headers.get("sec-websocket-version", "")
         key = request.headers.get("sec-websocket-key", "")
         if version != "13":
-            await self._write(b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
-                              b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            await self._write(_refusal("426 Upgrade Required", "unsupported WebSocket version: 13 is spoken",
+                                       b"Sec-WebSocket-Version: 13\r\n"))
             raise ConnectionClosed(1002, "unsupported WebSocket version")
         if not _is_valid_key(key):
-            await self._write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await self._write(_refusal("400 Bad Request", "Sec-WebSocket-Key must be 16 bytes in base64"))
             raise ConnectionClosed(1002, "bad Sec-WebSocket-Key")
         await self._write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                           b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode()) + b"\r\n\r\n")
