@@ -33,7 +33,7 @@ from ..timestamps import utcnow
 from ..wire import member_to_wire, message_to_wire, room_to_wire, room_updated_event
 from .access import is_admin, open_room
 from .announcements import note_membership, write_and_announce
-from .text import check_external_ref, require_storable
+from .text import check_external_ref, check_room_name, require_storable
 from .webhook_events import enqueue
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -223,7 +223,7 @@ async def open_direct_room(node: Node, caller: UserSnapshot, other_id: int) -> t
 async def create_group_room(node: Node, caller: UserSnapshot, *, kind: str, name: str, topic: str,
                             member_ids: Sequence[int]) -> dict[str, Any]:
     """A new group (or forum) room; the caller is its owner."""
-    require_storable(name, "name")
+    check_room_name(name)
     require_storable(topic, "topic")
 
     def work(session: Session) -> dict[str, Any]:
@@ -245,9 +245,10 @@ async def create_group_room(node: Node, caller: UserSnapshot, *, kind: str, name
 async def update_room(node: Node, caller: UserSnapshot, room_id: int, *, name: str | None = None,
                       topic: str | None = None, is_active: bool | None = None) -> dict[str, Any]:
     """Change a room's name, topic or active flag (owners, moderators, admins)."""
-    for field, text in (("name", name), ("topic", topic)):
-        if text is not None:
-            require_storable(text, field)
+    if name is not None:
+        check_room_name(name)
+    if topic is not None:
+        require_storable(topic, "topic")
 
     def work(session: Session) -> tuple[dict[str, Any], bool]:
         access = open_room(session, caller, room_id, lock=True)
@@ -337,7 +338,7 @@ async def provision_room(node: Node, caller: UserSnapshot, external_ref: str, *,
     request that changes nothing stores no event.
     """
     check_external_ref(external_ref)
-    require_storable(name, "name")
+    check_room_name(name)
     if topic is not None:
         require_storable(topic, "topic")
 

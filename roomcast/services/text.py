@@ -39,6 +39,13 @@ def check_body(body: str, max_chars: int, *, has_attachments: bool) -> None:
         raise BadRequest("the message body is empty", code="empty_body")
 
 
+def check_room_name(name: str) -> None:
+    """A room's name: storable, and not blank (a room listed as "   " is a client's bug, not a name)."""
+    require_storable(name, "name")
+    if not name.strip():
+        raise BadRequest("name must not be blank", details={"field": "name"})
+
+
 def check_client_id(client_id: str | None) -> None:
     if client_id is None:
         return

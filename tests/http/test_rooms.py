@@ -82,6 +82,7 @@ async def test_forum_room_and_a_room_of_one(client: Any, users: Any) -> None:
 @pytest.mark.parametrize("payload", [
     {"kind": "group", "members": []},                       # no name
     {"kind": "group", "name": "", "members": []},           # empty name
+    {"kind": "group", "name": " \t\n", "members": []},     # blank name
     {"kind": "group", "name": "x" * 201, "members": []},    # name too long
     {"kind": "group", "name": "g", "topic": "t" * 1001},   # topic too long
     {"kind": "group", "name": "g", "members": ["1"]},       # wrong type (strict)
@@ -223,7 +224,7 @@ async def test_who_may_update_a_room(client: Any, users: Any) -> None:
 
 
 @pytest.mark.parametrize("payload", [
-    {"name": ""}, {"name": "n" * 201}, {"topic": "t" * 1001}, {"is_active": "false"}, {"is_active": 0},
+    {"name": ""}, {"name": "   "}, {"name": "n" * 201}, {"topic": "t" * 1001}, {"is_active": "false"}, {"is_active": 0},
     {"name": 5}, {"name": "bad\u0000name"}, [],
 ])
 async def test_update_room_validation(client: Any, users: Any, payload: Any) -> None:
@@ -339,6 +340,7 @@ async def test_provisioning_is_for_admins_and_services(client: Any, users: Any) 
     {"kind": "group", "name": "x", "members": [{"user_id": 1, "room_role": "boss"}]},
     {"kind": "group", "name": "x", "members": [1]},
     {"kind": "group", "name": "x", "members": [], "is_active": "yes"},
+    {"kind": "group", "name": "\u3000", "members": []},  # blank: an ideographic space
 ])
 async def test_provisioning_validation(client: Any, users: Any, payload: Any) -> None:
     service = await users.create("service")
