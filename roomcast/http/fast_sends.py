@@ -168,6 +168,10 @@ class _Connection:
             return end if end <= MAX_HEAD_BYTES else 0
         if not self.buffer and not await self._next_request():
             return -1
+        if self.buffer[0] < 0x21:
+            # A CR or LF, space or control byte cannot start a request line: h11 answers it with a 400
+            # and closes at once, without waiting for a head that may never end (a stray CRLF after a body).
+            return 0
         with trio.move_on_after(HEAD_TIMEOUT_S):
             while (end := self.buffer.find(b"\r\n\r\n")) < 0 and len(self.buffer) < MAX_HEAD_BYTES:
                 chunk = await self.stream.receive_some(_RECEIVE_BYTES)

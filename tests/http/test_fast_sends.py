@@ -336,6 +336,25 @@ async def test_a_head_that_never_ends_is_bounded(fast: Fast, client: Any, users:
                 pass
 
 
+async def test_a_stray_crlf_after_a_send_is_refused_at_once_as_hypercorn_does(
+        fast: Fast, quart_server: str, client: Any, users: Any, node: Node) -> None:
+    """h11 refuses a request line that starts with CR, LF, a space or a control byte as soon as it
+    sees that byte; the fast path waited HEAD_TIMEOUT_S (10 s) for a head first."""
+    for url, tag in ((fast.url, "cf"), (quart_server, "cq")):
+        scene = await make_scene(client, users, node, tag)
+        for stray in (b"\r\n", b" x"):
+            connection = await RawConnection.open(url)
+            async with connection.stream:
+                await connection.send(request(scene))
+                assert (await connection.response()).status == 201
+                await connection.send(stray)
+                with trio.fail_after(2):
+                    answer = await connection.response()
+                assert (answer.status, answer.headers.get("connection")) == (400, "close"), (url, stray)
+                assert await connection.closed_by_server()
+    assert fast.sends.answered == 2
+
+
 async def test_a_late_body_is_left_to_hypercorn_which_waits_for_it(fast: Fast, client: Any, users: Any,
                                                                    node: Node,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
