@@ -98,11 +98,22 @@ class FastPath(Protocol):
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
-    """A socket stream that first gives back bytes already read from it."""
+    """A socket stream that first gives back bytes already read from it.
+
+    Hypercorn closes a connection (`send_eof`, then `aclose`) without its send lock, so on a
+    client's half-close, or a pipelined request after a closing answer, a write could start
+    while the EOF was under way and trio refused it with BusyResourceError, which reached
+    the app as an "Error in ASGI Framework" traceback. So a write waits for an EOF under
+    way (and then fails as closed, which Hypercorn expects), and an EOF asked for during a
+    write is left out: the `aclose` that follows ends the write, as Hypercorn means it to
+    when it meets a busy stream. Never waiting for a write keeps a client that reads
+    nothing from holding the connection open.
+    """
 
     def __init__(self, stream: trio.SocketStream, already_read: bytes) -> None:
         self.transport_stream = stream
         self._pending = already_read
+        self._sending = trio.Lock()
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -115,13 +126,17 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         return await self.transport_stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.transport_stream.send_all(data)
+        async with self._sending:
+            await self.transport_stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport_stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        await self.transport_stream.send_eof()
+        if self._sending.locked():
+            return  # a write is under way: the aclose that follows ends it
+        async with self._sending:
+            await self.transport_stream.send_eof()
 
     async def aclose(self) -> None:
         await self.transport_stream.aclose()
