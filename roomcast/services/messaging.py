@@ -9,12 +9,14 @@ share their transactions with whatever else the node is sending (`send_committer
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import trio
 from sqlalchemy.orm import Session
 
+from ..actors.system import ActorSystem
 from ..errors import BadRequest, Forbidden, NotFound, RateLimited
 from ..logs import log_event
 from ..node import Node
@@ -40,6 +42,9 @@ __all__ = ["Draft", "committer", "draft_message", "mark_read", "send_drafts", "s
 log = logging.getLogger("roomcast.messaging")
 
 HISTORY_MAX_LIMIT = 200
+
+# Per node (its actor system), a lock per (room, reader) while a read of theirs is under way (`mark_read`).
+_READS: weakref.WeakKeyDictionary[ActorSystem, dict[tuple[int, int], trio.Lock]] = weakref.WeakKeyDictionary()
 
 
 def _require_active(room: Room) -> None:
@@ -211,11 +216,22 @@ async def mark_read(node: Node, reader: UserSnapshot, room_id: int, seq: int) ->
         access.require_member()
         return advance_read_pointer(session, room_id, reader.id, min(seq, access.room.last_seq))
 
-    pointer, moved = await node.database.write(work)
-    if moved:
-        event = {"type": "read", "room": room_id, "user": sender_to_wire(reader), "seq": pointer}
-        try:
-            await node.rooms.publish_transient(room_id, event)
-        except StreamUnavailable as exc:  # the pointer is stored; only the live notice is lost
-            log_event(log, "read.announce_failed", logging.DEBUG, room=room_id, error=str(exc))
+    # A reader's reads on this node move the pointer and announce it one at a time: two reads
+    # committed one after the other could otherwise announce out of order (2 after 4), leaving
+    # subscribers with a pointer below the stored one.
+    locks = _READS.setdefault(node.actors, {})
+    key = (room_id, reader.id)
+    lock = locks.setdefault(key, trio.Lock())
+    try:
+        async with lock:
+            pointer, moved = await node.database.write(work)
+            if moved:
+                event = {"type": "read", "room": room_id, "user": sender_to_wire(reader), "seq": pointer}
+                try:
+                    await node.rooms.publish_transient(room_id, event)
+                except StreamUnavailable as exc:  # the pointer is stored; only the live notice is lost
+                    log_event(log, "read.announce_failed", logging.DEBUG, room=room_id, error=str(exc))
+    finally:
+        if not lock.locked() and locks.get(key) is lock:
+            del locks[key]
     return pointer

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import trio
 from sqlalchemy import select, update
 
 from roomcast.services import messaging
@@ -427,6 +428,39 @@ async def test_a_read_overtaken_by_a_concurrent_one_announces_no_pointer_below_t
     assert response.status_code == 204
     assert await read_pointer(node, room["id"], bob.id) == 4
     assert published == []  # the pointer did not move to 2: nothing to announce, least of all 2
+
+
+async def test_reads_committed_one_after_the_other_are_announced_in_that_order(
+        client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    room, owner, [bob] = await _room(client, users)
+    for i in range(5):
+        await send(client, owner, room["id"], f"m{i}")
+    published: list[int] = []
+    first_publishing = trio.Event()
+    real_publish = node.rooms.publish_transient
+
+    async def slow_first(room_id: int, event: dict[str, Any], **kwargs: Any) -> None:
+        if event["seq"] == 2:  # the read of 2 has committed; its announcement is slow to go out
+            first_publishing.set()
+            await trio.sleep(0.3)
+        published.append(event["seq"])
+        await real_publish(room_id, event, **kwargs)
+
+    async def read(seq: int) -> None:
+        response = await client.post(f"/api/rooms/{room['id']}/read", headers=bob.headers, json={"seq": seq})
+        assert response.status_code == 204
+
+    async def read_later(seq: int) -> None:
+        await first_publishing.wait()
+        await read(seq)
+
+    monkeypatch.setattr(node.rooms, "publish_transient", slow_first)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, 2)
+        nursery.start_soon(read_later, 4)
+    assert await read_pointer(node, room["id"], bob.id) == 4
+    # Announced 4 then 2, subscribers would be left showing 2: a pointer below the stored one.
+    assert published == [2, 4]
 
 
 @pytest.mark.parametrize("payload", [{}, {"seq": -1}, {"seq": "3"}, {"seq": 1.0}, {"seq": None}, {"seq": 2**63}])
