@@ -55,11 +55,11 @@ def check_client_id(client_id: str | None) -> None:
 
 
 def check_attachment_ids(ids: list[int]) -> list[int]:
-    """The distinct attachment ids of a send, in the order given."""
-    unique = list(dict.fromkeys(ids))
-    if len(unique) > MAX_ATTACHMENTS:
+    """The distinct attachment ids of a send, in the order given: at most MAX_ATTACHMENTS ids listed."""
+    # Counted as listed, repeats included, as REST's schema counts them: /ws refuses what REST refuses.
+    if len(ids) > MAX_ATTACHMENTS:
         raise BadRequest(f"at most {MAX_ATTACHMENTS} attachments per message", details={"field": "attachments"})
-    return unique
+    return list(dict.fromkeys(ids))
 
 
 def check_external_ref(external_ref: str) -> None:

@@ -56,3 +56,22 @@ async def test_ws_and_rest_sends_carry_attachments_to_events_catch_up_and_histor
         await late.subscribe(room, since=0)
         caught_up = await late.collect("message", 2)
         assert [e["message"]["attachments"] for e in caught_up] == [[first, second], [third]]
+
+
+async def test_ws_and_rest_refuse_alike_a_list_of_more_than_ten_attachment_ids_repeats_included(
+        live_server: str, client: Any, users: Any) -> None:
+    alice = await users.create("member")
+    room = (await make_group(client, alice, []))["id"]
+    async with httpx.AsyncClient(base_url=live_server, timeout=60) as http, \
+            ws_connect(live_server, alice.token) as sender:
+        upload = await _upload(http, alice, room, "a.png")
+        ids = [upload["id"]] * 11
+        response = await http.post(f"/api/rooms/{room}/messages", headers=alice.headers,
+                                   json={"body": "x", "attachments": ids})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "validation_error"
+        refused = await sender.request({"type": "send", "room": room, "body": "x", "attachments": ids})
+        assert refused["type"] == "error" and refused["code"] == "validation_error", refused
+        assert refused["details"]["field"] == "attachments"
+        # Repeats within the limit are one attachment, over REST as over /ws.
+        ack = await sender.request({"type": "send", "room": room, "body": "x", "attachments": ids[:2]})
+        assert ack["type"] == "ack" and ack["message"]["attachments"] == [upload], ack
