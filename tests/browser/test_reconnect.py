@@ -70,3 +70,29 @@ def test_a_plain_restart_reconnects_on_its_own(server: ServerProcess, open_page:
     expect(page.locator("body")).to_have_attribute("data-connection", "open")
     server.send(alice, room["id"], "are you back?")
     expect(bodies(page)).to_have_text(["are you back?"])
+
+
+def test_a_room_opened_while_the_server_is_down_loads_its_history_once_back(
+        server: ServerProcess, open_page: Any) -> None:
+    alice = server.create_user("alice")
+    bob = server.create_user("bob")
+    room = server.group(alice, "Opened offline", bob)
+    server.group(alice, "Landing", bob)  # the newest room: the page does not start in the other
+    server.send(alice, room["id"], "history 1")
+    server.send(alice, room["id"], "history 2")
+    page = open_page(bob)
+    server.stop()
+    expect(page.locator("body")).to_have_attribute("data-connection", "reconnecting")
+    open_room(page, "Opened offline")
+    # The history cannot come: the page says so rather than showing an empty room.
+    expect(page.locator("#composer-error")).to_contain_text("Could not load messages")
+    expect(bodies(page)).to_have_count(0)
+
+    server.start()
+    server.send(alice, room["id"], "while away")
+    # Back online, the history comes after all, with what was missed live: each once, in order.
+    expect(page.locator("body")).to_have_attribute("data-connection", "open")
+    expect(bodies(page)).to_have_text(["history 1", "history 2", "while away"])
+    expect(page.locator("#composer-error")).to_have_text("")
+    server.send(alice, room["id"], "live again")
+    expect(bodies(page)).to_have_text(["history 1", "history 2", "while away", "live again"])

@@ -7,7 +7,7 @@ import { allPages, api, forgetAttachments, getToken, setToken, setUnauthorizedHa
 import { initAttachments } from "./attachments.js";
 import {
   applyRead, applyRoomEvent, applyTyping, closeConversation, currentRoomId, initConversation,
-  isSeeing, messageSent, openConversation, renderHeader, renderOutbox,
+  isSeeing, messageSent, openConversation, renderHeader, renderOutbox, retryHistory,
 } from "./conversation.js";
 import { initDetails, refreshDetails } from "./details.js";
 import { initDialogs } from "./dialogs.js";
@@ -104,6 +104,7 @@ function onStatus(status) {
     banner.textContent = "";
     // Whatever failed for want of a connection is being retried now: its notice is stale.
     byId("composer-error").textContent = "";
+    retryHistory();
   } else if (status === "connecting") {
     banner.hidden = false;
     banner.textContent = "Connecting…";

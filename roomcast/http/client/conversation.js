@@ -28,6 +28,9 @@ function freshView(roomId) {
     roomId,
     messages: new Map(),  // message id → {message, li}
     deleted: new Set(),  // ids deleted while open: a late history page must not bring them back
+    historyLoaded: false,  // the newest page came; until then a reconnect tries again
+    loadingNewest: false,
+    unreadAtOpen: 0,
     hasMore: false,
     loadingOlder: false,
     typing: new Map(),  // user id → {user, timer}
@@ -121,8 +124,8 @@ export async function openConversation(roomId) {
   if (!room) return;
   stopTyping();
   clearAttachments();
-  const unread = room.unread_count || 0;
   view = freshView(roomId);
+  view.unreadAtOpen = room.unread_count || 0;
   const mine = view;
   byId("message-list").replaceChildren();
   byId("composer").hidden = false;
@@ -132,12 +135,20 @@ export async function openConversation(roomId) {
   renderHeader();
   renderTyping();
   renderOutbox();
+  await loadNewest(mine);
+}
+
+/** The newest page of history (then older pages until the list scrolls), merged with what came live. */
+async function loadNewest(mine) {
+  if (mine.loadingNewest) return;
+  mine.loadingNewest = true;
   try {
-    const page = await api.history(roomId, null, PAGE);
+    const page = await api.history(mine.roomId, null, PAGE);
     if (view !== mine) return;  // the user moved on while this loaded
+    mine.historyLoaded = true;
     mine.hasMore = page.has_more;
     for (const message of page.items) upsertMessage(message, { fromHistory: true, layout: false });
-    if (unread) placeDividerForUnread(unread);
+    if (mine.unreadAtOpen) placeDividerForUnread(mine.unreadAtOpen);
     relayout();
     renderOlderButton();
     scrollToBottom();
@@ -150,7 +161,18 @@ export async function openConversation(roomId) {
     markSeen();
   } catch (err) {
     if (view === mine) byId("composer-error").textContent = `Could not load messages: ${err.message}`;
+  } finally {
+    mine.loadingNewest = false;
   }
+}
+
+/**
+ * The connection is back: if the open room's history could not be loaded (the server was out of
+ * reach when it was opened), load it now. Only what came live would show otherwise, with no
+ * "Load older" and no sign that everything before it is missing.
+ */
+export function retryHistory() {
+  if (view && !view.historyLoaded) loadNewest(view);
 }
 
 /** Put the divider above the `unread`-th newest message of someone else. */
