@@ -164,3 +164,44 @@ def test_the_whole_client_fits_360_px(server: ServerProcess, open_page: Any, art
     dialog_box = page.get_by_role("dialog").bounding_box()
     assert dialog_box["x"] >= 0 and dialog_box["x"] + dialog_box["width"] <= 360
     artifact(page, "phone-details")
+
+
+def within_width(inner: dict[str, float], outer: dict[str, float]) -> bool:
+    """Whether a box lies between the left and right edges of another (lists may scroll vertically)."""
+    return inner["x"] >= outer["x"] - 1 and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1
+
+
+def test_a_display_name_without_spaces_wraps_instead_of_widening_messages_and_dialogs(
+        server: ServerProcess, open_page: Any, artifact: Any) -> None:
+    # The longest display name the server takes, as one word: anyone can be given one.
+    wide = server.create_user("wide", display_name="W" * 128)
+    bob = server.create_user("bob", display_name="Bob")
+    room = server.group(wide, "Wide names", bob)
+    server.send(wide, room["id"], "hello")
+    page = open_page(bob)
+    open_room(page, "Wide names")
+    expect(bodies(page)).to_have_text(["hello"])
+    message = page.locator("#message-list .message").first
+    assert within_width(message.locator(".author").bounding_box(), message.bounding_box())
+    assert page.locator("#messages").evaluate("n => n.scrollWidth <= n.clientWidth")
+
+    # The contact list of "New chat" keeps the name inside its button and the button inside the dialog.
+    page.get_by_role("button", name="New chat").click()
+    dialog = page.locator("#direct-dialog")
+    contact = dialog.locator(f"button.contact[data-username='{wide.username}']")
+    expect(contact).to_be_visible()
+    assert within_width(contact.bounding_box(), dialog.bounding_box())
+    assert contact.evaluate("n => n.scrollWidth <= n.clientWidth")
+    dialog.get_by_role("button", name="Close").click()
+
+    # "New group" listed the name in a fieldset as wide as the name: Create was pushed out of sight.
+    page.get_by_role("button", name="New group").click()
+    dialog = page.locator("#group-dialog")
+    expect(dialog.locator(f"input[data-username='{wide.username}']")).to_be_visible()
+    artifact(page, "group-dialog")
+    for button in ("Create group", "Cancel"):
+        assert within_width(dialog.get_by_role("button", name=button).bounding_box(), dialog.bounding_box())
+    dialog.get_by_label("Group name").fill("Made anyway")
+    dialog.locator(f"input[data-username='{wide.username}']").check()
+    dialog.get_by_role("button", name="Create group").click()
+    expect(page.locator("#room-title")).to_have_text("Made anyway")
