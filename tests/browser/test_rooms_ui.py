@@ -205,3 +205,52 @@ def test_a_display_name_without_spaces_wraps_instead_of_widening_messages_and_di
     dialog.locator(f"input[data-username='{wide.username}']").check()
     dialog.get_by_role("button", name="Create group").click()
     expect(page.locator("#room-title")).to_have_text("Made anyway")
+
+
+# The left edge on screen of the first character of `needle` in a node's text.
+X_OF = """([node, needle]) => {
+  const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    const at = text.data.indexOf(needle);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(text, at);
+    range.setEnd(text, at + 1);
+    return range.getBoundingClientRect().x;
+  }
+  return null;
+}"""
+
+
+def reads_left_to_right(locator: Any, *parts: str) -> bool:
+    """Whether `parts` of a line are drawn from left to right in this order."""
+    xs = [locator.evaluate(f"(node, needle) => ({X_OF})([node, needle])", part) for part in parts]
+    assert None not in xs, (parts, xs)
+    return xs == sorted(xs)
+
+
+def test_a_name_with_a_right_to_left_override_cannot_turn_the_rest_of_the_line_around(
+        server: ServerProcess, open_page: Any, artifact: Any) -> None:
+    # U+202E (right-to-left override) left open: everything after it in the same line would be
+    # drawn backwards, "Alice is typing…" as "ecilA …gnipyt si" and a handle as "(ecila@)".
+    spoof = server.create_user("spoof", display_name="\u202eAlice")
+    bob = server.create_user("bob", display_name="Bob")
+    room = server.group(spoof, "Bidi", bob)
+    server.send(spoof, room["id"], "hello there")
+    page = open_page(bob)
+    preview = room_item(page, "Bidi").locator(".room-preview")
+    expect(preview).to_contain_text("hello there")
+    assert reads_left_to_right(preview, ": ", "hello", "there")
+
+    open_room(page, "Bidi")
+    typist = open_page(spoof)
+    open_room(typist, "Bidi")
+    typist.get_by_label("Write a message").press_sequentially("abc")
+    expect(page.locator("#typing")).to_contain_text("is typing")
+    assert reads_left_to_right(page.locator("#typing"), "is", "typing")
+    artifact(page, "typing")
+
+    page.get_by_role("button", name="New chat").click()
+    contact = page.locator(f"#direct-dialog button.contact[data-username='{spoof.username}']")
+    expect(contact).to_contain_text(f"(@{spoof.username})")
+    assert reads_left_to_right(contact, "(@", spoof.username, ")")

@@ -27,16 +27,50 @@ export function byId(id) {
   return document.getElementById(id);
 }
 
+// Text that can turn the words around it: direction controls (embeddings and overrides
+// U+202A–U+202E, isolates U+2066–U+2069, the marks U+200F and U+061C) and right-to-left letters.
+const BIDI = /[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefe\u061c\u200f\u202a-\u202e\u2066-\u2069\u{10800}-\u{10fff}\u{1e800}-\u{1efff}]/u;
+const PDF = "\u202c";
+const PDI = "\u2069";
+
+/**
+ * Someone's text to be set among other words (a name in "Alice is typing…", "Alice: hello",
+ * "Alice (@alice)"), as a Unicode bidi isolate: a name that leaves a right-to-left override
+ * (U+202E) open, or is written right to left, cannot reorder what follows it ("…gnipyt si",
+ * a handle read backwards). Its own unmatched closers are dropped (they would end the isolate
+ * early) and what it leaves open is closed. Text with none of these comes back as it is.
+ */
+export function isolate(text) {
+  if (!BIDI.test(text)) return text;
+  const open = [];  // the closer each control still open needs, innermost last
+  let inner = "";
+  for (const ch of text) {
+    if ("\u202a\u202b\u202d\u202e".includes(ch)) {
+      open.push(PDF);
+    } else if ("\u2066\u2067\u2068".includes(ch)) {
+      open.push(PDI);
+    } else if (ch === PDF) {
+      if (open.at(-1) !== PDF) continue;  // closes nothing the name opened: dropped
+      open.pop();
+    } else if (ch === PDI) {
+      if (!open.includes(PDI)) continue;
+      open.splice(open.lastIndexOf(PDI));  // an isolate's end closes what it holds too
+    }
+    inner += ch;
+  }
+  return `\u2068${inner}${open.reverse().join("")}${PDI}`;
+}
+
 /** A user's name as people read it. */
 export function nameOf(user) {
   if (!user) return "someone";
-  return user.display_name || user.username;
+  return isolate(user.display_name || user.username);
 }
 
 /** A name with the handle, "Carol Diaz (@carol)", but a name that is the handle only once: "carol". */
 export function fullName(user) {
-  const name = nameOf(user);
-  return name === user.username ? name : `${name} (@${user.username})`;
+  const name = user.display_name || user.username;
+  return name === user.username ? isolate(name) : `${isolate(name)} (@${isolate(user.username)})`;
 }
 
 const plurals = new Intl.PluralRules("en");

@@ -1,7 +1,7 @@
 // What the client knows: who we are, our rooms, who is online, what others have read.
 // The last seq seen per room lives in the SDK's client (it resubscribes with it).
 
-import { nameOf } from "./dom.js";
+import { isolate, nameOf } from "./dom.js";
 
 export const store = {
   me: null,
@@ -24,7 +24,7 @@ export function roomName(room) {
     const other = (room.members || []).find((m) => !store.me || m.id !== store.me.id);
     if (other) return nameOf(other);
   }
-  return room.name || `Room ${room.id}`;
+  return room.name ? isolate(room.name) : `Room ${room.id}`;
 }
 
 /** When a room last saw activity, for ordering the list (ISO strings sort as times). */
