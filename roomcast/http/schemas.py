@@ -14,6 +14,10 @@ assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
 
 # Usernames are identifiers: no spaces or control characters, at most 64 characters.
 Username = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
+# A new user's: nor any other invisible character (Unicode's separators and "other" classes:
+# format characters such as a right-to-left override or a zero-width space, private use,
+# unassigned), so that no name can pass for another's. Login still takes any Username.
+NewUsername = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\p{C}\p{Z}]+$")]
 Tenant = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
@@ -84,7 +88,7 @@ class TokenOut(BaseModel):
 
 
 class CreateUserIn(RequestModel):
-    username: Username
+    username: NewUsername
     password: str | None = Field(None, min_length=8, max_length=1024)
     display_name: DisplayName | None = None
     role: Role = "member"
@@ -240,7 +244,7 @@ class BotIn(RequestModel):
     """A bot: its user's `username` and `display_name`, where the messages that trigger it go
     (`url`, signed with `secret`), and which messages do (`trigger`)."""
 
-    username: Username
+    username: NewUsername
     display_name: DisplayName | None = None
     url: str = Field(min_length=1, max_length=2048)
     secret: Secret = Field(description=SECRET_DESCRIPTION)

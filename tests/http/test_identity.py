@@ -210,13 +210,22 @@ async def test_duplicate_username_is_409_but_other_tenants_may_reuse_it(client: 
     "body",
     [{}, {"username": "x", "role": "wizard"}, {"username": "x", "password": "short"}, {"username": 12},
      {"username": "x", "display_name": "d" * 129}, {"username": "x", "role": None}, {"username": "x", "tenant": "a b"},
-     {"username": "u" * 65}],
-    ids=["empty", "bad-role", "short-password", "int-username", "long-display", "null-role", "bad-tenant", "overlong"],
+     {"username": "u" * 65}, {"username": "\u202eecila"}, {"username": "al\u200bice"}, {"username": "a\u00a0b"},
+     {"username": "\ue000x"}],
+    ids=["empty", "bad-role", "short-password", "int-username", "long-display", "null-role", "bad-tenant", "overlong",
+         "rtl-override", "zero-width-space", "no-break-space", "private-use"],
 )
 async def test_create_user_validation(client: Any, users: Any, body: dict) -> None:
     admin = await users.create("admin")
     response = await client.post("/api/users", headers=admin.headers, json=body)
     assert await error_of(response) == (400, "validation_error")
+
+
+async def test_a_new_username_may_be_any_visible_unicode(client: Any, users: Any) -> None:
+    admin = await users.create("admin")
+    for name in ("zoë", "李小龙", "ümit.o'neil", "🦊"):
+        created = await client.post("/api/users", headers=admin.headers, json={"username": name})
+        assert (await created.get_json())["username"] == name and created.status_code == 201, name
 
 
 async def test_create_user_needs_a_token(client: Any) -> None:

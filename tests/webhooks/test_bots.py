@@ -89,6 +89,8 @@ async def test_the_bot_api(node: Node, client: Any, users: Any, receiver: Receiv
                 {"url": receiver.url, "secret": 5, "trigger": "all"}):
         await expect_error(await client.post("/api/bots", headers=admin.headers, json={"username": "b2", **bad}),
                            400, "validation_error")
+    await expect_error(await client.post("/api/bots", headers=admin.headers, json={
+        "username": "\u202etob", "url": receiver.url, "secret": "s", "trigger": "all"}), 400, "validation_error")
     await expect_error(await client.patch(f"/api/bots/{bot['id']}", headers=admin.headers,
                                           json={"trigger": "never"}), 400, "validation_error")
     await expect_error(await client.patch(f"/api/bots/{bot['id']}", headers=admin.headers,
