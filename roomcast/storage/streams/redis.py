@@ -20,6 +20,7 @@ from coredis import PureToken
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
 from .redis_base import RedisStreams, client_name, entry, text, unreachable
+from .redis_pool import SlotKeepingPool
 
 log = logging.getLogger("roomcast.streams")
 
@@ -123,7 +124,8 @@ async def open_redis_backend(url: str, *, prefix: str, maxlen: int, max_connecti
     down at start-up: nothing connects until the first command.
     """
     node_id = secrets.token_hex(6)
-    client = coredis.Redis.from_url(
+    # coredis's own pool loses a slot for every connection lost in the middle of a command (redis_pool).
+    pool = SlotKeepingPool.from_url(
         url,
         decode_responses=False,
         max_connections=max_connections,
@@ -131,6 +133,7 @@ async def open_redis_backend(url: str, *, prefix: str, maxlen: int, max_connecti
         stream_timeout=timeout_s,
         connect_timeout=connect_timeout_s,
     )
+    client: coredis.Redis[bytes] = coredis.Redis(connection_pool=pool, decode_responses=False)
     backend = RedisStreamBackend(client, prefix=prefix, maxlen=maxlen, node_id=node_id, max_block_s=timeout_s / 2)
     async with client, trio.open_nursery() as nursery:
         nursery.start_soon(backend.run_waker)

@@ -1,0 +1,30 @@
+"""coredis's connection pool for one Redis, keeping its capacity when a connection dies while lent.
+
+coredis (6.x) holds one slot per connection it may open. A connection that dies idle in the
+pool gives its slot back; one that dies while a command holds it (the stream reader's blocking
+XREAD, a pipeline) is dropped at release, and its slot with it. Each Redis outage that met such
+a command cost the node one of its `redis_max_connections`, until every command, /readyz's ping
+included, waited forever for a connection and the node never recovered from the next outage.
+"""
+
+from __future__ import annotations
+
+from coredis._concurrency import QueueFull
+from coredis.connection import TCPConnection
+from coredis.pool import ConnectionPool
+
+
+class SlotKeepingPool(ConnectionPool[TCPConnection]):
+    """A pool where releasing a dead connection leaves room for a new one."""
+
+    def release(self, connection: TCPConnection) -> None:
+        usable = connection.usable
+        super().release(connection)
+        if usable:
+            return
+        # Not put back, and not in the pool when it died (coredis only refills a slot for those):
+        # an empty slot in its place, so that the next command connects afresh.
+        try:
+            self._available_connections.append_nowait(None)
+        except QueueFull:
+            pass
