@@ -268,11 +268,13 @@ class Database:
         if self.replica is not None:
             self.replica.wrote(user_ids)
 
-    async def _run(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool) -> T:
+    async def _run(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool, *,
+                   abandon_on_cancel: bool = False) -> T:
         started = trio.current_time()
         try:
             result, committed = await trio.to_thread.run_sync(self._transaction, work, args, writes,
-                                                              limiter=self.limiter)
+                                                              limiter=self.limiter,
+                                                              abandon_on_cancel=abandon_on_cancel)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             self._raise_unavailable(exc, started)
             raise
@@ -328,8 +330,13 @@ class Database:
             return result, session.info.pop(_ON_COMMIT, [])
 
     async def ping(self) -> None:
-        """Raise DatabaseUnavailable if the database cannot be reached."""
-        await self.read(lambda session: session.execute(text("SELECT 1")))
+        """Raise DatabaseUnavailable if the database cannot be reached.
+
+        A caller that gives up (/readyz, after 2 s) does not wait for the thread: where the network
+        drops every packet, the statement waits until TCP gives up, many minutes later; the thread
+        is left to end then, holding its connection meanwhile.
+        """
+        await self._run(lambda session: session.execute(text("SELECT 1")), (), False, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         for engine in self.engines:

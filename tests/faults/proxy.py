@@ -3,7 +3,9 @@
 The shared PostgreSQL and Redis serve every test process; stopping them is not an
 option. Pointed at this proxy instead, a node loses its dependency the way it would
 on a network fault: `cut()` resets every proxied connection at once and resets each
-new one as soon as it arrives; `restore()` lets connections through again.
+new one as soon as it arrives; `restore()` lets connections through again. `blackhole()` is
+a network that drops every packet: nothing gets through either way, and no one is told,
+until `restore()`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class TcpProxy:
         self.cuts = 0  # how many times it was cut
         self.connections = 0  # accepted so far, refused ones included
         self._links: set[_Link] = set()
+        self._open = trio.Event()  # set while traffic flows (not blackholed)
+        self._open.set()
 
     def url_for(self, url: str) -> str:
         """`url` (redis:// or a SQLAlchemy URL) with its host:port replaced by this proxy's."""
@@ -64,8 +68,14 @@ class TcpProxy:
         for link in list(self._links):
             link.reset()
 
+    def blackhole(self) -> None:
+        """Hold every byte in either direction, on every connection and each new one, until `restore()`."""
+        if self._open.is_set():
+            self._open = trio.Event()
+
     def restore(self) -> None:
         self.is_cut = False
+        self._open.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -79,6 +89,7 @@ class TcpProxy:
             _reset(client)
             await client.aclose()
             return
+        await self._open.wait()
         try:
             server = await trio.open_tcp_stream(*self.target)
         except OSError:
@@ -98,10 +109,10 @@ class TcpProxy:
             await client.aclose()
             await server.aclose()
 
-    @staticmethod
-    async def _pump(source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope) -> None:
+    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope) -> None:
         try:
             while data := await source.receive_some(_CHUNK):
+                await self._open.wait()
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
