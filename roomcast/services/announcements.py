@@ -23,7 +23,8 @@ from ..actors.actor import Actor, ActorContext
 from ..actors.backoff import Backoff, until_available
 from ..logs import log_event
 from ..node import Node
-from ..storage.users import UserSnapshot, get_user
+from ..storage.rooms import room_row
+from ..storage.users import get_user
 
 log = logging.getLogger("roomcast.announcements")
 T = TypeVar("T")
@@ -84,14 +85,17 @@ class Announcer:
             await self._announce(change)
 
     async def _announce(self, change: MembershipChange) -> None:
-        from .rooms import room_view  # rooms imports this module
+        from .rooms import room_views  # rooms imports this module
 
         def views(session: Session) -> dict[int, dict[str, Any]]:
             found = {}
             for user_id in change.added:
                 user = get_user(session, user_id)
-                if user is not None:
-                    found[user_id] = room_view(session, UserSnapshot.of(user), change.room_id)
+                # No row: the room was deleted since the change committed. Its deletion announces
+                # room_removed to whoever was still in it; the rest of this change is still announced.
+                row = None if user is None else room_row(session, user.tenant, user.id, change.room_id)
+                if row is not None:
+                    found[user_id] = room_views(session, [row])[0]
             return found
 
         events = [(uid, {"type": "room_removed", "room": change.room_id}) for uid in change.removed]
