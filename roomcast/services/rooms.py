@@ -69,10 +69,12 @@ def _member_list(session: Session, room_id: int) -> list[dict[str, Any]]:
     return [member_to_wire(user, role) for user, role in members_of(session, [room_id]).get(room_id, ())]
 
 
-def _record_room_update(node: Node, session: Session, room: Room, changes: dict[str, Any]) -> None:
+def _record_room_update(node: Node, session: Session, room: Room, changes: dict[str, Any], *,
+                        regraded: bool = False) -> None:
     """Store a `room_updated` event for `changes` (already applied) with the room's next seq,
     and its webhook events: `member.added` / `member.removed` for each user who came or went,
-    `room.updated` for anything else (settings, room roles), all with that seq."""
+    `room.updated` for anything else (settings, or `regraded`: room roles of members who stayed),
+    all with that seq."""
     room.updated_at = utcnow()
     seq = take_next_seq(session, room.id)
     append_event(session, room_updated_event(room.id, seq, changes))
@@ -83,7 +85,8 @@ def _record_room_update(node: Node, session: Session, room: Room, changes: dict[
     for user_id in removed:
         enqueue(node, session, room.tenant, "member.removed", room.id, seq, user=user_id)
     settings_changed = changes.keys() - {"members", "added", "removed"}
-    if settings_changed or ("members" in changes and not (added or removed)):
+    # Role changes made with arrivals or departures too: member.added / member.removed do not tell them.
+    if settings_changed or regraded:
         enqueue(node, session, room.tenant, "room.updated", room.id, seq, changes=changes)
 
 
@@ -126,20 +129,21 @@ def _require_changeable_members(room: Room) -> None:
         raise BadRequest("a direct room always has exactly its two members")
 
 
-def _apply_members(session: Session, room: Room, desired: Mapping[int, str]) -> dict[str, Any]:
-    """Make the room's members exactly `desired` (user id -> room role); the changes, if any."""
+def _apply_members(session: Session, room: Room, desired: Mapping[int, str]) -> tuple[dict[str, Any], bool]:
+    """Make the room's members exactly `desired` (user id -> room role): the changes, if any, and
+    whether a member who stays has a new room role."""
     current = room_memberships(session, room.id)
     removed = sorted(current.keys() - desired.keys())
     added = sorted(desired.keys() - current.keys())
     regraded = [uid for uid in desired if uid in current and current[uid].room_role != desired[uid]]
     if not (removed or added or regraded):
-        return {}
+        return {}, False
     remove_memberships(session, room.id, removed)
     for uid in regraded:
         current[uid].room_role = desired[uid]
     for uid in added:
         add_membership(session, room.id, uid, desired[uid], since_seq=room.last_seq)  # no notice of the past
-    return _membership_changes(session, room.id, added=added, removed=removed)
+    return _membership_changes(session, room.id, added=added, removed=removed), bool(regraded)
 
 
 def _membership_changes(session: Session, room_id: int, *, added: Sequence[int] = (),
@@ -292,9 +296,9 @@ async def add_member(node: Node, caller: UserSnapshot, room_id: int, user_id: in
         if role_changes and touches_owner and not (is_admin(caller) or access.room_role == "owner"):
             raise Forbidden("only an owner or an admin may make or unmake owners")
         desired = {uid: m.room_role for uid, m in current.items()} | {user_id: role}
-        changes = _apply_members(session, room, desired)
+        changes, regraded = _apply_members(session, room, desired)
         if changes:
-            _record_room_update(node, session, room, changes)
+            _record_room_update(node, session, room, changes, regraded=regraded)
         return room_view(session, caller, room.id), existing is None, bool(changes)
 
     view, added, changed = await write_and_announce(node, work)
@@ -320,7 +324,7 @@ async def remove_member(node: Node, caller: UserSnapshot, room_id: int, user_id:
         if not leaving and target.room_role == "owner" and not (is_admin(caller) or access.room_role == "owner"):
             raise Forbidden("only an owner or an admin may remove an owner")
         desired = {uid: m.room_role for uid, m in current.items() if uid != user_id}
-        _record_room_update(node, session, room, _apply_members(session, room, desired))
+        _record_room_update(node, session, room, _apply_members(session, room, desired)[0])
 
     await write_and_announce(node, work)
     node.notify_committed(room_id)
@@ -360,9 +364,10 @@ async def provision_room(node: Node, caller: UserSnapshot, external_ref: str, *,
                                    if value is not None and getattr(room, field) != value}
         for field, value in changes.items():
             setattr(room, field, value)
-        changes |= _apply_members(session, room, members)
+        member_changes, regraded = _apply_members(session, room, members)
+        changes |= member_changes
         if changes:
-            _record_room_update(node, session, room, changes)
+            _record_room_update(node, session, room, changes, regraded=regraded)
         return room_view(session, caller, room.id), False, bool(changes)
 
     view, created, changed = await write_and_announce(node, work)

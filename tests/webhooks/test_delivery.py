@@ -383,3 +383,27 @@ async def test_a_restart_with_attempts_in_flight_leaves_their_target_free(
     await eventually(lambda: _statuses(client, ann), until=["delivered"] * cap)
     assert len({body["id"] for body in receiver.bodies("room.created")}) == cap
 
+
+
+async def test_a_provisioning_that_changes_roles_and_members_at_once_tells_the_roles_too(
+        node: Node, client: Any, users: Any, receiver: Receiver, nursery: trio.Nursery) -> None:
+    """A PUT that promotes ann and adds bob used to send only `member.added` (bob): a receiver never
+    learned that ann became owner. It now also sends `room.updated` with the whole member list."""
+    await receiver.start(nursery)
+    service, ann, bob = await users.create("service"), await users.create("member"), await users.create("member")
+    put = {"kind": "group", "name": "c", "members": [{"user_id": ann.id}]}
+    room = await body_of(await client.put("/api/rooms/by-ref/course:1", headers=service.headers, json=put), 201)
+    put["members"] = [{"user_id": ann.id, "room_role": "owner"}, {"user_id": bob.id}]
+    await body_of(await client.put("/api/rooms/by-ref/course:1", headers=service.headers, json=put), 200)
+
+    await eventually(lambda: len(receiver.requests) >= 3)
+    await trio.sleep(0.2)
+    created, *change = receiver.bodies()
+    assert created["event"] == "room.created" and created["room"] == room["id"]
+    by_event = {body["event"]: body for body in change}
+    assert sorted(by_event) == ["member.added", "room.updated"] and len(change) == 2
+    assert (by_event["member.added"]["user"], by_event["member.added"]["room_role"]) == (bob.id, "member")
+    updated = by_event["room.updated"]
+    assert updated["seq"] == by_event["member.added"]["seq"]
+    assert [(m["id"], m["room_role"]) for m in updated["changes"]["members"]] == [(ann.id, "owner"), (bob.id, "member")]
+    assert updated["changes"]["added"] == [bob.id]
