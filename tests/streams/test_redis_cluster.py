@@ -11,8 +11,9 @@ import coredis
 import pytest
 import trio
 
+from roomcast.config import redis_cluster_address
 from roomcast.storage.streams import STREAM_START, Append, StreamUnavailable
-from roomcast.storage.streams.redis_cluster import RedisClusterStreamBackend, key_slot
+from roomcast.storage.streams.redis_cluster import RedisClusterStreamBackend, key_slot, open_redis_cluster_backend
 from tests.actors.redis_server import RedisCluster
 from tests.conftest import service_missing
 from tests.redis_helpers import delete_keys, open_redis_streams, redis_admin
@@ -86,3 +87,25 @@ async def test_a_cluster_down_at_start_is_unavailable_until_it_comes_up(tmp_path
             finally:
                 await delete_keys(cluster.url, prefix)
                 await cluster.stop()
+
+
+async def test_connections_that_die_while_lent_leave_their_node_s_pool_whole(redis_cluster_url: str) -> None:
+    """A connection lost in the middle of a command gives its slot back to its node's pool: with two
+    connections per node (the bell's listener holds one), three such losses in a row leave the node
+    reachable."""
+    address = redis_cluster_address(redis_cluster_url)
+    assert address is not None
+    async with open_redis_cluster_backend(address, prefix="rc-test:pool:", maxlen=10, max_connections=2,
+                                          timeout_s=10, connect_timeout_s=5) as backend:
+        await retried(backend.ping)
+        pool = backend.cluster.connection_pool
+        node = next(iter(pool.cluster_layout.primaries))
+        for _ in range(3):
+            with trio.fail_after(5):  # a node whose free slot was lost waits forever
+                connection = await pool.get_connection(node)
+            connection.invalidate("lost in the middle of a command")  # as a reset connection is
+            pool.release(connection)
+        with trio.fail_after(5):
+            connection = await pool.get_connection(node)
+        assert connection.usable
+        pool.release(connection)

@@ -38,13 +38,13 @@ import trio
 from coredis import PureToken
 from coredis.connection import TCPLocation
 from coredis.patterns.pipeline import ClusterPipeline
-from coredis.pool import ClusterConnectionPool
 from coredis.response.types import StreamEntry as RawEntry
 
 from ...config import RedisClusterAddress
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
 from .redis_base import _KEY_CACHE_MAX, RedisStreams, client_name, entry, text, unreachable
+from .redis_pool import SlotKeepingClusterPool
 
 if TYPE_CHECKING:
     from coredis.cluster._layout import ClusterLayout  # the pool's `cluster_layout`; coredis exports no name for it
@@ -428,7 +428,8 @@ async def open_redis_cluster_backend(address: RedisClusterAddress, *, prefix: st
     cluster may be down at start-up: the node starts, and connects once it answers.
     """
     node_id = secrets.token_hex(6)
-    pool = ClusterConnectionPool(
+    # coredis's own pool loses a slot for every connection lost in the middle of a command (redis_pool).
+    pool = SlotKeepingClusterPool(
         startup_nodes=[TCPLocation(host, port) for host, port in address.nodes],
         max_connections=max_connections,
         max_connections_per_node=True,

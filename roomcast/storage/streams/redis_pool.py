@@ -1,4 +1,4 @@
-"""coredis's connection pool for one Redis, keeping its capacity when a connection dies while lent.
+"""coredis's connection pools (one Redis, a cluster), keeping their capacity when a connection dies while lent.
 
 coredis (6.x) holds one slot per connection it may open. A connection that dies idle in the
 pool gives its slot back; one that dies while a command holds it (the stream reader's blocking
@@ -10,8 +10,8 @@ included, waited forever for a connection and the node never recovered from the 
 from __future__ import annotations
 
 from coredis._concurrency import QueueFull
-from coredis.connection import TCPConnection
-from coredis.pool import ConnectionPool
+from coredis.connection import ClusterConnection, TCPConnection
+from coredis.pool import ClusterConnectionPool, ConnectionPool
 
 
 class SlotKeepingPool(ConnectionPool[TCPConnection]):
@@ -26,5 +26,20 @@ class SlotKeepingPool(ConnectionPool[TCPConnection]):
         # an empty slot in its place, so that the next command connects afresh.
         try:
             self._available_connections.append_nowait(None)
+        except QueueFull:
+            pass
+
+
+class SlotKeepingClusterPool(ClusterConnectionPool):
+    """The same for a cluster, whose pool keeps the slots per node: the slot goes back to the
+    dead connection's node."""
+
+    def release(self, connection: ClusterConnection) -> None:
+        usable = connection.usable
+        super().release(connection)
+        if usable:
+            return
+        try:
+            self._node_pool(connection.location).append_nowait(None)
         except QueueFull:
             pass
