@@ -45,6 +45,13 @@ _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _SQLITE_WRITER_AUTOCHECKPOINT_PAGES = 10_000
 _CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 _CONNECT_TIMEOUT_S = 5
+# libpq's TCP liveness: a PostgreSQL that vanishes from the network (a partition, a host that
+# died: no reset ever comes) fails a statement waiting on it within about 20 s, as an outage
+# (503), instead of holding the request until the kernel gives up many minutes later:
+# unacknowledged data for `tcp_user_timeout` ms, or no answer to `keepalives_count` probes on a
+# connection waiting for a reply.
+_POSTGRES_CONNECT_ARGS = {"connect_timeout": _CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 5,
+                          "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 20_000}
 # A pooled connection unused this long is pinged before it is handed out (`_ping_after_idle`).
 _PING_AFTER_IDLE_S = 1.0
 _LAST_USED = "roomcast_last_used"
@@ -114,7 +121,7 @@ def create_database_engine(url: str, pool_size: int = 10) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return _sqlite_engine(url, pool_size, POOL_OVERFLOW)
-    connect_args = {"connect_timeout": _CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+    connect_args = _POSTGRES_CONNECT_ARGS if parsed.get_backend_name() == "postgresql" else {}
     engine = create_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW, connect_args=connect_args)
     _ping_after_idle(engine)
     return engine

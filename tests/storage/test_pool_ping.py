@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -63,3 +64,19 @@ def test_a_connection_that_died_while_in_steady_use_fails_once_and_the_pool_reco
         backend_pid(engine)
     assert database.is_unavailable(failed.value)
     assert backend_pid(engine) != first
+
+
+def test_connections_notice_a_server_gone_from_the_network(engine: Engine) -> None:
+    """TCP keepalives and a user timeout on every connection: a partition fails a statement in
+    seconds (an outage, 503) instead of the kernel's many minutes."""
+    with engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        sock = socket.socket(fileno=socket.dup(driver.pgconn.socket))
+        try:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 20_000
+        finally:
+            sock.close()
