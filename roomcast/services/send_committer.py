@@ -32,8 +32,10 @@ from sqlalchemy.orm import Session
 
 from ..actors.actor import Actor, ActorContext
 from ..errors import ApiError, Unavailable
+from ..logs import log_event
 from ..node import Node
-from ..storage.database import is_unavailable
+from ..storage.commit_status import commit_status, transaction_id
+from ..storage.database import DatabaseUnavailable, is_unavailable
 from ..storage.streams import Append
 from ..storage.users import UserSnapshot
 from ..wire import JsonObject
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("roomcast.messaging")
 
 ACTOR_NAME = "committer"
+# How long a batch whose COMMIT went unanswered waits to learn whether it was stored, asking again
+# every _SETTLE_RETRY_S (the database may be out of reach all along).
+_SETTLE_S = 10.0
+_SETTLE_RETRY_S = 0.25
 
 # The message and, if it was stored now, its event as stored (None: a repeated client_id's
 # original); or why the draft was refused (ApiError); or, for a draft that failed
@@ -233,15 +239,25 @@ class SendCommitter:
         entries = sorted(((request.sender, draft, r, d) for r, request in enumerate(batch)
                           for d, draft in enumerate(request.drafts)), key=lambda entry: entry[1].room_id)
         node, store, store_many = self.node, self.store, self.store_many
+        # The work done and about to commit (PostgreSQL: with the transaction's id): should the
+        # COMMIT go unanswered, `_settle` finds out whether it was stored after all.
+        to_commit: list[tuple[int | None, list[Stored | Exception]]] = []
+        txid_of = None if node.database.is_sqlite else transaction_id
+
+        def ready(session: Session, outcomes: list[Stored | Exception]) -> list[Stored | Exception]:
+            to_commit.append((txid_of(session) if txid_of is not None else None, outcomes))
+            return outcomes
 
         def together(session: Session) -> list[Stored | Exception]:
             try:
                 # A refusal is an outcome (decided before any write): the others stand.
-                return list(store_many(node, session, [(sender, draft) for sender, draft, _, _ in entries]))
+                stored: list[Stored | Exception] = list(
+                    store_many(node, session, [(sender, draft) for sender, draft, _, _ in entries]))
             except Exception as exc:  # something broke the transaction: start over, draft by draft
                 if is_unavailable(exc):
                     raise  # no draft's fault: the gateway makes it DatabaseUnavailable for all
                 raise _DraftFailed from exc
+            return ready(session, stored)
 
         def each_in_a_savepoint(session: Session) -> list[Stored | Exception]:
             # The slow path, taken only after an unexpected failure: a savepoint per draft undoes
@@ -260,7 +276,7 @@ class SendCommitter:
                 else:
                     savepoint.commit()
                     outcomes.append(outcome)
-            return outcomes
+            return ready(session, outcomes)
 
         started = trio.current_time()
         try:
@@ -269,6 +285,9 @@ class SendCommitter:
             except _DraftFailed:
                 stored = await self.node.database.write(each_in_a_savepoint)
         except ApiError as exc:  # the transaction as a whole was refused, or the database is down
+            if isinstance(exc, DatabaseUnavailable) and to_commit and await self._settle(to_commit[-1][0]):
+                self._committed(batch, entries, to_commit[-1][1], trio.current_time() - started)
+                return
             for request in batch:
                 request.fail(exc)
             return
@@ -278,6 +297,27 @@ class SendCommitter:
                 request.fail(exc)
             return
         self._committed(batch, entries, stored, trio.current_time() - started)
+
+    async def _settle(self, txid: int | None) -> bool:
+        """Whether a transaction whose COMMIT went unanswered was stored (PostgreSQL, by its id), asking
+        for up to `_SETTLE_S` while the database is out of reach; False when it was not, or when
+        that is still unknown by then (its senders are told to try again: a client_id makes that safe).
+        """
+        if txid is None:
+            return False  # SQLite: a COMMIT that fails has not committed
+        deadline = trio.current_time() + _SETTLE_S
+        while True:
+            try:
+                status = await self.node.database.read(commit_status, txid)
+            except DatabaseUnavailable:
+                status = None
+            if status == "committed" or status == "aborted":
+                log_event(log, "send.commit_settled", logging.WARNING, txid=txid, status=status)
+                return status == "committed"
+            if trio.current_time() >= deadline:
+                log_event(log, "send.commit_in_doubt", logging.ERROR, txid=txid)
+                return False
+            await trio.sleep(_SETTLE_RETRY_S)
 
     def _committed(self, batch: list[SendRequest], entries: list[tuple[UserSnapshot, Draft, int, int]],
                    stored: list[Stored | Exception], took_s: float) -> None:

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from roomcast.errors import NotFound
 from roomcast.services import messaging, send_store
 from roomcast.storage.bots import RoomBot
+from roomcast.storage.commit_status import transaction_id
 from roomcast.storage.driver_rows import pg_execute_together
 from roomcast.storage.models import Bot, Membership, Room, User, Webhook, WebhookDelivery
 from roomcast.storage.rooms import LockedForSends, lock_for_sends
@@ -99,6 +100,19 @@ async def test_a_batch_reads_its_locks_and_targets_together_as_each_read_alone(n
                                a: []}  # tenant t's room: none of its bots for tenant u
     assert await node.database.write(lambda session: read_for_sends(session, set(), set(), {})) == (
         LockedForSends({}, set(), set()), {})
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"])
+async def test_the_transaction_id_comes_along_with_a_batch_s_reads(node: Any) -> None:
+    """What settles a COMMIT that goes unanswered (commit_status.py) costs no round trip of its own."""
+
+    def read_then_ask(session: Session) -> tuple[object, int, int]:
+        read_for_sends(session, set(), set(), {})
+        remembered = session.info.get("roomcast_txid")  # taken along: transaction_id asks nothing more
+        return remembered, transaction_id(session), int(session.execute(text("SELECT txid_current()")).scalar_one())
+
+    remembered, taken, current = await node.database.write(read_then_ask)
+    assert remembered == taken == current
 
 
 @pytest.mark.parametrize("db_backend", ["postgresql"])
