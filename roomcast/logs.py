@@ -108,10 +108,18 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+def _reported_by_roomcast(record: logging.LogRecord) -> bool:
+    """False for coredis's traceback of each failed connection attempt: during a Redis outage that is
+    one per reconnect try, while roomcast reports the outage once (dependency.unavailable, with the
+    error) and its end once."""
+    return not (record.name.startswith("coredis") and record.msg == "Connection attempt failed unexpectedly!")
+
+
 def configure_logging(log_format: str = "json", level: str = "info") -> None:
     """Send roomcast's logs (and the libraries') to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
+    handler.addFilter(_reported_by_roomcast)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -30,6 +30,20 @@ def test_the_redis_clients_retry_lines_are_not_logged_at_info(restored_logging: 
     assert logging.getLogger("coredis").getEffectiveLevel() == expected
 
 
+def test_coredis_s_traceback_for_each_failed_connection_attempt_is_left_out(
+        restored_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """roomcast reports a Redis outage once (dependency.unavailable); coredis would add a traceback per try."""
+    configure_logging("json", "info")
+    library = logging.getLogger("coredis")  # the logger coredis logs it on
+    try:
+        raise ConnectionRefusedError("connection refused")
+    except ConnectionRefusedError:
+        library.exception("Connection attempt failed unexpectedly!")
+    library.error("something else went wrong")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == ["something else went wrong"]
+
+
 def _record(exc: BaseException | None = None) -> logging.LogRecord:
     logger = logging.getLogger("roomcast.test")
     exc_info = (type(exc), exc, exc.__traceback__) if exc else None
