@@ -8,12 +8,19 @@ hub does) and by tenant and role, so it finds the sessions a notice is for witho
 others: a broadcast to one role of a tenant costs one step per matching session. One stream for
 all users costs less than a stream, a reader slot and an actor per connected user. Notices are
 not stored: a node that was away misses them, as a session that was not connected would.
+
+A notice may name the room membership change it tells of (`membership`: the room and the change's
+version, the seq it took). Changes are published by several nodes' announcers, not in the order
+they committed: the hub delivers one to a user only if it is newer than the last of that room it
+delivered to them (remembered for the last `MEMBERSHIP_KEPT` (user, room) pairs), so a
+`room_removed` is never followed by the `room_added` of an older change.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -102,6 +109,10 @@ class _Placement:
 class NoticesHub:
     """This node's end of the notices stream, and the index of its sessions by user, tenant and role."""
 
+    # Membership notices come out of order only by an announcer's delay (milliseconds, a database read):
+    # the recent pairs are enough, and the memory stays bounded.
+    MEMBERSHIP_KEPT = 65_536
+
     def __init__(self, backend: StreamBackend, reader: StreamReader, mailbox_size: int = 256) -> None:
         self.backend = backend
         self.reader = reader
@@ -113,6 +124,7 @@ class NoticesHub:
         self.failed = 0
         self._epoch = 0
         self._watchers: list[Watcher] = []
+        self._membership: OrderedDict[tuple[int, int], int] = OrderedDict()  # (user, room) -> last version delivered
         self.actor = Actor("notices", self.run, mailbox_size=mailbox_size, describe_extra=self.describe)
 
     def watch(self, watcher: Watcher) -> None:
@@ -152,13 +164,18 @@ class NoticesHub:
     def sessions_of(self, user_id: int) -> int:
         return members.count(self._sessions, user_id)
 
-    async def publish(self, to: Iterable[int] | Audience, event: JsonObject) -> None:
-        """Send `event` to every session of these users (or of this audience), on every node.
+    async def publish(self, to: Iterable[int] | Audience, event: JsonObject, *,
+                      membership: tuple[int, int] | None = None) -> None:
+        """Send `event` to every session of these users (or of this audience), on every node; with
+        `membership` (room id, version), only to those not told of a later change of that room.
 
         Raises StreamUnavailable when the stream backend is down (nothing was sent).
         """
         audience = to if isinstance(to, Audience) else Audience(tuple(to))
-        await self.backend.append([Append(NOTICES_STREAM, encode({**audience.to_wire(), "event": event}))])
+        notice = {**audience.to_wire(), "event": event}
+        if membership is not None:
+            notice["membership"] = list(membership)
+        await self.backend.append([Append(NOTICES_STREAM, encode(notice))])
 
     def recipients(self, audience: Audience) -> Iterator[Recipient]:
         """This node's sessions in `audience`, each once; cost: one step per session found (and per user id)."""
@@ -208,6 +225,10 @@ class NoticesHub:
             audience, event = Audience.from_wire(notice), notice["event"]
             if not isinstance(event, dict):
                 raise TypeError("event is not an object")
+            membership = notice.get("membership")
+            if membership is not None:
+                room_id, version = _ints(membership)
+                audience = Audience(self._newer(audience.user_ids, room_id, version))
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # written by a node of another version, say
             log_event(log, "notices.unreadable", logging.WARNING, error=repr(exc))
             return
@@ -222,6 +243,20 @@ class NoticesHub:
                 self.failed += 1
                 log_event(log, "notices.recipient_failed", logging.WARNING, error_type=type(exc).__name__,
                           error=str(exc))
+
+    def _newer(self, user_ids: Iterable[int], room_id: int, version: int) -> tuple[int, ...]:
+        """Those users not yet told of a change of the room at `version` or later; remembered as told."""
+        newer = []
+        for user_id in user_ids:
+            key = (user_id, room_id)
+            if self._membership.get(key, -1) >= version:
+                continue
+            newer.append(user_id)
+            self._membership[key] = version
+            self._membership.move_to_end(key)
+            if len(self._membership) > self.MEMBERSHIP_KEPT:
+                self._membership.popitem(last=False)
+        return tuple(newer)
 
     def describe(self) -> JsonObject:
         return {"users": len(self._sessions), "sessions": len(self._placements),

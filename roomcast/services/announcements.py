@@ -6,6 +6,12 @@ committed, hands the changes to the announcer actor, which publishes
 `room_added` (with the room as that user sees it) and `room_removed` on the
 node's notices hub, which reaches the user's sessions on every node. The announcer
 starts on the first change to announce (`ActorSystem.ensure`).
+
+Announcers of different nodes (and changes that commit at once on one node) publish in no
+particular order, so each change carries its place among the room's changes (`version`: the
+seq its transaction took, with the room's row locked) and the hub drops one that arrives
+after a later change of the same user and room (`NoticesHub`): a user removed just after
+being added never ends up with room_removed, then room_added.
 """
 
 from __future__ import annotations
@@ -25,11 +31,16 @@ from ..logs import log_event
 from ..node import Node
 from ..storage.rooms import room_row
 from ..storage.users import get_user
+from ..wire import MAX_ID
 
 log = logging.getLogger("roomcast.announcements")
 T = TypeVar("T")
 
 _NOTES = "roomcast_membership"
+
+# The versions of a room's creation (its seq is then 0) and of its deletion, which comes after everything.
+CREATED = 0
+DELETED = MAX_ID
 
 
 @dataclass(frozen=True)
@@ -37,11 +48,14 @@ class MembershipChange:
     room_id: int
     added: tuple[int, ...]
     removed: tuple[int, ...]
+    version: int | None = None  # the room's seq taken by the change; None: not ordered against others
 
 
-def note_membership(session: Session, room_id: int, *, added: Iterable[int] = (), removed: Iterable[int] = ()) -> None:
-    """Record, inside the transaction, that these users joined or left the room."""
-    change = MembershipChange(room_id, tuple(added), tuple(removed))
+def note_membership(session: Session, room_id: int, *, version: int, added: Iterable[int] = (),
+                    removed: Iterable[int] = ()) -> None:
+    """Record, inside the transaction, that these users joined or left the room with the change
+    that took seq `version` (`CREATED`, `DELETED`)."""
+    change = MembershipChange(room_id, tuple(added), tuple(removed), version)
     if change.added or change.removed:
         session.info.setdefault(_NOTES, []).append(change)
 
@@ -104,5 +118,6 @@ class Announcer:
                                           "announcer.waiting", room=change.room_id)
             events += [(uid, {"type": "room_added", "room": view}) for uid, view in rooms.items()]
         for user_id, event in events:
-            publish = partial(self.node.notices.publish, [user_id], event)
+            order = None if change.version is None else (change.room_id, change.version)
+            publish = partial(self.node.notices.publish, [user_id], event, membership=order)
             await until_available(publish, self.retry, log, "announcer.waiting", room=change.room_id)

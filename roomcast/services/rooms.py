@@ -32,7 +32,7 @@ from ..storage.users import UserSnapshot
 from ..timestamps import utcnow
 from ..wire import member_to_wire, message_to_wire, room_to_wire, room_updated_event
 from .access import is_admin, open_room
-from .announcements import note_membership, write_and_announce
+from .announcements import CREATED, DELETED, note_membership, write_and_announce
 from .text import check_external_ref, check_room_name, require_storable
 from .webhook_events import enqueue
 
@@ -79,6 +79,7 @@ def _record_room_update(node: Node, session: Session, room: Room, changes: dict[
     seq = take_next_seq(session, room.id)
     append_event(session, room_updated_event(room.id, seq, changes))
     added, removed = changes.get("added", []), changes.get("removed", [])
+    note_membership(session, room.id, version=seq, added=added, removed=removed)
     roles = {member["id"]: member["room_role"] for member in changes.get("members", [])}
     for user_id in added:
         enqueue(node, session, room.tenant, "member.added", room.id, seq, user=user_id, room_role=roles.get(user_id))
@@ -151,7 +152,6 @@ def _membership_changes(session: Session, room_id: int, *, added: Sequence[int] 
     """`room_updated` changes for a membership change: the whole new member list (`members`, as in
     the room object), and the ids of who came (`added`) and went (`removed`), when any did."""
     session.flush()
-    note_membership(session, room_id, added=added, removed=removed)
     changes: dict[str, Any] = {"members": _member_list(session, room_id)}
     if added:
         changes["added"] = list(added)
@@ -214,7 +214,7 @@ async def open_direct_room(node: Node, caller: UserSnapshot, other_id: int) -> t
                                {caller.id: "member", other.id: "member"})
             created = room is not None
             if room is not None:
-                note_membership(session, room.id, added=[caller.id, other.id])
+                note_membership(session, room.id, version=CREATED, added=[caller.id, other.id])
                 _record_room_created(node, session, room, {caller.id: "member", other.id: "member"})
             # None: a concurrent request made the pair's room first; it is the one to return.
             room = room or find_direct_room(session, caller.tenant, key)
@@ -236,7 +236,7 @@ async def create_group_room(node: Node, caller: UserSnapshot, *, kind: str, name
         members = dict.fromkeys(others, "member") | {caller.id: "owner"}
         room = insert_room(session, _new_room(caller.tenant, kind, name=name, topic=topic), members)
         assert room is not None, "a group room has no unique key to collide on"
-        note_membership(session, room.id, added=members)
+        note_membership(session, room.id, version=CREATED, added=members)
         _record_room_created(node, session, room, members)
         return room_view(session, caller, room.id)
 
@@ -353,7 +353,7 @@ async def provision_room(node: Node, caller: UserSnapshot, external_ref: str, *,
             fresh = _new_room(caller.tenant, kind, name=name, topic=topic or "",
                               is_active=True if is_active is None else is_active, external_ref=external_ref)
             if insert_room(session, fresh, members) is not None:
-                note_membership(session, fresh.id, added=members)
+                note_membership(session, fresh.id, version=CREATED, added=members)
                 _record_room_created(node, session, fresh, members)
                 return room_view(session, caller, fresh.id), True, False
             # A concurrent PUT of the same reference created it first: update that room instead.
@@ -384,7 +384,7 @@ async def unprovision_room(node: Node, caller: UserSnapshot, external_ref: str) 
         room = find_room_by_ref(session, caller.tenant, external_ref, lock=True)
         if room is None:
             raise NotFound("no room has that reference")
-        note_membership(session, room.id, removed=room_memberships(session, room.id))
+        note_membership(session, room.id, version=DELETED, removed=room_memberships(session, room.id))
         enqueue(node, session, room.tenant, "room.deleted", room.id, external_ref=room.external_ref)
         delete_room(session, room.id)
 
