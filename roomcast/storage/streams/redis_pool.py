@@ -9,9 +9,22 @@ included, waited forever for a connection and the node never recovered from the 
 
 from __future__ import annotations
 
-from coredis._concurrency import QueueFull
+from typing import TypeVar
+
+from coredis._concurrency import Queue, QueueFull
 from coredis.connection import ClusterConnection, TCPConnection
 from coredis.pool import ClusterConnectionPool, ConnectionPool
+
+C = TypeVar("C", TCPConnection, ClusterConnection)
+
+
+def _leave_an_empty_slot(slots: Queue[C]) -> None:
+    """A dead connection released: not put back, and not in the pool when it died (coredis only
+    refills a slot for those), so an empty slot takes its place and the next command connects afresh."""
+    try:
+        slots.append_nowait(None)
+    except QueueFull:
+        pass
 
 
 class SlotKeepingPool(ConnectionPool[TCPConnection]):
@@ -20,14 +33,8 @@ class SlotKeepingPool(ConnectionPool[TCPConnection]):
     def release(self, connection: TCPConnection) -> None:
         usable = connection.usable
         super().release(connection)
-        if usable:
-            return
-        # Not put back, and not in the pool when it died (coredis only refills a slot for those):
-        # an empty slot in its place, so that the next command connects afresh.
-        try:
-            self._available_connections.append_nowait(None)
-        except QueueFull:
-            pass
+        if not usable:
+            _leave_an_empty_slot(self._available_connections)
 
 
 class SlotKeepingClusterPool(ClusterConnectionPool):
@@ -37,9 +44,5 @@ class SlotKeepingClusterPool(ClusterConnectionPool):
     def release(self, connection: ClusterConnection) -> None:
         usable = connection.usable
         super().release(connection)
-        if usable:
-            return
-        try:
-            self._node_pool(connection.location).append_nowait(None)
-        except QueueFull:
-            pass
+        if not usable:
+            _leave_an_empty_slot(self._node_pool(connection.location))
