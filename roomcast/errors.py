@@ -64,6 +64,9 @@ class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
     def __init__(self, retry_after_s: float, message: str = "too many requests; slow down") -> None:
+        # A wait under a millisecond rounds to 0 at the callers: "retry after 0" would invite an
+        # instant retry that is refused again, so a refusal always asks for at least 1 ms.
+        retry_after_s = max(retry_after_s, 0.001)
         seconds = max(1, int(retry_after_s + 0.999))
         super().__init__(message, details={"retry_after": retry_after_s}, headers={"Retry-After": str(seconds)})
         self.retry_after_s = retry_after_s

@@ -31,6 +31,18 @@ async def test_burst_then_refusal_then_refill(autojump_clock: trio.testing.MockC
         limiter.check("alice")
 
 
+async def test_a_refusal_just_before_the_refill_never_says_retry_after_zero(
+        autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(rate_per_s=1, burst=1)
+    limiter.check("alice")
+    await trio.sleep(0.9999)  # the next token is 0.1 ms away: rounded to the millisecond, 0
+    with pytest.raises(RateLimited) as caught:
+        limiter.check("alice")
+    assert caught.value.retry_after_s > 0
+    assert caught.value.details == {"retry_after": caught.value.retry_after_s}
+    assert caught.value.headers["Retry-After"] == "1"
+
+
 async def test_users_have_their_own_buckets(autojump_clock: trio.testing.MockClock) -> None:
     limiter = RateLimiter(rate_per_s=1, burst=1)
     limiter.check("alice")
