@@ -27,6 +27,7 @@ from .node import Node, open_node
 from .preflight import check_all, check_tokens
 from .server import bind_sockets, run_server
 from .services import admin_users
+from .services.text import new_username_problem
 from .storage import backup as sqlite_backup
 from .storage.database import create_database_engine
 from .storage.migrate import upgrade
@@ -95,6 +96,8 @@ def _migrate(settings: Settings) -> None:
 
 
 def _create_user(settings: Settings, args: argparse.Namespace) -> None:
+    if (problem := new_username_problem(args.username)) is not None:
+        raise SystemExit(f"run.py create-user: the username {problem}")
     engine = create_database_engine(settings.resolved_database_url)
     upgrade(engine)
 

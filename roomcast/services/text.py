@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from ..errors import BadRequest
 
 MAX_CLIENT_ID_CHARS = 64
 MAX_ATTACHMENTS = 10
 MAX_EXTERNAL_REF_CHARS = 255
+MAX_USERNAME_CHARS = 64
 
 
 def text_problem(text: str) -> str | None:
@@ -37,6 +40,20 @@ def check_body(body: str, max_chars: int, *, has_attachments: bool) -> None:
                          details={"field": "body", "max_chars": max_chars})
     if not body.strip() and not has_attachments:
         raise BadRequest("the message body is empty", code="empty_body")
+
+
+def new_username_problem(username: str) -> str | None:
+    """Why `username` cannot be a new user's name, or None if it can: 1 to 64 characters, none of them
+    invisible (Unicode's separators and "other" classes), so that no name can pass for another's.
+
+    The rule of REST's `NewUsername` schema (its pattern `^[^\\p{C}\\p{Z}]+$`), for callers without one.
+    """
+    if not 1 <= len(username) <= MAX_USERNAME_CHARS:
+        return f"must be 1 to {MAX_USERNAME_CHARS} characters"
+    for char in username:
+        if unicodedata.category(char)[0] in "CZ":
+            return f"must not contain U+{ord(char):04X} (spaces, control and other invisible characters)"
+    return None
 
 
 def check_room_name(name: str) -> None:

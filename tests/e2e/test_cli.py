@@ -96,6 +96,13 @@ def test_duplicate_user_and_unknown_user_fail_clearly(tmp_path: Path) -> None:
     assert missing.returncode != 0 and "nobody" in missing.stderr
 
 
+@pytest.mark.parametrize("name", ["ann smith", "ann\u200bsmith", "\u202eadmin", "a" * 65, ""])
+def test_create_user_refuses_a_name_rest_refuses(tmp_path: Path, name: str) -> None:
+    """POST /api/users refuses invisible characters and names over 64 characters; the CLI took them."""
+    result = run_cli(tmp_path, "create-user", name)
+    assert result.returncode == 1 and "username must" in result.stderr
+
+
 def test_bad_settings_stop_start_up_naming_the_key(tmp_path: Path) -> None:
     env = cli_env(tmp_path) | {"ROOMCAST_PORT": "eighty"}
     result = subprocess.run([sys.executable, str(ROOT / "run.py"), "serve"], env=env, capture_output=True,

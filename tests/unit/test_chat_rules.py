@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from roomcast.errors import BadRequest
 from roomcast.http.pagination import decode_keyset, encode_keyset
-from roomcast.services.text import check_attachment_ids, check_body, check_client_id, text_problem
+from roomcast.http.schemas import NewUsername
+from roomcast.services.text import check_attachment_ids, check_body, check_client_id, new_username_problem, text_problem
 
 
 def test_keyset_cursors_round_trip_and_refuse_forgeries() -> None:
@@ -47,3 +49,19 @@ def test_client_id_and_attachment_rules() -> None:
     for too_many in (list(range(1, 12)), [1] * 11):  # repeats count, as REST's schema counts them
         with pytest.raises(BadRequest):
             check_attachment_ids(too_many)
+
+
+@pytest.mark.parametrize("name", ["ann", "Ann.O'Neil-2", "żółw", "用户", "😀", "a" * 64, "a" * 65, "", "a b",
+                                  "a\u00a0b", "a\u200bb", "\u202eab", "a\tb", "a\x7fb", "\ue000", "a\u2028b",
+                                  "\U000e0001", "a\u0378b"])
+def test_new_username_problem_is_the_schema_rule(name: str) -> None:
+    """The CLI's check and REST's NewUsername pattern agree."""
+    class Form(BaseModel):
+        username: NewUsername
+
+    try:
+        Form(username=name)
+        schema_accepts = True
+    except ValidationError:
+        schema_accepts = False
+    assert (new_username_problem(name) is None) is schema_accepts
