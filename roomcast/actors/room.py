@@ -43,6 +43,7 @@ from ..storage.streams import StreamUnavailable
 from .actor import Actor, ActorContext, Restart
 from .backoff import Backoff, until_available
 from .presence_fold import PresenceFold, is_presence_record
+from .read_order import ReadOrder
 from .stream_reader import Resync, StreamBatch, StreamReader
 
 log = logging.getLogger("roomcast.actors.room")
@@ -202,6 +203,7 @@ class RoomActor:
         self.presence_window_s = presence_window_s
         self._presence = PresenceFold(room_id, presence_diff_limit)
         self._presence_due = math.inf
+        self._reads = ReadOrder()  # drops a user's `read` that another node's overtook on the stream
         # Subscribes received, not yet attached: a join storm must not hold the room's events back.
         self._joining: deque[Subscribe] = deque()
         self._backfilling: trio.Event | None = None  # set when the running read into `recent` is done
@@ -465,6 +467,8 @@ class RoomActor:
     # ------------------------------------------------------------------ transient events
 
     def _fan_out(self, data: bytes, origin: str | None = None) -> None:
+        if self._reads.stale(data):
+            return
         targets = [s for s in self.subscriptions.values() if origin is None or s.subscriber.session_id != origin]
         self.deliveries += len(targets)
         overflowed = [s for s in targets if not self._push(s, data)]

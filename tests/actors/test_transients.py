@@ -66,3 +66,22 @@ async def test_a_backend_that_is_down_fails_every_event_of_the_append_and_the_ne
     await subscriber.wait_for(1)
     assert [event["user"] for event in subscriber.events] == [99]
     assert node.actors.transients.describe() == {"appends": 1, "published": 1}
+
+
+async def test_a_users_read_events_reach_subscribers_in_pointer_order(
+        autojump_clock: trio.testing.MockClock, node: Node) -> None:
+    """Two reads of one user taken on two nodes reach the stream in either order; a read event behind
+    one already passed on (6, then 4) used to go out too, leaving subscribers showing 4."""
+    [room] = await create_rooms(node)
+    subscriber = Recorder()
+    await node.rooms.subscribe(room, subscriber)
+
+    def read(user: int, seq: int) -> dict[str, object]:
+        return {"type": "read", "room": room, "user": {"id": user, "username": f"u{user}"}, "seq": seq}
+
+    for event in (read(1, 6), read(1, 4), read(2, 3), read(1, 6), read(2, 5), read(1, 7)):
+        await node.rooms.publish_transient(room, event)
+    await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 1, "state": True})
+    await subscriber.wait_for(5)
+    assert [(event["type"], event.get("seq")) for event in subscriber.events] == [
+        ("read", 6), ("read", 3), ("read", 5), ("read", 7), ("typing", None)]
