@@ -218,7 +218,7 @@ class WebhookDelivery:
         async for _ in ctx.mailbox:
             self._wake.set()
 
-    async def _claim(self, free: int) -> list[tuple[ClaimedDelivery, Target | None]]:
+    async def _claim(self, free: int) -> list[tuple[ClaimedDelivery, Target | str]]:
         """Lease up to `free` due deliveries, at most the per-target bound of each target."""
         now = utcnow()
         cap = self.settings.webhook_target_concurrency
@@ -245,8 +245,8 @@ class WebhookDelivery:
         held, webhooks, bots = await self.node.database.write(work)
         return [(delivery, self._target(delivery, webhooks, bots)) for delivery in held]
 
-    def _target(self, delivery: ClaimedDelivery, webhooks: dict[int, Webhook], bots: dict[int, Bot]) -> Target | None:
-        """Where the delivery goes now, or None if its target no longer exists (or is a disabled bot).
+    def _target(self, delivery: ClaimedDelivery, webhooks: dict[int, Webhook], bots: dict[int, Bot]) -> Target | str:
+        """Where the delivery goes now, or why it goes nowhere (its target no longer exists, or is a disabled bot).
 
         One place per kind of target key.
         """
@@ -254,17 +254,19 @@ class WebhookDelivery:
         if kind == "config":
             targets = config_targets(self.settings)
             index = int(ident) if ident.isdigit() else -1
-            return targets[index] if 0 <= index < len(targets) else None
-        if kind == "api" and delivery.webhook_id in webhooks:
+            if 0 <= index < len(targets):
+                return targets[index]
+        elif kind == "api" and delivery.webhook_id in webhooks:
             return api_target(webhooks[delivery.webhook_id])
-        if kind == "bot" and ident.isdigit() and int(ident) in bots and bots[int(ident)].active:
-            return bot_target(bots[int(ident)], "")
-        return None
+        elif kind == "bot" and ident.isdigit() and int(ident) in bots:
+            bot = bots[int(ident)]
+            return bot_target(bot, "") if bot.active else "the bot is disabled"
+        return "the target no longer exists"
 
-    async def _attempt(self, client: httpx.AsyncClient, delivery: ClaimedDelivery, target: Target | None) -> None:
+    async def _attempt(self, client: httpx.AsyncClient, delivery: ClaimedDelivery, target: Target | str) -> None:
         try:
-            if target is None:
-                answer = Answer(error="the target no longer exists")
+            if isinstance(target, str):
+                answer = Answer(error=target)
                 values = self._outcome(delivery, answer, final=True)
             else:
                 answer = await self._post(client, delivery, target)

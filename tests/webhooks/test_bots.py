@@ -273,6 +273,25 @@ async def test_an_inactive_or_deleted_bot_is_sent_nothing(node: Node, client: An
     assert len(receiver.requests) == 1
 
 
+async def test_a_delivery_pending_when_its_bot_is_paused_ends_dead_saying_so(
+        client: Any, users: Any, receiver: Receiver, nursery: trio.Nursery) -> None:
+    """It was dead with "the target no longer exists", though the bot was there, only paused."""
+    receiver.reply = lambda request: Reply(status=500)
+    await receiver.start(nursery)
+    admin, ann = await users.create("admin"), await users.create("member")
+    bot = AsBot(await make_bot(client, admin, receiver, "all"))
+    room = await make_group(client, ann, [bot])
+    await send(client, ann, room["id"], "are you there?")
+    await eventually(lambda: len(receiver.requests) >= 1)  # failed once: pending, to be tried again
+    await body_of(await client.patch(f"/api/bots/{bot.id}", headers=admin.headers, json={"active": False}), 200)
+
+    async def dead() -> list[dict[str, Any]]:
+        return [d for d in await deliveries(client, admin, bot.id) if d["status"] == "dead"]
+
+    await eventually(dead)
+    assert [d["last_error"] for d in await dead()] == ["the bot is disabled"]
+
+
 async def test_a_bot_token_works_over_rest_and_ws(node: Node, client: Any, users: Any, receiver: Receiver,
                                                   live_server: str) -> None:
     admin, ann = await users.create("admin"), await users.create("member")
