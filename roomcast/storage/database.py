@@ -18,6 +18,7 @@ may go there; which reads it may serve, and how fresh it must be, is replica.py'
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -233,6 +234,9 @@ class Database:
         # load some wait seconds, past busy_timeout even. Queueing them here, first come
         # first served, hands the lock straight on.
         self._sqlite_writers = trio.Lock()
+        # Probes (`ping`) given up on whose statement has not returned; changed by worker threads too.
+        self._stuck_probes = 0
+        self._probe_lock = threading.Lock()
         self._writer_engine = _sqlite_writer(engine) if self.is_sqlite else engine
         # Made once: an engine with options is a new object per call, on every write.
         self._writer_bind = (self._writer_engine.execution_options(sqlite_immediate=True) if self.is_sqlite
@@ -336,14 +340,44 @@ class Database:
                 result = work(session, *args)
             return result, session.info.pop(_ON_COMMIT, [])
 
+    @property
+    def stuck_probes(self) -> int:
+        """Probes (`ping`) given up on whose thread still waits for the database."""
+        return self._stuck_probes
+
     async def ping(self) -> None:
         """Raise DatabaseUnavailable if the database cannot be reached.
 
         A caller that gives up (/readyz, after 2 s) does not wait for the thread: where the network
-        drops every packet, the statement waits until TCP gives up, many minutes later; the thread
-        is left to end then, holding its connection meanwhile.
+        drops every packet, the statement waits until TCP gives up (`tcp_user_timeout`), and where
+        the server takes packets but never answers (stopped, say), until it answers; the thread is
+        left to end then, holding its connection and a worker slot meanwhile. While such a probe
+        has not returned, the next ones answer at once without a thread of their own: a probe
+        every second must not take every slot of an outage's length.
         """
-        await self._run(lambda session: session.execute(text("SELECT 1")), (), False, abandon_on_cancel=True)
+        with self._probe_lock:
+            if self._stuck_probes:
+                raise DatabaseUnavailable("the database has not answered an earlier probe yet")
+        returned = abandoned = False
+
+        def probe(session: Session) -> None:
+            nonlocal returned
+            try:
+                session.execute(text("SELECT 1"))
+            finally:  # in the worker thread, whenever the statement ends
+                with self._probe_lock:
+                    returned = True
+                    if abandoned:
+                        self._stuck_probes -= 1
+
+        try:
+            await self._run(probe, (), False, abandon_on_cancel=True)
+        except trio.Cancelled:
+            with self._probe_lock:
+                if not returned:
+                    abandoned = True
+                    self._stuck_probes += 1
+            raise
 
     async def aclose(self) -> None:
         for engine in self.engines:

@@ -7,6 +7,7 @@ import httpx
 import pytest
 import trio
 
+from roomcast.node import Node
 from tests.helpers import eventually
 
 from .outage_fixtures import database_url, db_backend, pg_proxy, redis_proxy, settings_overrides
@@ -19,17 +20,23 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 @pytest.mark.parametrize("dependency", ["database", "streams"])
 async def test_readyz_names_a_blackholed_dependency_within_its_probe_timeout(
-        dependency: str, live_server: str, pg_proxy: TcpProxy, redis_proxy: TcpProxy) -> None:
+        dependency: str, live_server: str, node: Node, pg_proxy: TcpProxy, redis_proxy: TcpProxy) -> None:
     proxy = pg_proxy if dependency == "database" else redis_proxy
     async with httpx.AsyncClient(base_url=live_server, timeout=30) as http:
         assert (await http.get("/readyz")).status_code == 200
         proxy.blackhole()
         try:
-            for _ in range(2):  # the second: while the first one's probe may still be stuck
+            held: list[int] = []  # worker slots held after each probe
+            for _ in range(4):  # the next ones: while the first one's probe may still be stuck
                 with trio.fail_after(4):  # each probe has 2 s; a probe that waits for the dependency hangs here
                     response = await http.get("/readyz")
                 assert response.status_code == 503, response.text
                 assert response.json()["error"]["details"]["checks"][dependency] == "unavailable"
+                held.append(node.database.limiter.borrowed_tokens)
+            # Each database probe left its thread waiting on the network, holding a connection and a
+            # worker slot: a probe every second took them all within an outage. One stays stuck now.
+            assert node.database.stuck_probes == (1 if dependency == "database" else 0)
+            assert held[-1] - held[0] < 3, held  # not one more per probe
         finally:
             proxy.restore()  # before the node stops: its shutdown would wait for what is held
 
