@@ -43,6 +43,7 @@ from .request_head import RequestHead, parse_request_head
 from .routes.messages import SEND_RULE, send_as
 from .routes.metrics import count_request
 from .validation import as_model, is_json, json_value
+from .ws.connection import read_now
 
 log = logging.getLogger("roomcast.access")
 
@@ -87,6 +88,16 @@ class FastSends:
             fixed.insert(0, ("vary", "Origin"))  # what quart_cors adds to an answer to a request without Origin
         self._fixed = "".join(f"{name}: {value}\r\n" for name, value in fixed).encode("latin-1")
         self.answered = 0  # requests answered here (not handed to Hypercorn)
+        self._headers_second = -1  # the second `_headers` was made in: their date changes once a second
+        self._headers = b""
+
+    def _server_headers(self) -> bytes:
+        """Hypercorn's own response headers (date, server), made once a second rather than per answer."""
+        second = int(time.time())
+        if second != self._headers_second:
+            self._headers = b"".join(b"%s: %s\r\n" % pair for pair in self.config.response_headers("h11"))
+            self._headers_second = second
+        return self._headers
 
     def wants(self, head: bytes) -> bool:
         return head.startswith(b"POST /api/rooms/")
@@ -125,7 +136,7 @@ class FastSends:
         head.extend(f"{name.lower()}: {value}\r\n".encode("latin-1") for name, value in headers.items())
         head.append(self._fixed)
         head.append(b"x-request-id: %s\r\n" % request_id.encode("ascii"))
-        head.extend(b"%s: %s\r\n" % pair for pair in self.config.response_headers("h11"))
+        head.append(self._server_headers())
         if close:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
@@ -172,6 +183,9 @@ class _Connection:
             # A CR or LF, space or control byte cannot start a request line: h11 answers it with a 400
             # and closes at once, without waiting for a head that may never end (a stray CRLF after a body).
             return 0
+        end = self.buffer.find(b"\r\n\r\n")
+        if end >= 0:  # the whole head came with the first bytes, as it mostly does: no timeout to set
+            return end if end <= MAX_HEAD_BYTES else 0
         with trio.move_on_after(HEAD_TIMEOUT_S):
             while (end := self.buffer.find(b"\r\n\r\n")) < 0 and len(self.buffer) < MAX_HEAD_BYTES:
                 chunk = await self.stream.receive_some(_RECEIVE_BYTES)
@@ -184,6 +198,14 @@ class _Connection:
         """Wait for the next request's first bytes, as long as Hypercorn keeps an idle connection."""
         if self.draining.is_set:
             return False
+        # A busy client's next request is often here already: taken without a timeout's cancel scope,
+        # a good part of a send's cost on this path (a checkpoint still lets the others run).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        ready = read_now(self.stream.socket)
+        if ready is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self.buffer = ready
+            return bool(ready)
         with trio.move_on_after(self.sends.config.keep_alive_timeout) as idle:
             self.draining.listen(idle.cancel)
             try:

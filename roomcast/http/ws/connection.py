@@ -108,14 +108,14 @@ class WebSocket:
             stream = self.stream
             if isinstance(stream, trio.SocketStream):
                 await trio.lowlevel.checkpoint_if_cancelled()
-                data = _read_now(stream.socket)
+                data = read_now(stream.socket)
                 if data is None:
                     try:
                         await trio.lowlevel.wait_readable(stream.socket)
                     except (trio.ClosedResourceError, OSError):  # closed here meanwhile
                         data = b""
                     else:
-                        data = _read_now(stream.socket)
+                        data = read_now(stream.socket)
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 if data is None:  # woken without data after all: wait again
@@ -300,7 +300,7 @@ class WebSocket:
             raise trio.BrokenResourceError(str(exc)) from exc
 
 
-def _read_now(sock: trio.socket.SocketType) -> bytes | None:
+def read_now(sock: trio.socket.SocketType) -> bytes | None:
     """What the socket holds now, without waiting: None if nothing, b"" once the peer closed or it broke."""
     try:
         return os.read(sock.fileno(), _RECEIVE_BYTES)
