@@ -38,7 +38,7 @@ import trio
 
 from ..logs import log_event
 from ..storage.database import Database
-from ..storage.outbox import events_after, room_last_seq
+from ..storage.outbox import events_after, room_last_seq, room_last_seqs
 from ..storage.streams import StreamUnavailable
 from .actor import Actor, ActorContext, Restart
 from .backoff import Backoff, until_available
@@ -415,16 +415,21 @@ class RoomActor:
             if len(rows) < _FETCH_CHUNK:
                 break
         if upto is not None and self.last_seq < upto:
-            self._skip_to(upto)
+            self._skip_to(upto, room_deleted=await self._room_deleted())
 
-    def _skip_to(self, seq: int) -> None:
-        """The database lacks events up to `seq` (never expected): go on without them, loudly."""
+    def _skip_to(self, seq: int, *, room_deleted: bool = False) -> None:
+        """The database lacks events up to `seq`: go on without them, loudly unless the room was deleted."""
         assert self.last_seq is not None
         self._flush()  # a run never spans a gap
-        log_event(log, "room.gap_unfilled", logging.ERROR, room=self.room_id, missing_from=self.last_seq + 1,
-                  missing_to=seq)
+        log_event(log, "room.gap_unfilled", logging.INFO if room_deleted else logging.ERROR, room=self.room_id,
+                  missing_from=self.last_seq + 1, missing_to=seq, room_deleted=room_deleted)
         self.last_seq = seq
         self.recent.clear()  # keep it contiguous
+
+    async def _room_deleted(self) -> bool:
+        """Whether the room is gone, its outbox rows with it (ON DELETE CASCADE): then, and only then, a
+        gap in what the database holds is expected (this actor runs on until it idles)."""
+        return self.room_id not in await self._read(room_last_seqs, [self.room_id])
 
     def _accept(self, seq: int, data: bytes) -> None:
         """Take the next stored event (seq == last_seq + 1); `_flush` fans it out."""
@@ -690,10 +695,13 @@ class RoomActor:
         rows = await self._read(events_after, self.room_id, subscription.next_seq - 1, target, _FETCH_CHUNK,
                                 replica=True)
         if not rows and subscription.active:
-            # The database lacks them (never expected): resume where we still can.
+            # The database lacks them (expected only of a deleted room): resume where we still can.
             resume = self.recent[0][0] if self.recent else target + 1
-            log_event(log, "room.replay_gap", logging.ERROR, room=self.room_id,
-                      missing_from=subscription.next_seq, missing_to=resume - 1)
+            room_deleted = await self._room_deleted()
+            if not subscription.active:
+                return []
+            log_event(log, "room.replay_gap", logging.INFO if room_deleted else logging.ERROR, room=self.room_id,
+                      missing_from=subscription.next_seq, missing_to=resume - 1, room_deleted=room_deleted)
             subscription.next_seq = resume
         return [(row.seq, row.payload.encode()) for row in rows if row.seq >= subscription.next_seq]
 

@@ -7,17 +7,22 @@ included), so timeouts below are in virtual seconds and generous.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
 from roomcast.actors import room as room_module
 from roomcast.actors.room import RoomActor, Subscribe
 from roomcast.actors.stream_reader import StreamBatch
 from roomcast.config import Settings
 from roomcast.node import Node
+from roomcast.storage.models import OutboxEvent
+from roomcast.storage.rooms import delete_room
 from roomcast.storage.streams import STREAM_START, Append, StreamEntry
 from roomcast.wire import encode
 
@@ -447,3 +452,41 @@ async def test_a_room_actor_that_crashes_and_restarts_neither_loses_nor_duplicat
     crashed = lifecycle.lines("actor.crashed", path=path)
     assert len(crashed) == 2 and crashed[0]["restart_in_s"] is not None
     assert lifecycle.lines("actor.restarting", path=path)
+
+
+@pytest.mark.parametrize("lost", ["room-deleted", "rows-missing"])
+async def test_events_the_database_lacks_are_an_error_unless_the_room_was_deleted(
+        autojump_clock: trio.testing.MockClock, node: Node, lifecycle: Lifecycle, lost: str) -> None:
+    """A room deleted while its actor runs takes its outbox rows along: a replay or a gap fill
+    finds nothing, as expected (INFO); a room that exists and lacks them is a fault (ERROR)."""
+    [room] = await create_rooms(node)
+    node.rooms.replay_buffer = 2  # `recent` holds seqs 4-5 only: a replay from seq 1 reads the database
+    alice = Recorder()
+    await node.rooms.subscribe(room, alice)
+    await commit_events(node, room, 5)
+    await alice.wait_for(5)
+
+    def lose(session: Session) -> None:
+        if lost == "room-deleted":
+            delete_room(session, room)  # its actor runs on until it idles
+        else:
+            session.execute(delete(OutboxEvent).where(OutboxEvent.room_id == room))
+
+    await node.database.write(lose)
+    bob = Recorder()
+    assert await node.rooms.subscribe(room, bob, since=0) == 5
+    await bob.wait_for(2)
+    # A late entry of the room on the stream, past a gap (seqs 6-7) the database cannot fill.
+    payload = json.dumps({"type": "message", "room": room, "seq": 8}).encode()
+    await node.streams.append([Append(room, payload, 8)])
+    await alice.wait_for(6)
+    await bob.wait_for(3)
+    assert alice.seqs == [1, 2, 3, 4, 5, 8]
+    assert bob.seqs == [4, 5, 8]
+    deleted = lost == "room-deleted"
+    [replay_gap] = lifecycle.lines("room.replay_gap", room=room)
+    [gap_unfilled] = lifecycle.lines("room.gap_unfilled", room=room)
+    assert (replay_gap["missing_from"], replay_gap["missing_to"], replay_gap["room_deleted"]) == (1, 3, deleted)
+    assert (gap_unfilled["missing_from"], gap_unfilled["missing_to"], gap_unfilled["room_deleted"]) == (6, 7, deleted)
+    errors = [record.getMessage() for record in lifecycle.caplog.records if record.levelno >= logging.ERROR]
+    assert errors == ([] if deleted else ["room.replay_gap", "room.gap_unfilled"])
