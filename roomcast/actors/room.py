@@ -31,7 +31,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import count, islice
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -59,6 +59,9 @@ _BACKFILL_MIN = 64
 # beyond this many, up to this long (Phoenix.Presence broadcasts every 1.5 s).
 _PRESENCE_SUBSCRIBERS_PER_WINDOW = 100
 _PRESENCE_WINDOW_MAX_S = 1.5
+# Each run's attachment to the stream reader, numbered across every room actor of the process: one that
+# replaces an ended actor of its room must not share a number with it (its batches, its detach).
+_ATTACHMENTS = count(1)
 # Mail that only wakes a room actor's wait (`_maybe_idle`).
 _WAKE = object()
 
@@ -240,8 +243,7 @@ class RoomActor:
             # answered, none of them can fall between a subscribe and the reader's first read.
             self.position = await self._stream_end()
             self.last_seq = await self._read(room_last_seq, self.room_id)
-        self._epoch += 1
-        epoch = self._epoch
+        self._epoch = epoch = next(_ATTACHMENTS)
         # From our last position; on a first run (None) the reader starts at the stream's
         # end and sends Resync, which fetches anything committed in between.
         self.reader.attach(self.room_id, self.actor, self.position, epoch, self.take_now)

@@ -490,3 +490,43 @@ async def test_events_the_database_lacks_are_an_error_unless_the_room_was_delete
     assert (gap_unfilled["missing_from"], gap_unfilled["missing_to"], gap_unfilled["room_deleted"]) == (6, 7, deleted)
     errors = [record.getMessage() for record in lifecycle.caplog.records if record.levelno >= logging.ERROR]
     assert errors == ([] if deleted else ["room.replay_gap", "room.gap_unfilled"])
+
+
+@pytest.mark.parametrize("settings_overrides", [{"room_idle_s": 30}])
+async def test_a_read_made_for_an_ended_actor_is_not_handed_to_its_successor(
+        autojump_clock: trio.testing.MockClock, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each room actor numbered its stream attachments from 1, so the reader took a read made for an actor
+    that had idled away as made for the new actor of the room: the new one's subscribers got a typing
+    event from before they subscribed, and its stream position went back."""
+    [room] = await create_rooms(node)
+    first = Recorder()
+    await node.rooms.subscribe(room, first)
+    reader = node.actors.reader
+    real_read = reader.backend.read
+    armed, gate, held = trio.Event(), trio.Event(), trio.Event()
+
+    async def read(positions: Any, **kwargs: Any) -> Any:
+        if room in positions and armed.is_set() and not gate.is_set():
+            held.set()
+            await gate.wait()  # this read was made for the first actor; it returns after the second attached
+        return await real_read(positions, **kwargs)
+
+    monkeypatch.setattr(reader.backend, "read", read)
+    await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 1, "state": True})
+    await first.wait_for(1)
+    armed.set()
+    await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 1, "state": False})
+    await held.wait()
+    old = node.rooms.get(room)
+    assert old is not None
+    node.rooms.unsubscribe(room, first)
+    await old.actor.terminated.wait()  # idle: gone, while the reader still waits with its position
+    await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 2, "state": True},
+                                       start_actor=False)
+    second = Recorder()
+    await node.rooms.subscribe(room, second)  # a new actor, from the stream's end: after user 2's event
+    gate.set()
+    await node.rooms.publish_transient(room, {"type": "typing", "room": room, "user": 3, "state": True})
+    await second.wait_for(1)
+    await trio.sleep(5)
+    assert [event["user"] for event in second.events] == [3]
