@@ -88,8 +88,9 @@ class Subscriber(Protocol):
         """
         ...
 
-    def push_many(self, data: list[bytes]) -> bool:
-        """Queue several stored events, in order, without blocking; False when they do not all fit.
+    def push_many(self, room_id: int, data: list[bytes]) -> bool:
+        """Queue several stored events of room `room_id`, in order, without blocking; False when
+        they do not all fit.
 
         The list is shared by every subscriber it is handed to in one fan-out: do not change it.
         """
@@ -534,7 +535,7 @@ class RoomActor:
 
     def _push_many(self, subscription: Subscription, data: list[bytes]) -> bool:
         try:
-            return subscription.subscriber.push_many(data)
+            return subscription.subscriber.push_many(self.room_id, data)
         except Exception as exc:
             self._subscriber_failed(exc)
             return False

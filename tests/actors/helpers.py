@@ -110,7 +110,7 @@ class Recorder:
         self._changed.set()
         return True
 
-    def push_many(self, data: list[bytes]) -> bool:
+    def push_many(self, room_id: int, data: list[bytes]) -> bool:
         self.batches.append(data)
         room = max(self.limit - len(self.items), 0)
         self.items.extend(data[:room])
@@ -176,9 +176,9 @@ class SlowReader(Recorder):
         self.limit = limit
 
     def push(self, data: bytes) -> bool:
-        return self.push_many([data])
+        return self.push_many(0, [data])
 
-    def push_many(self, data: list[bytes]) -> bool:
+    def push_many(self, room_id: int, data: list[bytes]) -> bool:
         self.batches.append(data)
         if self.closing or self.queued + len(data) > self.limit:
             return False

@@ -12,6 +12,13 @@ committer at a time, so its sends to a room are sequenced and acked in the order
 sent. Still every `ack` follows the commit of its message (PROTOCOL §5). A send
 that fails fails alone: the others of its transaction are committed and acked all
 the same.
+
+On this connection a send's `ack` comes before its `message` event. The event could
+otherwise come first: once committed, the row is visible to the relay (it reads a
+room's unpublished rows back when another transaction there asks it to), and its
+fan-out may reach the session before this task has written the answers. So while a
+batch is in the committer, the stored events of its rooms that reach the session are
+held here, and written right after the batch's answers.
 """
 
 from __future__ import annotations
@@ -36,12 +43,13 @@ log = logging.getLogger("roomcast.ws")
 MAX_PENDING_SENDS = 64
 # Sends of one session handed to the committer at once, at most (and never more than send_batch_max).
 MAX_BATCH = 32
+_NO_ROOMS: frozenset[int] = frozenset()
 
 
 class SendPipeline:
     """The pending sends of one session."""
 
-    __slots__ = ("_parked", "_pending", "_room_for_more", "_running", "_session")
+    __slots__ = ("_held", "_holding", "_parked", "_pending", "_room_for_more", "_running", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -52,6 +60,29 @@ class SendPipeline:
         # sending (a task started per batch costs more than the rest of a small batch's
         # handling here) and ends at the first heartbeat that finds it idle (`retire_if_idle`).
         self._parked: trio.Event | None = None
+        self._holding: frozenset[int] = _NO_ROOMS  # the rooms of the batch in the committer
+        self._held: list[bytes] = []  # their stored events that came meanwhile, in order
+
+    @property
+    def held(self) -> int:
+        """Stored events waiting for the answers of the batch in the committer."""
+        return len(self._held)
+
+    def holds(self, room_id: int) -> bool:
+        """Whether the room's stored events wait now: a send to it is in the committer."""
+        return room_id in self._holding
+
+    def hold(self, data: list[bytes]) -> bool:
+        """Keep stored events (not to be changed: shared) until the batch is answered; False when
+        the session could not take them (the room then drops it, as one that fell behind)."""
+        if len(self._held) + len(data) <= self._session.outbound.limit:
+            self._held.extend(data)
+            return True
+        # More than the session would queue, in one commit's time: they go now, in order, and
+        # the batch's acks may follow their messages (the client is not to blame for the wait).
+        self._holding = _NO_ROOMS
+        held, self._held = self._held + data, []
+        return self._session.deliver_stored(held)
 
     async def submit(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
@@ -89,21 +120,34 @@ class SendPipeline:
                 user = self._session.user
                 refusals = await take_send_tokens(node, user, len(batch))
                 allowed = [draft for (draft, _, _), refusal in zip(batch, refusals, strict=True) if refusal is None]
-                stored = iter(await send_drafts(node, user, allowed) if allowed else ())
-                now = trio.current_time()
-                answers: list[bytes] = []  # one frame for the batch's answers, when the socket takes it
-                for (_, ref, taken_at), refusal in zip(batch, refusals, strict=True):
-                    if refusal is not None:
-                        answers.append(self._session.rate_limit_refusal(ref, refusal))
-                        continue
-                    outcome = next(stored)
-                    if isinstance(outcome, tuple) and outcome[1] is not None:  # stored now (not refused, not a repeat)
-                        node.metrics.send_latency.observe(now - taken_at)
-                    answers.append(_answer(ref, outcome))
-                self._session.reply_all(answers)
+                if allowed:
+                    self._holding = frozenset(draft.room_id for draft in allowed)
+                try:
+                    stored = iter(await send_drafts(node, user, allowed) if allowed else ())
+                    now = trio.current_time()
+                    answers: list[bytes] = []  # one frame for the batch's answers, when the socket takes it
+                    for (_, ref, taken_at), refusal in zip(batch, refusals, strict=True):
+                        if refusal is not None:
+                            answers.append(self._session.rate_limit_refusal(ref, refusal))
+                            continue
+                        outcome = next(stored)
+                        if isinstance(outcome, tuple) and outcome[1] is not None:  # stored now, not a repeat
+                            node.metrics.send_latency.observe(now - taken_at)
+                        answers.append(_answer(ref, outcome))
+                    self._session.reply_all(answers)
+                finally:
+                    self._release()
         finally:
             self._running = False
             self._parked = None
+
+
+    def _release(self) -> None:
+        """The batch is answered (or its task ends): what its rooms' events waited for is written."""
+        self._holding = _NO_ROOMS
+        if self._held:
+            held, self._held = self._held, []
+            self._session.deliver_stored(held)  # if it cannot take them, the session closes (1013)
 
 
 def _answer(ref: str | None, outcome: SendOutcome) -> bytes:

@@ -95,8 +95,15 @@ class Session:
             self._forget_room(event["room"])
         self._deliver(data)
 
-    def push_many(self, data: list[bytes]) -> bool:
+    def push_many(self, room_id: int, data: list[bytes]) -> bool:
         """Take a run of stored room events (a list shared by every subscriber); False when full."""
+        sends = self._sends
+        if sends is not None and sends.holds(room_id):
+            return sends.hold(data)  # a send of ours to that room awaits its answer: they follow it
+        return self.deliver_stored(data)
+
+    def deliver_stored(self, data: list[bytes]) -> bool:
+        """Write or queue a run of stored room events; False (and the session closing) when full."""
         # Straight to the socket when nothing is queued ahead of it; otherwise through the
         # queue and a writer task, which keeps the order and coalesces what piles up.
         if self._can_write_now() and self._write_now(frames.shared_batch_frame(data)):
@@ -149,7 +156,10 @@ class Session:
 
     def free_slots(self) -> int:
         """How many events a room's replay may push now: none while a frame's tail waits for the socket."""
-        return 0 if self.socket.has_tail else self.outbound.free_slots()
+        if self.socket.has_tail:
+            return 0
+        free = self.outbound.free_slots()
+        return free if self._sends is None else max(0, free - self._sends.held)
 
     async def wait_for_room(self, n: int) -> bool:
         """Until a replay may push min(n, half its share) events; False once the session is closing.

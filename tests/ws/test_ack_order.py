@@ -1,0 +1,124 @@
+"""On the sending connection a send's `ack` comes before its `message` event (docs/protocol.md).
+
+Once a batch is committed its rows are visible to the outbox relay, which reads a
+room's unpublished rows back whenever another transaction there asks it to. So the
+message's fan-out can reach the sender's session before the committer's answer has.
+These tests hold the committer's answer back, right after its commit, while such a
+read-back publishes the message to every subscriber.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from tests.chat_helpers import body_of, make_group
+from tests.ws_client import WsClient, ws_connect
+
+
+@pytest.fixture
+def ws_settings() -> dict[str, Any]:
+    return {"ws_outbound_queue": OUTBOUND}
+
+
+OUTBOUND = 8
+
+
+def answer_late(node: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[trio.Event, trio.Event]:
+    """(committed, answer): the committer's transaction commits, sets `committed`, then waits for `answer`."""
+    committed, answer = trio.Event(), trio.Event()
+    real_write = node.database.write
+
+    async def write(work: Any, *args: Any) -> Any:
+        result = await real_write(work, *args)
+        if work.__qualname__.startswith("SendCommitter."):
+            committed.set()
+            await answer.wait()
+        return result
+
+    monkeypatch.setattr(node.database, "write", write)
+    return committed, answer
+
+
+async def first_of(ws: WsClient, kinds: set[str]) -> dict[str, Any]:
+    while True:
+        event = await ws.event()
+        if event["type"] in kinds:
+            return event
+
+
+async def test_the_ack_comes_before_the_message_event_published_before_the_answer(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, alice, [bob]))["id"]
+    committed, answer = answer_late(node, monkeypatch)
+    async with ws_connect(live_server, alice.token) as sender, ws_connect(live_server, bob.token) as other:
+        await sender.subscribe(room)
+        await other.subscribe(room)
+        await sender.send({"type": "send", "room": room, "body": "hello", "ref": "s1"})
+        with trio.fail_after(10):
+            await committed.wait()
+        node.notify_committed(room)  # as another transaction in the room would: its rows are read back
+        seen = await other.until("message")  # fanned out to every subscriber, the sender's session included
+        assert seen["message"]["body"] == "hello"
+        answer.set()
+        first = await first_of(sender, {"ack", "message"})
+        assert first["type"] == "ack" and first["ref"] == "s1", first
+        following = await sender.until("message")
+        assert following["seq"] == first["message"]["seq"] == seen["seq"]
+        # Nothing held is lost or repeated, and the room goes on as before.
+        await sender.send({"type": "send", "room": room, "body": "again", "ref": "s2"})
+        assert (await sender.until_ref("s2"))["type"] == "ack"
+        later = await sender.until("message")
+        assert later["message"]["body"] == "again" and later["seq"] == seen["seq"] + 1
+
+
+async def test_events_of_other_rooms_are_not_held_behind_a_send_in_flight(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await users.create("member"), await users.create("member")
+    sending_room = (await make_group(client, alice))["id"]
+    other_room = (await make_group(client, bob, [alice]))["id"]
+    posted = await client.post(f"/api/rooms/{other_room}/messages", headers=bob.headers, json={"body": "first"})
+    message_id = (await body_of(posted, 201))["id"]
+    committed, answer = answer_late(node, monkeypatch)
+    async with ws_connect(live_server, alice.token) as sender:
+        await sender.subscribe(sending_room)
+        await sender.subscribe(other_room)
+        await sender.send({"type": "send", "room": sending_room, "body": "waiting", "ref": "s1"})
+        with trio.fail_after(10):
+            await committed.wait()
+        # An edit is its own transaction, not the committer's: it goes through while alice's send waits.
+        edited = await client.patch(f"/api/rooms/{other_room}/messages/{message_id}", headers=bob.headers,
+                                    json={"body": "edited"})
+        assert edited.status_code == 200
+        # Alice's own send is still unanswered; the other room's event reaches her all the same.
+        passed = await first_of(sender, {"ack", "message", "message_edited"})
+        assert passed["type"] == "message_edited" and passed["room"] == other_room, passed
+        answer.set()
+        assert (await sender.until_ref("s1"))["type"] == "ack"
+
+
+async def test_more_events_than_a_session_queues_during_one_commit_go_at_once_and_the_connection_stays(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, alice, [bob]))["id"]
+    posted = await client.post(f"/api/rooms/{room}/messages", headers=bob.headers, json={"body": "edit me"})
+    message_id = (await body_of(posted, 201))["id"]
+    committed, answer = answer_late(node, monkeypatch)
+    async with ws_connect(live_server, alice.token) as sender:
+        await sender.subscribe(room)
+        await sender.send({"type": "send", "room": room, "body": "waiting", "ref": "s1"})
+        with trio.fail_after(10):
+            await committed.wait()
+        for n in range(OUTBOUND + 2):  # each its own transaction, not the committer's
+            edited = await client.patch(f"/api/rooms/{room}/messages/{message_id}", headers=bob.headers,
+                                        json={"body": f"edit {n}"})
+            assert edited.status_code == 200
+        # Held while they fit in the session's queue; past that they went, all of them, in order.
+        edits = await sender.collect("message_edited", OUTBOUND + 2)
+        assert [event["message"]["body"] for event in edits] == [f"edit {n}" for n in range(OUTBOUND + 2)]
+        answer.set()
+        assert (await sender.until_ref("s1"))["type"] == "ack"
+        assert (await sender.request({"type": "ping"}))["type"] == "pong"
