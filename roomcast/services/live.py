@@ -52,6 +52,10 @@ class LiveSession(Subscriber, Recipient, Protocol):
     subscriptions: set[int]
     token_issued_at: datetime | None  # when its token was issued: checked against revocations
 
+    def drop_held_events(self, room_id: int) -> None:
+        """Forget the room's stored events held back (behind the session's own sends in flight)."""
+        ...
+
 
 async def require_member(node: Node, user: UserSnapshot, room_id: int) -> None:
     """404 for absent or other tenants' rooms, not_a_member for rooms the user is not in."""
@@ -144,6 +148,7 @@ def forget_room(node: Node, session: LiveSession, room_id: int) -> bool:
     """Stop following a room at once (no waiting); True if it was followed, and its leave is to be announced
     (`announce_leave`)."""
     node.rooms.unsubscribe(room_id, session)
+    session.drop_held_events(room_id)  # nothing of the room after `unsubscribed` / `room_removed`
     if room_id not in session.subscriptions:
         return False
     session.subscriptions.discard(room_id)

@@ -122,3 +122,31 @@ async def test_more_events_than_a_session_queues_during_one_commit_go_at_once_an
         answer.set()
         assert (await sender.until_ref("s1"))["type"] == "ack"
         assert (await sender.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_events_held_for_a_room_left_meanwhile_are_dropped(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, alice, [bob]))["id"]
+    posted = await client.post(f"/api/rooms/{room}/messages", headers=bob.headers, json={"body": "edit me"})
+    message_id = (await body_of(posted, 201))["id"]
+    committed, answer = answer_late(node, monkeypatch)
+    async with ws_connect(live_server, alice.token) as sender, ws_connect(live_server, bob.token) as other:
+        await sender.subscribe(room)
+        await other.subscribe(room)
+        await sender.send({"type": "send", "room": room, "body": "waiting", "ref": "s1"})
+        with trio.fail_after(10):
+            await committed.wait()
+        edited = await client.patch(f"/api/rooms/{room}/messages/{message_id}", headers=bob.headers,
+                                    json={"body": "edited"})
+        assert edited.status_code == 200
+        await other.until("message_edited")  # fanned out: alice's copy is held behind her send
+        await sender.send({"type": "unsubscribe", "room": room, "ref": "u1"})
+        assert (await sender.until_ref("u1"))["type"] == "unsubscribed"
+        answer.set()
+        assert (await sender.until_ref("s1"))["type"] == "ack"
+        await sender.send({"type": "ping", "ref": "p1"})
+        after: list[dict[str, Any]] = []
+        while (event := await sender.event())["type"] != "pong":
+            after.append(event)
+        assert [event for event in after if event.get("room") == room] == [], after

@@ -49,7 +49,7 @@ _NO_ROOMS: frozenset[int] = frozenset()
 class SendPipeline:
     """The pending sends of one session."""
 
-    __slots__ = ("_held", "_holding", "_parked", "_pending", "_room_for_more", "_running", "_session")
+    __slots__ = ("_held", "_held_count", "_holding", "_parked", "_pending", "_room_for_more", "_running", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -61,28 +61,40 @@ class SendPipeline:
         # handling here) and ends at the first heartbeat that finds it idle (`retire_if_idle`).
         self._parked: trio.Event | None = None
         self._holding: frozenset[int] = _NO_ROOMS  # the rooms of the batch in the committer
-        self._held: list[bytes] = []  # their stored events that came meanwhile, in order
+        self._held: list[tuple[int, list[bytes]]] = []  # (room, its stored events) that came meanwhile, in order
+        self._held_count = 0
 
     @property
     def held(self) -> int:
         """Stored events waiting for the answers of the batch in the committer."""
-        return len(self._held)
+        return self._held_count
 
     def holds(self, room_id: int) -> bool:
         """Whether the room's stored events wait now: a send to it is in the committer."""
         return room_id in self._holding
 
-    def hold(self, data: list[bytes]) -> bool:
-        """Keep stored events (not to be changed: shared) until the batch is answered; False when
-        the session could not take them (the room then drops it, as one that fell behind)."""
-        if len(self._held) + len(data) <= self._session.outbound.limit:
-            self._held.extend(data)
+    def hold(self, room_id: int, data: list[bytes]) -> bool:
+        """Keep a room's stored events (shared: not to be changed) until the batch is answered;
+        False when the session could not take them (the room then drops it, as one that fell behind)."""
+        if self._held_count + len(data) <= self._session.outbound.limit:
+            self._held.append((room_id, data))
+            self._held_count += len(data)
             return True
         # More than the session would queue, in one commit's time: they go now, in order, and
         # the batch's acks may follow their messages (the client is not to blame for the wait).
         self._holding = _NO_ROOMS
-        held, self._held = self._held + data, []
-        return self._session.deliver_stored(held)
+        return self._session.deliver_stored(self._take_held() + data)
+
+    def drop_held(self, room_id: int) -> None:
+        """The session stopped following the room: its held events are not to be written."""
+        if self._held_count:
+            self._held = [(room, data) for room, data in self._held if room != room_id]
+            self._held_count = sum(len(data) for _, data in self._held)
+
+    def _take_held(self) -> list[bytes]:
+        held = [event for _, data in self._held for event in data]
+        self._held, self._held_count = [], 0
+        return held
 
     async def submit(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
@@ -145,9 +157,8 @@ class SendPipeline:
     def _release(self) -> None:
         """The batch is answered (or its task ends): what its rooms' events waited for is written."""
         self._holding = _NO_ROOMS
-        if self._held:
-            held, self._held = self._held, []
-            self._session.deliver_stored(held)  # if it cannot take them, the session closes (1013)
+        if self._held_count:
+            self._session.deliver_stored(self._take_held())  # if it cannot take them, the session closes (1013)
 
 
 def _answer(ref: str | None, outcome: SendOutcome) -> bytes:

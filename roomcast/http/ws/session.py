@@ -99,8 +99,13 @@ class Session:
         """Take a run of stored room events (a list shared by every subscriber); False when full."""
         sends = self._sends
         if sends is not None and sends.holds(room_id):
-            return sends.hold(data)  # a send of ours to that room awaits its answer: they follow it
+            return sends.hold(room_id, data)  # a send of ours to that room awaits its answer: they follow it
         return self.deliver_stored(data)
+
+    def drop_held_events(self, room_id: int) -> None:
+        """No longer following the room: what its events waited for (an ack) no longer matters."""
+        if self._sends is not None:
+            self._sends.drop_held(room_id)
 
     def deliver_stored(self, data: list[bytes]) -> bool:
         """Write or queue a run of stored room events; False (and the session closing) when full."""
