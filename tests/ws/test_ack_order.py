@@ -150,3 +150,31 @@ async def test_events_held_for_a_room_left_meanwhile_are_dropped(
         while (event := await sender.event())["type"] != "pong":
             after.append(event)
         assert [event for event in after if event.get("room") == room] == [], after
+
+
+async def test_a_catch_up_waiting_for_the_slots_of_held_events_goes_on_once_they_are_written(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, alice, [bob]))["id"]
+    other_room = (await make_group(client, bob, [alice]))["id"]
+    posted = await client.post(f"/api/rooms/{room}/messages", headers=bob.headers, json={"body": "edit me"})
+    message_id = (await body_of(posted, 201))["id"]
+    for n in range(5):  # for alice to catch up on
+        assert (await client.post(f"/api/rooms/{other_room}/messages", headers=bob.headers,
+                                  json={"body": f"old {n}"})).status_code == 201
+    committed, answer = answer_late(node, monkeypatch)
+    async with ws_connect(live_server, alice.token) as sender, ws_connect(live_server, bob.token) as other:
+        await sender.subscribe(room)
+        await other.subscribe(room)
+        await sender.send({"type": "send", "room": room, "body": "waiting", "ref": "s1"})
+        with trio.fail_after(10):
+            await committed.wait()
+        for n in range(3):  # held behind alice's send: they take the slots a catch-up may fill
+            assert (await client.patch(f"/api/rooms/{room}/messages/{message_id}", headers=bob.headers,
+                                       json={"body": f"edit {n}"})).status_code == 200
+            await other.until("message_edited")
+        await sender.subscribe(other_room, since=0)  # its catch-up waits for room in alice's queue
+        answer.set()
+        caught_up = await sender.collect("message", 5 + 1)  # alice's own, and the other room's five
+        assert [event["message"]["body"] for event in caught_up if event["room"] == other_room] == [
+            f"old {n}" for n in range(5)]

@@ -98,6 +98,10 @@ class OutboundQueue:
             self._room = trio.Event()
         await self._room.wait()
 
+    def made_room(self) -> None:
+        """Room was made other than by the writer (events held elsewhere went): wake catch-ups waiting."""
+        self._wake()
+
     def _wake(self) -> None:
         if self._room is not None:
             self._room.set()

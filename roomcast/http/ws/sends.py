@@ -83,13 +83,16 @@ class SendPipeline:
         # More than the session would queue, in one commit's time: they go now, in order, and
         # the batch's acks may follow their messages (the client is not to blame for the wait).
         self._holding = _NO_ROOMS
-        return self._session.deliver_stored(self._take_held() + data)
+        delivered = self._session.deliver_stored(self._take_held() + data)
+        self._session.outbound.made_room()
+        return delivered
 
     def drop_held(self, room_id: int) -> None:
         """The session stopped following the room: its held events are not to be written."""
         if self._held_count:
             self._held = [(room, data) for room, data in self._held if room != room_id]
             self._held_count = sum(len(data) for _, data in self._held)
+            self._session.outbound.made_room()
 
     def _take_held(self) -> list[bytes]:
         held = [event for _, data in self._held for event in data]
@@ -159,6 +162,7 @@ class SendPipeline:
         self._holding = _NO_ROOMS
         if self._held_count:
             self._session.deliver_stored(self._take_held())  # if it cannot take them, the session closes (1013)
+            self._session.outbound.made_room()  # a catch-up may wait for the slots they took
 
 
 def _answer(ref: str | None, outcome: SendOutcome) -> bytes:
