@@ -139,6 +139,9 @@ async def _subscribe(node: Node, session: LiveSession, room_id: int, since: int 
         # subscription: it is refused there, so no `subscribed` and no event follows the removal.
         if room_id not in session.subscriptions:
             raise not_a_member()
+        # A subscription this one replaces may have had events held behind a send in flight:
+        # they are its, at or below `last_seq`, and must not follow the new `subscribed`.
+        session.drop_held_events(room_id)
         on_attached(last_seq, snapshot)
 
     await node.rooms.subscribe(room_id, session, since, on_attached=attached, presence_diff=presence_diff)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.chat_helpers import body_of, make_group
+from tests.chat_helpers import body_of, make_group, send
 from tests.ws_client import WsClient, ws_connect
 
 
@@ -178,3 +178,38 @@ async def test_a_catch_up_waiting_for_the_slots_of_held_events_goes_on_once_they
         caught_up = await sender.collect("message", 5 + 1)  # alice's own, and the other room's five
         assert [event["message"]["body"] for event in caught_up if event["room"] == other_room] == [
             f"old {n}" for n in range(5)]
+
+
+@pytest.mark.parametrize("since", [None, "earlier"])
+async def test_events_held_for_a_subscription_replaced_meanwhile_do_not_follow_the_new_subscribed(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch,
+        since: str | None) -> None:
+    alice, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, alice, [bob]))["id"]
+    posted = await client.post(f"/api/rooms/{room}/messages", headers=bob.headers, json={"body": "edit me"})
+    first = await body_of(posted, 201)
+    committed, answer = answer_late(node, monkeypatch)
+    async with ws_connect(live_server, alice.token) as sender, ws_connect(live_server, bob.token) as other:
+        await sender.subscribe(room)
+        await other.subscribe(room)
+        await sender.send({"type": "send", "room": room, "body": "waiting", "ref": "s1"})
+        with trio.fail_after(10):
+            await committed.wait()
+        edited = await client.patch(f"/api/rooms/{room}/messages/{first['id']}", headers=bob.headers,
+                                    json={"body": "edited"})
+        assert edited.status_code == 200
+        await other.until("message_edited")  # fanned out: alice's copy is held behind her send
+        # Subscribing again replaces the subscription: the new one starts after `since`, or after last_seq.
+        again = await sender.subscribe(room, first["seq"] if since else None)
+        answer.set()
+        assert (await sender.until_ref("s1"))["type"] == "ack"
+        await sender.send({"type": "ping", "ref": "p1"})
+        stored: list[int] = []
+        while (event := await sender.event())["type"] != "pong":
+            if "seq" in event and event["type"] != "read":
+                stored.append(event["seq"])
+        # The held events were the replaced subscription's: the new one's come in order after its start, once.
+        start = first["seq"] if since else again["last_seq"]
+        assert stored == list(range(start + 1, start + 1 + len(stored))), (again, stored)
+        await send(client, bob, room, "after")
+        assert (await sender.until("message"))["seq"] == start + len(stored) + 1

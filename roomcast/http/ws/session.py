@@ -103,7 +103,8 @@ class Session:
         return self.deliver_stored(data)
 
     def drop_held_events(self, room_id: int) -> None:
-        """No longer following the room: what its events waited for (an ack) no longer matters."""
+        """No longer following the room, or following it anew (a new `subscribed`): what its events waited
+        for (an ack) no longer matters."""
         if self._sends is not None:
             self._sends.drop_held(room_id)
 
