@@ -13,7 +13,10 @@ This middleware, once for every route:
   or longer than the request limit), so the client knows to open a new connection;
 - shields the call that ends each response, so the connection is always recycled or closed;
 - refuses a request with both `Content-Length` and `Transfer-Encoding` with 400 and closes
-  the connection (RFC 9112 §6.1: the two may frame the body differently for a proxy and us).
+  the connection (RFC 9112 §6.1: the two may frame the body differently for a proxy and us);
+- refuses a request head over 16 KiB with 431 and closes the connection. Hypercorn's h11
+  refuses one only while it is incomplete at that size, so a larger head that happened to
+  arrive whole in one read used to pass: the answer hung on how the bytes were cut.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ BODY_DRAIN_TIMEOUT_S = 10.0
 _FINISH_TIMEOUT_S = 5.0
 
 AMBIGUOUS_FRAMING_MESSAGE = "a request may not carry both Content-Length and Transfer-Encoding"
+# The largest request head (request line and fields) taken, as Hypercorn's h11_max_incomplete_size.
+MAX_HEAD_BYTES = 16 << 10
+HEAD_TOO_LARGE_MESSAGE = f"the request head (request line and header fields) is over {MAX_HEAD_BYTES >> 10} KiB"
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -49,6 +55,15 @@ def error_body(code: str, message: str) -> bytes:
 def ambiguous_framing(header_names: Iterable[str]) -> bool:
     """True if a request head has both Content-Length and Transfer-Encoding."""
     return {"content-length", "transfer-encoding"} <= {name.lower() for name in header_names}
+
+
+def head_size(scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The bytes of the HTTP/1.1 head that made `scope` before the CRLF CRLF that ends it (as the
+    front door and the fast sends measure a head): its request line and fields."""
+    query = scope.get("query_string") or b""
+    target = len(scope.get("raw_path") or b"") + (1 + len(query) if query else 0)
+    line = len(scope["method"]) + 1 + target + len(" HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in headers) - 2
 
 
 class RequestFraming:
@@ -64,7 +79,10 @@ class RequestFraming:
             return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         if ambiguous_framing(name.decode("latin-1") for name, _ in headers):
-            await _refuse_ambiguous_framing(receive, send)
+            await _refuse(receive, send, 400, "validation_error", AMBIGUOUS_FRAMING_MESSAGE)
+            return
+        if head_size(scope, headers) > MAX_HEAD_BYTES:
+            await _refuse(receive, send, 431, "too_large", HEAD_TOO_LARGE_MESSAGE)
             return
         await _Exchange(self.app, headers, self.max_body_bytes).run(scope, receive, send)
 
@@ -121,8 +139,9 @@ async def _finish(send: Send, message: Message) -> None:
         await send(message)
 
 
-async def _refuse_ambiguous_framing(receive: Receive, send: Send) -> None:
-    body = error_body("validation_error", AMBIGUOUS_FRAMING_MESSAGE)
+async def _refuse(receive: Receive, send: Send, status: int, code: str, message: str) -> None:
+    """Answer with PROTOCOL's error envelope and close the connection, whatever body follows."""
+    body = error_body(code, message)
 
     async def discard_body() -> None:
         # Hypercorn queues body messages for the app: someone must take them.
@@ -131,7 +150,7 @@ async def _refuse_ambiguous_framing(receive: Receive, send: Send) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(discard_body)
-        await send({"type": "http.response.start", "status": 400, "headers": [
+        await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"x-content-type-options", b"nosniff"), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body, "more_body": True})

@@ -30,12 +30,11 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-from .framing import AMBIGUOUS_FRAMING_MESSAGE, ambiguous_framing, error_body
+from .framing import AMBIGUOUS_FRAMING_MESSAGE, MAX_HEAD_BYTES, ambiguous_framing, error_body
 from .request_head import parse_request_head
 
 log = logging.getLogger("roomcast.http")
 
-MAX_HEAD_BYTES = 16 << 10  # as Hypercorn's h11_max_incomplete_size
 HEAD_TIMEOUT_S = 10.0  # for the rest of a request head once its first bytes are in
 
 
