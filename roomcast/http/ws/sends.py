@@ -83,9 +83,7 @@ class SendPipeline:
         # More than the session would queue, in one commit's time: they go now, in order, and
         # the batch's acks may follow their messages (the client is not to blame for the wait).
         self._holding = _NO_ROOMS
-        delivered = self._session.deliver_stored(self._take_held() + data)
-        self._session.outbound.made_room()
-        return delivered
+        return self._write_held(data)
 
     def drop_held(self, room_id: int) -> None:
         """The session stopped following the room: its held events are not to be written."""
@@ -94,10 +92,13 @@ class SendPipeline:
             self._held_count = sum(len(data) for _, data in self._held)
             self._session.outbound.made_room()
 
-    def _take_held(self) -> list[bytes]:
-        held = [event for _, data in self._held for event in data]
+    def _write_held(self, more: list[bytes]) -> bool:
+        """Write what is held, then `more`; False (and the session closing, 1013) when it could not take them."""
+        events = [event for _, data in self._held for event in data] + more
         self._held, self._held_count = [], 0
-        return held
+        written = self._session.deliver_stored(events)
+        self._session.outbound.made_room()  # a catch-up may wait for the slots they took
+        return written
 
     async def submit(self, draft: Draft, ref: str | None) -> None:
         """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
@@ -156,13 +157,11 @@ class SendPipeline:
             self._running = False
             self._parked = None
 
-
     def _release(self) -> None:
         """The batch is answered (or its task ends): what its rooms' events waited for is written."""
         self._holding = _NO_ROOMS
         if self._held_count:
-            self._session.deliver_stored(self._take_held())  # if it cannot take them, the session closes (1013)
-            self._session.outbound.made_room()  # a catch-up may wait for the slots they took
+            self._write_held([])
 
 
 def _answer(ref: str | None, outcome: SendOutcome) -> bytes:
