@@ -31,7 +31,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from .framing import AMBIGUOUS_FRAMING_MESSAGE, MAX_HEAD_BYTES, ambiguous_framing, error_body
-from .request_head import parse_request_head
+from .request_head import RequestHead, parse_request_head
 
 log = logging.getLogger("roomcast.http")
 
@@ -96,6 +96,92 @@ class FastPath(Protocol):
         ...
 
 
+_HEAD_LIMIT = MAX_HEAD_BYTES + 4  # a head and the blank line that ends it
+_UNFRAMED = (b"transfer-encoding", b"upgrade")  # a chunked body, or bytes after it that are not HTTP/1.1
+
+
+class _ClosingRequest:
+    """Finds, in the bytes handed to Hypercorn, the end of a request that asks to close the connection.
+
+    h11 (Hypercorn's parser) expects nothing more after a request with `Connection: close`, or any
+    HTTP/1.0 request (it keeps no HTTP/1.0 connection alive): a pipelined byte after it is a protocol
+    error, and Hypercorn answered 400 in place of the app's answer. RFC 9112 §9.6 has the server answer
+    that request, close, and process nothing more, so the bytes after it are held back. Requests are
+    framed as h11 frames them (a head, then Content-Length bytes); at the first this cannot frame with
+    certainty (a chunked body, an upgrade, a head request_head.py does not read) it stops looking and
+    every byte goes through, as before.
+    """
+
+    __slots__ = ("_body_left", "_closing", "_head", "done", "tracking")
+
+    def __init__(self) -> None:
+        self._head = b""  # the start of a head whose end has not come yet
+        self._body_left = 0
+        self._closing = False  # the request being handed over asks to close
+        self.tracking = True
+        self.done = False  # a request that asks to close has been handed over whole
+
+    def hand_over(self, data: bytes) -> bytes:
+        """The part of `data` (the next bytes read) Hypercorn gets: all of it, but what follows a
+        request that asks to close."""
+        pos, size = 0, len(data)
+        while self.tracking and pos < size:
+            if self._body_left:  # a body goes through untouched: only its length is counted
+                step = min(self._body_left, size - pos)
+                self._body_left -= step
+                pos += step
+            else:
+                pos = self._take_head(data, pos)
+            if self._closing and not self._body_left:
+                self.done, self.tracking = True, False
+                return data[:pos] if pos < size else data
+        return data
+
+    def _take_head(self, data: bytes, pos: int) -> int:
+        """Read the head that starts at `pos` (or earlier, in bytes held from the last read); where it ends."""
+        if self._head:  # a head cut across reads: rare, and bounded by the head limit
+            window, start, shift = self._head + data[pos:pos + _HEAD_LIMIT], 0, pos - len(self._head)
+        else:
+            window, start, shift = data, pos, 0
+        end = window.find(b"\r\n\r\n", start, start + _HEAD_LIMIT)
+        if end < 0:
+            if len(window) - start >= _HEAD_LIMIT:
+                self.tracking = False  # over the limit: refused with 431 (framing.py or h11), then closed
+            else:
+                self._head = window[start:]
+            return len(data)
+        self._head = b""
+        self._begin(window[start:end])
+        return end + 4 + shift
+
+    def _begin(self, head: bytes) -> None:
+        parsed = parse_request_head(head, http_1_0=True)
+        length = None if parsed is None else _body_length(parsed)
+        if parsed is None or length is None:
+            self.tracking = False
+            return
+        self._body_left = length
+        self._closing = parsed.http_1_0 or _asks_to_close(parsed)
+
+
+def _body_length(head: RequestHead) -> int | None:
+    """The length of the body that follows `head`, or None if it is not framed by a plain Content-Length."""
+    if head.method == b"CONNECT" or any(name in head.first for name in _UNFRAMED):
+        return None
+    value = head.first.get(b"content-length", b"0")
+    if b"content-length" in head.repeated or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
+
+
+def _asks_to_close(head: RequestHead) -> bool:
+    """Whether a `Connection` field holds the `close` token (any case, any of them, as h11 reads it)."""
+    if b"connection" not in head.first:
+        return False
+    return any(name == b"connection" and b"close" in {token.strip() for token in value.lower().split(b",")}
+               for name, value in head.fields)
+
+
 class ReplayStream(trio.abc.HalfCloseableStream):
     """A socket stream that first gives back bytes already read from it.
 
@@ -107,12 +193,17 @@ class ReplayStream(trio.abc.HalfCloseableStream):
     write is left out: the `aclose` that follows ends the write, as Hypercorn means it to
     when it meets a busy stream. Never waiting for a write keeps a client that reads
     nothing from holding the connection open.
+
+    Once a request that asks to close has been handed over whole (`_ClosingRequest`), nothing more
+    is read: a read waits for Hypercorn to close the connection, which it does after the answer.
     """
 
     def __init__(self, stream: trio.SocketStream, already_read: bytes) -> None:
         self.transport_stream = stream
         self._pending = already_read
         self._sending = trio.Lock()
+        self._requests = _ClosingRequest()
+        self._closed = trio.Event()
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -121,8 +212,12 @@ class ReplayStream(trio.abc.HalfCloseableStream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._pending:
             data, self._pending = self._pending, b""
-            return data
-        return await self.transport_stream.receive_some(max_bytes)
+        elif self._requests.done:
+            await self._closed.wait()
+            raise trio.ClosedResourceError("closed after a request that asked to close")
+        else:
+            data = await self.transport_stream.receive_some(max_bytes)
+        return self._requests.hand_over(data) if self._requests.tracking else data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         async with self._sending:
@@ -138,6 +233,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             await self.transport_stream.send_eof()
 
     async def aclose(self) -> None:
+        self._closed.set()
         await self.transport_stream.aclose()
 
 

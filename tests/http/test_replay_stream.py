@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import trio
 
 from roomcast.http.front_door import ReplayStream
@@ -67,3 +68,44 @@ async def test_a_write_during_an_eof_waits_and_fails_as_closed_never_busy() -> N
             nursery.start_soon(write)
         await replay.aclose()
         peer.close()
+
+
+CLOSING = b"POST /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+NEXT = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_nothing_after_a_request_that_asks_to_close_is_handed_over() -> None:
+    """The rest of the read is held back; the next read waits for the close, not for the socket."""
+    stream, peer = socket_stream_pair()
+    replay = ReplayStream(stream, NEXT + CLOSING + NEXT)
+    peer.send(NEXT)  # never read
+    assert await replay.receive_some(1024) == NEXT + CLOSING
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replay.aclose)
+        with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
+            await replay.receive_some(1024)
+    peer.close()
+
+
+async def test_a_request_cut_across_reads_is_framed_whole() -> None:
+    stream, peer = socket_stream_pair()
+    data = NEXT + CLOSING
+    replay = ReplayStream(stream, data[:1])
+    handed = await replay.receive_some(1024)
+    for byte in range(1, len(data)):
+        peer.send(data[byte:byte + 1] + (NEXT if byte == len(data) - 1 else b""))
+        handed += await replay.receive_some(1024)
+    assert handed == data
+    await replay.aclose()
+    peer.close()
+
+
+@pytest.mark.parametrize("unframed", [b"Transfer-Encoding: chunked\r\n", b"Content-Length: 1, 1\r\n",
+                                      b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"])
+async def test_after_a_request_it_cannot_frame_every_byte_goes_through(unframed: bytes) -> None:
+    stream, peer = socket_stream_pair()
+    data = b"POST /a HTTP/1.1\r\nHost: x\r\n" + unframed + b"\r\n" + CLOSING + NEXT
+    replay = ReplayStream(stream, data)
+    assert await replay.receive_some(1024) == data  # as before: Hypercorn answers what it makes of it
+    await replay.aclose()
+    peer.close()
