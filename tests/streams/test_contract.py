@@ -79,6 +79,26 @@ async def test_a_blocked_read_wakes_for_an_append_to_any_of_its_rooms(
     assert [e.seq for e in result[7]] == [1]
 
 
+async def test_a_blocked_read_waits_on_through_appends_to_other_rooms(
+        backend: StreamBackend, clock: trio.testing.MockClock | None) -> None:
+    start = (await backend.last_ids([7]))[7]
+    result = {}
+
+    async def reader() -> None:
+        result.update(await backend.read({6: STREAM_START, 7: start}, count=10, timeout=30))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.sleep(SHORT)
+            await backend.append([stored(8, 1)])
+            await trio.sleep(SHORT)
+            assert not result
+            await backend.append([stored(9, 1)])  # one append after another, then one it waits for
+            await backend.append([stored(9, 2), stored(7, 1), stored(8, 2)])
+    assert sorted(result) == [7] and [e.seq for e in result[7]] == [1]
+
+
 async def test_a_read_times_out_empty(backend: StreamBackend, clock: trio.testing.MockClock | None) -> None:
     with trio.fail_after(10):
         start = trio.current_time()

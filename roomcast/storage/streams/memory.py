@@ -1,19 +1,22 @@
 """The in-process stream backend: the embedded default when no Redis is configured.
 
-Each room has a bounded deque of entries with increasing ids `0-<n>`. One
-`trio.Event`, replaced after each wake-up, tells blocked readers that something
-was appended; readers then look only at the rooms they asked for.
+Each room has a bounded deque of entries with increasing ids `0-<n>`. Each append
+fires a `_Wake` naming the rooms it appended to and links the next one, so a blocked
+read, on waking, looks only at the rooms appended to since it began waiting, and
+only those of them it asked for. A read looks at a room by comparing the position
+with the room's newest id (a string compare); only a room with news has its
+position parsed: a read costs little per room without news.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import islice
 
 import trio
 
-from .base import Append, StreamEntry
+from .base import STREAM_START, Append, StreamEntry
 
 
 def _number(entry_id: str) -> int:
@@ -21,25 +24,38 @@ def _number(entry_id: str) -> int:
 
 
 class _RoomLog:
-    __slots__ = ("entries", "next_number")
+    __slots__ = ("entries", "last_id", "next_number")
 
     def __init__(self, maxlen: int) -> None:
         self.entries: deque[StreamEntry] = deque(maxlen=maxlen)
         self.next_number = 1
+        self.last_id = STREAM_START  # of the newest entry: a reader at it has nothing to read
 
     def after(self, number: int, count: int) -> list[StreamEntry]:
         entries = self.entries
-        if not entries or self.next_number - 1 <= number:
+        newer = min(self.next_number - 1 - number, len(entries))  # entries kept past `number`
+        if newer <= 0:
             return []
-        first = self.next_number - len(entries)  # number of entries[0]
-        start = max(0, number + 1 - first)
-        newer = len(entries) - start
+        if newer == 1:  # the usual live reader, one entry behind
+            return [entries[-1]]
         if newer * 2 < len(entries):
             # A reader near the end (every live one): walk from the right, not past all the older ones.
             tail = list(islice(reversed(entries), newer))
             tail.reverse()
             return tail[:count]
+        start = len(entries) - newer
         return list(islice(entries, start, start + count))
+
+
+class _Wake:
+    """One append's wake-up: the rooms it appended to, and once it has fired the next wake-up."""
+
+    __slots__ = ("event", "next", "rooms")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.rooms: Collection[int] = ()
+        self.next: _Wake | None = None
 
 
 class MemoryStreamBackend:
@@ -50,7 +66,7 @@ class MemoryStreamBackend:
     def __init__(self, maxlen: int = 1000) -> None:
         self.maxlen = maxlen
         self._logs: dict[int, _RoomLog] = {}
-        self._appended = trio.Event()
+        self._wake = _Wake()  # the next one, which blocked reads wait for
         self._interrupted = False
 
     def _log(self, room_id: int) -> _RoomLog:
@@ -63,12 +79,12 @@ class MemoryStreamBackend:
         ids = []
         for item in items:
             log = self._log(item.room_id)
-            entry_id = f"0-{log.next_number}"
+            entry_id = log.last_id = f"0-{log.next_number}"
             log.next_number += 1
             log.entries.append(StreamEntry(entry_id, item.seq, item.data, item.origin))
             ids.append(entry_id)
         if items:
-            self._wake()
+            self._fire({item.room_id for item in items})
         await trio.lowlevel.checkpoint()
         return ids
 
@@ -77,42 +93,51 @@ class MemoryStreamBackend:
         result = {}
         for room_id in room_ids:
             log = self._logs.get(room_id)
-            result[room_id] = f"0-{log.next_number - 1}" if log else "0-0"
+            result[room_id] = log.last_id if log else STREAM_START
         return result
 
     async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
-        numbers = {room_id: _number(position) for room_id, position in positions.items()}
         deadline = trio.current_time() + max(timeout, 0)
-        found: dict[int, list[StreamEntry]] = {}
+        wake = self._wake
+        found = self._collect(positions.items(), count)
         while not found:
-            found = self._collect(numbers, count)
-            if found:
-                break
             if self._interrupted:
                 self._interrupted = False
                 break
             with trio.move_on_at(deadline) as waiting:
-                await self._appended.wait()
+                await wake.event.wait()
             if waiting.cancelled_caught:
                 break
+            # Every room not named since the wait began still has nothing after its position.
+            touched: set[int] = set()
+            while wake.next is not None:
+                touched.update(wake.rooms)
+                wake = wake.next
+            found = self._collect(((room_id, positions[room_id]) for room_id in touched if room_id in positions), count)
         await trio.lowlevel.checkpoint()
         return found
 
-    def _collect(self, numbers: Mapping[int, int], count: int) -> dict[int, list[StreamEntry]]:
+    def _collect(self, positions: Iterable[tuple[int, str]], count: int) -> dict[int, list[StreamEntry]]:
         found = {}
-        for room_id, number in numbers.items():
-            log = self._logs.get(room_id)
-            if log is not None and log.next_number - 1 > number:
-                found[room_id] = log.after(number, count)
+        logs = self._logs
+        for room_id, position in positions:
+            log = logs.get(room_id)
+            # Compared as strings first: most rooms have nothing new, and need no parsing.
+            if log is not None and position != log.last_id:
+                entries = log.after(_number(position), count)
+                if entries:
+                    found[room_id] = entries
         return found
 
     def interrupt(self) -> None:
         self._interrupted = True
-        self._wake()
+        self._fire(())
 
-    def _wake(self) -> None:
-        self._appended.set()
-        self._appended = trio.Event()
+    def _fire(self, rooms: Collection[int]) -> None:
+        wake = self._wake
+        wake.rooms = rooms
+        wake.next = self._wake = _Wake()
+        wake.event.set()
 
     async def ping(self) -> None:
         await trio.lowlevel.checkpoint()
