@@ -10,6 +10,10 @@ A room whose mailbox is full is not waited for: its batch is held back and the
 room is left out of reads until the batch fits, so a busy room never stalls the
 others and nothing is skipped.
 
+What a read names (each readable room's position), the rooms held back and those
+not yet placed are kept up to date as feeds change, not rebuilt for each read: a
+read costs the reader work per room with entries, not per room attached.
+
 When the backend fails, the reader retries with exponential backoff. Once it
 answers again the reader *resyncs*: it moves every room to the stream's current
 end and tells each room actor to fetch from the database what it may have
@@ -61,6 +65,7 @@ class _Feed:
     actor: Actor
     position: str | None  # None: not yet known; the reader takes the stream's end and sends Resync
     epoch: int
+    serial: int  # which attach (of this reader) made it: one made during a read is newer than the read
     take_now: TakeNow | None = None
     # Messages that did not fit in the mailbox yet, in order (at most a batch and a Resync).
     held_back: deque[StreamBatch | Resync] = field(default_factory=deque)
@@ -78,6 +83,13 @@ class StreamReader:
         self.failures = 0
         self.reads = 0
         self._feeds: dict[int, _Feed] = {}
+        self._attachments = 0
+        # Kept by _track: the position of each room the next read names (placed, nothing held back);
+        # the rooms with messages held back, and those without a position (dicts: in a stable order).
+        self._positions: dict[int, str] = {}
+        self._held: dict[int, None] = {}
+        self._unplaced: dict[int, None] = {}
+        self._lent = False  # the read under way has _positions: it is copied before it changes
         self._reading = False
         self._interrupt_sent = False
         self._needs_resync = False
@@ -96,7 +108,9 @@ class StreamReader:
         sends the actor a Resync, so that it fetches from the database whatever was
         committed before that point and is newer than what it has.
         """
-        self._feeds[room_id] = _Feed(actor, position, epoch, take_now)
+        self._attachments += 1
+        self._feeds[room_id] = _Feed(actor, position, epoch, self._attachments, take_now)
+        self._track(room_id)
         self._wake()
 
     def detach(self, room_id: int, epoch: int) -> None:
@@ -104,6 +118,7 @@ class StreamReader:
         feed = self._feeds.get(room_id)
         if feed is not None and feed.epoch == epoch:
             del self._feeds[room_id]
+            self._track(room_id)
 
     def position(self, room_id: int) -> str | None:
         """How far the reader has read `room_id`'s stream (None when not attached)."""
@@ -121,7 +136,7 @@ class StreamReader:
         self._needs_resync = bool(self._feeds)
         while True:
             everything = self._needs_resync
-            unplaced = list(self._feeds) if everything else [r for r, f in self._feeds.items() if f.position is None]
+            unplaced = list(self._feeds if everything else self._unplaced)
             if unplaced:
                 ok, _ = await self._attempt(self._resync, unplaced)
                 if not ok:
@@ -130,25 +145,22 @@ class StreamReader:
                     self._needs_resync = False
                     log_event(log, "stream.resynced", backend=self.backend.name, rooms=len(unplaced))
                 continue  # a room attached while that ran was not interrupted for: look again
-            for room_id, waiting in list(self._feeds.items()):
-                if waiting.held_back:
-                    self._hand_over(room_id, waiting)
-            positions = {room_id: feed.position for room_id, feed in self._feeds.items()
-                         if feed.position is not None and not feed.held_back}
-            epochs = {room_id: self._feeds[room_id].epoch for room_id in positions}
-            held_back = any(feed.held_back for feed in self._feeds.values())
-            timeout = min(self.block_s, _HELD_BACK_RETRY_S) if held_back else self.block_s
-            self._reading, self._interrupt_sent = True, False
+            for room_id in list(self._held):
+                self._hand_over(room_id, self._feeds[room_id])
+            timeout = min(self.block_s, _HELD_BACK_RETRY_S) if self._held else self.block_s
+            read_from = self._attachments  # feeds attached later were not in this read
+            self._reading, self._interrupt_sent, self._lent = True, False, True
             try:
-                ok, batches = await self._attempt(self.backend.read, positions, count=self.count, timeout=timeout)
+                ok, batches = await self._attempt(self.backend.read, self._positions, count=self.count,
+                                                  timeout=timeout)
             finally:
-                self._reading = False
+                self._reading = self._lent = False
             if not ok:
                 continue
             self.reads += 1
             for room_id, entries in batches.items():
                 feed = self._feeds.get(room_id)
-                if feed is None or feed.epoch != epochs.get(room_id) or not entries:
+                if feed is None or feed.serial > read_from or not entries:
                     continue  # detached or re-attached while the read was under way
                 feed.position = entries[-1].id
                 feed.held_back.append(StreamBatch(feed.epoch, entries))
@@ -199,11 +211,34 @@ class StreamReader:
             try:
                 feed.actor.tell(message)
             except trio.WouldBlock:
-                return
+                break
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.detach(room_id, feed.epoch)  # that actor has ended; a successor attaches anew
                 return
             feed.held_back.popleft()
+        self._track(room_id)
+
+    def _track(self, room_id: int) -> None:
+        """Bring what the next read names, and the held-back and unplaced rooms, in line with the room's feed."""
+        feed = self._feeds.get(room_id)
+        position = feed.position if feed is not None else None
+        if feed is not None and feed.held_back:
+            self._held[room_id] = None
+        else:
+            self._held.pop(room_id, None)
+        if feed is not None and position is None:
+            self._unplaced[room_id] = None
+        else:
+            self._unplaced.pop(room_id, None)
+        readable = None if room_id in self._held else position
+        if self._positions.get(room_id) == readable:
+            return
+        if self._lent:  # the backend may look at the dict it was given until the read ends
+            self._positions, self._lent = dict(self._positions), False
+        if readable is None:
+            del self._positions[room_id]
+        else:
+            self._positions[room_id] = readable
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend.name, "rooms": self.rooms, "reads": self.reads,
