@@ -178,8 +178,7 @@ def _asks_to_close(head: RequestHead) -> bool:
     """Whether a `Connection` field holds the `close` token (any case, any of them, as h11 reads it)."""
     if b"connection" not in head.first:
         return False
-    return any(name == b"connection" and b"close" in {token.strip() for token in value.lower().split(b",")}
-               for name, value in head.fields)
+    return any(name == b"connection" and "close" in _tokens(value.decode("latin-1")) for name, value in head.fields)
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
