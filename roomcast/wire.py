@@ -9,6 +9,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .timestamps import to_wire
 
 if TYPE_CHECKING:
@@ -133,18 +135,41 @@ def room_updated_event(room_id: int, seq: int, changes: dict[str, Any]) -> dict[
 JsonObject = dict[str, Any]  # an event or any other JSON object, as the protocol carries it
 JsonValue = JsonObject | list[Any] | str | int | float | bool | None  # any JSON value (a client's `data`)
 
+# orjson writes what the standard library's compact encoder writes, about ten times faster: the
+# same escapes, raw UTF-8 characters, keys in order. Whatever it would write differently (a key
+# that is not a string, an integer past 64 bits, a str subclass, a datetime or a dataclass) it
+# refuses with these options, and the standard library encodes it instead.
+_ORJSON_PLAIN_ONLY = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+                      | orjson.OPT_PASSTHROUGH_DATACLASS)
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _strict_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def encode_text(event: dict[str, Any]) -> str:
     """The event as compact JSON, raw UTF-8 characters (what the outbox stores)."""
-    return _encoder.encode(event)
+    return encode(event).decode()
 
 
-def encode(event: dict[str, Any]) -> bytes:
+def encode(event: JsonValue) -> bytes:
     """The event as compact UTF-8 JSON bytes: what every subscriber receives, byte for byte."""
-    return _encoder.encode(event).encode()
+    try:
+        return orjson.dumps(event, option=_ORJSON_PLAIN_ONLY)
+    except orjson.JSONEncodeError:
+        return _encoder.encode(event).encode()
+
+
+def decode(text: str) -> Any:
+    """A client's frame as Python values: what `json.loads` gives, in a fraction of its time.
+
+    orjson reads it. What orjson refuses (malformed text, NaN, an unpaired surrogate, nesting past
+    1024 levels) goes to `json.loads`, to be read or refused in its words. One difference is left:
+    orjson reads an integer beyond 64 bits as a float. Every number a frame carries is an id or a
+    seq, checked to be an integer in range, so such a number is refused either way.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def encode_members(fields: dict[str, Any]) -> bytes:
@@ -168,7 +193,7 @@ def send_ack(ref: str | None, message: dict[str, Any], stored_event: bytes | Non
     `stored_event` is the send's `message` event as stored (`encode` of `message_event`): its
     message is cut from those bytes rather than encoded a second time, the costliest part of an ack.
     """
-    head = b'{"type":"ack",' if ref is None else b'{"type":"ack","ref":' + _encoder.encode(ref).encode() + b","
+    head = b'{"type":"ack",' if ref is None else b'{"type":"ack","ref":' + encode(ref) + b","
     if stored_event is not None:
         prefix = b'{"type":"message","room":%d,"seq":%d,"message":' % (message["room_id"], message["seq"])
         if stored_event.startswith(prefix):

@@ -321,9 +321,8 @@ class SendCommitter:
 
     def _committed(self, batch: list[SendRequest], entries: list[tuple[UserSnapshot, Draft, int, int]],
                    stored: list[Stored | Exception], took_s: float) -> None:
-        answers: list[list[SendOutcome]] = [[] for _ in batch]
-        for request, answer in zip(batch, answers, strict=True):
-            answer.extend([Unavailable("not stored")] * len(request.drafts))  # each overwritten below
+        # Each filled in below; an exception is made only for one that is not (none, as things are).
+        answers: list[list[SendOutcome | None]] = [[None] * len(request.drafts) for request in batch]
         rows: defaultdict[int, list[Append]] = defaultdict(list)  # room -> its new outbox rows, in seq order
         for (_, _, r, d), outcome in zip(entries, stored, strict=True):
             if isinstance(outcome, Exception):
@@ -343,7 +342,7 @@ class SendCommitter:
             self.node.metrics.committed(count)
             self.node.metrics.send_transaction.observe(took_s)  # as counted: a transaction that stored messages
         for request, answer in zip(batch, answers, strict=True):
-            request.answer(answer)
+            request.answer([Unavailable("not stored") if outcome is None else outcome for outcome in answer])
 
     def describe(self) -> JsonObject:
         return {"transactions": self.transactions, "messages": self.messages, "held": len(self._held)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import ApiError
-from ...wire import MAX_ID, encode
+from ...wire import MAX_ID, decode, encode
 
 MAX_REF_CHARS = 256
 _SHOWN_TYPE_CHARS = 40
@@ -89,7 +89,7 @@ Frame = Subscribe | Unsubscribe | Send | Typing | Read | Ping
 def parse_frame(text: str) -> Frame:
     """The frame `text` holds, checked; raises ClientError (`ref` set when usable) if it is bad."""
     try:
-        data = json.loads(text)
+        data = decode(text)
     except json.JSONDecodeError as exc:
         raise ClientError(f"malformed JSON: {exc.msg}", code="malformed_json") from None
     except ValueError:  # an integer past Python's int-from-string limit (4300 digits)
