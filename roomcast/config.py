@@ -192,6 +192,9 @@ class Settings(BaseModel):
     data_dir: Path = Path("var")
     database_url: str | None = None
     database_pool_size: int = Field(10, ge=1, le=200)
+    # How long a call waits for PostgreSQL (a connection, its statements, the COMMIT) before it is
+    # answered `unavailable` (503): a server that stops answering without closing anything.
+    database_timeout_s: float = Field(15.0, gt=0)
 
     # A PostgreSQL streaming replica of database_url for client-facing reads (history, room lists, the
     # replay of a subscription); storage/replica.py, docs/architecture.md "Reads from a replica". Unset:

@@ -96,7 +96,7 @@ async def open_node(settings: Settings, *, migrate: bool = True) -> AsyncIterato
     """Connect to the database (migrating it first, unless told not to) and the stream
     backend, run the supervision tree, and yield the node; leaving stops the tree."""
     database = Database.from_url(settings.resolved_database_url, settings.database_pool_size,
-                                 ReadReplica.from_settings(settings))
+                                 ReadReplica.from_settings(settings), settings.database_timeout_s)
     try:
         if migrate:
             await trio.to_thread.run_sync(upgrade, database.engine)

@@ -17,6 +17,10 @@ may go there; which reads it may serve, and how fresh it must be, is replica.py'
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
+import math
 import sqlite3
 import threading
 import time
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     from .replica import ReadReplica
 
 T = TypeVar("T")
+log = logging.getLogger("roomcast.database")
 
 POOL_OVERFLOW = 5
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -82,9 +87,13 @@ def on_commit(session: Session, callback: Callable[[], None]) -> None:
         callbacks.append(callback)
 
 
+class _GivenUp(Exception):
+    """Raised in a worker thread whose caller gave up waiting (`Database._run_with_deadline`)."""
+
+
 class DatabaseUnavailable(DependencyUnavailable):
-    """The database cannot be reached or cannot take the work now; nothing was committed
-    (except if the connection broke during COMMIT itself, when the outcome is unknown)."""
+    """The database cannot be reached, cannot take the work now, or did not answer in time; nothing
+    was committed (except if that happened during COMMIT itself, when the outcome is unknown)."""
 
     dependency = "database"
 
@@ -222,11 +231,15 @@ def _configure_sqlite(engine: Engine, autocheckpoint_pages: int | None = None) -
 class Database:
     """Runs session work in worker threads, one transaction per call; some reads on a replica."""
 
-    def __init__(self, engine: Engine, pool_size: int = 10, replica: ReadReplica | None = None) -> None:
+    def __init__(self, engine: Engine, pool_size: int = 10, replica: ReadReplica | None = None,
+                 timeout_s: float = 15.0) -> None:
         self.engine = engine
         # A streaming replica for client-facing reads (`replica_read`); None: every read is the primary's.
         self.replica = replica
         self.is_sqlite = engine.dialect.name == "sqlite"
+        # How long a call may wait for a database server (a slot, a connection, its statements) before
+        # it is answered DatabaseUnavailable (`_run`). SQLite is a file: it has busy_timeout instead.
+        self.timeout_s = math.inf if self.is_sqlite else timeout_s
         self.limiter = trio.CapacityLimiter(pool_size + POOL_OVERFLOW)
         self.availability = Availability("database")
         # SQLite has one writer at a time. Left to its busy handler, waiting writers poll
@@ -248,8 +261,9 @@ class Database:
         return (self.engine,) if self._writer_engine is self.engine else (self.engine, self._writer_engine)
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10, replica: ReadReplica | None = None) -> Database:
-        return cls(create_database_engine(url, pool_size), pool_size, replica)
+    def from_url(cls, url: str, pool_size: int = 10, replica: ReadReplica | None = None,
+                 timeout_s: float = 15.0) -> Database:
+        return cls(create_database_engine(url, pool_size), pool_size, replica, timeout_s)
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
         """Run `work(session, *args)` in a worker thread inside one transaction.
@@ -283,9 +297,12 @@ class Database:
                    abandon_on_cancel: bool = False) -> T:
         started = trio.current_time()
         try:
-            result, committed = await trio.to_thread.run_sync(self._transaction, work, args, writes,
-                                                              limiter=self.limiter,
-                                                              abandon_on_cancel=abandon_on_cancel)
+            if self.timeout_s == math.inf:
+                result, committed = await trio.to_thread.run_sync(self._transaction, work, args, writes,
+                                                                  limiter=self.limiter,
+                                                                  abandon_on_cancel=abandon_on_cancel)
+            else:
+                result, committed = await self._run_with_deadline(work, args, writes, abandon_on_cancel, started)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             self._raise_unavailable(exc, started)
             raise
@@ -295,6 +312,60 @@ class Database:
         for callback in committed:
             callback()
         return result
+
+    async def _run_with_deadline(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool,
+                                 abandon_on_cancel: bool, started: float) -> tuple[T, list[Callable[[], None]]]:
+        """`_transaction` in a worker thread, given up on after `timeout_s`: DatabaseUnavailable.
+
+        A server that takes packets but never answers (stopped, or behind a network that holds
+        them) would hold the caller until it answers: TCP's own timeouts see nothing wrong. Given
+        up on, the thread goes on once the server answers, and rolls its transaction back when
+        its work is done; only one given up on during its COMMIT may commit (as when a connection
+        breaks then), and its on-commit callbacks then run in the event loop all the same. Until
+        the deadline the caller waits for the thread even when cancelled, as without one (unless
+        `abandon_on_cancel`): what commits always has its callbacks run.
+        """
+        token = trio.lowlevel.current_trio_token()
+        lock = threading.Lock()
+        ended: list[tuple[T, list[Callable[[], None]]]] = []
+        given_up = False
+
+        @functools.wraps(work)
+        def work_unless_given_up(session: Session, *work_args: Any) -> T:
+            result = work(session, *work_args)
+            with lock:
+                if given_up:  # its caller was told the database did not answer: nothing commits
+                    raise _GivenUp
+            return result
+
+        def run_in_thread() -> tuple[T, list[Callable[[], None]]]:
+            outcome = self._transaction(work_unless_given_up, args, writes)
+            with lock:
+                ended.append(outcome)
+                if given_up:
+                    with contextlib.suppress(trio.RunFinishedError):
+                        token.run_sync_soon(self._committed_late, writes, outcome[1])
+            return outcome
+
+        with trio.CancelScope(deadline=started + self.timeout_s, shield=not abandon_on_cancel):
+            return await trio.to_thread.run_sync(run_in_thread, limiter=self.limiter, abandon_on_cancel=True)
+        with lock:  # the deadline came (a cancellation from outside is raised above)
+            if ended:  # the thread ended just as it came
+                return ended[0]
+            given_up = True
+        detail = f"the database did not answer within {self.timeout_s:g} s"
+        self.availability.failed(TimeoutError(detail), started, detail)
+        raise DatabaseUnavailable(detail)
+
+    def _committed_late(self, writes: bool, callbacks: list[Callable[[], None]]) -> None:
+        """What `_run` does after a commit, for a transaction given up on that committed after all."""
+        if writes and self.replica is not None:
+            self.replica.committed()
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # in the event loop's own context: it must not end the run
+                log.error("an on-commit callback failed", exc_info=exc)
 
     def _raise_unavailable(self, error: sa_exc.DBAPIError | sa_exc.TimeoutError, started: float, *,
                            report: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
@@ -78,3 +79,54 @@ async def test_an_unreachable_database_is_database_unavailable_and_a_bug_is_not(
         await node.database.read(lambda session: session.execute(text("SELECT * FROM no_such_table")))
     assert not isinstance(raised_bug.value, DatabaseUnavailable)
     assert not node.database.availability.is_down
+
+
+
+async def test_a_call_the_database_does_not_answer_in_time_is_unavailable_and_commits_nothing(
+        node: Node, autojump_clock: trio.testing.MockClock) -> None:
+    node.database.timeout_s = 5.0  # as on PostgreSQL; the work below stands for a server that does not answer
+    answer, finished = threading.Event(), threading.Event()
+
+    def create_when_answered(session):  # type: ignore[no-untyped-def]
+        try:
+            create_user(session, tenant="default", username="late", role="member")
+            session.flush()
+            answer.wait()
+        finally:
+            finished.set()
+
+    started = trio.current_time()
+    with pytest.raises(DatabaseUnavailable, match="did not answer within 5 s"):
+        await node.database.write(create_when_answered)
+    assert trio.current_time() - started == pytest.approx(5.0)
+    assert node.database.availability.down_since is not None  # /readyz and the logs hear of it
+    answer.set()  # the server answers after all: the work ends, and its transaction is rolled back
+    await trio.to_thread.run_sync(finished.wait)
+    node.database.timeout_s = math.inf  # the mock clock jumps over any wait for a thread: no deadline now
+    while node.database.limiter.borrowed_tokens:  # until the thread given up on has ended
+        await trio.sleep(0.01)
+    assert await node.database.read(lambda s: s.scalar(select(func.count()).select_from(User))) == 0
+
+
+async def test_a_call_cancelled_from_outside_before_its_deadline_still_commits_whole(node: Node) -> None:
+    node.database.timeout_s = 30.0
+    entered, release = threading.Event(), threading.Event()
+    returned = False
+
+    def create(session):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait()
+        create_user(session, tenant="default", username="kept", role="member")
+
+    async def cancel_while_it_runs() -> None:
+        await trio.to_thread.run_sync(entered.wait)
+        scope.cancel()
+        release.set()
+
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as scope:
+            nursery.start_soon(cancel_while_it_runs)
+            await node.database.write(create)
+            returned = True
+    assert returned  # it waited for its work, and its caller heard the outcome
+    assert await node.database.read(lambda s: s.scalar(select(func.count()).select_from(User))) == 1
