@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from ..availability import Availability
 from ..errors import DependencyUnavailable
+from .deadlines import wall_clock_deadlines
 
 if TYPE_CHECKING:
     from .replica import ReadReplica
@@ -315,7 +316,8 @@ class Database:
 
     async def _run_with_deadline(self, work: Callable[..., T], args: tuple[Any, ...], writes: bool,
                                  abandon_on_cancel: bool, started: float) -> tuple[T, list[Callable[[], None]]]:
-        """`_transaction` in a worker thread, given up on after `timeout_s`: DatabaseUnavailable.
+        """`_transaction` in a worker thread, given up on after `timeout_s` (on the wall clock, as the
+        thread runs: `deadlines.py`): DatabaseUnavailable.
 
         A server that takes packets but never answers (stopped, or behind a network that holds
         them) would hold the caller until it answers: TCP's own timeouts see nothing wrong. Given
@@ -347,8 +349,12 @@ class Database:
                         token.run_sync_soon(self._committed_late, writes, outcome[1])
             return outcome
 
-        with trio.CancelScope(deadline=started + self.timeout_s, shield=not abandon_on_cancel):
-            return await trio.to_thread.run_sync(run_in_thread, limiter=self.limiter, abandon_on_cancel=True)
+        with trio.CancelScope(shield=not abandon_on_cancel) as waiting:
+            deadline = wall_clock_deadlines.arm(waiting, self.timeout_s)
+            try:
+                return await trio.to_thread.run_sync(run_in_thread, limiter=self.limiter, abandon_on_cancel=True)
+            finally:
+                wall_clock_deadlines.disarm(deadline)
         with lock:  # the deadline came (a cancellation from outside is raised above)
             if ended:  # the thread ended just as it came
                 return ended[0]
