@@ -23,9 +23,16 @@ _examples = settings(max_examples=400, derandomize=True, database=None, deadline
 _integers = st.integers(min_value=-(2**70), max_value=2**70) | st.sampled_from(
     [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1])
 _text = st.text() | st.sampled_from(["\u2028\u2029", "\x7f\x00\x1f", '"\\/', "\U0001f44b ✓"])
-_plain = st.recursive(st.none() | st.booleans() | _integers | _text,
-                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
-                      max_leaves=20)
+
+
+def _plain_json(integers: st.SearchStrategy[int]) -> st.SearchStrategy[Any]:
+    """JSON values without floats, their integers drawn from `integers`."""
+    return st.recursive(st.none() | st.booleans() | integers | _text,
+                        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+                        max_leaves=20)
+
+
+_plain = _plain_json(_integers)
 
 
 @_examples
@@ -80,10 +87,7 @@ def _decoded(text: str) -> tuple[str, Any]:
         return type(exc).__name__, None
 
 
-_int64 = st.integers(min_value=-(2**63), max_value=2**64 - 1)
-_plain_64 = st.recursive(st.none() | st.booleans() | _int64 | _text,
-                         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
-                         max_leaves=20)
+_plain_64 = _plain_json(st.integers(min_value=-(2**63), max_value=2**64 - 1))
 
 
 @_examples
