@@ -242,6 +242,8 @@ class Database:
         # it is answered DatabaseUnavailable (`_run`). SQLite is a file: it has busy_timeout instead.
         self.timeout_s = math.inf if self.is_sqlite else timeout_s
         self.limiter = trio.CapacityLimiter(pool_size + POOL_OVERFLOW)
+        # The threads of calls with a deadline: bounded by `limiter`, whose slots they hold themselves.
+        self._threads = trio.CapacityLimiter(math.inf)
         self.availability = Availability("database")
         # SQLite has one writer at a time. Left to its busy handler, waiting writers poll
         # with growing sleeps, in no order, each holding a thread and a connection: under
@@ -323,14 +325,22 @@ class Database:
         them) would hold the caller until it answers: TCP's own timeouts see nothing wrong. Given
         up on, the thread goes on once the server answers, and rolls its transaction back when
         its work is done; only one given up on during its COMMIT may commit (as when a connection
-        breaks then), and its on-commit callbacks then run in the event loop all the same. Until
-        the deadline the caller waits for the thread even when cancelled, as without one (unless
-        `abandon_on_cancel`): what commits always has its callbacks run.
+        breaks then), and its on-commit callbacks then run in the event loop all the same.
+
+        As without a deadline, a caller cancelled while it waits for a slot leaves at once, and
+        one cancelled once its work runs waits for it (until the deadline), unless
+        `abandon_on_cancel`: what commits has its callbacks run.
         """
         token = trio.lowlevel.current_trio_token()
+        slot = object()  # the worker slot this call holds, from the thread's start to its end
+        await self.limiter.acquire_on_behalf_of(slot)
         lock = threading.Lock()
         ended: list[tuple[T, list[Callable[[], None]]]] = []
-        given_up = False
+        thread_started = left = given_up = False  # left: its caller no longer waits for it
+
+        def release_slot() -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self.limiter.release_on_behalf_of, slot)
 
         @functools.wraps(work)
         def work_unless_given_up(session: Session, *work_args: Any) -> T:
@@ -340,25 +350,48 @@ class Database:
                     raise _GivenUp
             return result
 
-        def run_in_thread() -> tuple[T, list[Callable[[], None]]]:
-            outcome = self._transaction(work_unless_given_up, args, writes)
+        def run_in_thread() -> tuple[T, list[Callable[[], None]]] | None:
+            nonlocal thread_started
             with lock:
-                ended.append(outcome)
-                if given_up:
-                    with contextlib.suppress(trio.RunFinishedError):
-                        token.run_sync_soon(self._committed_late, writes, outcome[1])
-            return outcome
+                if left:  # its caller left before it began: its slot is released already
+                    return None
+                thread_started = True
+            try:
+                outcome = self._transaction(work_unless_given_up, args, writes)
+                with lock:
+                    ended.append(outcome)
+                    if left:
+                        with contextlib.suppress(trio.RunFinishedError):
+                            token.run_sync_soon(self._committed_late, writes, outcome[1])
+                return outcome
+            finally:
+                release_slot()
 
-        with trio.CancelScope(shield=not abandon_on_cancel) as waiting:
+        def leave() -> None:
+            nonlocal left
+            left = True
+            if not thread_started:
+                self.limiter.release_on_behalf_of(slot)
+
+        with trio.CancelScope(shield=not abandon_on_cancel) as waiting:  # shielded, only the deadline cancels it
             deadline = wall_clock_deadlines.arm(waiting, self.timeout_s)
             try:
-                return await trio.to_thread.run_sync(run_in_thread, limiter=self.limiter, abandon_on_cancel=True)
+                outcome = await trio.to_thread.run_sync(run_in_thread, limiter=self._threads,
+                                                        abandon_on_cancel=True)
+            except trio.Cancelled:
+                if not waiting.cancel_called:  # cancelled from outside (abandon_on_cancel)
+                    with lock:
+                        leave()
+                raise
             finally:
                 wall_clock_deadlines.disarm(deadline)
-        with lock:  # the deadline came (a cancellation from outside is raised above)
-            if ended:  # the thread ended just as it came
+            assert outcome is not None  # None only for a thread whose caller left before it began
+            return outcome
+        with lock:
+            if ended:  # it ended just as the deadline came
                 return ended[0]
             given_up = True
+            leave()
         detail = f"the database did not answer within {self.timeout_s:g} s"
         self.availability.failed(TimeoutError(detail), started, detail)
         raise DatabaseUnavailable(detail)

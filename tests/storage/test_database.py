@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from roomcast.errors import Conflict
 from roomcast.node import Node
-from roomcast.storage.database import Database, DatabaseUnavailable
+from roomcast.storage.database import Database, DatabaseUnavailable, on_commit
 from roomcast.storage.models import User
 from roomcast.storage.users import create_user
 
@@ -128,25 +128,47 @@ async def test_a_mock_clock_leaping_ahead_brings_no_deadline_forward(
     assert await node.database.read(lambda s: s.scalar(select(func.count()).select_from(User))) == 1
 
 
-async def test_a_call_cancelled_from_outside_before_its_deadline_still_commits_whole(node: Node) -> None:
+async def test_a_caller_cancelled_once_its_work_runs_waits_for_it_as_without_a_deadline(node: Node) -> None:
     node.database.timeout_s = 30.0
     entered, release = threading.Event(), threading.Event()
+    callbacks_ran = trio.Event()
     returned = False
 
     def create(session):  # type: ignore[no-untyped-def]
         entered.set()
         release.wait()
         create_user(session, tenant="default", username="kept", role="member")
+        on_commit(session, callbacks_ran.set)
 
-    async def cancel_while_it_runs() -> None:
+    async def cancel_once_it_runs() -> None:
         await trio.to_thread.run_sync(entered.wait)
         scope.cancel()
         release.set()
 
     async with trio.open_nursery() as nursery:
         with trio.CancelScope() as scope:
-            nursery.start_soon(cancel_while_it_runs)
+            nursery.start_soon(cancel_once_it_runs)
             await node.database.write(create)
             returned = True
-    assert returned  # it waited for its work, and its caller heard the outcome
+    assert returned and callbacks_ran.is_set()  # it waited for its work, committed, callbacks and all
     assert await node.database.read(lambda s: s.scalar(select(func.count()).select_from(User))) == 1
+
+
+async def test_a_caller_cancelled_while_it_waits_for_a_slot_leaves_at_once_and_holds_none(node: Node) -> None:
+    node.database.timeout_s = 30.0
+    node.database.limiter.total_tokens = 1
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_the_slot(session):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node.database.read, hold_the_slot)
+        await trio.to_thread.run_sync(entered.wait)
+        with trio.move_on_after(0.2) as waited:
+            await node.database.read(lambda session: None)  # waits for the one slot
+        assert waited.cancelled_caught
+        assert node.database.limiter.borrowed_tokens == 1  # the holder's only
+        release.set()
+    assert await node.database.read(lambda session: 7) == 7
