@@ -40,13 +40,26 @@ class TokenBucket:
 
     def take(self) -> float:
         """Take a token; returns 0 on success, else the seconds until one is available."""
+        [wait] = self.take_many(1)
+        return wait
+
+    def take_many(self, count: int) -> list[float]:
+        """Take `count` tokens one after another, at this moment: for each, 0 when taken, else the wait."""
         now = trio.current_time()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
+        tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
         self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate_per_s
+        if tokens >= count:  # the usual case: all of them
+            self.tokens = tokens - count
+            return [0.0] * count
+        waits: list[float] = []
+        for _ in range(count):
+            if tokens >= 1:
+                tokens -= 1
+                waits.append(0.0)
+            else:
+                waits.append((1 - tokens) / self.rate_per_s)
+        self.tokens = tokens
+        return waits
 
 
 class Limiter(Protocol):
@@ -58,6 +71,10 @@ class Limiter(Protocol):
 
     async def take(self, key: int, count: int) -> list[float]:
         """Try `count` actions of `key` in a row: for each, 0 when it took a token, else the wait."""
+        ...
+
+    def take_if_ready(self, key: int, count: int) -> list[float] | None:
+        """As `take`, when that needs no wait (no round trip); else None, and nothing is taken."""
         ...
 
 
@@ -82,16 +99,23 @@ class RateLimiter:
 
     def take_now(self, key: object, count: int) -> list[float]:
         """`count` tokens for `key`, one at a time: for each, 0 when taken, else the wait."""
-        bucket = self._buckets.pop(key, None) or TokenBucket(self.rate_per_s, self.burst)
-        self._buckets[key] = bucket  # most recently used last
-        if len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
-        return [bucket.take() for _ in range(count)]
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = TokenBucket(self.rate_per_s, self.burst)
+            if len(buckets) > self.max_keys:
+                buckets.popitem(last=False)
+        else:
+            buckets.move_to_end(key)  # most recently used last
+        return bucket.take_many(count)
 
     async def acquire(self, key: int) -> None:
         self.check(key)
 
     async def take(self, key: int, count: int) -> list[float]:
+        return self.take_now(key, count)
+
+    def take_if_ready(self, key: int, count: int) -> list[float] | None:
         return self.take_now(key, count)
 
 
@@ -248,6 +272,17 @@ class SharedRateLimiter:
         [wait] = await self.take(key, 1)
         if wait > 0:
             raise RateLimited(round(wait, 3))
+
+    def take_if_ready(self, key: int, count: int) -> list[float] | None:
+        """Without a round trip: this node's own buckets while Redis is down, or a busy user's lease
+        when it covers all `count` (a lease partly spent would leave the rest to a call anyway)."""
+        if not self.health.should_try():
+            return self.local.take_now(key, count)
+        lease = self._leases.get(key)
+        if lease is not None and lease.tokens >= count and trio.current_time() < lease.until:
+            lease.tokens -= count
+            return [0.0] * count
+        return None
 
     async def take(self, key: int, count: int) -> list[float]:
         if not self.health.should_try():

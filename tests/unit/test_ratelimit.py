@@ -67,6 +67,29 @@ async def test_memory_is_bounded(autojump_clock: trio.testing.MockClock) -> None
     assert len(limiter._buckets) == 10
 
 
+async def test_several_tokens_at_once_are_taken_in_order_and_each_refusal_has_its_wait(
+        autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(rate_per_s=2, burst=3)
+    assert limiter.take_now("alice", 2) == [0.0, 0.0]
+    assert limiter.take_now("alice", 3) == [0.0, 0.5, 0.5]  # one left; the next token is 0.5 s away
+    assert limiter.take_now("alice", 1) == [0.5]  # refusals took nothing
+    await trio.sleep(0.5)
+    assert limiter.take_now("alice", 2) == [0.0, 0.5]
+    assert limiter.take_if_ready("bob", 4) == [0.0, 0.0, 0.0, 0.5]  # in process: always ready
+
+
+async def test_the_least_recently_used_bucket_is_the_one_dropped(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(rate_per_s=0.001, burst=1, max_keys=2)
+    limiter.check("alice")
+    limiter.check("bob")
+    with pytest.raises(RateLimited):
+        limiter.check("alice")  # alice is now the most recently used
+    limiter.check("carol")  # bob's bucket goes
+    assert list(limiter._buckets) == ["alice", "carol"]
+    with pytest.raises(RateLimited):
+        limiter.check("alice")
+
+
 async def test_a_shared_store_that_is_down_is_asked_again_once_per_retry(
         mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="roomcast.ratelimit")

@@ -202,3 +202,30 @@ async def test_no_lease_comes_from_the_lower_half_of_the_bucket(
         # 21 -> 20 (the first, alone), then 1 + 1 asked with 19 left: none above half to lease.
         assert limiter.calls == 3 and limiter._leases[3].tokens == 0
         assert await granted(limiter, 3, 20) == 18
+
+
+async def test_tokens_are_ready_at_once_only_from_a_lease_that_covers_them(
+        redis_url: str, redis_key_prefix: str, still_clock: trio.testing.MockClock) -> None:
+    async with redis_admin(redis_url) as client:
+        limiter = SharedRateLimiter(client, f"{redis_key_prefix}send:", rate_per_s=0.001, burst=30)
+        assert limiter.take_if_ready(5, 1) is None  # no lease yet: a round trip is needed
+        assert await granted(limiter, 5, 3) == 3  # calls of 1, 1 + 1, then one spent from the lease
+        assert await granted(limiter, 5, 1) == 1 and limiter._leases[5].tokens == 2
+        calls = limiter.calls
+        assert limiter.take_if_ready(5, 3) is None  # more than the lease holds: nothing is spent
+        assert limiter._leases[5].tokens == 2
+        assert limiter.take_if_ready(5, 2) == [0.0, 0.0]
+        assert limiter._leases[5].tokens == 0 and limiter.calls == calls  # no call made
+        assert limiter.take_if_ready(5, 1) is None
+        # A lease that lapsed is not spent either.
+        assert await granted(limiter, 5, 1) == 1 and limiter._leases[5].tokens > 0
+        still_clock.jump(1.5)
+        assert limiter.take_if_ready(5, 1) is None
+
+
+async def test_tokens_are_ready_at_once_from_the_node_s_own_buckets_while_redis_is_down(
+        redis_url: str, redis_key_prefix: str) -> None:
+    async with redis_admin(redis_url) as client:
+        limiter = SharedRateLimiter(client, f"{redis_key_prefix}send:", rate_per_s=0.001, burst=2)
+        limiter.health.failed(ConnectionError("gone"))
+        assert limiter.take_if_ready(9, 3) == [0.0, 0.0, pytest.approx(1000.0, rel=0.01)]
