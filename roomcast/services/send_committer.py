@@ -66,17 +66,24 @@ StoreDrafts = Callable[[Node, Session, Sequence[tuple[UserSnapshot, "Draft"]]], 
 
 @dataclass(eq=False, slots=True)
 class SendRequest:
-    """The drafts of one sender (a /ws session's pending sends, or one REST send), answered together."""
+    """The drafts of one sender (a /ws session's pending sends, or one REST send), answered together.
+
+    Its sender waits for `done` (`SendCommitter.submit`), or is called back with it answered
+    (`SendCommitter.offer`): from whichever task answers it, so the callback must not block or raise.
+    """
 
     sender: UserSnapshot
     drafts: Sequence[Draft]
     outcomes: list[SendOutcome] = field(default_factory=list)
     done: trio.Event = field(default_factory=trio.Event)
+    on_answer: Callable[[SendRequest], None] | None = None
 
     def answer(self, outcomes: list[SendOutcome]) -> None:
         if not self.done.is_set():
             self.outcomes = outcomes
             self.done.set()
+            if self.on_answer is not None:
+                self.on_answer(self)
 
     def fail(self, error: Exception) -> None:
         self.answer([error] * len(self.drafts))
@@ -142,6 +149,30 @@ class SendCommitter:
         finally:
             self._outstanding.discard(request)
         return request.outcomes
+
+    def offer(self, request: SendRequest, on_answer: Callable[[SendRequest], None]) -> bool:
+        """Queue `request` if the mailbox has room now, and call `on_answer(request)` once it is
+        answered (committed, refused, or the node stopping); False, with nothing queued, when the
+        mailbox is full: `submit` waits for room. No trip through the scheduler either way."""
+
+        def answered(request: SendRequest) -> None:
+            self._outstanding.discard(request)
+            on_answer(request)
+
+        request.on_answer = answered
+        try:
+            self.actor.tell(request)
+        except trio.WouldBlock:
+            request.on_answer = None
+            return False
+        except trio.BrokenResourceError:
+            request.fail(Unavailable("the node is stopping; try again"))
+            return True
+        self._outstanding.add(request)
+        self._nudge()
+        if self.actor.terminated.is_set():
+            request.fail(Unavailable("the node is stopping; try again"))
+        return True
 
     def _terminated(self) -> None:
         stopping = Unavailable("the node is stopping; try again")

@@ -40,14 +40,21 @@ def hold_commits(node: Any, monkeypatch: pytest.MonkeyPatch) -> trio.Event:
 
 
 def count_requests(committer: SendCommitter, monkeypatch: pytest.MonkeyPatch) -> list[SendRequest]:
+    """The requests handed to the committer: REST sends wait for theirs (`submit`), /ws sessions are
+    called back (`offer`)."""
     submitted: list[SendRequest] = []
-    real_submit = committer.submit
+    real_submit, real_offer = committer.submit, committer.offer
 
     async def submit(request: SendRequest) -> Any:
         submitted.append(request)
         return await real_submit(request)
 
+    def offer(request: SendRequest, on_answer: Any) -> bool:
+        submitted.append(request)
+        return real_offer(request, on_answer)
+
     monkeypatch.setattr(committer, "submit", submit)
+    monkeypatch.setattr(committer, "offer", offer)
     return submitted
 
 

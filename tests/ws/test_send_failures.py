@@ -10,8 +10,33 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from roomcast.http.ws import sends
+from roomcast.services.send_committer import SendCommitter, SendRequest
 from tests.chat_helpers import curse, history, make_group
 from tests.ws_client import ws_connect
+
+
+class _GatedCommitter:
+    """The node's committer, as a session sees it, whose first batch waits for `gate` (the others
+    go straight on): the first is refused as if the mailbox were full, and its task then waits."""
+
+    def __init__(self, inner: SendCommitter, gate: trio.Event, batches: list[list[str]]) -> None:
+        self.inner, self.gate, self.batches = inner, gate, batches
+
+    def offer(self, request: SendRequest, on_answer: Any) -> bool:
+        self.batches.append([draft.body for draft in request.drafts])
+        return len(self.batches) > 1 and self.inner.offer(request, on_answer)
+
+    async def submit(self, request: SendRequest) -> Any:
+        await self.gate.wait()
+        return await self.inner.submit(request)
+
+
+def gate_first_batch(monkeypatch: pytest.MonkeyPatch, gate: trio.Event) -> list[list[str]]:
+    """Hold a session's first batch until `gate` is set; returns the bodies of each batch, as handed over."""
+    batches: list[list[str]] = []
+    real_committer = sends.committer
+    monkeypatch.setattr(sends, "committer", lambda node: _GatedCommitter(real_committer(node), gate, batches))
+    return batches
 
 
 async def test_one_failing_send_of_a_batch_leaves_the_others_committed_and_acked(
@@ -23,16 +48,7 @@ async def test_one_failing_send_of_a_batch_leaves_the_others_committed_and_acked
     # The first send's commit waits until the client has sent everything else, so the
     # rest pile up behind it and go to the database as one batch (sends.MAX_BATCH is well above 4).
     all_sent = trio.Event()
-    real_send_drafts = sends.send_drafts
-    batches: list[list[str]] = []
-
-    async def send_drafts(node: Any, user: Any, drafts: Any) -> Any:
-        batches.append([draft.body for draft in drafts])
-        if len(batches) == 1:
-            await all_sent.wait()
-        return await real_send_drafts(node, user, drafts)
-
-    monkeypatch.setattr(sends, "send_drafts", send_drafts)
+    batches = gate_first_batch(monkeypatch, all_sent)
     async with ws_connect(live_server, alice.token) as ws:
         bodies = ["first", "a", "cursed", "b", "c"]
         for n, body in enumerate(bodies):
@@ -63,16 +79,7 @@ async def test_sends_over_the_rate_in_one_batch_are_refused_in_place_and_take_no
     # As in the test above: the first commit waits until every other send is queued, so the
     # rest go to the rate limiter, then the committer, as one batch.
     all_sent = trio.Event()
-    real_send_drafts = sends.send_drafts
-    batches: list[list[str]] = []
-
-    async def send_drafts(node: Any, user: Any, drafts: Any) -> Any:
-        batches.append([draft.body for draft in drafts])
-        if len(batches) == 1:
-            await all_sent.wait()
-        return await real_send_drafts(node, user, drafts)
-
-    monkeypatch.setattr(sends, "send_drafts", send_drafts)
+    batches = gate_first_batch(monkeypatch, all_sent)
     async with ws_connect(live_server, alice.token) as ws:
         bodies = ["first", "a", "b", "c", "d"]
         for n, body in enumerate(bodies):
@@ -120,21 +127,131 @@ async def test_a_flood_of_sends_over_the_rate_closes_the_connection_1008(
     assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["0"]
 
 
-async def test_the_send_task_stays_while_sends_come_and_ends_at_a_heartbeat_once_idle(
-        live_server: str, client: Any, users: Any, node: Any) -> None:
+def session_of(node: Any, user: Any) -> Any:
     from roomcast.actors.notices import Audience
-    from tests.helpers import eventually
+
+    [session] = list(node.notices.recipients(Audience((user.id,))))
+    return session
+
+
+def pipeline_tasks(session: Any) -> list[str]:
+    return [task.name for task in session._nursery.child_tasks if "SendPipeline" in task.name]
+
+
+async def test_a_batch_in_the_committer_has_no_task_of_the_session_waiting_for_it(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from roomcast.ratelimit import RateLimiter
+    from tests.ws.test_group_commit import hold_commits
 
     alice = await users.create("member")
     room = (await make_group(client, alice))["id"]
+    node.send_limiter = RateLimiter(rate_per_s=100, burst=100)  # tokens at once (no Redis round trip)
+    gate = hold_commits(node, monkeypatch)
     async with ws_connect(live_server, alice.token) as ws:
-        assert (await ws.request({"type": "send", "room": room, "body": "one"}))["type"] == "ack"
-        [session] = list(node.notices.recipients(Audience((alice.id,))))
-        pipeline = session._sends
-        assert pipeline._running and pipeline._parked is not None  # idle, waiting for the next send
-        assert (await ws.request({"type": "send", "room": room, "body": "two"}))["type"] == "ack"
-        session.heartbeat(trio.current_time(), node.settings.heartbeat_s)  # it finds the task idle
-        await eventually(lambda: not pipeline._running)
-        assert (await ws.request({"type": "send", "room": room, "body": "three"}))["type"] == "ack"
-        assert pipeline._running  # a new task for the new send
-    assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["one", "two", "three"]
+        for n in range(3):
+            await ws.send({"type": "send", "room": room, "body": f"m{n}", "ref": f"s{n}"})
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"  # all three read and queued
+        session = session_of(node, alice)
+        assert session._sends._busy and pipeline_tasks(session) == []  # the committer will call back
+        gate.set()
+        answers = [await ws.until_ref(f"s{n}") for n in range(3)]
+        assert [answer["type"] for answer in answers] == ["ack"] * 3
+        assert [answer["message"]["seq"] for answer in answers] == [1, 2, 3]
+        assert not session._sends._busy and pipeline_tasks(session) == []
+
+
+class _SlowLimiter:
+    """A limiter whose every answer needs a round trip (as Redis's without a lease), held until `gate`."""
+
+    def __init__(self, gate: trio.Event) -> None:
+        self.gate = gate
+        self.asked: list[int] = []
+
+    async def acquire(self, key: int) -> None:
+        await self.take(key, 1)
+
+    async def take(self, key: int, count: int) -> list[float]:
+        self.asked.append(count)
+        await self.gate.wait()
+        return [0.0] * count
+
+    def take_if_ready(self, key: int, count: int) -> list[float] | None:
+        return None
+
+
+async def test_tokens_that_need_a_round_trip_are_waited_for_in_a_task_and_sends_keep_their_order(
+        live_server: str, client: Any, users: Any, node: Any) -> None:
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    gate = trio.Event()
+    node.send_limiter = limiter = _SlowLimiter(gate)
+    async with ws_connect(live_server, alice.token) as ws:
+        for n in range(4):
+            await ws.send({"type": "send", "room": room, "body": f"m{n}", "ref": f"s{n}"})
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"  # the reader is not held
+        session = session_of(node, alice)
+        assert pipeline_tasks(session) == ["roomcast.http.ws.sends.SendPipeline._send_after_tokens"]
+        gate.set()
+        answers = [await ws.until_ref(f"s{n}") for n in range(4)]
+        assert [answer["message"]["seq"] for answer in answers] == [1, 2, 3, 4]
+        assert limiter.asked == [1, 3]  # the first alone, then what piled up meanwhile
+    stored = [m["body"] for m in (await history(client, alice, room))["items"]]
+    assert stored == ["m0", "m1", "m2", "m3"]
+
+
+async def test_an_answer_that_fails_ends_its_session_and_leaves_the_committer_serving_others(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from roomcast.ratelimit import RateLimiter
+
+    alice = await users.create("member")
+    bob = await users.create("member")
+    room = (await make_group(client, alice, [bob]))["id"]
+    node.send_limiter = RateLimiter(rate_per_s=100, burst=100)
+    real_answer = sends._answer
+
+    def answer(ref: str | None, outcome: Any) -> bytes:
+        if ref == "doomed":
+            raise RuntimeError("a bug while answering")
+        return real_answer(ref, outcome)
+
+    monkeypatch.setattr(sends, "_answer", answer)
+    async with ws_connect(live_server, alice.token) as doomed, ws_connect(live_server, bob.token) as other:
+        await doomed.send({"type": "send", "room": room, "body": "stored all the same", "ref": "doomed"})
+        with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
+            while True:
+                await doomed.event()
+        assert closed.value.reason.code == 1011
+        for n in range(3):
+            assert (await other.request({"type": "send", "room": room, "body": f"b{n}"}))["type"] == "ack"
+    assert "a bug while answering" in caplog.text
+    stored = [m["body"] for m in (await history(client, alice, room))["items"]]
+    assert stored == ["stored all the same", "b0", "b1", "b2"]
+
+
+async def test_sends_read_before_a_frame_that_waits_are_not_held_behind_it(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from roomcast.services import live
+
+    alice = await users.create("member")
+    rooms = [(await make_group(client, alice, name=f"r{n}"))["id"] for n in range(3)]
+    gates = {rooms[1]: trio.Event(), rooms[2]: trio.Event()}
+    real_join = live.join_room
+
+    async def join_room(node: Any, session: Any, room_id: int, *args: Any, **kwargs: Any) -> Any:
+        if room_id in gates:
+            await gates[room_id].wait()
+        return await real_join(node, session, room_id, *args, **kwargs)
+
+    monkeypatch.setattr(live, "join_room", join_room)
+    async with ws_connect(live_server, alice.token) as ws:
+        await ws.send({"type": "subscribe", "room": rooms[1], "ref": "j1"})  # the reader waits in it
+        # Meanwhile a send and another held join arrive: the reader takes both in one read.
+        await ws.send({"type": "send", "room": rooms[0], "body": "not held", "ref": "s1"})
+        await ws.send({"type": "subscribe", "room": rooms[2], "ref": "j2"})
+        gates[rooms[1]].set()
+        assert (await ws.until_ref("j1"))["type"] == "subscribed"
+        ack = await ws.until_ref("s1")  # while the second join still waits
+        assert ack["type"] == "ack" and not gates[rooms[2]].is_set()
+        gates[rooms[2]].set()
+        assert (await ws.until_ref("j2"))["type"] == "subscribed"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+from collections.abc import Callable
 
 import trio
 from wsproto.utilities import generate_accept_token
@@ -88,8 +89,12 @@ class WebSocket:
         # The client may have sent its first frame right behind the head.
         self._parser.feed(request.head.partition(b"\r\n\r\n")[2])
 
-    async def receive(self) -> str:
-        """The next complete text message; raises ConnectionClosed when the socket is done."""
+    async def receive(self, on_drained: Callable[[], None] | None = None) -> str:
+        """The next complete text message; raises ConnectionClosed when the socket is done.
+
+        `on_drained()` runs each time every message received so far has been returned, before
+        more is read: the caller's cue to act on what those messages piled up.
+        """
         while True:
             try:
                 event = self._parser.next()
@@ -103,6 +108,8 @@ class WebSocket:
                 continue
             if self.closed is not None:
                 raise self.closed
+            if on_drained is not None:
+                on_drained()
             # Inline rather than in a helper coroutine: this is where every idle connection waits,
             # and each coroutine suspended here would be one more frame per connection.
             stream = self.stream

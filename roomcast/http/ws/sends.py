@@ -2,35 +2,42 @@
 
 Answering each `send` frame only after its own commit would let one connection
 commit one message per round trip to the database. Instead the reader checks a
-send and queues it here, then goes on reading; one task (alive while the session
-keeps sending) takes the sender's rate tokens for whatever has piled up (one call to
-Redis for all; a send over the rate is answered `rate_limited` in its place) and
-hands the rest to the node's committer (`send_drafts`),
-which commits it together with the other sessions' and REST requests' sends, and
-answers each with its `ack` or `error`, in order. One batch of a session is in the
-committer at a time, so its sends to a room are sequenced and acked in the order
-sent. Still every `ack` follows the commit of its message (PROTOCOL §5). A send
-that fails fails alone: the others of its transaction are committed and acked all
-the same.
+send and queues it here, then goes on reading. Whatever has piled up while no batch
+of the session is in the committer goes as the next batch: its sender's rate tokens
+are taken for all of it at once (a send over the rate is answered `rate_limited` in
+its place) and the rest is handed to the node's committer, which commits it
+together with the other sessions' and REST requests' sends. The committer calls
+back with the outcomes, and each send is answered with its `ack` or `error`, in
+order; then the next batch goes. One batch of a session is in the committer at a
+time, so its sends to a room are sequenced and acked in the order sent. Still every
+`ack` follows the commit of its message (PROTOCOL §5). A send that fails fails
+alone: the others of its transaction are committed and acked all the same.
+
+No task of the session waits for the commit: a batch is taken, handed over and
+answered from whichever task gets there (the reader, the committer's callback), so a
+busy sender costs no trip through the scheduler per batch. Only what must wait gets
+a task: rate tokens that need a round trip to Redis, and a committer whose mailbox
+is full.
 
 On this connection a send's `ack` comes before its `message` event. The event could
 otherwise come first: once committed, the row is visible to the relay (it reads a
 room's unpublished rows back when another transaction there asks it to), and its
-fan-out may reach the session before this task has written the answers. So while a
-batch is in the committer, the stored events of its rooms that reach the session are
-held here, and written right after the batch's answers.
+fan-out may reach the session before the answers are written. So while a batch is
+in the committer, the stored events of its rooms that reach the session are held
+here, and written right after the batch's answers.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
-from ...errors import ApiError
-from ...services.messaging import Draft, send_drafts, take_send_tokens
-from ...services.send_committer import SendOutcome
+from ...errors import ApiError, RateLimited
+from ...services.messaging import Draft, committer, take_send_tokens, take_send_tokens_if_ready
+from ...services.send_committer import SendOutcome, SendRequest
 from ...wire import send_ack
 from .protocol import api_error_event, error_event
 
@@ -45,21 +52,21 @@ MAX_PENDING_SENDS = 64
 MAX_BATCH = 32
 _NO_ROOMS: frozenset[int] = frozenset()
 
+# A send waiting for its batch: its draft, the frame's ref, and when it was taken.
+_Pending = tuple[Draft, str | None, float]
+
 
 class SendPipeline:
     """The pending sends of one session."""
 
-    __slots__ = ("_held", "_held_count", "_holding", "_parked", "_pending", "_room_for_more", "_running", "_session")
+    __slots__ = ("_busy", "_held", "_held_count", "_holding", "_pending", "_room_for_more", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._pending: list[tuple[Draft, str | None, float]] = []  # (draft, the frame's ref, when it was taken)
-        self._running = False
+        self._pending: list[_Pending] = []
+        # True from taking a batch to answering it: its tokens are being taken, or it is in the committer.
+        self._busy = False
         self._room_for_more: trio.Event | None = None
-        # Set while the task waits, idle, for the next send: it stays while the session keeps
-        # sending (a task started per batch costs more than the rest of a small batch's
-        # handling here) and ends at the first heartbeat that finds it idle (`retire_if_idle`).
-        self._parked: trio.Event | None = None
         self._holding: frozenset[int] = _NO_ROOMS  # the rooms of the batch in the committer
         self._held: list[tuple[int, list[bytes]]] = []  # (room, its stored events) that came meanwhile, in order
         self._held_count = 0
@@ -101,67 +108,96 @@ class SendPipeline:
         return written
 
     async def submit(self, draft: Draft, ref: str | None) -> None:
-        """Queue a checked send; its answer follows its commit. Waits while too many are pending."""
+        """Queue a checked send; it goes at the next `start`, and its answer follows its commit.
+        Waits while too many are pending."""
         self._pending.append((draft, ref, trio.current_time()))
-        if self._parked is not None:
-            self._parked.set()
-            self._parked = None
-        elif not self._running:
-            self._running = True
-            self._session.start_soon(self._commit_pending)
         if len(self._pending) >= MAX_PENDING_SENDS:
+            self.start()
             self._room_for_more = event = trio.Event()
             await event.wait()
 
-    def retire_if_idle(self) -> None:
-        """End the task if it waits for sends (the heartbeat's call): the next send starts another."""
-        if self._parked is not None:
-            self._parked.set()  # it wakes to nothing pending, and ends
-            self._parked = None
+    def start(self) -> None:
+        """Send what is pending unless a batch is under way (it goes once that one is answered).
 
-    async def _commit_pending(self) -> None:
+        The reader calls it once it has handled every frame received so far, so the sends
+        that came together (a client's window of them, in one read) go together.
+        """
+        if not self._busy and self._pending:
+            self._next_batch()
+
+    def _next_batch(self) -> None:
+        """Send what is pending, batch by batch, until one is under way (or none is left)."""
+        session = self._session
+        node = session.node
+        while self._pending and not self._busy:
+            count = min(MAX_BATCH, node.settings.send_batch_max)
+            batch, self._pending = self._pending[:count], self._pending[count:]
+            if self._room_for_more is not None:
+                self._room_for_more.set()
+                self._room_for_more = None
+            self._busy = True
+            refusals = take_send_tokens_if_ready(node, session.user, len(batch))
+            if refusals is None:  # a round trip to Redis first
+                session.start_soon(partial(self._send_after_tokens, batch))
+                return
+            self._send(batch, refusals)
+
+    async def _send_after_tokens(self, batch: list[_Pending]) -> None:
+        refusals = await take_send_tokens(self._session.node, self._session.user, len(batch))
+        self._send(batch, refusals)
+        self._next_batch()
+
+    def _send(self, batch: list[_Pending], refusals: list[RateLimited | None]) -> None:
+        """Hand the batch's allowed sends to the committer; answered at once if there are none."""
+        allowed = [draft for (draft, _, _), refusal in zip(batch, refusals, strict=True) if refusal is None]
+        if not allowed:
+            self._answer(batch, refusals, [])
+            return
+        self._holding = frozenset(draft.room_id for draft in allowed)
+        request = SendRequest(self._session.user, allowed)
+        node_committer = committer(self._session.node)
+
+        def answered(request: SendRequest) -> None:
+            # Called from the committer's task: what goes wrong here is the session's, never the committer's.
+            try:
+                self._answer(batch, refusals, request.outcomes)
+                self._next_batch()
+            except Exception as exc:  # too many refusals (1008), or a bug
+                self._session.fail(exc)
+
+        if not node_committer.offer(request, answered):  # its mailbox is full: wait for room in a task
+            async def submit() -> None:
+                await node_committer.submit(request)
+                self._answer(batch, refusals, request.outcomes)
+                self._next_batch()
+
+            self._session.start_soon(submit)
+
+    def _answer(self, batch: list[_Pending], refusals: list[RateLimited | None], outcomes: list[SendOutcome]) -> None:
+        """Write the batch's answers (in one frame when the socket takes it), then what its rooms' events
+        waited for. A session already ending writes nothing more."""
+        session = self._session
+        self._busy = False
         try:
-            while True:
-                if not self._pending:
-                    self._parked = parked = trio.Event()
-                    await parked.wait()
-                    if not self._pending:
-                        return
-                node = self._session.node
-                count = min(MAX_BATCH, node.settings.send_batch_max)
-                batch, self._pending = self._pending[:count], self._pending[count:]
-                if self._room_for_more is not None:
-                    self._room_for_more.set()
-                    self._room_for_more = None
-                user = self._session.user
-                refusals = await take_send_tokens(node, user, len(batch))
-                allowed = [draft for (draft, _, _), refusal in zip(batch, refusals, strict=True) if refusal is None]
-                if allowed:
-                    self._holding = frozenset(draft.room_id for draft in allowed)
-                try:
-                    stored = iter(await send_drafts(node, user, allowed) if allowed else ())
-                    now = trio.current_time()
-                    answers: list[bytes] = []  # one frame for the batch's answers, when the socket takes it
-                    for (_, ref, taken_at), refusal in zip(batch, refusals, strict=True):
-                        if refusal is not None:
-                            answers.append(self._session.rate_limit_refusal(ref, refusal))
-                            continue
-                        outcome = next(stored)
-                        if isinstance(outcome, tuple) and outcome[1] is not None:  # stored now, not a repeat
-                            node.metrics.send_latency.observe(now - taken_at)
-                        answers.append(_answer(ref, outcome))
-                    self._session.reply_all(answers)
-                finally:
-                    self._release()
+            if session.ending:
+                return
+            node = session.node
+            stored = iter(outcomes)
+            now = trio.current_time()
+            answers: list[bytes] = []
+            for (_, ref, taken_at), refusal in zip(batch, refusals, strict=True):
+                if refusal is not None:
+                    answers.append(session.rate_limit_refusal(ref, refusal))
+                    continue
+                outcome = next(stored)
+                if isinstance(outcome, tuple) and outcome[1] is not None:  # stored now, not a repeat
+                    node.metrics.send_latency.observe(now - taken_at)
+                answers.append(_answer(ref, outcome))
+            session.reply_all(answers)
         finally:
-            self._running = False
-            self._parked = None
-
-    def _release(self) -> None:
-        """The batch is answered (or its task ends): what its rooms' events waited for is written."""
-        self._holding = _NO_ROOMS
-        if self._held_count:
-            self._write_held([])
+            self._holding = _NO_ROOMS
+            if self._held_count and not session.ending:
+                self._write_held([])
 
 
 def _answer(ref: str | None, outcome: SendOutcome) -> bytes:

@@ -219,6 +219,11 @@ class Session:
             self._sends = SendPipeline(self)
         await self._sends.submit(draft, ref)
 
+    def _start_sends(self) -> None:
+        # Every frame read so far is handled: the sends among them go to the committer as one batch.
+        if self._sends is not None:
+            self._sends.start()
+
     async def unless_client_gone(self, work: Awaitable[None]) -> None:
         """Await `work`, or end the session (ConnectionClosed) as soon as the client is gone.
 
@@ -289,11 +294,13 @@ class Session:
 
     async def _read_forever(self) -> None:
         while True:
-            text = await self.socket.receive()
+            text = await self.socket.receive(self._start_sends)
             ref: str | None = None
             try:
                 frame = parse_frame(text)  # the one gate: handlers get checked values only
                 ref = frame.ref
+                if frame.type != "send":  # the sends before it go now: its handler may wait (a join)
+                    self._start_sends()
                 await self.handlers[frame.type](self, frame)
             except RateLimited as exc:
                 self._deliver(self.rate_limit_refusal(ref, exc))
@@ -325,8 +332,6 @@ class Session:
 
     def heartbeat(self, now: float, interval: float) -> None:
         """Called every `interval` by the node's Heartbeat: ping the client, or drop it if it went quiet."""
-        if self._sends is not None:
-            self._sends.retire_if_idle()
         if now - self.socket.last_heard > 2 * interval:
             self._end(ConnectionClosed(1006, "heartbeat timeout"))
         elif not self.socket.try_write_now(frames.PING):
@@ -343,6 +348,16 @@ class Session:
     async def _cut_after_grace(self) -> None:
         await trio.sleep(self.node.settings.ws_close_timeout_s)
         raise Overflowed if self.outbound.overflowed else Stopped
+
+    @property
+    def ending(self) -> bool:
+        """Whether the session is ending (or over): it takes no new work and writes nothing more of its own."""
+        nursery = self._nursery
+        return nursery is None or nursery.cancel_scope.cancel_called
+
+    def fail(self, error: Exception) -> None:
+        """End the session with `error`, as if one of its tasks had raised it (from another task: a callback)."""
+        self._end(error)
 
     def revoke(self, reason: str) -> None:
         """The user was disabled or the token revoked since it connected: close with 1008."""
