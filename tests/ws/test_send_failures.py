@@ -10,6 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from roomcast.http.ws import sends
+from roomcast.services import messaging
 from roomcast.services.send_committer import SendCommitter, SendRequest
 from tests.chat_helpers import curse, history, make_group
 from tests.ws_client import ws_connect
@@ -255,3 +256,31 @@ async def test_sends_read_before_a_frame_that_waits_are_not_held_behind_it(
         assert ack["type"] == "ack" and not gates[rooms[2]].is_set()
         gates[rooms[2]].set()
         assert (await ws.until_ref("j2"))["type"] == "subscribed"
+
+
+async def test_sends_not_yet_handed_over_when_the_client_leaves_are_dropped(
+        live_server: str, client: Any, users: Any, node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from roomcast.actors.notices import Audience
+    from roomcast.ratelimit import RateLimiter
+    from tests.helpers import eventually
+    from tests.ws.test_group_commit import hold_commits
+
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    node.send_limiter = RateLimiter(rate_per_s=100, burst=100)
+    gate = hold_commits(node, monkeypatch)
+    committer = messaging.committer(node)
+    before = committer.messages
+    async with ws_connect(live_server, alice.token) as ws:
+        await ws.send({"type": "send", "room": room, "body": "handed over", "ref": "s0"})
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"  # s0 is in the committer, held
+        for n in (1, 2):
+            await ws.send({"type": "send", "room": room, "body": f"pending {n}", "ref": f"s{n}"})
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"  # read, waiting behind s0
+    await eventually(lambda: not list(node.notices.recipients(Audience((alice.id,)))))  # the session ended
+    gate.set()
+    # A batch handed over from its answer's callback would be in the committer by the time it is idle.
+    await eventually(lambda: committer.messages > before and not committer._open and not committer._outstanding
+                     and not committer.actor.backlog)
+    assert committer.messages == before + 1
+    assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["handed over"]

@@ -126,8 +126,11 @@ class SendPipeline:
             self._next_batch()
 
     def _next_batch(self) -> None:
-        """Send what is pending, batch by batch, until one is under way (or none is left)."""
+        """Send what is pending, batch by batch, until one is under way (or none is left). A session
+        that is ending sends nothing more: what it had not handed over yet is dropped, unanswered."""
         session = self._session
+        if session.ending:
+            return
         node = session.node
         while self._pending and not self._busy:
             count = min(MAX_BATCH, node.settings.send_batch_max)
