@@ -22,6 +22,7 @@ class _GatedCommitter:
 
     def __init__(self, inner: SendCommitter, gate: trio.Event, batches: list[list[str]]) -> None:
         self.inner, self.gate, self.batches = inner, gate, batches
+        self.actor = inner.actor
 
     def offer(self, request: SendRequest, on_answer: Any) -> bool:
         self.batches.append([draft.body for draft in request.drafts])
@@ -284,3 +285,20 @@ async def test_sends_not_yet_handed_over_when_the_client_leaves_are_dropped(
                      and not committer.actor.backlog)
     assert committer.messages == before + 1
     assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["handed over"]
+
+
+async def test_a_session_sends_to_the_node_s_new_committer_once_the_old_one_ended_for_good(
+        live_server: str, client: Any, users: Any, node: Any) -> None:
+    from tests.helpers import eventually
+
+    alice = await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    async with ws_connect(live_server, alice.token) as ws:
+        assert (await ws.request({"type": "send", "room": room, "body": "one"}))["type"] == "ack"
+        old = messaging.committer(node)
+        old.actor.stop("replaced in a test")
+        await eventually(lambda: old.actor.terminated.is_set())
+        assert (await ws.request({"type": "send", "room": room, "body": "two"}))["type"] == "ack"
+        new = messaging.committer(node)
+        assert new is not old and new.messages == 1
+    assert [m["body"] for m in (await history(client, alice, room))["items"]] == ["one", "two"]

@@ -37,7 +37,7 @@ import trio
 
 from ...errors import ApiError, RateLimited
 from ...services.messaging import Draft, committer, take_send_tokens, take_send_tokens_if_ready
-from ...services.send_committer import SendOutcome, SendRequest
+from ...services.send_committer import SendCommitter, SendOutcome, SendRequest
 from ...wire import send_ack
 from .protocol import api_error_event, error_event
 
@@ -59,7 +59,7 @@ _Pending = tuple[Draft, str | None, float]
 class SendPipeline:
     """The pending sends of one session."""
 
-    __slots__ = ("_busy", "_held", "_held_count", "_holding", "_pending", "_room_for_more", "_session")
+    __slots__ = ("_busy", "_committer", "_held", "_held_count", "_holding", "_pending", "_room_for_more", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -70,6 +70,7 @@ class SendPipeline:
         self._holding: frozenset[int] = _NO_ROOMS  # the rooms of the batch in the committer
         self._held: list[tuple[int, list[bytes]]] = []  # (room, its stored events) that came meanwhile, in order
         self._held_count = 0
+        self._committer: SendCommitter | None = None  # the node's, kept at hand while its actor runs
 
     @property
     def held(self) -> int:
@@ -158,7 +159,9 @@ class SendPipeline:
             return
         self._holding = frozenset(draft.room_id for draft in allowed)
         request = SendRequest(self._session.user, allowed)
-        node_committer = committer(self._session.node)
+        node_committer = self._committer
+        if node_committer is None or node_committer.actor.terminated.is_set():
+            node_committer = self._committer = committer(self._session.node)
 
         def answered(request: SendRequest) -> None:
             # Called from the committer's task: what goes wrong here is the session's, never the committer's.
