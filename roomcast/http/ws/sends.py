@@ -163,19 +163,21 @@ class SendPipeline:
         if node_committer is None or node_committer.actor.terminated.is_set():
             node_committer = self._committer = committer(self._session.node)
 
+        def finish(request: SendRequest) -> None:
+            self._answer(batch, refusals, request.outcomes)
+            self._next_batch()
+
         def answered(request: SendRequest) -> None:
             # Called from the committer's task: what goes wrong here is the session's, never the committer's.
             try:
-                self._answer(batch, refusals, request.outcomes)
-                self._next_batch()
+                finish(request)
             except Exception as exc:  # too many refusals (1008), or a bug
                 self._session.fail(exc)
 
         if not node_committer.offer(request, answered):  # its mailbox is full: wait for room in a task
             async def submit() -> None:
                 await node_committer.submit(request)
-                self._answer(batch, refusals, request.outcomes)
-                self._next_batch()
+                finish(request)  # in the session's task: what it raises ends the session
 
             self._session.start_soon(submit)
 
