@@ -192,11 +192,20 @@ class SendCommitter:
     async def _work(self, mailbox: trio.MemoryReceiveChannel[SendRequest]) -> None:
         while True:
             batch = await self._take(mailbox)  # counted in `_open` from here
+            counted = True
+
+            def ended() -> None:
+                """The batch's transaction is over (its outcome may still be unknown): it no longer counts."""
+                nonlocal counted
+                if counted:
+                    counted = False
+                    self._open -= 1
+                    self._nudge()
+
             try:
-                await self._commit(batch)
+                await self._commit(batch, ended)
             finally:
-                self._open -= 1
-                self._nudge()
+                ended()
                 # Cancelled or crashed mid-transaction: what is still unanswered has an unknown outcome.
                 # (The exception is made only then: one per request per batch shows in a busy profile.)
                 for request in batch:
@@ -268,7 +277,7 @@ class SendCommitter:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 return
 
-    async def _commit(self, batch: list[SendRequest]) -> None:
+    async def _commit(self, batch: list[SendRequest], ended: Callable[[], None]) -> None:
         # In room-id order (a stable sort: each room's drafts keep the order they came in).
         entries = sorted(((request.sender, draft, r, d) for r, request in enumerate(batch)
                           for d, draft in enumerate(request.drafts)), key=lambda entry: entry[1].room_id)
@@ -319,9 +328,14 @@ class SendCommitter:
             except _DraftFailed:
                 stored = await self.node.database.write(each_in_a_savepoint)
         except ApiError as exc:  # the transaction as a whole was refused, or the database is down
-            if isinstance(exc, DatabaseUnavailable) and to_commit and await self._settle(to_commit[-1][0]):
-                self._committed(batch, entries, to_commit[-1][1], trio.current_time() - started)
-                return
+            if isinstance(exc, DatabaseUnavailable) and to_commit:
+                # Settling may take `_SETTLE_S` while the database is away: the sends that come
+                # meanwhile start a transaction of their own (and are answered `unavailable` at
+                # once while it is) rather than wait behind one that holds nothing any more.
+                ended()
+                if await self._settle(to_commit[-1][0]):
+                    self._committed(batch, entries, to_commit[-1][1], trio.current_time() - started)
+                    return
             for request in batch:
                 request.fail(exc)
             return

@@ -109,3 +109,41 @@ async def test_a_commit_still_in_doubt_when_the_database_stays_away_is_unavailab
                               json={"body": "unknown", "client_id": "c2"})
     assert again.status_code == 200  # it had been stored: the retry gets the original, nothing twice
     assert await history(client, alice, room) == ["unknown"]
+
+
+async def test_sends_that_come_while_a_commit_is_in_doubt_do_not_wait_behind_it(
+        node: Node, client: Any, users: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settling asks for up to `_SETTLE_S`; a send meanwhile starts a transaction of its own, even
+    a small one (under half a batch would otherwise wait for the open transaction to end)."""
+    import trio
+
+    alice, bob = await users.create("member"), await users.create("member")
+    room = (await make_group(client, alice))["id"]
+    other_room = (await make_group(client, bob))["id"]
+    commit_then_lose_the_answer(monkeypatch, reaches_the_server=False)
+    settling, release = trio.Event(), trio.Event()
+    real_read = Database.read
+
+    async def read(self: Database, work: Callable[..., Any], *args: Any) -> Any:
+        if work is commit_status:
+            settling.set()
+            await release.wait()  # the database stays away until the other send is answered
+        return await real_read(self, work, *args)
+
+    monkeypatch.setattr(Database, "read", read)
+    answers: dict[str, int] = {}
+
+    async def send(user: Any, room_id: int, body: str) -> None:
+        response = await client.post(f"/api/rooms/{room_id}/messages", headers=user.headers, json={"body": body})
+        answers[body] = response.status_code
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, alice, room, "in doubt")
+        await settling.wait()
+        with trio.fail_after(5):
+            await send(bob, other_room, "meanwhile")  # before: held until the settling ended
+        assert answers == {"meanwhile": 201}
+        release.set()
+    assert answers == {"meanwhile": 201, "in doubt": 503}  # it never reached the server
+    assert await history(client, bob, other_room) == ["meanwhile"]
+    assert await history(client, alice, room) == []

@@ -210,9 +210,9 @@ async def test_a_second_transaction_opens_only_for_a_backlog_of_half_a_batch(
     sizes: list[int] = []
     real_commit = committer._commit
 
-    async def commit(batch: list[Any]) -> None:
+    async def commit(batch: list[Any], *rest: Any) -> None:
         sizes.append(sum(len(request.drafts) for request in batch))
-        await real_commit(batch)
+        await real_commit(batch, *rest)
 
     monkeypatch.setattr(committer, "_commit", commit)
     monkeypatch.setattr(node.database, "write", held_write)
@@ -252,9 +252,9 @@ async def test_a_small_backlog_waits_for_the_open_transaction_and_goes_in_the_ne
     sizes: list[int] = []
     real_commit = committer._commit
 
-    async def commit(batch: list[Any]) -> None:
+    async def commit(batch: list[Any], *rest: Any) -> None:
         sizes.append(sum(len(request.drafts) for request in batch))
-        await real_commit(batch)
+        await real_commit(batch, *rest)
 
     monkeypatch.setattr(committer, "_commit", commit)
     done: list[Any] = []

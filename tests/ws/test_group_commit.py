@@ -83,9 +83,9 @@ async def test_sends_of_many_rooms_from_ws_and_rest_commit_together_and_each_is_
     batches: list[list[Any]] = []  # the drafts of each transaction
     real_commit = committer._commit
 
-    async def commit(batch: list[SendRequest]) -> None:
+    async def commit(batch: list[SendRequest], *rest: Any) -> None:
         batches.append([draft for request in batch for draft in request.drafts])
-        await real_commit(batch)
+        await real_commit(batch, *rest)
 
     monkeypatch.setattr(committer, "_commit", commit)
     gate = hold_commits(node, monkeypatch)
