@@ -67,7 +67,7 @@ async def take_send_tokens(node: Node, sender: UserSnapshot, count: int) -> list
     started = trio.current_time()
     waits = await node.send_limiter.take(sender.id, count)
     node.metrics.send_rate_limit.observe(trio.current_time() - started)
-    return [RateLimited(round(wait, 3)) if wait > 0 else None for wait in waits]
+    return _refusals(waits)
 
 
 def take_send_tokens_if_ready(node: Node, sender: UserSnapshot, count: int) -> list[RateLimited | None] | None:
@@ -77,6 +77,11 @@ def take_send_tokens_if_ready(node: Node, sender: UserSnapshot, count: int) -> l
     if waits is None:
         return None
     node.metrics.send_rate_limit.observe(0.0)
+    return _refusals(waits)
+
+
+def _refusals(waits: list[float]) -> list[RateLimited | None]:
+    """For each token asked for: None when it was taken, else the RateLimited that refuses its send."""
     return [RateLimited(round(wait, 3)) if wait > 0 else None for wait in waits]
 
 
