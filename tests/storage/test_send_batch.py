@@ -19,7 +19,13 @@ from roomcast.services import messaging, send_store
 from roomcast.storage.events import insert_outbox_rows
 from roomcast.storage.messages import _MESSAGES_WITH_KEYS_SQLITE, insert_messages
 from roomcast.storage.models import Message, OutboxEvent, Room
-from roomcast.storage.rooms import _MEMBERSHIPS_AMONG_SQLITE, insert_messages_with_events, lock_for_sends
+from roomcast.storage import driver_rows
+from roomcast.storage.rooms import (
+    _MEMBERSHIPS_AMONG_SQLITE,
+    insert_messages_with_events,
+    lock_for_sends,
+    pg_lock_for_sends,
+)
 from roomcast.storage.users import UserSnapshot, get_user
 from roomcast.timestamps import utcnow
 from roomcast.wire import encode_text, message_event, message_event_around_id
@@ -235,6 +241,42 @@ async def test_client_ids_used_are_found_in_their_own_rooms_only(client: Any, us
     locked = await node.database.write(lambda session: lock_for_sends(session, pairs, keys))
     assert locked.used_client_ids == {(rooms[1], alice.id, "x"), (rooms[3], alice.id, "x"), (rooms[0], bob.id, "x")}
     assert set(locked.rooms) == set(rooms) and locked.members == pairs
+
+
+async def test_memberships_are_those_of_the_pairs_asked_about(client: Any, users: Any, node: Any) -> None:
+    """A sender who is a member of one room of the batch is no member of another for it, and a room
+    with no member among its senders is locked all the same."""
+    alice, bob, carol = [await users.create("member") for _ in range(3)]
+    shared = (await make_group(client, alice, [bob, carol], name="shared"))["id"]
+    alices = (await make_group(client, alice, [bob], name="alice's"))["id"]
+    nobody = (await make_group(client, alice, [], name="nobody's"))["id"]
+    pairs = {(shared, carol.id), (alices, carol.id), (alices, bob.id), (nobody, bob.id), (nobody, carol.id)}
+
+    locked = await node.database.write(lambda session: lock_for_sends(session, pairs, set()))
+    assert locked.members == {(shared, carol.id), (alices, bob.id)}
+    assert set(locked.rooms) == {shared, alices, nobody} and locked.used_client_ids == set()
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"])
+async def test_postgresql_looks_each_pair_and_key_up_in_its_index(client: Any, users: Any, node: Any) -> None:
+    """Each (room, user) pair and (room, sender, client_id) key is one lookup in its unique index,
+    whatever the planner's statistics say of the tables: never a scan of every message or membership,
+    nor every key read again for every room (what made a batch of 100 rooms cost most of its lock)."""
+    alice, bob = await users.create("member"), await users.create("member")
+    rooms = [(await make_group(client, alice, [bob], name=f"room {n}"))["id"] for n in range(3)]
+    pairs = {(room, sender.id) for room in rooms for sender in (alice, bob)}
+    keys = {(room, alice.id, f"c{n}") for room in rooms for n in range(20)}
+    statement, params = pg_lock_for_sends(pairs, keys)
+
+    def plan(session: Any) -> str:
+        rows, _ = driver_rows.pg_execute(session, "EXPLAIN " + statement, params)
+        return "\n".join(str(row[0]) for row in rows)
+
+    steps = await node.database.write(plan)
+    assert "Seq Scan on messages" not in steps and "Seq Scan on memberships" not in steps, steps
+    assert "using uq_messages_room_id_sender_id_client_id on messages" in steps, steps
+    assert "using pk_memberships on memberships" in steps, steps
+    assert steps.count("Function Scan on key") == 1, steps  # read once, not once per room
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
