@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from roomcast.errors import ApiError
 from roomcast.services import messaging, send_store
+from roomcast.storage import driver_rows
 from roomcast.storage.events import insert_outbox_rows
 from roomcast.storage.messages import _MESSAGES_WITH_KEYS_SQLITE, insert_messages
 from roomcast.storage.models import Message, OutboxEvent, Room
-from roomcast.storage import driver_rows
 from roomcast.storage.rooms import (
     _MEMBERSHIPS_AMONG_SQLITE,
     insert_messages_with_events,
