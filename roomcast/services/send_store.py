@@ -173,12 +173,14 @@ def store_drafts(node: Node, session: Session,
         if not room.is_active:
             outcomes[index] = room_inactive()
             continue
-        try:
-            uploads = _check_reply_and_uploads(session, room_id, sender, draft)
-            _claim_uploads(uploads, claimed)
-        except ApiError as exc:
-            outcomes[index] = exc
-            continue
+        uploads: list[Attachment] = []
+        if draft.reply_to is not None or draft.attachments:  # most drafts are neither: nothing to read
+            try:
+                uploads = _check_reply_and_uploads(session, room_id, sender, draft)
+                _claim_uploads(uploads, claimed)
+            except ApiError as exc:
+                outcomes[index] = exc
+                continue
         last_seqs[room_id] = seq = last_seqs[room_id] + 1
         if key is not None:
             new_keys[key] = len(planned)
@@ -199,9 +201,14 @@ def _write(node: Node, session: Session, planned: list[_Planned],
     now = utcnow()
     created_at = to_wire(now)
     last_seqs = {plan.draft.room_id: plan.seq for plan in planned}  # each room's new last seq (planned in order)
+    senders: dict[int, JsonObject] = {}  # each sender as the wire shows it, made once per batch
+    for plan in planned:
+        if plan.sender.id not in senders:
+            senders[plan.sender.id] = sender_to_wire(plan.sender)
     # Each message's event is encoded once, before its id is drawn: around the id (see wire).
-    views = [new_message_to_wire(0, plan.draft.room_id, plan.seq, sender_to_wire(plan.sender), plan.draft.body,
-                                 plan.draft.reply_to, [attachment_to_wire(upload) for upload in plan.uploads],
+    views = [new_message_to_wire(0, plan.draft.room_id, plan.seq, senders[plan.sender.id], plan.draft.body,
+                                 plan.draft.reply_to,
+                                 [attachment_to_wire(upload) for upload in plan.uploads] if plan.uploads else [],
                                  plan.draft.client_id, created_at) for plan in planned]
     events = [message_event_around_id(plan.draft.room_id, plan.seq, view)
               for plan, view in zip(planned, views, strict=True)]
