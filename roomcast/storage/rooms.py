@@ -244,7 +244,7 @@ def lock_for_sends(session: Session, pairs: Collection[tuple[int, int]],
                               used_client_ids(session, keys))
     statement, params = pg_lock_for_sends(pairs, keys)
     rows, _ = driver_rows.pg_execute(session, statement, params)
-    return locked_of_rows(rows, pairs, keys)
+    return locked_of_rows(rows)
 
 
 def pg_lock_for_sends(pairs: Collection[tuple[int, int]],
@@ -259,9 +259,9 @@ def pg_lock_for_sends(pairs: Collection[tuple[int, int]],
         "key_clients": [client_id for _, _, client_id in keys]}
 
 
-def locked_of_rows(rows: Sequence[tuple[object, ...]], pairs: Collection[tuple[int, int]],
-                   keys: Collection[tuple[int, int, str]]) -> LockedForSends:
-    """What `lock_for_sends` gives, from the PostgreSQL statement's rows."""
+def locked_of_rows(rows: Sequence[tuple[object, ...]]) -> LockedForSends:
+    """What `lock_for_sends` gives, from the PostgreSQL statement's rows (it reads only the pairs and
+    keys asked about)."""
     rooms: dict[int, LockedRoom] = {}
     members: set[tuple[int, int]] = set()
     used: set[tuple[int, int, str]] = set()
@@ -275,7 +275,7 @@ def locked_of_rows(rows: Sequence[tuple[object, ...]], pairs: Collection[tuple[i
             assert isinstance(senders, list) and isinstance(client_ids, list)
             used.update((room_id, sender_id, client_id)
                         for sender_id, client_id in zip(senders, client_ids, strict=True))
-    return LockedForSends(rooms, {pair for pair in pairs if pair in members}, {key for key in keys if key in used})
+    return LockedForSends(rooms, members, used)
 
 
 _RECORD_MESSAGES_SQLITE = ("UPDATE rooms SET last_seq = ?, last_message_id = ?, last_activity_at = ? "

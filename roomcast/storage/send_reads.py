@@ -36,4 +36,4 @@ def read_for_sends(session: Session, pairs: Collection[tuple[int, int]], keys: C
     took_transaction_id(session, int(str(results[-1][0][0])))
     targets = {tenant: targets_of_rows(rows, targets_of[tenant])
                for tenant, rows in zip(tenants, results[1:-1], strict=True)}
-    return locked_of_rows(results[0], pairs, keys), targets
+    return locked_of_rows(results[0]), targets
