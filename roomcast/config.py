@@ -214,6 +214,8 @@ class Settings(BaseModel):
     redis_timeout_s: float = Field(10.0, gt=0)
     redis_connect_timeout_s: float = Field(5.0, gt=0)
     memory_stream_maxlen: int = Field(1000, ge=16)
+    # The in-process stream's entries, all rooms together: the rooms appended to least recently give theirs up first.
+    memory_stream_max_entries: int = Field(100_000, ge=16)
 
     # The actor runtime (DESIGN.md §2, §5, §7).
     stream_read_block_s: float = Field(5.0, gt=0)

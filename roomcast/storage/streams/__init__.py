@@ -28,7 +28,7 @@ async def open_stream_backend(settings: Settings) -> AsyncIterator[StreamBackend
     from .redis_base import RedisOptions
 
     if settings.redis_url is None:
-        yield MemoryStreamBackend(settings.memory_stream_maxlen)
+        yield MemoryStreamBackend(settings.memory_stream_maxlen, settings.memory_stream_max_entries)
         return
     options: RedisOptions = {"prefix": settings.redis_key_prefix, "maxlen": settings.redis_stream_maxlen,
                              "max_connections": settings.redis_max_connections,

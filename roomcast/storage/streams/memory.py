@@ -6,6 +6,11 @@ read, on waking, looks only at the rooms appended to since it began waiting, and
 only those of them it asked for. A read looks at a room by comparing the position
 with the room's newest id (a string compare); only a room with news has its
 position parsed: a read costs little per room without news.
+
+Every room that ever had an event keeps a log while the process runs, so the entries of all
+rooms together are bounded too (`max_entries`): past it, the rooms appended to least recently
+give up theirs first. A room keeps its ids' count, so a reader behind it reads on from what is
+left, exactly as past `maxlen`, and the room actor heals the gap from the database.
 """
 
 from __future__ import annotations
@@ -63,9 +68,11 @@ class MemoryStreamBackend:
 
     name = "memory"
 
-    def __init__(self, maxlen: int = 1000) -> None:
+    def __init__(self, maxlen: int = 1000, max_entries: int = 100_000) -> None:
         self.maxlen = maxlen
-        self._logs: dict[int, _RoomLog] = {}
+        self.max_entries = max(max_entries, maxlen)
+        self.entries = 0  # kept, all rooms together
+        self._logs: dict[int, _RoomLog] = {}  # the least recently appended to first
         self._wake = _Wake()  # the next one, which blocked reads wait for
         self._interrupted = False
 
@@ -77,16 +84,38 @@ class MemoryStreamBackend:
 
     async def append(self, items: Sequence[Append]) -> list[str]:
         ids = []
+        kept = self.entries
         for item in items:
             log = self._log(item.room_id)
             entry_id = log.last_id = f"0-{log.next_number}"
             log.next_number += 1
+            kept += len(log.entries) < self.maxlen  # else the deque drops its oldest
             log.entries.append(StreamEntry(entry_id, item.seq, item.data, item.origin))
             ids.append(entry_id)
+        self.entries = kept
         if items:
-            self._fire({item.room_id for item in items})
+            rooms = {item.room_id for item in items}
+            logs = self._logs
+            for room_id in rooms:  # now the most recently appended to
+                logs[room_id] = logs.pop(room_id)
+            if kept > self.max_entries:
+                self._give_up_oldest(rooms)
+            self._fire(rooms)
         await trio.lowlevel.checkpoint()
         return ids
+
+    def _give_up_oldest(self, appended: Collection[int]) -> None:
+        """Empty the logs of the rooms appended to least recently until all are within `max_entries`
+        (never one appended to just now)."""
+        logs = self._logs
+        while self.entries > self.max_entries:
+            room_id = next(iter(logs))
+            if room_id in appended:
+                return
+            log = logs.pop(room_id)
+            self.entries -= len(log.entries)
+            log.entries.clear()
+            logs[room_id] = log  # kept for its ids: the next append goes on from them
 
     async def last_ids(self, room_ids: Sequence[int]) -> dict[int, str]:
         await trio.lowlevel.checkpoint()
