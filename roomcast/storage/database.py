@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from ..availability import Availability
 from ..errors import DependencyUnavailable
 from .deadlines import wall_clock_deadlines
+from .prompt_limiter import PromptLimiter, acquire_promptly
 
 if TYPE_CHECKING:
     from .replica import ReadReplica
@@ -242,8 +243,9 @@ class Database:
         # it is answered DatabaseUnavailable (`_run`). SQLite is a file: it has busy_timeout instead.
         self.timeout_s = math.inf if self.is_sqlite else timeout_s
         self.limiter = trio.CapacityLimiter(pool_size + POOL_OVERFLOW)
+        self._slots = PromptLimiter(self.limiter)
         # The threads of calls with a deadline: bounded by `limiter`, whose slots they hold themselves.
-        self._threads = trio.CapacityLimiter(math.inf)
+        self._threads = PromptLimiter(trio.CapacityLimiter(math.inf)).for_trio()
         self.availability = Availability("database")
         # SQLite has one writer at a time. Left to its busy handler, waiting writers poll
         # with growing sleeps, in no order, each holding a thread and a connection: under
@@ -287,8 +289,11 @@ class Database:
         """Like `read`, but takes the write lock at BEGIN on SQLite (one writer at a time)."""
         if not self.is_sqlite:
             return await self._run(work, args, True)
-        async with self._sqlite_writers:
+        await acquire_promptly(self._sqlite_writers)
+        try:
             return await self._run(work, args, True)
+        finally:
+            self._sqlite_writers.release()
 
     def wrote_for(self, user_ids: Iterable[int]) -> None:
         """Writes for these users have just committed in a transaction that was not in their context
@@ -302,7 +307,7 @@ class Database:
         try:
             if self.timeout_s == math.inf:
                 result, committed = await trio.to_thread.run_sync(self._transaction, work, args, writes,
-                                                                  limiter=self.limiter,
+                                                                  limiter=self._slots.for_trio(),
                                                                   abandon_on_cancel=abandon_on_cancel)
             else:
                 result, committed = await self._run_with_deadline(work, args, writes, abandon_on_cancel, started)
@@ -333,7 +338,7 @@ class Database:
         """
         token = trio.lowlevel.current_trio_token()
         slot = object()  # the worker slot this call holds, from the thread's start to its end
-        await self.limiter.acquire_on_behalf_of(slot)
+        await self._slots.acquire_on_behalf_of(slot)
         lock = threading.Lock()
         ended: list[tuple[T, list[Callable[[], None]]]] = []
         thread_started = left = given_up = False  # left: its caller no longer waits for it
