@@ -41,6 +41,7 @@ from ..config import Settings
 from ..errors import ApiError, DependencyUnavailable
 from ..logs import log_event
 from .database import POOL_OVERFLOW, create_database_engine, describe_error, is_unavailable
+from .prompt_limiter import PromptLimiter
 
 T = TypeVar("T")
 
@@ -100,6 +101,7 @@ class ReadReplica:
     def __init__(self, engine: Engine, pool_size: int, *, max_lag_s: float, probe_s: float) -> None:
         self.engine = engine
         self.limiter = trio.CapacityLimiter(pool_size + POOL_OVERFLOW)
+        self._slots = PromptLimiter(self.limiter).for_trio()
         self.availability = Availability("database_read")
         self.max_lag_s = max_lag_s
         self.probe_s = probe_s
@@ -197,7 +199,7 @@ class ReadReplica:
             if probe:
                 result = await self._within(_PROBE_TIMEOUT_S, work)
             else:
-                result = await trio.to_thread.run_sync(self._transaction, work, limiter=self.limiter)
+                result = await trio.to_thread.run_sync(self._transaction, work, limiter=self._slots)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             if getattr(getattr(exc, "orig", None), "sqlstate", None) in _RECOVERY_CONFLICTS and not probe:
                 raise _Unusable("conflict") from exc
@@ -216,7 +218,7 @@ class ReadReplica:
     async def _within(self, timeout_s: float, work: Callable[[Session], T]) -> T:
         """`work` in a worker thread, left to finish on its own when it has not answered within `timeout_s`."""
         with trio.move_on_after(timeout_s):
-            return await trio.to_thread.run_sync(self._transaction, work, limiter=self.limiter,
+            return await trio.to_thread.run_sync(self._transaction, work, limiter=self._slots,
                                                  abandon_on_cancel=True)
         raise sa_exc.TimeoutError(f"no answer within {timeout_s:g} s")
 
