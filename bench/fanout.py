@@ -300,8 +300,11 @@ def server_metrics(base: str) -> str:
 
 
 def send_counters(metrics: str) -> dict[str, float]:
-    """The server's committed messages and the transactions that committed them, from its /metrics."""
-    wanted = {"roomcast_messages_committed_total": "messages", "roomcast_send_transactions_total": "transactions"}
+    """The server's committed messages, the transactions that committed them and their time (the
+    committer's wait for each, from its start to its outcome in the event loop), from its /metrics."""
+    wanted = {"roomcast_messages_committed_total": "messages", "roomcast_send_transactions_total": "transactions",
+              "roomcast_send_transaction_seconds_sum": "transaction_seconds",
+              "roomcast_send_transaction_seconds_count": "timed_transactions"}
     counters: dict[str, float] = {}
     for line in metrics.splitlines():
         name, _, value = line.partition(" ")
@@ -402,6 +405,9 @@ def run_scenario(name: str, stack: str, profile: bool, duration_s: float | None 
                 counters = send_counters(metrics)
                 if counters.get("transactions"):
                     result["messages_per_transaction"] = round(counters["messages"] / counters["transactions"], 2)
+                if counters.get("timed_transactions"):
+                    result["transaction_ms"] = round(1000 * counters["transaction_seconds"]
+                                                     / counters["timed_transactions"], 2)
             if spy is not None:
                 spy.wait(timeout=60)
                 result["profile_top"] = summarize_profile(workdir / "profile.txt")
