@@ -27,9 +27,8 @@ async def test_a_free_slot_is_taken_without_the_schedulers_turn() -> None:
     limiter = trio.CapacityLimiter(1)
     assert not await _ran_meanwhile(lambda: PromptLimiter(limiter).acquire_on_behalf_of("a"))
     assert limiter.borrowed_tokens == 1
-    limiter.release_on_behalf_of("a")
-    # What it saves: trio's own acquire lets every runnable task go first.
-    assert await _ran_meanwhile(lambda: limiter.acquire_on_behalf_of("b"))
+    # (trio's own acquire yields here: whether the other task runs first is then up to its
+    # scheduler, which shuffles each round's order on purpose.)
 
 
 async def test_a_free_lock_is_taken_without_the_schedulers_turn() -> None:
