@@ -243,7 +243,7 @@ class Database:
         # it is answered DatabaseUnavailable (`_run`). SQLite is a file: it has busy_timeout instead.
         self.timeout_s = math.inf if self.is_sqlite else timeout_s
         self.limiter = trio.CapacityLimiter(pool_size + POOL_OVERFLOW)
-        self._slots = PromptLimiter(self.limiter)
+        self._slots = PromptLimiter(self.limiter).for_trio()
         # The threads of calls with a deadline: bounded by `limiter`, whose slots they hold themselves.
         self._threads = PromptLimiter(trio.CapacityLimiter(math.inf)).for_trio()
         self.availability = Availability("database")
@@ -307,7 +307,7 @@ class Database:
         try:
             if self.timeout_s == math.inf:
                 result, committed = await trio.to_thread.run_sync(self._transaction, work, args, writes,
-                                                                  limiter=self._slots.for_trio(),
+                                                                  limiter=self._slots,
                                                                   abandon_on_cancel=abandon_on_cancel)
             else:
                 result, committed = await self._run_with_deadline(work, args, writes, abandon_on_cancel, started)
