@@ -24,9 +24,10 @@ _CONTEXT = "roomcast_context"
 _bound: ContextVar[dict[str, str]] = ContextVar("roomcast_log_context", default={})  # noqa: B039
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log `event` (e.g. `actor.started`) with structured fields."""
-    logger.log(level, event, extra={_FIELDS: fields})
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, *,
+              exc_info: BaseException | None = None, **fields: Any) -> None:
+    """Log `event` (e.g. `actor.started`) with structured fields (and `exc_info`'s traceback)."""
+    logger.log(level, event, exc_info=exc_info, extra={_FIELDS: fields})
 
 
 class bind:

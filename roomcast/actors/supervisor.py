@@ -216,8 +216,10 @@ class Supervisor:
 
     def _log_crash(self, actor: Actor, error: Exception, delay: float | None, uptime: float) -> None:
         kind, message = describe_error(error)
+        # With its traceback: a crash is a bug (what is expected, such as an outage, is waited out).
         log_event(log, "actor.crashed", logging.WARNING, path=actor.path, error_type=kind, error=message,
-                  restart_in_s=_rounded(delay), restarts=len(actor.restart_times), uptime_s=_rounded(uptime))
+                  exc_info=error, restart_in_s=_rounded(delay), restarts=len(actor.restart_times),
+                  uptime_s=_rounded(uptime))
 
     def _finish(self, actor: Actor, reason: str, uptime: float | None) -> None:
         """`actor` ended for good: log it, drop it, refuse further messages."""

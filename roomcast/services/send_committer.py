@@ -226,6 +226,9 @@ class SendCommitter:
                 self._held.append(await mailbox.receive())
             # Senders already woken in this scheduling round queue theirs before the batch closes.
             await trio.lowlevel.checkpoint()  # cancelled: what was taken stays held, for the next run
+            if not self._held:
+                # The other worker took it meanwhile, and its transaction may be over already.
+                continue
             if not self._open or self._pull_waiting(mailbox) >= self.max_rows // 2:
                 break
             if self._waiting is None:  # one for every worker waiting: set when a transaction ends or a send comes

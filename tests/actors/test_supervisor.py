@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -12,6 +13,7 @@ import trio.testing
 from roomcast.actors.actor import Actor, ActorContext, ActorState, Restart
 from roomcast.actors.backoff import Backoff
 from roomcast.actors.supervisor import Supervisor, SupervisorGaveUp
+from roomcast.logs import JsonFormatter
 
 from .lifecycle import Lifecycle
 
@@ -56,6 +58,10 @@ async def test_a_crashed_child_restarts_after_an_exponential_backoff(
         assert [c["restart_in_s"] for c in crashes] == [1.0, 2.0, 4.0]
         assert crashes[0]["error_type"] == "RuntimeError" and crashes[0]["error"] == "boom 1"
         assert [c["restarts"] for c in crashes] == [1, 2, 3]
+        # The line carries the crash's traceback: an operator sees where the bug is.
+        crash_line = json.loads(JsonFormatter().format(
+            next(r for r in lifecycle.caplog.records if r.getMessage() == "actor.crashed")))
+        assert crash_line["error"] == "boom 1" and "in __call__" in crash_line["traceback"]
         assert [c["uptime_s"] for c in crashes] == [1.0, 1.0, 1.0]
         assert lifecycle.events("root/flaky") == [
             "actor.started", "actor.crashed", "actor.restarting",
