@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Stream read benchmark: the CPU one read of the stream reader costs, over the in-process backend.
+"""Stream read benchmark: the CPU one read of the stream reader costs, over the in-process backend or Redis.
 
 One StreamReader with N rooms attached, in one process. Each cycle appends one entry to
 each of `busy` rooms (one append call) and waits until the reader has handed every batch
@@ -8,14 +8,23 @@ appends made with no reader, so `reader` (cycle - append) is what the read path 
 A second figure times `MemoryStreamBackend.read` alone (positions given, entries waiting).
 Cases: 100 rooms all with news, 1000 rooms of which 10 have news, 1000 rooms all with news.
 
+With `--redis URL` the same cycles run over the Redis backend (coredis, one process): the
+figures are then this process's CPU, the client's side of each XADD and XREAD (Redis's own
+CPU is not in them), under throwaway keys that are deleted afterwards.
+
     python bench/stream_reads.py          # 2000 cycles per case, after 50 of warm-up
     python bench/stream_reads.py 500
+    python bench/stream_reads.py 500 --redis redis://127.0.0.1:6379/0
 """
 
 from __future__ import annotations
 
+import argparse
+import secrets
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -23,7 +32,29 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from roomcast.actors.stream_reader import StreamReader
-from roomcast.storage.streams import Append, MemoryStreamBackend
+from roomcast.storage.streams import Append, MemoryStreamBackend, StreamBackend
+from roomcast.storage.streams.redis import open_redis_backend
+
+Backends = Callable[[int], AbstractAsyncContextManager[StreamBackend]]
+
+
+@asynccontextmanager
+async def memory_backend(rooms: int) -> AsyncIterator[StreamBackend]:
+    yield MemoryStreamBackend(1000)
+
+
+def redis_backends(url: str) -> Backends:
+    @asynccontextmanager
+    async def redis_backend(rooms: int) -> AsyncIterator[StreamBackend]:
+        async with open_redis_backend(url, prefix=f"bench-reads-{secrets.token_hex(4)}:", maxlen=1000,
+                                      max_connections=8, timeout_s=10.0, connect_timeout_s=2.0) as backend:
+            try:
+                yield backend
+            finally:
+                await backend.single.delete([backend.key(room_id) for room_id in range(1, rooms + 1)])
+                await backend.forget_wake_stream()
+
+    return redis_backend
 
 
 class Sink:
@@ -38,8 +69,7 @@ class Sink:
             self.done[0].set()
 
 
-async def reader_cycles(rooms: int, busy: int, cycles: int) -> tuple[float, float]:
-    backend = MemoryStreamBackend(1000)
+async def reader_cycles(backend: StreamBackend, rooms: int, busy: int, cycles: int) -> tuple[float, float]:
     reader = StreamReader(backend, block_s=5.0)
     counter, done, expected = [0], [trio.Event()], [0]
     ids = list(range(1, rooms + 1))
@@ -65,8 +95,7 @@ async def reader_cycles(rooms: int, busy: int, cycles: int) -> tuple[float, floa
     return total, appending
 
 
-async def appends_alone(rooms: int, busy: int, cycles: int) -> float:
-    backend = MemoryStreamBackend(1000)
+async def appends_alone(backend: StreamBackend, rooms: int, busy: int, cycles: int) -> float:
     hot = [Append(room_id, b'{"type":"typing"}') for room_id in list(range(1, rooms + 1))[:: rooms // busy][:busy]]
     started = time.thread_time()
     for _ in range(cycles):
@@ -74,8 +103,7 @@ async def appends_alone(rooms: int, busy: int, cycles: int) -> float:
     return time.thread_time() - started
 
 
-async def backend_reads(rooms: int, busy: int, reads: int) -> float:
-    backend = MemoryStreamBackend(1000)
+async def backend_reads(backend: StreamBackend, rooms: int, busy: int, reads: int) -> float:
     ids = list(range(1, rooms + 1))
     positions = dict(await backend.last_ids(ids))
     hot = [Append(room_id, b"x") for room_id in ids[:: rooms // busy][:busy]]
@@ -91,16 +119,22 @@ async def backend_reads(rooms: int, busy: int, reads: int) -> float:
     return spent
 
 
-async def main() -> None:
-    cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+async def main(cycles: int, backends: Backends) -> None:
     for rooms, busy in ((100, 100), (1000, 10), (1000, 1000)):
-        total, _ = await reader_cycles(rooms, busy, cycles)
-        appending = await appends_alone(rooms, busy, cycles)
-        alone = await backend_reads(rooms, busy, cycles)
+        async with backends(rooms) as backend:
+            total, _ = await reader_cycles(backend, rooms, busy, cycles)
+        async with backends(rooms) as backend:
+            appending = await appends_alone(backend, rooms, busy, cycles)
+        async with backends(rooms) as backend:
+            alone = await backend_reads(backend, rooms, busy, cycles)
         print(f"{rooms:5} rooms, {busy:4} with news: cycle {total / cycles * 1e6:7.1f} us, "
               f"append {appending / cycles * 1e6:6.1f} us, reader {(total - appending) / cycles * 1e6:7.1f} us/read; "
-              f"backend.read alone {alone / cycles * 1e6:6.1f} us/read")
+              f"backend.read alone {alone / cycles * 1e6:6.1f} us/read ({alone / cycles / busy * 1e6:5.1f} per entry)")
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cycles", nargs="?", type=int, default=2000)
+    parser.add_argument("--redis", metavar="URL", help="measure the Redis backend at URL instead of the in-process one")
+    args = parser.parse_args()
+    trio.run(main, args.cycles, redis_backends(args.redis) if args.redis else memory_backend)
