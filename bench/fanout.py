@@ -7,6 +7,7 @@ the outbox and the room stream, fanned out by the room actor. Scenarios:
 
   flat-1x1000    1 room x 1000 subscribers, one publisher flat out   -> deliveries/s
   flat-100x10    100 rooms x 10 subscribers, a publisher per room     -> deliveries/s
+  rate-1000x2    1000 rooms x 2 subscribers, 1 message/s in each      -> server CPU, p50/p99 latency
   rate-1x1000    1 room x 1000 subscribers, 20 messages/s             -> p50/p99 send->receive
   idle-5000      5000 idle connections, each subscribed to the one room -> RSS per connection
   storm-1x1000   1000 subscribers join one room within ~1 s while 20 messages/s start at once
@@ -103,6 +104,8 @@ SCENARIOS = {
     "flat-1x1000": {"mode": "flat", "rooms": 1, "subscribers": 1000, "window": 32, "duration_s": 10, "warmup_s": 3},
     "flat-100x10": {"mode": "flat", "rooms": 100, "subscribers": 10, "window": 2, "duration_s": 10, "warmup_s": 3},
     "rate-1x1000": {"mode": "rate", "rooms": 1, "subscribers": 1000, "rate_per_s": 20, "duration_s": 60,
+                    "warmup_s": 3},
+    "rate-1000x2": {"mode": "rate", "rooms": 1000, "subscribers": 2, "rate_per_s": 1000, "duration_s": 20,
                     "warmup_s": 3},
     "idle-5000": {"mode": "idle", "rooms": 1, "subscribers": 5000},
     "storm-1x1000": {"mode": "storm", "rooms": 1, "subscribers": 1000, "rate_per_s": 20, "join_over_s": 1.0,

@@ -358,7 +358,12 @@ async function main() {
     }
   } else {
     const perPublisherInterval = 1000 / (plan.rate_per_s / publishers.length);
-    for (const p of publishers) p.timer = setInterval(() => running && send(p), perPublisherInterval);
+    // Each publisher starts at its own moment within the interval: many publishers' sends spread
+    // out over it as people's do, rather than arriving together as one burst per interval.
+    for (const p of publishers) {
+      const start = publishers.length > 1 ? Math.random() * perPublisherInterval : 0;
+      p.starting = setTimeout(() => { p.timer = setInterval(() => running && send(p), perPublisherInterval); }, start);
+    }
   }
 
   await new Promise((r) => setTimeout(r, plan.warmup_s * 1000));
@@ -372,7 +377,7 @@ async function main() {
   const cpu = process.cpuUsage(cpuBefore);
   const serverCpu = serverCpuMs() - serverBefore;
   running = false;
-  for (const p of publishers) clearInterval(p.timer);
+  for (const p of publishers) { clearTimeout(p.starting); clearInterval(p.timer); }
 
   const latencies = sortedLatencies();
   const result = {
