@@ -19,8 +19,9 @@ from coredis import PureToken
 
 from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
-from .redis_base import RedisStreams, client_name, entry, text, unreachable
+from .redis_base import RedisStreams, client_name, entry, entry_from_reply, text, unreachable
 from .redis_pool import SlotKeepingPool
+from .redis_reads import XreadConnection, XreadReply
 
 log = logging.getLogger("roomcast.streams")
 
@@ -33,12 +34,15 @@ class RedisStreamBackend(RedisStreams):
     name = "redis"
 
     def __init__(self, client: coredis.Redis[bytes], *, prefix: str, maxlen: int, node_id: str,
-                 max_block_s: float = 5.0) -> None:
+                 max_block_s: float = 5.0, reads: XreadConnection | None = None) -> None:
         super().__init__(client, prefix=prefix, maxlen=maxlen, node_id=node_id)
         self.single = client
+        # The blocking reads' own connection (redis_reads: a plain redis:// address), else through coredis.
+        self.reads = reads
         # A blocked XREAD must return before the client's own request timeout fires.
         self.max_block_s = max_block_s
         self.wake_key = f"{prefix}wake:{node_id}"
+        self._wake_key_bytes = self.wake_key.encode()
         self._wake_position = STREAM_START
         self._append_stored = client.register_script(_APPEND_STORED)
         wake_send, self._wake_receive = trio.open_memory_channel[None](1)
@@ -65,9 +69,11 @@ class RedisStreamBackend(RedisStreams):
 
     async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
         key_of = self.key
-        streams: dict[bytes | str, str] = {key_of(room_id): position for room_id, position in positions.items()}
-        streams[self.wake_key] = self._wake_position
+        streams: dict[bytes, str] = {key_of(room_id): position for room_id, position in positions.items()}
+        streams[self._wake_key_bytes] = self._wake_position
         block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
+        if self.reads is not None:
+            return self._found_in_reply(await self._read_raw(streams, count, block_ms))
         with self.guarded():
             reply = await self.single.xread(streams, count=count, block=block_ms)
         found: dict[int, list[StreamEntry]] = {}
@@ -80,6 +86,28 @@ class RedisStreamBackend(RedisStreams):
             else:
                 self._wake_position = text(entries[-1].identifier)
         return found
+
+    async def _read_raw(self, streams: Mapping[bytes, str], count: int, block_ms: int) -> XreadReply:
+        assert self.reads is not None
+        with self.guarded():
+            return await self.reads.xread(streams, count=count, block_ms=block_ms)
+
+    def _found_in_reply(self, reply: XreadReply) -> dict[int, list[StreamEntry]]:
+        found: dict[int, list[StreamEntry]] = {}
+        for key, entries in reply:
+            if not entries:
+                continue
+            room_id = self.room_of(key)
+            if room_id is not None:
+                found[room_id] = [entry_from_reply(identifier, fields) for identifier, fields in entries]
+            else:
+                self._wake_position = text(entries[-1][0])
+        return found
+
+    def reset_connections(self) -> None:
+        super().reset_connections()
+        if self.reads is not None:
+            self.reads.close()
 
     def interrupt(self) -> None:
         try:
@@ -124,17 +152,21 @@ async def open_redis_backend(url: str, *, prefix: str, maxlen: int, max_connecti
     down at start-up: nothing connects until the first command.
     """
     node_id = secrets.token_hex(6)
+    reads = XreadConnection.for_url(url, client_name=client_name(prefix, node_id), connect_timeout_s=connect_timeout_s,
+                                    timeout_s=timeout_s)
     # coredis's own pool loses a slot for every connection lost in the middle of a command (redis_pool).
+    # The blocking reads' connection, if any, is one of the `max_connections` (it took a pooled one before).
     pool = SlotKeepingPool.from_url(
         url,
         decode_responses=False,
-        max_connections=max_connections,
+        max_connections=max_connections - 1 if reads is not None else max_connections,
         client_name=client_name(prefix, node_id),
         stream_timeout=timeout_s,
         connect_timeout=connect_timeout_s,
     )
     client: coredis.Redis[bytes] = coredis.Redis(connection_pool=pool, decode_responses=False)
-    backend = RedisStreamBackend(client, prefix=prefix, maxlen=maxlen, node_id=node_id, max_block_s=timeout_s / 2)
+    backend = RedisStreamBackend(client, prefix=prefix, maxlen=maxlen, node_id=node_id, max_block_s=timeout_s / 2,
+                                 reads=reads)
     async with client, trio.open_nursery() as nursery:
         nursery.start_soon(backend.run_waker)
         try:
@@ -147,3 +179,5 @@ async def open_redis_backend(url: str, *, prefix: str, maxlen: int, max_connecti
                     await backend.forget_wake_stream()
                 except StreamUnavailable as exc:
                     log_event(log, "streams.cleanup_failed", logging.WARNING, error=str(exc))
+            if reads is not None:
+                reads.close()

@@ -8,7 +8,7 @@ names one key, so it runs as it is on a cluster, whatever slot each room lands i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal, TypedDict
 
@@ -168,12 +168,20 @@ def _fields(item: Append) -> dict[str | bytes, str | bytes]:
 
 
 def entry(raw: RawEntry) -> StreamEntry:
-    """A stream entry as Redis returned it, as the backends hand it on."""
-    fields = raw.field_values
+    """A stream entry as coredis returned it, as the backends hand it on."""
+    return entry_of(raw.identifier, raw.field_values)
+
+
+def entry_from_reply(identifier: bytes, flat: list[bytes]) -> StreamEntry:
+    """A stream entry as the RESP reply has it, its fields flat (redis_reads)."""
+    return entry_of(identifier, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def entry_of(identifier: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> StreamEntry:
     seq = fields.get(b"s")
     data = fields.get(b"d", b"")
     origin = fields.get(b"o")
-    return StreamEntry(text(raw.identifier), int(seq) if seq is not None else None,
+    return StreamEntry(text(identifier), int(seq) if seq is not None else None,
                        data if isinstance(data, bytes) else data.encode(),
                        text(origin) if origin is not None else None)
 

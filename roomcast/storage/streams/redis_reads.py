@@ -1,0 +1,196 @@
+"""The node's blocking XREAD on one Redis, on a connection of its own that writes the command itself.
+
+Every read names every room the node reads (DESIGN.md §7). Through coredis each read costs its
+client about 1.7 µs per room named, whatever arrived: each key is wrapped, checked and packed
+anew, so a node reading 1000 rooms spent some 1.75 ms of CPU on every read (bench/stream_reads.py
+`--redis`). Here the encodings of the keys and positions named by the last reads are kept (most
+rooms have no news, so theirs are the same), a read is one join of bytes, and hiredis (Redis's
+own C parser) reads the reply. Only this one command is sent this way; every
+other (appends, the wake stream, presence, limits) goes through coredis.
+
+Only for a plain `redis://` address; TLS and Unix sockets read through coredis as before. What
+cannot reach Redis raises ConnectionError or TimeoutError (`redis_base.unreachable` counts both),
+and the connection is then dropped: the next read connects anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import trio
+
+# Errors Redis answers while it cannot serve (starting, busy, a failover): waited out like an outage.
+_NOT_SERVING = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN", b"NOAUTH", b"READONLY")
+_ENCODINGS_KEPT = 100_000  # keys and positions remembered; past that the cache starts over
+
+# An XREAD reply: per stream with news, its key and its entries (id, [field, value, ...]).
+RawEntry = tuple[bytes, list[bytes]]
+XreadReply = list[tuple[bytes, list[RawEntry]]]
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def command(*parts: bytes) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    return b"*%d\r\n%s" % (len(parts), b"".join(_bulk(part) for part in parts))
+
+
+class RedisReplyError(Exception):
+    """Redis refused the command itself (a bug of ours, not an outage)."""
+
+
+class XreadConnection:
+    """One connection to one Redis for XREAD, made on first use and again after any failure.
+
+    One read at a time (the node's stream reader is its only user).
+    """
+
+    def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
+                 password: str | None = None, client_name: str | None = None,
+                 connect_timeout_s: float, timeout_s: float) -> None:
+        self.host, self.port = host, port
+        self.connect_timeout_s, self.timeout_s = connect_timeout_s, timeout_s
+        hello: list[bytes] = []
+        if password is not None:
+            auth = [b"AUTH", username.encode(), password.encode()] if username else [b"AUTH", password.encode()]
+            hello.append(command(*auth))
+        if db:
+            hello.append(command(b"SELECT", str(db).encode()))
+        if client_name:
+            hello.append(command(b"CLIENT", b"SETNAME", client_name.encode()))
+        self._hello = hello
+        self._stream: trio.SocketStream | None = None
+        self._reader: hiredis.Reader | None = None  # one per connection
+        self._encodings: dict[bytes | str, bytes] = {}  # keys and positions -> their RESP encoding
+        self._busy = False
+
+    @classmethod
+    def for_url(cls, url: str, *, client_name: str, connect_timeout_s: float,
+                timeout_s: float) -> XreadConnection | None:
+        """A connection for `url` if it is a plain `redis://host[:port][/db]` address, else None."""
+        parts = urlsplit(url)
+        if parts.scheme != "redis" or parts.query or not parts.hostname:
+            return None
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            return None
+        return cls(parts.hostname, parts.port or 6379, db=int(path or 0),
+                   username=unquote(parts.username) if parts.username else None,
+                   password=unquote(parts.password) if parts.password is not None else None,
+                   client_name=client_name, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s)
+
+    async def xread(self, streams: Mapping[bytes, str], *, count: int, block_ms: int) -> XreadReply:
+        """`XREAD COUNT count BLOCK block_ms STREAMS ...`: each stream with news and its entries
+        (none when the block ran out)."""
+        if self._busy:
+            raise trio.BusyResourceError("another XREAD is under way on this connection")
+        self._busy = True
+        request = b"".join((b"*%d\r\n" % (6 + 2 * len(streams)), _XREAD, _COUNT, _bulk(b"%d" % count), _BLOCK,
+                            _bulk(b"%d" % block_ms), _STREAMS, *self._encoded(streams),
+                            *self._encoded(streams.values())))
+        done = False
+        try:
+            with trio.move_on_after(self.timeout_s) as waiting:
+                if self._stream is None:
+                    await self._connect()
+                reply = await self._call(request)
+                done = True
+            if waiting.cancelled_caught:
+                raise TimeoutError(f"redis did not answer within {self.timeout_s:g} s")
+        finally:
+            self._busy = False
+            if not done:  # cancelled, failed or timed out mid-command: its reply may still come
+                self.close()
+        return _streams_in(reply)
+
+    def close(self) -> None:
+        """Drop the connection (the next read connects anew)."""
+        stream, self._stream, self._reader = self._stream, None, None
+        if stream is not None:
+            stream.socket.close()
+
+    def _encoded(self, values: Iterable[bytes | str]) -> list[bytes]:
+        """Each key or position as a bulk string; most are those of the last read, remembered."""
+        cache = self._encodings
+        encoded = []
+        for value in values:
+            found = cache.get(value)
+            if found is None:
+                if len(cache) >= _ENCODINGS_KEPT:
+                    cache.clear()
+                found = cache[value] = _bulk(value.encode() if isinstance(value, str) else value)
+            encoded.append(found)
+        return encoded
+
+    async def _connect(self) -> None:
+        stream = None
+        with trio.move_on_after(self.connect_timeout_s):
+            try:
+                stream = await trio.open_tcp_stream(self.host, self.port)
+            except OSError as exc:
+                raise ConnectionError(f"cannot connect to redis at {self.host}:{self.port}: {exc}") from exc
+        if stream is None:
+            raise TimeoutError(f"no connection to redis at {self.host}:{self.port} within {self.connect_timeout_s:g} s")
+        self._stream = stream
+        stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        self._reader = hiredis.Reader()
+        if self._hello:
+            await self._send(b"".join(self._hello))
+            for _ in self._hello:
+                await self._receive()
+
+    async def _call(self, request: bytes) -> object:
+        await self._send(request)
+        return await self._receive()
+
+    async def _send(self, data: bytes) -> None:
+        assert self._stream is not None
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionError(f"the connection to redis broke: {exc}") from exc
+
+    async def _receive(self) -> object:
+        assert self._stream is not None and self._reader is not None
+        while True:
+            reply = self._reader.gets()
+            if reply is not False:
+                break
+            try:
+                data = await self._stream.receive_some(262_144)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ConnectionError(f"the connection to redis broke: {exc}") from exc
+            if not data:
+                raise ConnectionError("redis closed the connection")
+            self._reader.feed(data)
+        if isinstance(reply, hiredis.ReplyError):
+            message = str(reply)
+            if message.encode().startswith(_NOT_SERVING) or message.startswith(("WRONGPASS", "ERR AUTH")):
+                raise ConnectionError(f"redis cannot serve: {message}")
+            raise RedisReplyError(message)
+        return reply
+
+
+def _streams_in(reply: object) -> XreadReply:
+    """The reply's shape checked (RESP2: an array per stream, nil when the block ran out)."""
+    if reply is None:
+        return []
+    if not isinstance(reply, list):
+        raise RedisReplyError(f"unexpected XREAD reply: {type(reply).__name__}")
+    for stream in reply:
+        if not (isinstance(stream, list) and len(stream) == 2 and isinstance(stream[0], bytes)
+                and isinstance(stream[1], list)):
+            raise RedisReplyError("unexpected XREAD reply: a stream that is not [key, entries]")
+        for entry in stream[1]:
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], bytes)):
+                raise RedisReplyError("unexpected XREAD reply: an entry that is not [id, fields]")
+            if entry[1] is None:  # an entry deleted since: no fields
+                entry[1] = []
+    return reply  # checked above: [key, [[id, [field, value, ...]], ...]] per stream
+
+
+_XREAD, _COUNT, _BLOCK, _STREAMS = _bulk(b"XREAD"), _bulk(b"COUNT"), _bulk(b"BLOCK"), _bulk(b"STREAMS")
