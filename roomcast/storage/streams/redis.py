@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import coredis
@@ -21,7 +21,7 @@ from ...logs import log_event
 from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
 from .redis_base import RedisStreams, client_name, entry, entry_from_reply, text, unreachable
 from .redis_pool import SlotKeepingPool
-from .redis_reads import XreadConnection, XreadReply
+from .redis_reads import XreadConnection
 
 log = logging.getLogger("roomcast.streams")
 
@@ -73,35 +73,25 @@ class RedisStreamBackend(RedisStreams):
         streams[self._wake_key_bytes] = self._wake_position
         block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
         if self.reads is not None:
-            return self._found_in_reply(await self._read_raw(streams, count, block_ms))
+            with self.guarded():
+                reply = await self.reads.xread(streams, count=count, block_ms=block_ms)
+            return self._found(((key, [entry_from_reply(identifier, fields) for identifier, fields in entries])
+                                for key, entries in reply))
         with self.guarded():
-            reply = await self.single.xread(streams, count=count, block=block_ms)
+            found = await self.single.xread(streams, count=count, block=block_ms)
+        return self._found(((key, [entry(raw) for raw in entries]) for key, entries in (found or {}).items()))
+
+    def _found(self, streams: Iterable[tuple[bytes, list[StreamEntry]]]) -> dict[int, list[StreamEntry]]:
+        """Each room's entries from a read's streams; the wake stream's only move its position."""
         found: dict[int, list[StreamEntry]] = {}
-        for key, entries in (reply or {}).items():
+        for key, entries in streams:
             if not entries:
                 continue
             room_id = self.room_of(key)
             if room_id is not None:
-                found[room_id] = [entry(raw) for raw in entries]
+                found[room_id] = entries
             else:
-                self._wake_position = text(entries[-1].identifier)
-        return found
-
-    async def _read_raw(self, streams: Mapping[bytes, str], count: int, block_ms: int) -> XreadReply:
-        assert self.reads is not None
-        with self.guarded():
-            return await self.reads.xread(streams, count=count, block_ms=block_ms)
-
-    def _found_in_reply(self, reply: XreadReply) -> dict[int, list[StreamEntry]]:
-        found: dict[int, list[StreamEntry]] = {}
-        for key, entries in reply:
-            if not entries:
-                continue
-            room_id = self.room_of(key)
-            if room_id is not None:
-                found[room_id] = [entry_from_reply(identifier, fields) for identifier, fields in entries]
-            else:
-                self._wake_position = text(entries[-1][0])
+                self._wake_position = entries[-1].id
         return found
 
     def reset_connections(self) -> None:
