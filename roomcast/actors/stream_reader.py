@@ -12,7 +12,9 @@ others and nothing is skipped.
 
 What a read names (each readable room's position), the rooms held back and those
 not yet placed are kept up to date as feeds change, not rebuilt for each read: a
-read costs the reader work per room with entries, not per room attached.
+read costs the reader work per room with entries, not per room attached. The rooms
+whose positions changed go in the read's cursor, so the in-process backend need not
+compare every position either.
 
 When the backend fails, the reader retries with exponential backoff. Once it
 answers again the reader *resyncs*: it moves every room to the stream's current
@@ -32,7 +34,7 @@ from typing import Any
 import trio
 
 from ..logs import log_event
-from ..storage.streams import NOTICES_STREAM, StreamBackend, StreamEntry, StreamUnavailable
+from ..storage.streams import NOTICES_STREAM, ReadCursor, StreamBackend, StreamEntry, StreamUnavailable
 from .actor import Actor, ActorContext
 from .backoff import Backoff
 
@@ -90,6 +92,7 @@ class StreamReader:
         self._held: dict[int, None] = {}
         self._unplaced: dict[int, None] = {}
         self._lent = False  # the read under way has _positions: it is copied before it changes
+        self._cursor = ReadCursor()  # every position set goes in its `moved` (see _track)
         self._reading = False
         self._interrupt_sent = False
         self._needs_resync = False
@@ -134,6 +137,7 @@ class StreamReader:
     async def run(self, ctx: ActorContext) -> None:
         # A previous run may have died between a read and the hand-over: check the database.
         self._needs_resync = bool(self._feeds)
+        self._cursor = ReadCursor()  # nor may its last read have been followed up: the next looks at every room
         while True:
             everything = self._needs_resync
             unplaced = list(self._feeds if everything else self._unplaced)
@@ -152,7 +156,7 @@ class StreamReader:
             self._reading, self._interrupt_sent, self._lent = True, False, True
             try:
                 ok, batches = await self._attempt(self.backend.read, self._positions, count=self.count,
-                                                  timeout=timeout)
+                                                  timeout=timeout, cursor=self._cursor)
             finally:
                 self._reading = self._lent = False
             if not ok:
@@ -233,6 +237,7 @@ class StreamReader:
         readable = None if room_id in self._held else position
         if self._positions.get(room_id) == readable:
             return
+        self._cursor.moved.add(room_id)
         if self._lent:  # the backend may look at the dict it was given until the read ends
             self._positions, self._lent = dict(self._positions), False
         if readable is None:

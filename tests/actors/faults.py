@@ -14,7 +14,7 @@ from roomcast import node as node_module
 from roomcast.config import Settings
 from roomcast.node import Node, open_node
 from roomcast.storage.database import Database
-from roomcast.storage.streams import Append, MemoryStreamBackend, StreamEntry, StreamUnavailable
+from roomcast.storage.streams import Append, MemoryStreamBackend, ReadCursor, StreamEntry, StreamUnavailable
 
 
 class SwitchableBackend:
@@ -42,10 +42,11 @@ class SwitchableBackend:
         self._check()
         return await self.inner.last_ids(room_ids)
 
-    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float,
+                   cursor: ReadCursor | None = None) -> dict[int, list[StreamEntry]]:
         await trio.lowlevel.checkpoint()
         self._check()
-        return await self.inner.read(positions, count=count, timeout=timeout)
+        return await self.inner.read(positions, count=count, timeout=timeout, cursor=cursor)
 
     def interrupt(self) -> None:
         self.inner.interrupt()

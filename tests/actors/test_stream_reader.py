@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from roomcast.actors.stream_reader import Resync, StreamBatch, StreamReader
-from roomcast.storage.streams import Append, MemoryStreamBackend, StreamEntry
+from roomcast.storage.streams import Append, MemoryStreamBackend, ReadCursor, StreamEntry
 
 
 class GatedBackend(MemoryStreamBackend):
@@ -70,10 +70,10 @@ class HeldReadBackend(MemoryStreamBackend):
         self.gate = trio.Event()
         self.found = trio.Event()
 
-    async def read(self, positions: Mapping[int, str], *, count: int,
-                   timeout: float) -> dict[int, list[StreamEntry]]:
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float,
+                   cursor: ReadCursor | None = None) -> dict[int, list[StreamEntry]]:
         given = dict(positions)
-        found = await super().read(positions, count=count, timeout=timeout)
+        found = await super().read(positions, count=count, timeout=timeout, cursor=cursor)
         if found:
             self.found.set()
             await self.gate.wait()

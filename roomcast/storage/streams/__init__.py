@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ...config import Settings
-from .base import NOTICES_STREAM, STREAM_START, Append, StreamBackend, StreamEntry, StreamUnavailable
+from .base import NOTICES_STREAM, STREAM_START, Append, ReadCursor, StreamBackend, StreamEntry, StreamUnavailable
 from .memory import MemoryStreamBackend
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "STREAM_START",
     "Append",
     "MemoryStreamBackend",
+    "ReadCursor",
     "StreamBackend",
     "StreamEntry",
     "StreamUnavailable",

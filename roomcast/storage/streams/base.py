@@ -43,6 +43,22 @@ class Append:
     origin: str | None = None
 
 
+class ReadCursor:
+    """What one reader carries from a `read` to its next, for a backend that can use it.
+
+    The caller passes the same cursor to every read it makes and adds to `moved` each room
+    whose position it sets, adds or removes. The in-process backend then looks only at the rooms
+    appended to since the previous read returned, those moved, and those that read left entries
+    in; without a cursor (or with one another backend used) a read looks at every room named.
+    """
+
+    __slots__ = ("moved", "state")
+
+    def __init__(self) -> None:
+        self.moved: set[int] = set()
+        self.state: object = None  # the backend's own, from the last read that returned
+
+
 class StreamUnavailable(DependencyUnavailable):
     """The backend cannot be reached; the caller retries later (nothing was lost)."""
 
@@ -65,12 +81,14 @@ class StreamBackend(Protocol):
         """
         ...
 
-    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float,
+                   cursor: ReadCursor | None = None) -> dict[int, list[StreamEntry]]:
         """Entries after each room's position, at most `count` per room, oldest first.
 
         Blocks until at least one room has entries, `timeout` seconds pass, or
         `interrupt()` is called; the last two return an empty dict. A position
-        older than what the stream retains reads from its oldest entry.
+        older than what the stream retains reads from its oldest entry. A backend
+        may use `cursor` to look at fewer rooms; the outcome is the same.
         """
         ...
 

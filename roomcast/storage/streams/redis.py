@@ -18,7 +18,7 @@ import trio
 from coredis import PureToken
 
 from ...logs import log_event
-from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
+from .base import STREAM_START, Append, ReadCursor, StreamEntry, StreamUnavailable
 from .redis_base import RedisStreams, client_name, entry, entry_from_reply, text, unreachable
 from .redis_pool import SlotKeepingPool
 from .redis_reads import XreadConnection
@@ -67,7 +67,9 @@ class RedisStreamBackend(RedisStreams):
                 requests = self.stack_appends(pipe, items)
             return [text(await request) for request in requests]
 
-    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float,
+                   cursor: ReadCursor | None = None) -> dict[int, list[StreamEntry]]:
+        # XREAD names every room whatever came before: `cursor` has nothing to offer here.
         key_of = self.key
         streams: dict[bytes, str] = {key_of(room_id): position for room_id, position in positions.items()}
         streams[self._wake_key_bytes] = self._wake_position

@@ -42,7 +42,7 @@ from coredis.response.types import StreamEntry as RawEntry
 
 from ...config import RedisClusterAddress
 from ...logs import log_event
-from .base import STREAM_START, Append, StreamEntry, StreamUnavailable
+from .base import STREAM_START, Append, ReadCursor, StreamEntry, StreamUnavailable
 from .redis_base import _KEY_CACHE_MAX, RedisStreams, client_name, entry, text, unreachable
 from .redis_pool import SlotKeepingClusterPool
 
@@ -165,7 +165,9 @@ class RedisClusterStreamBackend(RedisStreams):
 
     # ------------------------------------------------------------------ reads
 
-    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float) -> dict[int, list[StreamEntry]]:
+    async def read(self, positions: Mapping[int, str], *, count: int, timeout: float,
+                   cursor: ReadCursor | None = None) -> dict[int, list[StreamEntry]]:
+        # XREAD names every room whatever came before: `cursor` has nothing to offer here.
         self.check_connected()
         deadline = trio.current_time() + timeout
         self._live = positions
