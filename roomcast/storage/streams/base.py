@@ -48,8 +48,10 @@ class ReadCursor:
 
     The caller passes the same cursor to every read it makes and adds to `moved` each room
     whose position it sets, adds or removes. The in-process backend then looks only at the rooms
-    appended to since the previous read returned, those moved, and those that read left entries
-    in; without a cursor (or with one another backend used) a read looks at every room named.
+    appended to since the previous read returned, those moved, and those that read returned
+    entries of; one Redis re-encodes only the moved rooms' keys and positions for its XREAD.
+    Without a cursor, or with one from a read that did not return or from another backend, a
+    read goes over every room named.
     """
 
     __slots__ = ("moved", "state")

@@ -12,6 +12,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import coredis
 import trio
@@ -21,11 +22,23 @@ from ...logs import log_event
 from .base import STREAM_START, Append, ReadCursor, StreamEntry, StreamUnavailable
 from .redis_base import RedisStreams, client_name, entry, entry_from_reply, text, unreachable
 from .redis_pool import SlotKeepingPool
-from .redis_reads import XreadConnection
+from .redis_reads import NamedStreams, XreadConnection
 
 log = logging.getLogger("roomcast.streams")
 
 _WAKE_TTL_MS = 24 * 3600 * 1000
+
+
+# The wake stream's place among what a read names (room ids and NOTICES_STREAM are never negative).
+_WAKE_STREAM = -1
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptNames:
+    """A cursor's state: what the last read that returned named, on which backend."""
+
+    backend: RedisStreamBackend
+    named: NamedStreams
 
 
 class RedisStreamBackend(RedisStreams):
@@ -69,19 +82,47 @@ class RedisStreamBackend(RedisStreams):
 
     async def read(self, positions: Mapping[int, str], *, count: int, timeout: float,
                    cursor: ReadCursor | None = None) -> dict[int, list[StreamEntry]]:
-        # XREAD names every room whatever came before: `cursor` has nothing to offer here.
+        block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
+        if self.reads is not None:
+            # XREAD names every room whatever came before; the cursor spares re-encoding each one.
+            named = self._named(positions, cursor)
+            with self.guarded():
+                reply = await self.reads.xread_named(named, count=count, block_ms=block_ms)
+            found = self._found(((key, [entry_from_reply(identifier, fields) for identifier, fields in entries])
+                                 for key, entries in reply))
+            if cursor is not None:
+                cursor.state = _KeptNames(self, named)
+            return found
         key_of = self.key
         streams: dict[bytes, str] = {key_of(room_id): position for room_id, position in positions.items()}
         streams[self._wake_key_bytes] = self._wake_position
-        block_ms = max(1, int(min(timeout, self.max_block_s) * 1000))
-        if self.reads is not None:
-            with self.guarded():
-                reply = await self.reads.xread(streams, count=count, block_ms=block_ms)
-            return self._found(((key, [entry_from_reply(identifier, fields) for identifier, fields in entries])
-                                for key, entries in reply))
         with self.guarded():
-            found = await self.single.xread(streams, count=count, block=block_ms)
-        return self._found(((key, [entry(raw) for raw in entries]) for key, entries in (found or {}).items()))
+            replied = await self.single.xread(streams, count=count, block=block_ms)
+        return self._found(((key, [entry(raw) for raw in entries]) for key, entries in (replied or {}).items()))
+
+    def _named(self, positions: Mapping[int, str], cursor: ReadCursor | None) -> NamedStreams:
+        """What the read names: the streams the cursor's last read named, moved on by what the caller
+        moved since; all of them encoded anew without a cursor, or after a read that did not return."""
+        kept = None
+        if cursor is not None:
+            kept, cursor.state = cursor.state, None
+        if isinstance(kept, _KeptNames) and kept.backend is self:
+            named = kept.named
+            assert cursor is not None
+            for room_id in cursor.moved:
+                position = positions.get(room_id)
+                if position is None:
+                    named.drop(room_id)
+                else:
+                    named.set(room_id, self.key(room_id), position)
+        else:
+            named = NamedStreams()
+            for room_id, position in positions.items():
+                named.set(room_id, self.key(room_id), position)
+        if cursor is not None:
+            cursor.moved = set()
+        named.set(_WAKE_STREAM, self._wake_key_bytes, self._wake_position)
+        return named
 
     def _found(self, streams: Iterable[tuple[bytes, list[StreamEntry]]]) -> dict[int, list[StreamEntry]]:
         """Each room's entries from a read's streams; the wake stream's only move its position."""

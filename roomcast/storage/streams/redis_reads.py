@@ -3,9 +3,9 @@
 Every read names every room the node reads (DESIGN.md §7). Through coredis each read costs its
 client about 1.7 µs per room named, whatever arrived: each key is wrapped, checked and packed
 anew, so a node reading 1000 rooms spent some 1.75 ms of CPU on every read (bench/stream_reads.py
-`--redis`). Here the encodings of the keys and positions named by the last reads are kept (most
-rooms have no news, so theirs are the same), a read is one join of bytes, and hiredis (Redis's
-own C parser) reads the reply. Only this one command is sent this way; every
+`--redis`). Here the encodings of the keys and positions named by the last read are kept
+(`NamedStreams`), only those of the rooms the stream reader moved since (its `ReadCursor`) are
+made anew, a read is two joins of bytes, and hiredis (Redis's own C parser) reads the reply. Only this one command is sent this way; every
 other (appends, the wake stream, presence, limits) goes through coredis.
 
 Only for a plain `redis://` address; TLS and Unix sockets read through coredis as before. What
@@ -41,6 +41,30 @@ def command(*parts: bytes) -> bytes:
 
 class RedisReplyError(Exception):
     """Redis refused the command itself (a bug of ours, not an outage)."""
+
+
+class NamedStreams:
+    """The streams a read names, each key and position in RESP, kept from read to read.
+
+    Its owner sets or drops just the streams whose positions moved: a read of a thousand quiet
+    rooms then encodes nothing and looks nothing up per room, it joins what is kept. The two
+    dicts change together, so their orders match.
+    """
+
+    __slots__ = ("keys", "positions")
+
+    def __init__(self) -> None:
+        self.keys: dict[int, bytes] = {}
+        self.positions: dict[int, bytes] = {}
+
+    def set(self, stream: int, key: bytes, position: str) -> None:
+        if stream not in self.keys:
+            self.keys[stream] = _bulk(key)
+        self.positions[stream] = _bulk(position.encode())
+
+    def drop(self, stream: int) -> None:
+        if self.keys.pop(stream, None) is not None:
+            del self.positions[stream]
 
 
 class XreadConnection:
@@ -86,12 +110,18 @@ class XreadConnection:
     async def xread(self, streams: Mapping[bytes, str], *, count: int, block_ms: int) -> XreadReply:
         """`XREAD COUNT count BLOCK block_ms STREAMS ...`: each stream with news and its entries
         (none when the block ran out)."""
+        return await self._xread(_xread_request(count, block_ms, len(streams), b"".join(self._encoded(streams)),
+                                                b"".join(self._encoded(streams.values()))))
+
+    async def xread_named(self, named: NamedStreams, *, count: int, block_ms: int) -> XreadReply:
+        """`xread` of the streams `named` keeps, encoded already."""
+        return await self._xread(_xread_request(count, block_ms, len(named.keys), b"".join(named.keys.values()),
+                                                b"".join(named.positions.values())))
+
+    async def _xread(self, request: bytes) -> XreadReply:
         if self._busy:
             raise trio.BusyResourceError("another XREAD is under way on this connection")
         self._busy = True
-        request = b"".join((b"*%d\r\n" % (6 + 2 * len(streams)), _XREAD, _COUNT, _bulk(b"%d" % count), _BLOCK,
-                            _bulk(b"%d" % block_ms), _STREAMS, *self._encoded(streams),
-                            *self._encoded(streams.values())))
         done = False
         try:
             with trio.move_on_after(self.timeout_s) as waiting:
@@ -194,3 +224,8 @@ def _streams_in(reply: object) -> XreadReply:
 
 
 _XREAD, _COUNT, _BLOCK, _STREAMS = _bulk(b"XREAD"), _bulk(b"COUNT"), _bulk(b"BLOCK"), _bulk(b"STREAMS")
+
+
+def _xread_request(count: int, block_ms: int, streams: int, keys: bytes, positions: bytes) -> bytes:
+    return b"".join((b"*%d\r\n" % (6 + 2 * streams), _XREAD, _COUNT, _bulk(b"%d" % count), _BLOCK,
+                     _bulk(b"%d" % block_ms), _STREAMS, keys, positions))
