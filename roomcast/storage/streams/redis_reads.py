@@ -5,8 +5,9 @@ client about 1.7 µs per room named, whatever arrived: each key is wrapped, chec
 anew, so a node reading 1000 rooms spent some 1.75 ms of CPU on every read (bench/stream_reads.py
 `--redis`). Here the encodings of the keys and positions named by the last read are kept
 (`NamedStreams`), only those of the rooms the stream reader moved since (its `ReadCursor`) are
-made anew, a read is two joins of bytes, and hiredis (Redis's own C parser) reads the reply. Only this one command is sent this way; every
-other (appends, the wake stream, presence, limits) goes through coredis.
+made anew, a read joins the positions' bytes (the keys' are joined once while the rooms stay the
+same), and hiredis (Redis's own C parser) reads the reply. Only this one command is sent this way;
+every other (appends, the wake stream, presence, limits) goes through coredis.
 
 Only for a plain `redis://` address; TLS and Unix sockets read through coredis as before. What
 cannot reach Redis raises ConnectionError or TimeoutError (`redis_base.unreachable` counts both),
@@ -51,20 +52,28 @@ class NamedStreams:
     dicts change together, so their orders match.
     """
 
-    __slots__ = ("keys", "positions")
+    __slots__ = ("_keys_joined", "keys", "positions")
 
     def __init__(self) -> None:
         self.keys: dict[int, bytes] = {}
         self.positions: dict[int, bytes] = {}
+        self._keys_joined: bytes | None = None  # the keys change far less often than the positions
 
     def set(self, stream: int, key: bytes, position: str) -> None:
         if stream not in self.keys:
             self.keys[stream] = _bulk(key)
+            self._keys_joined = None
         self.positions[stream] = _bulk(position.encode())
 
     def drop(self, stream: int) -> None:
         if self.keys.pop(stream, None) is not None:
             del self.positions[stream]
+            self._keys_joined = None
+
+    def keys_joined(self) -> bytes:
+        if self._keys_joined is None:
+            self._keys_joined = b"".join(self.keys.values())
+        return self._keys_joined
 
 
 class XreadConnection:
@@ -115,7 +124,7 @@ class XreadConnection:
 
     async def xread_named(self, named: NamedStreams, *, count: int, block_ms: int) -> XreadReply:
         """`xread` of the streams `named` keeps, encoded already."""
-        return await self._xread(_xread_request(count, block_ms, len(named.keys), b"".join(named.keys.values()),
+        return await self._xread(_xread_request(count, block_ms, len(named.keys), named.keys_joined(),
                                                 b"".join(named.positions.values())))
 
     async def _xread(self, request: bytes) -> XreadReply:
