@@ -29,6 +29,17 @@ async def until(condition: Callable[[], bool]) -> None:
         await trio.sleep(CHECKPOINT_INTERVAL_S)
 
 
+async def checkpoint_alone(node: Node) -> tuple[int, int]:
+    """`Database.checkpoint()`, made again when it met the node's own checkpointer's (SQLite answers
+    (-1, -1) to a checkpoint while another connection runs one)."""
+    for _ in range(100):
+        frames, copied = await node.database.checkpoint()
+        if frames != -1:
+            return frames, copied
+        await trio.sleep(0.01)
+    raise AssertionError("every checkpoint met another")
+
+
 def checkpointer(node: Node) -> Any:
     actor = node.actors.root.child(ACTOR_NAME)
     assert actor is not None
@@ -49,9 +60,9 @@ async def test_what_the_writer_commits_is_copied_into_the_database(node: Node) -
     room, = await create_rooms(node, 1)
     # Already published and not announced: the relay then writes nothing between the two checkpoints.
     await commit_events(node, room, 50, notify=False, published=True)
-    frames, copied = await node.database.checkpoint()
+    frames, copied = await checkpoint_alone(node)
     assert frames > 0 and copied == frames  # nobody reading: all of it
-    frames, copied = await node.database.checkpoint()
+    frames, copied = await checkpoint_alone(node)
     assert copied == frames  # nothing new: nothing left behind either
 
 
