@@ -7,11 +7,11 @@ only those of them it asked for. A read looks at a room by comparing the positio
 with the room's newest id (a string compare); only a room with news has its
 position parsed: a read costs little per room without news.
 
-A reader that carries a `ReadCursor` from read to read is not looked at room by room even
-then: its next read starts from the wake-up that was next when the last one returned, and
-looks only at the rooms appended to since, those it moved, and those the last read returned
-entries of. A node's one reader names every room it serves on every read, so with a thousand
-quiet rooms that scan was most of what a message cost to read.
+A reader that carries a `ReadCursor` from read to read is spared even that: its next read
+starts from the wake-up that was next when its last one returned, and looks only at the rooms
+appended to since, those the reader moved, and those the last read returned entries of. A
+node's one reader names every room it serves on every read, so with a thousand quiet rooms that
+scan was most of what a message cost to read.
 
 Every room that ever had an event keeps a log while the process runs, so the entries of all
 rooms together are bounded too (`max_entries`): past it, the rooms appended to least recently

@@ -103,12 +103,12 @@ class RedisStreamBackend(RedisStreams):
     def _named(self, positions: Mapping[int, str], cursor: ReadCursor | None) -> NamedStreams:
         """What the read names: the streams the cursor's last read named, moved on by what the caller
         moved since; all of them encoded anew without a cursor, or after a read that did not return."""
-        kept = None
-        if cursor is not None:
+        if cursor is None:
+            kept = None
+        else:
             kept, cursor.state = cursor.state, None
-        if isinstance(kept, _KeptNames) and kept.backend is self:
+        if cursor is not None and isinstance(kept, _KeptNames) and kept.backend is self:
             named = kept.named
-            assert cursor is not None
             for room_id in cursor.moved:
                 position = positions.get(room_id)
                 if position is None:

@@ -167,7 +167,7 @@ class RedisClusterStreamBackend(RedisStreams):
 
     async def read(self, positions: Mapping[int, str], *, count: int, timeout: float,
                    cursor: ReadCursor | None = None) -> dict[int, list[StreamEntry]]:
-        # XREAD names every room whatever came before: `cursor` has nothing to offer here.
+        # What a read fetches is what the bells rang for (and rooms moved): `cursor` has nothing to add.
         self.check_connected()
         deadline = trio.current_time() + timeout
         self._live = positions
