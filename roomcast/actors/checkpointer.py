@@ -49,13 +49,16 @@ class WalCheckpointer:
             # After a failure, backing off: one that recurs is logged with growing gaps, not ten times a second.
             await trio.sleep(self.retry.delay(failures) if failures else self.interval_s)
             try:
-                self.frames, self.copied = await until_available(self.database.checkpoint, self.retry, log,
-                                                                 "checkpoint.waiting")
+                frames, copied = await until_available(self.database.checkpoint, self.retry, log,
+                                                       "checkpoint.waiting")
             except Exception as exc:  # a bug, or a database that refuses: the writer still checkpoints itself
                 failures += 1
                 log_event(log, "checkpoint.failed", logging.ERROR, error=repr(exc), attempt=failures)
                 continue
             failures = 0
+            if frames < 0:  # SQLite's answer while another connection checkpoints: this one did nothing
+                continue
+            self.frames, self.copied = frames, copied
             self.checkpoints += 1
 
     def describe(self) -> dict[str, object]:

@@ -108,6 +108,27 @@ async def test_an_outage_is_waited_out_and_a_failure_logged_without_a_restart(
     assert described["state"] == "running" and described["restarts"] == 0
 
 
+@ON_SQLITE
+async def test_a_checkpoint_that_met_another_is_not_counted(
+        autojump_clock: trio.testing.MockClock, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    actor = checkpointer(node)
+    await until(lambda: actor.describe()["checkpoints"] >= 1)
+    calls = 0
+
+    def busy() -> tuple[int, int]:  # what SQLite answers while another connection checkpoints
+        nonlocal calls
+        calls += 1
+        return -1, -1
+
+    monkeypatch.setattr(node.database, "_checkpoint", busy)
+    await until(lambda: calls >= 1)  # one at a time: the real one under way when patched has been counted
+    before = actor.describe()
+    await until(lambda: calls >= 4)
+    described = actor.describe()
+    assert described["checkpoints"] == before["checkpoints"]
+    assert (described["wal_frames"], described["copied_frames"]) == (before["wal_frames"], before["copied_frames"])
+
+
 @pytest.mark.parametrize("db_backend", ["postgresql"])
 async def test_postgresql_has_no_checkpointer(node: Node) -> None:
     assert node.actors.root.child(ACTOR_NAME) is None
