@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from roomcast.storage.streams import STREAM_START, Append, MemoryStreamBackend, ReadCursor
 
+from .cursor_reader import CursorReader
+
 ROOMS = range(1, 7)
 
 
@@ -37,37 +39,13 @@ operations = st.lists(st.one_of(
     st.builds(Move, st.sampled_from(ROOMS), st.one_of(st.none(), st.integers(0, 6)))), max_size=60)
 
 
-class Reader:
-    """Positions kept as the node's stream reader keeps them: every change noted in the cursor."""
-
-    def __init__(self, backend: MemoryStreamBackend) -> None:
-        self.backend = backend
-        self.positions: dict[int, str] = {}
-        self.cursor = ReadCursor()
-
-    def place(self, room: int, position: str | None) -> None:
-        if position is None:
-            self.positions.pop(room, None)
-        else:
-            self.positions[room] = position
-        self.cursor.moved.add(room)
-
-    async def read(self, count: int, moves_on: bool = True) -> None:
-        expected = await self.backend.read(dict(self.positions), count=count, timeout=0)
-        found = await self.backend.read(self.positions, count=count, timeout=0, cursor=self.cursor)
-        assert found == expected
-        for room, entries in found.items():
-            if moves_on:
-                self.place(room, entries[-1].id)
-
-
 @settings(max_examples=300, deadline=None)
 @given(operations, st.integers(2, 5))
 def test_a_read_with_a_cursor_finds_what_a_read_without_one_finds(ops: list[object], maxlen: int) -> None:
     async def main() -> None:
         # Small caps: rooms also lose their oldest entries, and whole logs are given up.
         backend = MemoryStreamBackend(maxlen=maxlen, max_entries=3 * maxlen)
-        reader = Reader(backend)
+        reader = CursorReader(backend)
         ids: dict[int, list[str]] = {room: [STREAM_START] for room in ROOMS}
         for room in ROOMS:
             reader.place(room, STREAM_START)
@@ -90,7 +68,7 @@ def test_a_read_with_a_cursor_finds_what_a_read_without_one_finds(ops: list[obje
 
 async def test_a_blocked_read_with_a_cursor_wakes_for_an_append_and_the_next_finds_what_came_after() -> None:
     backend = MemoryStreamBackend()
-    reader = Reader(backend)
+    reader = CursorReader(backend)
     for room in ROOMS:
         reader.place(room, STREAM_START)
     assert await backend.read(reader.positions, count=10, timeout=0, cursor=reader.cursor) == {}
@@ -112,7 +90,7 @@ async def test_a_blocked_read_with_a_cursor_wakes_for_an_append_and_the_next_fin
 
 async def test_after_a_cancelled_read_the_next_looks_at_every_room() -> None:
     backend = MemoryStreamBackend()
-    reader = Reader(backend)
+    reader = CursorReader(backend)
     reader.place(1, STREAM_START)
     await backend.read(reader.positions, count=10, timeout=0, cursor=reader.cursor)
     await backend.append([Append(2, b"early", 1)])

@@ -4,7 +4,7 @@ own connection, re-encodes only the rooms moved; through coredis the cursor is l
 
 Seeded random runs of appends, reads and moves, as the node's stream reader makes them. A Redis
 Cluster reads by its bells, whose marks one read uses up, so two reads in a row are not comparable
-there: its reads take the cursor and leave it alone (tests/streams/test_redis_cluster.py)."""
+there: its reads take the cursor and leave it alone."""
 
 from __future__ import annotations
 
@@ -12,45 +12,21 @@ import random
 
 import pytest
 
-from roomcast.storage.streams import STREAM_START, Append, ReadCursor, StreamBackend, StreamUnavailable
+from roomcast.storage.streams import STREAM_START, Append, StreamBackend, StreamUnavailable
 from roomcast.storage.streams.redis import RedisStreamBackend
 
 from .conftest import REDIS_VIA_COREDIS
+from .cursor_reader import CursorReader
 
 ROOMS = list(range(1, 9))
 KINDS = ["memory", pytest.param("redis", marks=pytest.mark.redis), REDIS_VIA_COREDIS]
-
-
-class Reader:
-    """Positions kept as the node's stream reader keeps them: every change noted in the cursor."""
-
-    def __init__(self, backend: StreamBackend) -> None:
-        self.backend = backend
-        self.positions: dict[int, str] = {}
-        self.cursor = ReadCursor()
-
-    def place(self, room: int, position: str | None) -> None:
-        if position is None:
-            self.positions.pop(room, None)
-        else:
-            self.positions[room] = position
-        self.cursor.moved.add(room)
-
-    async def read(self, count: int, moves_on: bool = True) -> None:
-        expected = await self.backend.read(dict(self.positions), count=count, timeout=0)
-        found = await self.backend.read(self.positions, count=count, timeout=0, cursor=self.cursor)
-        assert {room: [(e.id, e.seq, e.data) for e in entries] for room, entries in found.items()} == {
-            room: [(e.id, e.seq, e.data) for e in entries] for room, entries in expected.items()}
-        for room, entries in found.items():
-            if moves_on:
-                self.place(room, entries[-1].id)
 
 
 @pytest.mark.parametrize("backend_kind", KINDS)
 @pytest.mark.parametrize("seed", range(3))
 async def test_reads_with_a_cursor_find_what_reads_without_one_find(backend: StreamBackend, seed: int) -> None:
     rng = random.Random(seed)
-    reader = Reader(backend)
+    reader = CursorReader(backend)
     ids: dict[int, list[str]] = {room: [STREAM_START] for room in ROOMS}
     for room in ROOMS[:5]:  # the others are attached along the way
         reader.place(room, STREAM_START)
@@ -76,7 +52,7 @@ async def test_reads_with_a_cursor_find_what_reads_without_one_find(backend: Str
 @pytest.mark.parametrize("backend_kind", [pytest.param("redis", marks=pytest.mark.redis)])
 async def test_after_a_read_that_failed_the_next_names_every_room_anew(backend: StreamBackend) -> None:
     assert isinstance(backend, RedisStreamBackend) and backend.reads is not None
-    reader = Reader(backend)
+    reader = CursorReader(backend)
     reader.place(1, STREAM_START)
     await reader.read(10)
     reader.place(2, STREAM_START)  # noted for the read that fails: only that read was told
