@@ -16,7 +16,7 @@ and the connection is then dropped: the next read connects anew.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -24,7 +24,6 @@ import trio
 
 # Errors Redis answers while it cannot serve (starting, busy, a failover): waited out like an outage.
 _NOT_SERVING = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN", b"NOAUTH", b"READONLY")
-_ENCODINGS_KEPT = 100_000  # keys and positions remembered; past that the cache starts over
 
 # An XREAD reply: per stream with news, its key and its entries (id, [field, value, ...]).
 RawEntry = tuple[bytes, list[bytes]]
@@ -98,7 +97,6 @@ class XreadConnection:
         self._hello = hello
         self._stream: trio.SocketStream | None = None
         self._reader: hiredis.Reader | None = None  # one per connection
-        self._encodings: dict[bytes | str, bytes] = {}  # keys and positions -> their RESP encoding
         self._busy = False
 
     @classmethod
@@ -118,9 +116,9 @@ class XreadConnection:
 
     async def xread(self, streams: Mapping[bytes, str], *, count: int, block_ms: int) -> XreadReply:
         """`XREAD COUNT count BLOCK block_ms STREAMS ...`: each stream with news and its entries
-        (none when the block ran out)."""
-        return await self._xread(_xread_request(count, block_ms, len(streams), b"".join(self._encoded(streams)),
-                                                b"".join(self._encoded(streams.values()))))
+        (none when the block ran out). The node's reads go through `xread_named`."""
+        return await self._xread(_xread_request(count, block_ms, len(streams), b"".join(map(_bulk, streams)),
+                                                b"".join(_bulk(position.encode()) for position in streams.values())))
 
     async def xread_named(self, named: NamedStreams, *, count: int, block_ms: int) -> XreadReply:
         """`xread` of the streams `named` keeps, encoded already."""
@@ -151,19 +149,6 @@ class XreadConnection:
         stream, self._stream, self._reader = self._stream, None, None
         if stream is not None:
             stream.socket.close()
-
-    def _encoded(self, values: Iterable[bytes | str]) -> list[bytes]:
-        """Each key or position as a bulk string; most are those of the last read, remembered."""
-        cache = self._encodings
-        encoded = []
-        for value in values:
-            found = cache.get(value)
-            if found is None:
-                if len(cache) >= _ENCODINGS_KEPT:
-                    cache.clear()
-                found = cache[value] = _bulk(value.encode() if isinstance(value, str) else value)
-            encoded.append(found)
-        return encoded
 
     async def _connect(self) -> None:
         stream = None
