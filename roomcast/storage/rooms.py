@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, aliased
 from . import driver_rows
 from .events import insert_outbox_rows
 from .messages import INSERT_MESSAGES_PG, insert_messages, message_columns, used_client_ids
-from .models import Membership, Message, Room, User
+from .models import Membership, Message, OutboxEvent, Room, User
 from .replica import require_replayed
 from .streams.base import Append
 
@@ -392,8 +392,14 @@ def insert_room(session: Session, room: Room, members: Mapping[int, str]) -> Roo
 
 
 def delete_room(session: Session, room_id: int) -> None:
-    """Delete the room; its memberships, messages and outbox rows go with it (ON DELETE CASCADE)."""
+    """Delete the room with its memberships (ON DELETE CASCADE), messages and outbox rows.
+
+    The room's row goes first: that waits for its lock, so a send in flight commits before and
+    its messages go too (each later statement sees what committed), and a send after finds no
+    room. Messages and outbox rows keep no foreign key to the room (`models.Message`)."""
     session.execute(delete(Room).where(Room.id == room_id))
+    session.execute(delete(OutboxEvent).where(OutboxEvent.room_id == room_id))
+    session.execute(delete(Message).where(Message.room_id == room_id))
 
 
 def tenant_users(session: Session, tenant: str, user_ids: Collection[int]) -> dict[int, User]:

@@ -17,10 +17,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from roomcast.storage.database import create_database_engine
 from roomcast.storage.migrate import alembic_config, downgrade, upgrade
 from roomcast.storage.models import Base
+from roomcast.storage.rooms import delete_room
 from tests.helpers import POSTGRES_URL
 
 
@@ -138,8 +140,8 @@ def test_upgrading_sqlite_keeps_every_row_and_ids_are_never_reused(tmp_path: Pat
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     with engine.begin() as connection:
         # Deleting the newest room takes its message (the newest) with it: neither id comes back.
-        connection.exec_driver_sql("DELETE FROM rooms WHERE id = 2")
-        assert connection.exec_driver_sql("SELECT count(*) FROM messages").scalar() == 2  # cascade still works
+        delete_room(Session(bind=connection), 2)
+        assert connection.exec_driver_sql("SELECT count(*) FROM messages").scalar() == 2
         connection.exec_driver_sql(
             "INSERT INTO rooms (tenant, kind, name, topic, is_active, last_seq, created_at, updated_at, "
             "last_activity_at) VALUES ('default', 'group', 'new', '', 1, 0, '2026-01-02', '2026-01-02', '2026-01-02')")
