@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -103,6 +104,10 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("room_id", "seq"),
         UniqueConstraint("room_id", "sender_id", "client_id"),
+        # So that deleting messages (a room's) need not scan for their replies; only replies are
+        # in it, so a message that replies to nothing costs no index entry.
+        Index("ix_messages_reply_to_id", "reply_to_id", postgresql_where=text("reply_to_id IS NOT NULL"),
+              sqlite_where=text("reply_to_id IS NOT NULL")),
         NEVER_REUSE_IDS,
     )
 
@@ -114,8 +119,7 @@ class Message(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     sender_id: Mapped[int] = mapped_column(Id)
     body: Mapped[str] = mapped_column(Text)
-    # Indexed so that deleting messages (a room's, by cascade) need not scan for their replies.
-    reply_to_id: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    reply_to_id: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id", ondelete="SET NULL"))
     client_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     edited_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -159,7 +163,10 @@ class OutboxEvent(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "room_id", "seq"),)
+    # Only the rows still to publish, in the relay's order: a row marked published leaves it (and
+    # adds no entry), so it stays small however long the outbox grows.
+    __table_args__ = (Index("ix_outbox_unpublished", "room_id", "seq", postgresql_where=text("published_at IS NULL"),
+                            sqlite_where=text("published_at IS NULL")),)
 
     # No foreign key, as on `messages.room_id`, and for the same reason.
     room_id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -233,3 +233,17 @@ def test_webhook_tables_come_and_go_with_their_migration(fresh_database_url: str
         assert not {"webhooks", "webhook_deliveries"} & set(inspect(connection).get_table_names())
         assert connection.exec_driver_sql("SELECT count(*) FROM users").scalar() == 2
     engine.dispose()
+
+
+def test_the_reply_and_unpublished_indexes_hold_only_what_is_searched_for(database_url: str) -> None:
+    engine = create_database_engine(database_url)
+    inspector = inspect(engine)
+    dialect = engine.dialect.name
+    predicates = {
+        (table, index["name"]): (index["column_names"], str(index.get("dialect_options", {}).get(f"{dialect}_where")))
+        for table in ("messages", "outbox") for index in inspector.get_indexes(table)}
+    engine.dispose()
+    columns, where = predicates[("messages", "ix_messages_reply_to_id")]
+    assert columns == ["reply_to_id"] and "reply_to_id IS NOT NULL" in where
+    columns, where = predicates[("outbox", "ix_outbox_unpublished")]
+    assert columns == ["room_id", "seq"] and "published_at IS NULL" in where
