@@ -210,6 +210,31 @@ async def test_a_refresh_of_many_keys_keeps_them_all_and_reports_each_departure_
 
 
 @only_redis
+async def test_a_room_with_more_sessions_than_one_refresh_batch_is_kept_whole_and_swept_once(
+        world: PresenceWorld, clock: trio.testing.MockClock | None, backend_kind: str) -> None:
+    # One Redis refreshes by script, a cluster by pipeline: each cuts this room into several parts.
+    live, dead = world.presence, world.peer()
+    assert isinstance(live, RedisPresence)
+    assert (live._refresh_script is None) == (backend_kind == "redis-cluster")
+    await live.join_many([(ROOM, user_id, f"s{user_id}") for user_id in range(1, 601)])
+    for user_id in range(1, 601):
+        await live.connect(user_id, f"s{user_id}")
+    await dead.join_many([(ROOM, user_id, f"d{user_id}") for user_id in range(401, 1001)])
+    for _ in range(2):
+        world.advance(live.refresh_interval_s)
+        assert await live.refresh() == []
+    departures = []
+    for _ in range(2):  # dead stopped refreshing: its entries expire, users 401-600 stay by live's
+        world.advance(live.refresh_interval_s)
+        departures += await live.refresh()
+    assert sorted(d.user_id for d in departures) == list(range(601, 1001))
+    assert await live.online_in(ROOM) == list(range(1, 601))
+    assert await live.online_users(range(1, 1001)) == set(range(1, 601))
+    world.advance(live.refresh_interval_s)
+    assert await live.refresh() == []
+
+
+@only_redis
 async def test_the_entries_of_a_node_that_stops_refreshing_expire_and_one_survivor_reports_each_departure(
         world: PresenceWorld, clock: trio.testing.MockClock | None) -> None:
     dead, b, c = world.presence, world.peer(), world.peer()
