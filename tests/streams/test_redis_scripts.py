@@ -7,8 +7,9 @@ the shared rate limit must each load theirs again and go on, not treat it as an 
 
 from __future__ import annotations
 
+import time
+
 import pytest
-import trio
 
 from roomcast.ratelimit import SharedRateLimiter
 from roomcast.storage.presence.redis import RedisPresence
@@ -36,7 +37,9 @@ async def test_the_relays_batched_append_goes_on_after_redis_forgot_its_script(b
 
 
 async def test_a_presence_refresh_goes_on_after_redis_forgot_its_script(backend: RedisStreams) -> None:
-    presence = RedisPresence(backend.client, backend.prefix, ttl_s=15.0, guard=backend.guarded)
+    wall = [time.time()]  # the scores' clock, moved by the test
+    presence = RedisPresence(backend.client, backend.prefix, ttl_s=15.0, guard=backend.guarded,
+                             clock=lambda: wall[0])
     await presence.join_many([(1, user_id, f"s{user_id}") for user_id in range(1, 4)])
     await presence.connect(1, "s1")
     assert await presence.refresh() == []
@@ -45,7 +48,7 @@ async def test_a_presence_refresh_goes_on_after_redis_forgot_its_script(backend:
     if script is not None:
         assert await backend.client.script_exists([script.sha]) == (False,)
     before = dict(await backend.client.zrange(presence._room_key(1), 0, -1, withscores=True))
-    await trio.sleep(0.01)  # the refresh's scores are later than the join's
+    wall[0] += presence.refresh_interval_s
     assert await presence.refresh() == []
     after = dict(await backend.client.zrange(presence._room_key(1), 0, -1, withscores=True))
     assert after.keys() == before.keys() and all(after[member] > before[member] for member in before)
